@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny random-init models saved to disk, tiny datasets, offline settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    assert (SHARED_DATA / "sst2" / "dev.tsv").exists(), f"the real datasets are expected at {SHARED_DATA}"
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT with random weights and MiniLM's real WordPiece tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from aftpipe.sources import minilm_dir
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-bert")
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    BertModel(cfg).save_pretrained(out)
+    AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_timm_dir(tmp_path_factory) -> Path:
+    import timm
+    import torch
+    from timm.models import save_for_hf
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-timm")
+    save_for_hf(timm.create_model("test_resnet", pretrained=False, num_classes=0), out)
+    return out
+
+
+@pytest.fixture
+def reviews_tsv(tmp_path) -> Path:
+    """A small labelled text file in the generic tsv format."""
+    p = tmp_path / "reviews.tsv"
+    words = ["good", "bad", "fine", "awful", "great", "dull", "superb", "boring"]
+    lines = ["text\tlabel"] + [f"{' '.join(words[(i * k) % 8] for k in range(1, 2 + i % 7))} film {i}\t{i % 2}"
+                               for i in range(300)]
+    p.write_text("\n".join(lines) + "\n")
+    return p
