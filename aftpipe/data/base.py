@@ -1,0 +1,118 @@
+"""What a dataset is to aftpipe: named splits of (id, input, label) rows in a stable order.
+
+The order is the contract with the feature store: row i of a store's split holds the features of example
+`split.index[i]`. The fingerprint (a hash of the ordered ids and raw inputs) is how stage 2 checks that the
+rows it trains on are the rows that were extracted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from aftpipe.errors import AftpipeError
+
+Modality = Literal["text", "image"]
+
+
+def raw_bytes(inputs: Sequence[Any], i: int) -> bytes:
+    """The raw bytes of input i, as hashed by the fingerprint (file bytes for lazy images)."""
+    if hasattr(inputs, "raw_bytes"):
+        return inputs.raw_bytes(i)  # type: ignore[attr-defined]
+    x = inputs[i]
+    if isinstance(x, str):
+        return x.encode("utf-8")
+    if isinstance(x, np.ndarray):
+        return repr((x.shape, x.dtype.str)).encode() + np.ascontiguousarray(x).tobytes()
+    raise TypeError(f"cannot fingerprint an input of type {type(x).__name__}")
+
+
+@dataclass
+class Split:
+    """One split. `inputs[i]` is a str (text) or an image (PIL.Image or HxW[xC] uint8 array);
+    `labels[i]` is an int class id, -1 when unlabeled; `ids[i]` names the example in its source file."""
+
+    name: str
+    ids: list[str]
+    inputs: Sequence[Any]
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if not (len(self.ids) == len(self.inputs) == len(self.labels)):
+            raise ValueError(f"split {self.name}: ids, inputs and labels differ in length")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def fingerprint(self, rows: Sequence[int] | np.ndarray | None = None) -> str:
+        """sha256 over the ordered (id, raw input) of `rows` (all rows by default)."""
+        h = hashlib.sha256()
+        for i in range(len(self)) if rows is None else rows:
+            i = int(i)
+            for part in (self.ids[i].encode("utf-8"), raw_bytes(self.inputs, i)):
+                h.update(len(part).to_bytes(8, "little"))  # length-prefixed: ("ab","c") != ("a","bc")
+                h.update(part)
+        return h.hexdigest()
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset. `spec` is what the user typed (`sst2`, `tsv:my.tsv`); `info` is provenance
+    recorded in every store built from it (files read, split seed, ...)."""
+
+    spec: str
+    modality: Modality
+    splits: dict[str, Split]
+    num_classes: int
+    metric: Literal["accuracy", "mcc"] = "accuracy"
+    class_names: list[str] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits:
+            raise AftpipeError(
+                f"dataset `{self.spec}` has no split `{name}`; its splits are: {', '.join(self.splits)}"
+            )
+        return self.splits[name]
+
+    @property
+    def name(self) -> str:
+        """A filesystem-safe name for cache paths: `sst2`, or the file stem for `tsv:path/to/reviews.tsv`."""
+        from pathlib import Path
+
+        prefix, sep, arg = self.spec.partition(":")
+        return Path(arg.rstrip("/")).stem if sep else prefix
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    """Options for generic file datasets."""
+
+    text_col: str | None = None  # None: the first of text, sentence, content
+    label_col: str | None = None  # None: a column named label
+
+
+def hub_allowed() -> bool:
+    """Whether a named dataset whose local files are missing may fall back to the Hugging Face hub:
+    only when the optional `datasets` package is installed and the user has not asked to stay offline
+    (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), so an offline machine fails fast with a local-file message."""
+    import importlib.util
+    import os
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return False
+    return importlib.util.find_spec("datasets") is not None
+
+
+def seeded_split(n: int, n_train: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, test rows) of a dataset that ships as one block: the first `n_train` of
+    `default_rng(seed).permutation(n)` are train, the rest test. Each part is returned in ascending
+    original order, so a split's row order is the file's order and obvious to anyone reading it."""
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[:n_train]), np.sort(perm[n_train:])

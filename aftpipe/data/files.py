@@ -1,0 +1,373 @@
+"""Generic datasets from the user's own files: `tsv:PATH`, `csv:PATH`, `jsonl:PATH` and `imagefolder:PATH`.
+
+A PATH to one file is a single split named `train`; a PATH to a directory holds one split per file
+(`train.tsv`, `test.tsv` → splits `train`, `test`). Example ids are `<file name>:<line number>`, so an id
+points at the line to look at. Anything wrong with the files is the user's to fix, so every problem raises
+`AftpipeError` naming the file, the line and the fix rather than a parser traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+
+from aftpipe.data.base import Dataset, DatasetOptions, Split
+from aftpipe.errors import AftpipeError
+
+TEXT_COLUMNS = ("text", "sentence", "content")  # tried in this order when --text-col is not given
+LABEL_COLUMN = "label"
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
+_INT = re.compile(r"[+-]?\d+")  # not int(): it would accept "1_000" and other non-label spellings
+
+
+# --- shared helpers (also used by the named loaders) ------------------------------------------------------
+
+
+def read_text(path: Path) -> str:
+    """The whole file as text. utf-8-sig drops the byte-order mark spreadsheet exports put in front of
+    the header, which would otherwise rename the first column."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise AftpipeError(f"{path} does not exist; check the path") from None
+    except IsADirectoryError:
+        raise AftpipeError(f"{path} is a folder, not a file; point at the file") from None
+    except UnicodeDecodeError as e:
+        raise AftpipeError(f"{path} is not UTF-8 text (bad byte at offset {e.start}); re-save it as UTF-8") from None
+
+
+def resolve_path(spec: str, arg: str, data_dir: Path | None) -> Path:
+    """PATH as typed, relative to the working directory; failing that, relative to the data folder, so
+    `tsv:reviews.tsv` also finds DATA_DIR/reviews.tsv."""
+    if not arg:
+        kind = spec.partition(":")[0]
+        raise AftpipeError(f"dataset `{spec}` needs a path after the colon, e.g. `{kind}:path/to/data`")
+    path = Path(arg).expanduser()
+    if path.exists():
+        return path
+    if data_dir is not None and not path.is_absolute() and (data_dir / path).exists():
+        return data_dir / path
+    where = f" (nor in the data folder {data_dir})" if data_dir is not None and not path.is_absolute() else ""
+    raise AftpipeError(f"{spec}: {path} does not exist{where}; check the path")
+
+
+# --- text tables: tsv / csv / jsonl --------------------------------------------------------------------------
+
+
+@dataclass
+class _Table:
+    """One file's rows before labels become class ids (that needs every split's labels)."""
+
+    path: Path
+    ids: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    labels: list[str | None] = field(default_factory=list)  # stripped; None = unlabeled (empty cell / null)
+    lines: list[int] = field(default_factory=list)  # line number of each row, for error messages
+
+
+def _pick_columns(path: Path, found: Sequence[str], options: DatasetOptions) -> tuple[str, str]:
+    """(text column, label column) among `found`, or an error listing what is there."""
+    listed = ", ".join(f"`{c}`" for c in found) or "(none)"
+    if options.text_col is not None:
+        if options.text_col not in found:
+            raise AftpipeError(
+                f"{path}: no text column `{options.text_col}`; its columns are {listed}; "
+                "pass --text-col with one of them"
+            )
+        text_col = options.text_col
+    else:
+        present = [c for c in TEXT_COLUMNS if c in found]
+        if not present:
+            raise AftpipeError(
+                f"{path}: no text column (looked for `text`, `sentence`, `content`); its columns are {listed}; "
+                "pass --text-col NAME"
+            )
+        text_col = present[0]
+    label_col = options.label_col or LABEL_COLUMN
+    if label_col not in found:
+        raise AftpipeError(f"{path}: no label column `{label_col}`; its columns are {listed}; pass --label-col NAME")
+    return text_col, label_col
+
+
+def _label_cell(value: str) -> str | None:
+    value = value.strip()
+    return value or None
+
+
+def _read_delimited(path: Path, delimiter: str, options: DatasetOptions) -> _Table:
+    """A tsv/csv file with a header row, read with the csv module so quoted fields may hold the delimiter."""
+    kind = "tab-separated" if delimiter == "\t" else "comma-separated"
+    table = _Table(path)
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            header: list[str] | None = None
+            text_at = label_at = 0
+            end_of_last = 0  # reader.line_num after the previous record: a record starts on the next line
+            for row in reader:
+                line, end_of_last = end_of_last + 1, reader.line_num
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue  # blank lines (a trailing one is common) carry no row
+                if header is None:
+                    header = [c.strip() for c in row]
+                    text_col, label_col = _pick_columns(path, header, options)
+                    text_at, label_at = header.index(text_col), header.index(label_col)
+                    continue
+                if len(row) != len(header):
+                    raise AftpipeError(
+                        f"{path} line {line}: expected {len(header)} {kind} fields, got {len(row)}; "
+                        "fix or quote that row"
+                    )
+                table.ids.append(f"{path.name}:{line}")
+                table.texts.append(row[text_at])
+                table.labels.append(_label_cell(row[label_at]))
+                table.lines.append(line)
+    except FileNotFoundError:
+        raise AftpipeError(f"{path} does not exist; check the path") from None
+    except UnicodeDecodeError:  # its offset is within a read chunk, not the file, so it is left out
+        raise AftpipeError(f"{path} is not UTF-8 text; re-save it as UTF-8") from None
+    except csv.Error as e:
+        raise AftpipeError(f"{path} line {reader.line_num}: {e}; fix that row") from None
+    if header is None:
+        raise AftpipeError(f"{path} is empty; it needs a header row and one row per example")
+    if not table.ids:
+        raise AftpipeError(f"{path} has a header but no rows; add one row per example")
+    return table
+
+
+def _read_jsonl(path: Path, options: DatasetOptions) -> _Table:
+    """One JSON object per line; the columns are chosen from the first object's keys."""
+    table = _Table(path)
+    text_col = label_col = ""
+    for line, raw in enumerate(read_text(path).split("\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise AftpipeError(f"{path} line {line}: invalid JSON ({e.msg}, column {e.colno}); fix that line") from None
+        if not isinstance(obj, dict):
+            raise AftpipeError(f"{path} line {line}: expected a JSON object, got {type(obj).__name__}; fix that line")
+        if not table.ids:
+            text_col, label_col = _pick_columns(path, list(obj), options)
+        for col in (text_col, label_col):
+            if col not in obj:
+                raise AftpipeError(f"{path} line {line}: no `{col}` field; add it to that line")
+        text, label = obj[text_col], obj[label_col]
+        if not isinstance(text, str):
+            raise AftpipeError(f"{path} line {line}: `{text_col}` is not a string; fix that line")
+        if label is None:
+            cell = None
+        elif isinstance(label, str):
+            cell = _label_cell(label)
+        elif isinstance(label, int) and not isinstance(label, bool):
+            cell = str(label)
+        else:
+            raise AftpipeError(
+                f"{path} line {line}: label {json.dumps(label)} is neither an integer nor a string; fix that line"
+            )
+        table.ids.append(f"{path.name}:{line}")
+        table.texts.append(text)
+        table.labels.append(cell)
+        table.lines.append(line)
+    if not table.ids:
+        raise AftpipeError(f"{path} is empty; it needs one JSON object per line")
+    return table
+
+
+def _class_ids(tables: list[_Table]) -> tuple[list[np.ndarray], int, list[str] | None]:
+    """Labels → class ids, decided over all splits at once so train and test share one mapping.
+
+    Integer labels are class ids as they are (class count = max + 1). Otherwise labels are names, numbered
+    in sorted order. A mix is refused: "0", "1", "x" is far more likely a typo than a three-class task, and
+    sorting names would silently renumber the integer ones."""
+    cells = [(t, c, line) for t in tables for c, line in zip(t.labels, t.lines) if c is not None]
+    if not cells:
+        files = ", ".join(str(t.path) for t in tables)
+        raise AftpipeError(f"{files}: no row has a label; fill the label column or pass --label-col NAME")
+    is_int = [bool(_INT.fullmatch(c)) for _, c, _ in cells]
+    if all(is_int):
+        for t, c, line in cells:
+            if int(c) < 0:
+                raise AftpipeError(
+                    f"{t.path} line {line}: label {c} is out of range, integer labels are class ids 0, 1, 2, ...; "
+                    "fix that row (leave the label empty for an unlabeled row)"
+                )
+        class_names = None
+        num_classes = max(int(c) for _, c, _ in cells) + 1
+        to_id: Any = int
+    elif any(is_int):
+        first_int = cells[is_int.index(True)]
+        first_name = cells[is_int.index(False)]
+        raise AftpipeError(
+            f"{first_name[0].path} line {first_name[2]}: label `{first_name[1]}` is a name but "
+            f"{first_int[0].path.name} line {first_int[2]} has the integer label {first_int[1]}; "
+            "use only class ids or only class names"
+        )
+    else:
+        class_names = sorted({c for _, c, _ in cells})
+        num_classes = len(class_names)
+        to_id = {name: i for i, name in enumerate(class_names)}.__getitem__
+    ids = [np.array([-1 if c is None else to_id(c) for c in t.labels], dtype=np.int64) for t in tables]
+    return ids, num_classes, class_names
+
+
+def _data_files(spec: str, path: Path, extensions: tuple[str, ...]) -> list[tuple[str, Path]]:
+    """(split name, file) pairs: the file itself as `train`, or every file of the kind in a folder."""
+    if path.is_file():
+        return [("train", path)]
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in extensions)
+    if not files:
+        raise AftpipeError(
+            f"{spec}: folder {path} holds no {'/'.join(extensions)} files; point at a file or at a folder of "
+            f"split files such as train{extensions[0]}"
+        )
+    stems = [p.stem for p in files]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise AftpipeError(f"{spec}: folder {path} holds several files for split `{twice[0]}`; keep one")
+    return [(p.stem, p) for p in files]
+
+
+def _load_table(kind: str, arg: str | None, data_dir: Path | None, options: DatasetOptions) -> Dataset:
+    spec = f"{kind}:{arg or ''}"
+    path = resolve_path(spec, arg or "", data_dir)
+    extensions = {"tsv": (".tsv",), "csv": (".csv",), "jsonl": (".jsonl",)}[kind]
+    tables: list[_Table] = []
+    names: list[str] = []
+    for name, file in _data_files(spec, path, extensions):
+        if kind == "jsonl":
+            tables.append(_read_jsonl(file, options))
+        else:
+            tables.append(_read_delimited(file, _DELIMITER[kind], options))
+        names.append(name)
+    labels, num_classes, class_names = _class_ids(tables)
+    splits = {
+        name: Split(name=name, ids=t.ids, inputs=t.texts, labels=y) for name, t, y in zip(names, tables, labels)
+    }
+    info = {
+        "format": kind,
+        "source_files": [str(t.path.resolve()) for t in tables],
+        "text_col": options.text_col,
+        "label_col": options.label_col or LABEL_COLUMN,
+    }
+    return Dataset(
+        spec=spec, modality="text", splits=splits, num_classes=num_classes, class_names=class_names, info=info
+    )
+
+
+_DELIMITER = {"tsv": "\t", "csv": ","}
+
+
+def load_tsv(arg: str | None, data_dir: Path | None, options: DatasetOptions) -> Dataset:
+    """Your own TSV file, or a folder of them (one split per file); header row, text and label columns."""
+    return _load_table("tsv", arg, data_dir, options)
+
+
+def load_csv(arg: str | None, data_dir: Path | None, options: DatasetOptions) -> Dataset:
+    """Your own CSV file, or a folder of them (one split per file); header row, text and label columns."""
+    return _load_table("csv", arg, data_dir, options)
+
+
+def load_jsonl(arg: str | None, data_dir: Path | None, options: DatasetOptions) -> Dataset:
+    """Your own JSON-lines file, or a folder of them (one split per file); one object per line."""
+    return _load_table("jsonl", arg, data_dir, options)
+
+
+# --- image folders ------------------------------------------------------------------------------------------
+
+
+class ImageFiles(Sequence[Any]):
+    """Images read on access: a folder of many photos costs a list of paths, not every decoded image.
+
+    `raw_bytes(i)` is the file's bytes, which is what the split fingerprint hashes (decoding would be
+    slower and would tie the fingerprint to the PIL version)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+    @overload
+    def __getitem__(self, i: slice) -> ImageFiles: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return ImageFiles(self.paths[i])
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.paths[i]
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")  # convert() loads the pixels, so the file can be closed
+        except (UnidentifiedImageError, OSError) as e:
+            raise AftpipeError(f"{path} is not a readable image ({e}); replace or remove it") from None
+
+    def raw_bytes(self, i: int) -> bytes:
+        return self.paths[i].read_bytes()
+
+
+def _visible_dirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _images(folder: Path) -> list[Path]:
+    found = (p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    return sorted(p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def load_imagefolder(arg: str | None, data_dir: Path | None, options: DatasetOptions) -> Dataset:
+    """Your own images: PATH/<split>/<class>/<image> or PATH/<class>/<image> (a single `train` split)."""
+    spec = f"imagefolder:{arg or ''}"
+    root = resolve_path(spec, arg or "", data_dir)
+    if not root.is_dir():
+        raise AftpipeError(f"{spec}: {root} is not a folder; point at a folder of class folders holding images")
+    top = _visible_dirs(root)
+    if not top:
+        raise AftpipeError(
+            f"{spec}: {root} has no class folders; "
+            f"lay it out as {root}/<class>/<image> or {root}/<split>/<class>/<image>"
+        )
+    # Split folders are recognised by holding folders themselves; class folders hold only images.
+    has_splits = any(_visible_dirs(d) for d in top)
+    split_dirs = {d.name: d for d in top} if has_splits else {"train": root}
+    class_dirs = {split: _visible_dirs(d) for split, d in split_dirs.items()}
+    for split, dirs in class_dirs.items():
+        if not dirs:
+            raise AftpipeError(
+                f"{spec}: split folder {split_dirs[split]} has no class folders; put its images in <class> subfolders"
+            )
+    class_names = sorted({d.name for dirs in class_dirs.values() for d in dirs})  # one numbering for all splits
+    class_id = {name: i for i, name in enumerate(class_names)}
+    splits: dict[str, Split] = {}
+    for split, dirs in class_dirs.items():
+        paths: list[Path] = []
+        labels: list[int] = []
+        for d in dirs:
+            found = _images(d)
+            paths += found
+            labels += [class_id[d.name]] * len(found)
+        if not paths:
+            raise AftpipeError(
+                f"{spec}: {split_dirs[split]} has class folders but no images "
+                f"({', '.join(sorted(IMAGE_EXTENSIONS))}); add images to them"
+            )
+        ids = [p.relative_to(root).as_posix() for p in paths]
+        splits[split] = Split(name=split, ids=ids, inputs=ImageFiles(paths), labels=np.array(labels, dtype=np.int64))
+    info = {
+        "format": "imagefolder",
+        "root": str(root.resolve()),
+        "layout": "splits" if has_splits else "classes",
+    }
+    return Dataset(
+        spec=spec, modality="image", splits=splits, num_classes=len(class_names), class_names=class_names, info=info
+    )
