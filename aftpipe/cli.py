@@ -1,0 +1,178 @@
+"""The `aftpipe` command line: a thin typer layer; every command calls one API function.
+
+User errors (`AftpipeError`) print one line and exit 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from aftpipe.errors import AftpipeError
+
+app = typer.Typer(
+    help="aftpipe: cache foundation-model features once, train small models against them (Adaptive Feature Transfer).",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+
+
+def _csv(value: str | None) -> tuple[str, ...] | None:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
+
+
+@app.command()
+def extract(
+    dataset: Annotated[str, typer.Option(help="dataset name (`aftpipe datasets`), e.g. sst2, or tsv:PATH / csv:PATH / jsonl:PATH / imagefolder:PATH")],
+    source: Annotated[list[str], typer.Option(help="feature source (`aftpipe sources`); repeat for several: --source minilm --source tfidf")] = ["minilm"],
+    splits: Annotated[Optional[str], typer.Option(help="comma-separated splits, e.g. train,dev (default: all)")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="folder with the dataset files (default: $AFTPIPE_DATA_DIR, else ../shared/data)")] = None,
+    cache_dir: Annotated[str, typer.Option(help="stores land at <cache-dir>/<dataset>/<source> (.h5 for hdf5)")] = "cache",
+    format: Annotated[str, typer.Option(help="store format: zarr (v3, sharded) or hdf5")] = "zarr",
+    dtype: Annotated[str, typer.Option(help="stored dtype: float16, bfloat16 or float32")] = "float16",
+    batch_size: Annotated[int, typer.Option(help="examples per forward pass")] = 128,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
+    workers: Annotated[Optional[int], typer.Option(help="DataLoader workers for tokenising/decoding (default: 1 on CPU, 4 on GPU)")] = None,
+    pooling: Annotated[str, typer.Option(help="text pooling over tokens: mean, cls or last")] = "mean",
+    layer: Annotated[int, typer.Option(help="hidden layer to pool: -1 the last, 0 the embeddings")] = -1,
+    max_length: Annotated[int, typer.Option(help="max tokens per text (longer ones are truncated)")] = 256,
+    tfidf_dim: Annotated[int, typer.Option(help="components of the tfidf source")] = 256,
+    image_size: Annotated[Optional[int], typer.Option(help="resize images to this size (default: the timm model's own)")] = None,
+    text_col: Annotated[Optional[str], typer.Option(help="text column of tsv/csv/jsonl files (default: text, sentence or content)")] = None,
+    label_col: Annotated[Optional[str], typer.Option(help="label column of tsv/csv/jsonl files (default: label)")] = None,
+    shard_rows: Annotated[Optional[int], typer.Option(help="rows per shard, the unit of writing and resuming (default: ~16 MiB)")] = None,
+    chunk_rows: Annotated[int, typer.Option(help="rows per zarr chunk, the unit of reading")] = 256,
+    limit: Annotated[Optional[int], typer.Option(help="extract only the first N rows of each split")] = None,
+    overwrite: Annotated[bool, typer.Option(help="rebuild a store that was built with other arguments")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bars, only log lines")] = False,
+) -> None:
+    """Run feature sources over a dataset once and write per-example features to stores under --cache-dir.
+
+    Re-running the same command resumes: finished shards are skipped and the result is bit-identical.
+    """
+    from aftpipe.data.base import DatasetOptions
+    from aftpipe.extract import ExtractConfig, extract as run_extract
+    from aftpipe.progress import RichProgress
+    from aftpipe.sources import SourceOptions
+
+    if pooling not in ("mean", "cls", "last"):
+        raise AftpipeError(f"unknown --pooling {pooling}; use mean, cls or last")
+    cfg = ExtractConfig(
+        dataset=dataset, sources=tuple(source), splits=_csv(splits), data_dir=data_dir, cache_dir=cache_dir,
+        format=format, dtype=dtype, batch_size=batch_size, device=device, workers=workers, chunk_rows=chunk_rows,
+        shard_rows=shard_rows, limit=limit, overwrite=overwrite,
+        source_options=SourceOptions(pooling=pooling, layer=layer, max_length=max_length, tfidf_dim=tfidf_dim,
+                                     image_size=image_size),
+        dataset_options=DatasetOptions(text_col=text_col, label_col=label_col),
+    )
+    progress = RichProgress(quiet=quiet)
+    for r in run_extract(cfg, progress):
+        rate = f"{(r.rows if r.shards_done else 0) / max(r.wall_s, 1e-9):,.0f} ex/s" if r.shards_done else "cached"
+        progress.log(f"{r.path}  {r.split}: ({r.rows}, {r.dim})  shards written {r.shards_done}, "
+                     f"skipped {r.shards_skipped}  {r.wall_s:.1f}s  {rate}")
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+@app.command()
+def inspect(
+    store: Annotated[str, typer.Argument(help="a store: cache/<dataset>/<source> or its .h5 file")],
+    json_out: Annotated[bool, typer.Option("--json", help="print the whole manifest as JSON")] = False,
+) -> None:
+    """Print a store's manifest summary: source, dataset, splits with shapes and dtype, bytes on disk."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from aftpipe.store import open_features
+
+    st = open_features(store)
+    m = st.manifest
+    if json_out:
+        print(json.dumps(m, indent=1, sort_keys=True))
+        return
+    con = Console()
+    src, ds, stor = m["source"], m["dataset"], m["key"]["storage"]
+    con.print(f"[bold]{st.path}[/]  ({stor['format']}, {stor['dtype']}, {_human(st.nbytes_on_disk())} on disk, "
+              f"state: {m['state']})")
+    con.print(f"source:  {src.get('library')} {src.get('model_id')}  pooling={src.get('pooling')} "
+              f"layer={src.get('layer', '-')} dim={src.get('dim')} params={src.get('params', 0):,} "
+              f"forward={src.get('forward_dtype')}")
+    if src.get("path"):
+        con.print(f"         path {src['path']}")
+    for name, sha in (src.get("weights_sha256") or {}).items():
+        con.print(f"         {name} sha256 {sha[:16]}…")
+    con.print(f"dataset: {ds['name']} ({ds['modality']}, {ds['num_classes']} classes, metric {ds['metric']})"
+              + (f"  {json.dumps(ds['info'])}" if ds.get("info") else ""))
+    con.print(f"built:   {m.get('created')} on {m.get('device')}; packages "
+              + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()))
+    t = Table("split", "rows", "dim", "shards (done/all)", "fingerprint", "extract time", "ex/s")
+    for name, e in m["splits"].items():
+        done = sum(s["done"] for s in e["shards"])
+        t.add_row(name, f"{e['n']:,}", str(e["d"]), f"{done}/{len(e['shards'])}", e["fingerprint"][:16],
+                  f"{e.get('wall_s', 0):.1f}s", f"{e.get('examples_per_s', '-')}")
+    con.print(t)
+
+
+@app.command()
+def verify(store: Annotated[str, typer.Argument(help="a store: cache/<dataset>/<source> or its .h5 file")]) -> None:
+    """Re-hash every shard of every split against the manifest's checksums; exit 1 on any mismatch."""
+    from aftpipe.store import open_features
+
+    st = open_features(store)
+    bad = st.verify()
+    total = sum(len(e["shards"]) for e in st.manifest["splits"].values())
+    for name, e in st.manifest["splits"].items():
+        if not all(s["done"] for s in e["shards"]):
+            typer.echo(f"{name}: unfinished ({sum(s['done'] for s in e['shards'])}/{len(e['shards'])} shards)")
+    broken = {k: v for k, v in bad.items() if v}
+    if broken:
+        for name, shards in broken.items():
+            typer.echo(f"{name}: shards {shards} do not match their checksums", err=True)
+        typer.echo(f"error: {st.path} is corrupt; re-extract it with --overwrite", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"ok: {st.path}: {total} shards in {len(bad)} splits match their checksums")
+
+
+@app.command()
+def datasets() -> None:
+    """List the datasets aftpipe knows (`name:` entries take a path)."""
+    from aftpipe.data import DATASETS, default_data_dir
+
+    for name, doc in DATASETS.describe():
+        typer.echo(f"{name:14s} {doc}")
+    typer.echo(f"\ndata dir: {default_data_dir() or '(none found: pass --data-dir or set AFTPIPE_DATA_DIR)'}")
+
+
+@app.command()
+def sources() -> None:
+    """List the feature sources (`name:` entries take a hub id, a name or a local path)."""
+    from aftpipe.sources import SOURCES
+
+    for name, doc in SOURCES.describe():
+        typer.echo(f"{name:10s} {doc}")
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we parallelise with DataLoader workers instead
+    try:
+        app()
+    except AftpipeError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; re-run the same command to resume", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,334 @@
+"""Stage 1: run feature sources over a dataset once and write every split to a store.
+
+For each (source, split): plan shards, skip the ones the manifest marks done, and for the rest form
+batches *within* each shard (rows sorted by length so padding is short), tokenise/decode in DataLoader
+workers, run the forward pass, place each row at its shard position, and hand finished shards to a
+background writer thread so storage overlaps compute. Batches depend only on the shard, never on what ran
+before, so a resumed run writes bit-identical rows.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from aftpipe.data import load_dataset
+from aftpipe.data.base import Dataset, DatasetOptions, Split
+from aftpipe.errors import AftpipeError
+from aftpipe.sources import FeatureSource, SourceOptions, load_source
+from aftpipe.store import SplitPlan, StoreLock, StoreWriter, make_writer, store_path
+from aftpipe.store.manifest import STORAGE_DTYPES, package_versions
+
+DEFAULT_SHARD_BYTES = 16 << 20  # ~16 MiB shards: a 67k×384 fp16 split is 4 files, a million rows ~50
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    dataset: str
+    sources: tuple[str, ...] = ("minilm",)
+    splits: tuple[str, ...] | None = None  # None: every split of the dataset
+    data_dir: str | None = None
+    cache_dir: str = "cache"
+    format: str = "zarr"
+    dtype: str = "float16"  # fp16 halves the store and loses nothing the student can use
+    batch_size: int = 128
+    device: str = "auto"
+    workers: int | None = None  # None: 1 on CPU (cores go to the forward pass), 4 on GPU
+    chunk_rows: int = 256  # the zarr read unit; 256 rows × 384 fp16 = 192 KiB
+    shard_rows: int | None = None  # None: ~16 MiB per shard, a multiple of 2048 rows (page-aligned for mapping)
+    limit: int | None = None  # extract only the first N rows of each split (quick looks, tests)
+    overwrite: bool = False
+    source_options: SourceOptions = field(default_factory=SourceOptions)
+    dataset_options: DatasetOptions = field(default_factory=DatasetOptions)
+
+
+@dataclass
+class SplitResult:
+    source: str
+    split: str
+    path: Path
+    rows: int
+    dim: int
+    shards_done: int
+    shards_skipped: int
+    wall_s: float
+
+
+class Progress(Protocol):
+    """How the engine reports; the CLI passes a rich implementation, notebooks may pass their own."""
+
+    def start(self, label: str, total: int, done: int) -> None: ...
+    def advance(self, n: int) -> None: ...
+    def finish(self) -> None: ...
+    def log(self, message: str) -> None: ...
+
+
+class SilentProgress:
+    def start(self, label: str, total: int, done: int) -> None: ...
+    def advance(self, n: int) -> None: ...
+    def finish(self) -> None: ...
+    def log(self, message: str) -> None: ...
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise AftpipeError(f"unknown --device {device}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AftpipeError("--device cuda asked for but no CUDA device is visible; use --device cpu")
+    return dev
+
+
+def default_shard_rows(dim: int, dtype: str) -> int:
+    rows = DEFAULT_SHARD_BYTES // (dim * STORAGE_DTYPES[dtype].itemsize)
+    return max(2048, rows // 2048 * 2048)
+
+
+def shard_batches(split: Split, source: FeatureSource, start: int, stop: int, batch_size: int) -> list[np.ndarray]:
+    """Batches of rows inside [start, stop), longest first; deterministic for a given shard."""
+    rows = np.arange(start, stop)
+    lengths = np.fromiter((source.length(split.inputs[i]) for i in rows), dtype=np.int64, count=len(rows))
+    order = rows[np.argsort(-lengths, kind="stable")]  # longest first: the biggest batch fails fast on OOM
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Each item is one whole batch: (shard, rows, collated inputs). Collation runs in the workers."""
+
+    def __init__(self, split: Split, source: FeatureSource, batches: list[tuple[int, np.ndarray]]) -> None:
+        self.split, self.source, self.batches = split, source, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray, Any]:
+        shard, rows = self.batches[i]
+        return shard, rows, self.source.collate([self.split.inputs[r] for r in rows])
+
+
+class _ShardWriter:
+    """A background thread that writes finished shards; errors surface on the next put or on close."""
+
+    def __init__(self, writer: StoreWriter, split: str) -> None:
+        self.writer, self.split = writer, split
+        self.q: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.q.get()) is not None:
+            if self.error is None:
+                try:
+                    self.writer.write_shard(self.split, *item)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+                    self.error = e
+
+    def put(self, shard: int, rows: np.ndarray) -> None:
+        if self.error:
+            raise self.error
+        self.q.put((shard, rows))
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.thread.join()
+        if self.error:
+            raise self.error
+
+
+def _rows_of(split: Split, limit: int | None) -> np.ndarray:
+    return np.arange(len(split) if limit is None else min(limit, len(split)))
+
+
+def _limited(split: Split, rows: np.ndarray) -> Split:
+    if len(rows) == len(split):
+        return split
+    n = len(rows)
+    return Split(split.name, split.ids[:n], split.inputs[:n] if isinstance(split.inputs, list) else
+                 _Prefix(split.inputs, n), split.labels[:n])
+
+
+class _Prefix(Sequence):
+    def __init__(self, seq: Sequence, n: int) -> None:
+        self.seq, self.n = seq, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Any:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.seq[i]
+
+    def raw_bytes(self, i: int) -> bytes:
+        from aftpipe.data.base import raw_bytes
+
+        return raw_bytes(self.seq, i)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AftpipeError(f"cannot create {path.parent} ({e.strerror}); pass a writable --cache-dir") from None
+    if not os.access(path.parent, os.W_OK):
+        raise AftpipeError(f"{path.parent} is not writable; pass a writable --cache-dir")
+
+
+def extract(config: ExtractConfig, progress: Progress | None = None) -> list[SplitResult]:
+    """Extract every (source, split) of `config` into `<cache_dir>/<dataset>/<source>`; resumable."""
+    progress = progress or SilentProgress()
+    if config.batch_size < 1:
+        raise AftpipeError(f"--batch-size must be ≥ 1, got {config.batch_size}")
+    if config.limit is not None and config.limit < 1:
+        raise AftpipeError(f"--limit must be ≥ 1, got {config.limit}")
+    if config.format not in ("zarr", "hdf5"):
+        raise AftpipeError(f"unknown --format {config.format}; use zarr or hdf5")
+    if config.dtype not in STORAGE_DTYPES:
+        raise AftpipeError(f"unknown --dtype {config.dtype}; use one of {', '.join(STORAGE_DTYPES)}")
+    device = resolve_device(config.device)
+    dataset = load_dataset(config.dataset, config.data_dir, config.dataset_options)
+    split_names = list(config.splits) if config.splits else list(dataset.splits)
+    splits = {name: dataset.split(name) for name in split_names}  # unknown split fails before any compute
+    results = []
+    for spec in config.sources:
+        source = load_source(spec, config.source_options)
+        if source.modality != dataset.modality:
+            raise AftpipeError(f"source `{spec}` reads {source.modality} but dataset `{config.dataset}` is "
+                               f"{dataset.modality}; pick a {dataset.modality} source (`aftpipe sources`)")
+        results += _extract_source(config, dataset, splits, source, device, progress)
+    return results
+
+
+def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, Split], source: FeatureSource,
+                    device: torch.device, progress: Progress) -> list[SplitResult]:
+    path = store_path(config.cache_dir, dataset.name, source.name, config.format)
+    _check_writable(path)
+    with StoreLock(path):
+        if type(source).fit is not FeatureSource.fit:
+            if "train" not in dataset.splits:
+                raise AftpipeError(f"source `{source.name}` is fitted on a split named `train`, which dataset "
+                                   f"`{dataset.spec}` lacks; name one of its files train")
+            progress.log(f"{source.name}: fitting on the train split")
+            source.fit(dataset.split("train").inputs)
+        spec = source.spec()
+        # the store's identity: a moved model directory with the same weights is the same source
+        identity = {k: v for k, v in spec.items() if k != "path" and not (k == "model_id" and spec.get("weights_sha256"))}
+        shard_rows = config.shard_rows or default_shard_rows(source.dim, config.dtype)
+        dataset_spec = {"name": dataset.spec, "modality": dataset.modality, "num_classes": dataset.num_classes,
+                        "metric": dataset.metric, "class_names": dataset.class_names, "info": dataset.info}
+        writer = make_writer(
+            path, config.format,
+            key={"source": identity, "dataset": {"name": dataset.spec, "info": dataset.info}},
+            provenance={"source": spec, "dataset": dataset_spec, "packages": package_versions(),
+                        "device": _device_name(device)},
+            dtype=config.dtype, chunk_rows=config.chunk_rows, shard_rows=shard_rows, overwrite=config.overwrite,
+        )
+        try:
+            writer.open()
+        except OSError as e:
+            raise AftpipeError(f"cannot write the store {path} ({e.strerror}); pass a writable --cache-dir") from None
+        plans = {}
+        for name, split in splits.items():
+            rows = _rows_of(split, config.limit)
+            plans[name] = (rows, _limited(split, rows))
+            writer.plan_split(name, SplitPlan(len(rows), source.dim, rows, split.fingerprint(rows)))
+        source.to(device)
+        results, wrote = [], False
+        try:
+            for name, (rows, split) in plans.items():
+                res = _extract_split(config, writer, name, split, source, progress)
+                res.path = path
+                results.append(res)
+                wrote |= res.shards_done > 0
+            if wrote or writer.resumed_from is None or writer.resumed_from.get("state") != "complete":
+                writer.finish({"packages": package_versions(), "device": _device_name(device)})
+        finally:
+            writer.close()
+        return results
+
+
+def _extract_split(config: ExtractConfig, writer: StoreWriter, name: str, split: Split, source: FeatureSource,
+                   progress: Progress) -> SplitResult:
+    entry = writer.manifest["splits"][name]
+    ranges = [tuple(s["rows"]) for s in entry["shards"]]
+    done = writer.done_shards(name)
+    todo = [i for i in range(len(ranges)) if i not in done and ranges[i][1] > ranges[i][0]]
+    skipped = len(ranges) - len(todo)
+    label = f"{source.name} · {name}"
+    if skipped and todo:
+        progress.log(f"{label}: resuming, {skipped} of {len(ranges)} shards already done (skipped)")
+    elif not todo:
+        progress.log(f"{label}: all {len(ranges)} shards already done, nothing to compute")
+    n_todo = sum(ranges[i][1] - ranges[i][0] for i in todo)
+    progress.start(label, total=entry["n"], done=entry["n"] - n_todo)
+    t0 = time.perf_counter()
+    if todo:
+        batches = [(i, b) for i in todo for b in shard_batches(split, source, *ranges[i], config.batch_size)]
+        workers = config.workers if config.workers is not None else (4 if source_device(source) == "cuda" else 1)
+        loader = torch.utils.data.DataLoader(
+            _Batches(split, source, batches), batch_size=None, shuffle=False, num_workers=workers,
+            pin_memory=source_device(source) == "cuda", prefetch_factor=4 if workers else None,
+            persistent_workers=False,
+        )
+        shard_writer = _ShardWriter(writer, name)
+        try:
+            _run_batches(loader, ranges, entry["d"], writer.np_dtype, shard_writer, progress)
+        finally:
+            shard_writer.close()
+    wall = time.perf_counter() - t0
+    entry["wall_s"] = entry.get("wall_s", 0.0) + wall
+    if n_todo:
+        entry["examples_per_s"] = round(n_todo / max(wall, 1e-9), 1)
+    progress.finish()
+    return SplitResult(source.name, name, Path(), entry["n"], entry["d"], len(todo), skipped, wall)
+
+
+def source_device(source: FeatureSource) -> str:
+    return getattr(getattr(source, "device", None), "type", "cpu")
+
+
+def _run_batches(loader: Iterator, ranges: list[tuple[int, int]], d: int, dtype: np.dtype,
+                 shard_writer: _ShardWriter, progress: Progress) -> None:
+    current, buf, filled = -1, None, 0
+    for shard, rows, batch in loader:
+        if shard != current:
+            a, b = ranges[shard]
+            # NaN-filled so a row the loop never wrote cannot pass for a feature
+            current, buf, filled = shard, np.full((b - a, d), np.nan, dtype=np.float32), 0
+        feats = loader.dataset.source.forward(batch).cpu().numpy()
+        buf[rows - ranges[shard][0]] = feats
+        filled += len(rows)
+        progress.advance(len(rows))
+        if filled == len(buf):
+            if np.isnan(buf).any():
+                raise RuntimeError(f"shard {shard}: NaN features (a row was not written, or the model produced NaN)")
+            shard_writer.put(shard, _to_storage(buf, dtype))
+
+
+def _to_storage(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype == np.dtype("<u2"):  # bfloat16 bits, round-to-nearest-even like torch
+        return torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    return x.astype(dtype)
+
+
+__all__ = ["ExtractConfig", "Progress", "SplitResult", "extract", "resolve_device"]

@@ -1,0 +1,66 @@
+"""What a feature source is: a frozen model that turns a batch of raw inputs into (B, D) float rows.
+
+The extract engine drives every source the same way:
+    source.fit(train_split)          # only sources that learn from data (tfidf); a no-op otherwise
+    batch = source.collate(inputs)   # in DataLoader workers: tokenise / decode / transform
+    rows = source.forward(batch)     # on the device, under inference mode → (B, D) float32 tensor
+`spec()` is the provenance recorded in the store and part of its key: two sources with the same spec
+must produce the same rows.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from aftpipe.store.manifest import sha256_file
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """Options for the model-backed sources (ignored where they do not apply)."""
+
+    pooling: Literal["mean", "cls", "last"] = "mean"  # mean over non-padding tokens is what MiniLM was trained for
+    layer: int = -1  # hidden-state index: -1 the last layer, 0 the embeddings
+    max_length: int = 256  # MiniLM's own max_seq_length; longer inputs are truncated
+    tfidf_dim: int = 256  # TruncatedSVD components for the tfidf source
+    image_size: int | None = None  # None: the timm model's own data config
+
+
+class FeatureSource(ABC):
+    modality: Literal["text", "image"]
+    name: str  # the store's file name: `minilm`, `tfidf`, `hf-bert-base-uncased`, ...
+    dim: int
+    params: int = 0  # parameter count of the model behind the features (reported next to the probe)
+
+    def fit(self, train_inputs: Sequence[Any]) -> None:
+        """Learn from the train split's inputs; only data-fitted sources (tfidf) need it."""
+
+    def length(self, x: Any) -> int:
+        """Sort key for length-bucketed batches; constant for fixed-size inputs."""
+        return 0
+
+    @abstractmethod
+    def collate(self, inputs: list[Any]) -> Any: ...
+
+    @abstractmethod
+    def forward(self, batch: Any) -> torch.Tensor: ...
+
+    @abstractmethod
+    def spec(self) -> dict[str, Any]: ...
+
+    def to(self, device: torch.device) -> "FeatureSource":
+        return self
+
+
+def weights_sha256(directory: Path) -> dict[str, str]:
+    """sha256 of every weights file in a model directory: the provenance that a path alone is not."""
+    return {p.name: sha256_file(p) for p in sorted(directory.iterdir())
+            if p.is_file() and p.suffix in WEIGHT_SUFFIXES}

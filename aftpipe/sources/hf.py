@@ -1,0 +1,125 @@
+"""Hugging Face `transformers` encoders: AutoModel + tokenizer, explicit pooling, any hidden layer.
+
+Pooling is recorded in the store because it changes what the features mean: sentence-transformers'
+all-MiniLM-L6-v2 pipeline ends in L2-normalisation; a plain mean-pool (what this source computes) does not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aftpipe.errors import AftpipeError
+from aftpipe.sources.base import FeatureSource, SourceOptions, weights_sha256
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """(B, L, H) hidden states → (B, H). `mask` is the attention mask (1 = real token).
+
+    mean: average over real tokens; cls: the first token; last: the last real token (decoder models)."""
+    if how == "mean":
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    if how == "cls":
+        return hidden[:, 0]
+    if how == "last":
+        last = mask.long().sum(1).clamp(min=1) - 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise AftpipeError(f"unknown --pooling {how}; use mean, cls or last")
+
+
+def resolve_model_dir(model_id: str) -> Path | None:
+    """The local directory `model_id` names, None for a hub id (`org/name`), or an error for a
+    path that does not exist. Anything that starts like a path or has more than one `/` is a path."""
+    p = Path(model_id).expanduser()
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise AftpipeError(f"model directory {p} has no config.json; pass a directory saved with save_pretrained")
+        return p.resolve()
+    if model_id.startswith((".", "/", "~")) or model_id.count("/") > 1:
+        raise AftpipeError(f"model path {model_id} does not exist; pass an existing directory or a hub id")
+    return None
+
+
+class HFSource(FeatureSource):
+    modality = "text"
+
+    def __init__(self, model_id: str, options: SourceOptions, name: str | None = None, label: str | None = None) -> None:
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # our own progress bar is the one that matters
+
+        local = resolve_model_dir(model_id)
+        ref = str(local) if local else model_id
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(ref)
+            self.model = AutoModel.from_pretrained(ref).eval()
+        except (OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise AftpipeError(
+                f"could not load model `{model_id}` ({first[:160]}); offline machines need a local directory: "
+                "`--source hf:/path/to/model`"
+            ) from None
+        self.options = options
+        self.model_id = label or model_id
+        self.local_dir = local
+        if local is None:  # hub id resolved from the local HF cache: hash what was actually loaded
+            from huggingface_hub import snapshot_download
+
+            try:
+                local = Path(snapshot_download(model_id, local_files_only=True))
+            except Exception:  # noqa: BLE001 - provenance is best effort for hub ids
+                local = None
+        self.weights = weights_sha256(local) if local else {}
+        self.revision = getattr(self.model.config, "_commit_hash", None)
+        self.dim = int(self.model.config.hidden_size)
+        self.params = sum(p.numel() for p in self.model.parameters())
+        n_layers = getattr(self.model.config, "num_hidden_layers", None)
+        if n_layers is not None and not -(n_layers + 1) <= options.layer <= n_layers:
+            raise AftpipeError(f"--layer {options.layer} is out of range for {model_id} "
+                               f"({n_layers} layers: use 0..{n_layers} or -1)")
+        self.name = name or "hf-" + Path(model_id.rstrip("/")).name.replace("/", "-")
+        self.device = torch.device("cpu")
+        self.autocast: torch.dtype | None = None
+
+    def length(self, x: str) -> int:
+        return len(x)
+
+    def collate(self, inputs: list[str]) -> dict[str, torch.Tensor]:
+        return dict(self.tokenizer(inputs, padding=True, truncation=True, max_length=self.options.max_length,
+                                   return_tensors="pt"))
+
+    def to(self, device: torch.device) -> "HFSource":
+        self.device = device
+        self.model.to(device)
+        # bf16 autocast on GPU: the forward runs at tensor-core speed, pooling is done in fp32
+        self.autocast = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else (
+            torch.float16 if device.type == "cuda" else None)
+        return self
+
+    @torch.inference_mode()
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+            out = self.model(**batch, output_hidden_states=self.options.layer != -1)
+        hidden = out.last_hidden_state if self.options.layer == -1 else out.hidden_states[self.options.layer]
+        return pool(hidden.float(), batch["attention_mask"], self.options.pooling)
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "library": "transformers",
+            "model_id": self.model_id,
+            "path": str(self.local_dir) if self.local_dir else None,
+            "revision": self.revision,
+            "weights_sha256": self.weights,
+            "layer": self.options.layer,
+            "pooling": self.options.pooling,
+            "normalize": False,
+            "max_length": self.options.max_length,
+            "forward_dtype": str(self.autocast).replace("torch.", "") if self.autocast else "float32",
+            "dim": self.dim,
+            "params": self.params,
+        }

@@ -1,0 +1,96 @@
+"""timm image models: pre-logits features via `forward_features` + `forward_head(pre_logits=True)`.
+
+Preprocessing comes from the model's own data config (`resolve_model_data_config`), never hand-copied,
+so the features are the ones the model was trained to produce.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aftpipe.errors import AftpipeError
+from aftpipe.sources.base import FeatureSource, SourceOptions, weights_sha256
+
+
+def _to_pil(x: Any):
+    from PIL import Image
+
+    if isinstance(x, Image.Image):
+        return x.convert("RGB")
+    a = np.asarray(x)
+    if a.dtype != np.uint8:
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    return Image.fromarray(a).convert("RGB")
+
+
+class TimmSource(FeatureSource):
+    """`timm:<name>` (hub weights, needs the network or the HF cache) or `timm:<dir>` holding a
+    config.json + model.safetensors as written by timm's `save_for_hf`/`push_to_hf_hub`."""
+
+    modality = "image"
+
+    def __init__(self, ref: str, options: SourceOptions) -> None:
+        import timm
+        from timm.data import create_transform, resolve_model_data_config
+
+        p = Path(ref).expanduser()
+        if ref.startswith((".", "/", "~")) and not p.exists():
+            raise AftpipeError(f"model path {ref} does not exist; pass an existing timm model directory or a timm name")
+        try:
+            if p.is_dir():
+                model = timm.create_model(f"local-dir:{p.resolve()}", pretrained=True, num_classes=0)
+            else:
+                model = timm.create_model(ref, pretrained=True, num_classes=0)
+        except RuntimeError as e:  # timm's own "unknown model"
+            raise AftpipeError(f"timm has no model `{ref}` ({str(e)[:120]}); see `timm.list_models()`") from None
+        except (OSError, ValueError) as e:
+            raise AftpipeError(f"could not load timm weights for `{ref}` ({str(e).splitlines()[0][:160]}); "
+                               "offline machines need a local directory: `--source timm:/path/to/model`") from None
+        self.model = model.eval()
+        self.data_config = resolve_model_data_config(self.model)
+        if options.image_size:
+            self.data_config["input_size"] = (3, options.image_size, options.image_size)
+        self.transform = create_transform(**self.data_config, is_training=False)
+        self.ref = ref
+        self.local_dir = p.resolve() if p.is_dir() else None
+        self.weights = weights_sha256(self.local_dir) if self.local_dir else {}
+        self.dim = int(self.model.num_features)
+        self.params = sum(q.numel() for q in self.model.parameters())
+        self.name = "timm-" + (p.name if p.is_dir() else ref.replace("/", "-"))
+        self.device = torch.device("cpu")
+        self.autocast: torch.dtype | None = None
+
+    def collate(self, inputs: list[Any]) -> torch.Tensor:
+        return torch.stack([self.transform(_to_pil(x)) for x in inputs])
+
+    def to(self, device: torch.device) -> "TimmSource":
+        self.device = device
+        self.model.to(device)
+        self.autocast = torch.bfloat16 if device.type == "cuda" else None
+        return self
+
+    @torch.inference_mode()
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        x = batch.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast is not None):
+            feats = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        return feats.float()
+
+    def spec(self) -> dict[str, Any]:
+        cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.data_config.items()}
+        return {
+            "library": "timm",
+            "model_id": self.ref,
+            "path": str(self.local_dir) if self.local_dir else None,
+            "architecture": self.model.default_cfg.get("architecture", type(self.model).__name__),
+            "weights_sha256": self.weights,
+            "pooling": "pre_logits",
+            "data_config": cfg,
+            "forward_dtype": "bfloat16" if self.autocast else "float32",
+            "dim": self.dim,
+            "params": self.params,
+        }

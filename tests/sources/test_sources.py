@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+import torch
+
+from aftpipe.errors import AftpipeError
+from aftpipe.sources import SOURCES, SourceOptions, load_source, pool
+
+
+def test_mean_pool_matches_hand_computation():
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]],
+                           [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    got = pool(hidden, mask, "mean")
+    # row 0 ignores the padding token; row 1 averages all three
+    assert torch.allclose(got, torch.tensor([[2.0, 3.0], [2.0, 3.0]]))
+    assert torch.equal(pool(hidden, mask, "cls"), hidden[:, 0])
+    assert torch.equal(pool(hidden, mask, "last"), torch.tensor([[3.0, 4.0], [4.0, 5.0]]))
+
+
+def test_unknown_pooling_is_a_user_error():
+    with pytest.raises(AftpipeError, match="pooling"):
+        pool(torch.zeros(1, 1, 1), torch.ones(1, 1), "max")
+
+
+def test_hf_source_features_equal_plain_transformers(tiny_hf_dir):
+    from transformers import AutoModel, AutoTokenizer
+
+    src = load_source(f"hf:{tiny_hf_dir}")
+    texts = ["a short one", "a somewhat longer sentence about films", "x"]
+    got = src.forward(src.collate(texts)).numpy()
+    tok, model = AutoTokenizer.from_pretrained(tiny_hf_dir), AutoModel.from_pretrained(tiny_hf_dir).eval()
+    with torch.no_grad():  # one sentence at a time: no padding at all in the reference
+        ref = np.stack([model(**tok(t, return_tensors="pt")).last_hidden_state[0].mean(0).numpy() for t in texts])
+    assert got.shape == (3, 32)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_hf_layer_and_cls_options(tiny_hf_dir):
+    from transformers import AutoModel, AutoTokenizer
+
+    src = load_source(f"hf:{tiny_hf_dir}", SourceOptions(pooling="cls", layer=1))
+    assert src.name.endswith("-cls-layer1")
+    tok, model = AutoTokenizer.from_pretrained(tiny_hf_dir), AutoModel.from_pretrained(tiny_hf_dir).eval()
+    with torch.no_grad():
+        ref = model(**tok(["hello there"], return_tensors="pt"), output_hidden_states=True).hidden_states[1][:, 0]
+    np.testing.assert_allclose(src.forward(src.collate(["hello there"])).numpy(), ref.numpy(), atol=1e-5)
+    with pytest.raises(AftpipeError, match="--layer 7 is out of range"):
+        load_source(f"hf:{tiny_hf_dir}", SourceOptions(layer=7))
+
+
+def test_real_minilm_on_a_few_sentences():
+    """The real all-MiniLM-L6-v2 weights: similar sentences are closer than unrelated ones."""
+    src = load_source("minilm")
+    assert src.dim == 384 and src.params > 20_000_000
+    assert len(src.spec()["weights_sha256"]["model.safetensors"]) == 64
+    x = src.forward(src.collate(["a wonderful, moving film", "a great and touching movie",
+                                 "the stock market fell sharply today"])).numpy()
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    assert x[0] @ x[1] > x[0] @ x[2] + 0.2
+
+
+def test_timm_source_from_local_dir(tiny_timm_dir):
+    import timm
+
+    src = load_source(f"timm:{tiny_timm_dir}")
+    imgs = [np.random.default_rng(i).integers(0, 255, (8, 8), dtype=np.uint8) for i in range(3)]
+    feats = src.forward(src.collate(imgs))
+    assert feats.shape == (3, src.dim)
+    model = timm.create_model(f"local-dir:{tiny_timm_dir}", pretrained=True, num_classes=0).eval()
+    with torch.no_grad():
+        ref = model.forward_head(model.forward_features(src.collate(imgs)), pre_logits=True)
+    torch.testing.assert_close(feats, ref)
+    assert src.spec()["data_config"]["input_size"][1] > 8  # the model's own data config resized the 8x8 digits
+
+
+def test_tfidf_fits_on_train_only_and_is_deterministic():
+    texts = [f"word{i % 37} other{i % 11} film number {i % 5}" for i in range(400)]
+    a, b = load_source("tfidf", SourceOptions(tfidf_dim=8)), load_source("tfidf", SourceOptions(tfidf_dim=8))
+    a.fit(texts)
+    b.fit(texts)
+    assert a.spec()["projection_sha256"] == b.spec()["projection_sha256"]
+    np.testing.assert_array_equal(a.forward(texts[:5]).numpy(), b.forward(texts[:5]).numpy())
+    assert a.forward(["unseen words only"]).shape == (1, 8)
+
+
+@pytest.mark.parametrize("spec,msg", [
+    ("nope", "no source `nope`"),
+    ("hf:/no/such/model", "does not exist"),
+    ("hf:", "needs an argument"),
+    ("timm:/no/such/dir", "does not exist"),
+])
+def test_bad_sources_are_user_errors(spec, msg):
+    with pytest.raises(AftpipeError, match=msg):
+        load_source(spec)
+
+
+def test_registry_lists_every_source():
+    assert {"minilm", "hf:", "timm:", "tfidf"} <= set(SOURCES.names())

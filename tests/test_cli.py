@@ -1,0 +1,142 @@
+"""The CLI as a user meets it: one-line errors with exit code 2, no tracebacks, nothing damaged."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aftpipe.cli import main
+
+
+def run(args, capsys):
+    sys.argv = ["aftpipe", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 2, err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--dataset", "nope"], ["no dataset `nope`", "sst2"]),
+    (["--dataset", "sst2", "--source", "nope"], ["no source `nope`", "minilm"]),
+    (["--dataset", "sst2", "--splits", "validation"], ["no split `validation`", "train, dev"]),
+    (["--dataset", "sst2", "--source", "hf:/no/such/model"], ["/no/such/model does not exist"]),
+    (["--dataset", "sst2", "--data-dir", "/tmp"], ["sst2", "--data-dir"]),
+    (["--dataset", "sst2", "--format", "parquet"], ["--format parquet"]),
+    (["--dataset", "digits", "--source", "minilm"], ["reads text", "image"]),
+])
+def test_extract_bad_input(args, needles, capsys, tmp_path):
+    code, _, err = run(["extract", "--cache-dir", str(tmp_path), *args], capsys)
+    assert_one_line_error(code, err, *needles)
+
+
+def test_malformed_tsv_row(tmp_path, capsys):
+    p = tmp_path / "bad.tsv"
+    p.write_text("text\tlabel\nfine\t1\nbroken\t0\textra\n")
+    code, _, err = run(["extract", "--dataset", f"tsv:{p}", "--cache-dir", str(tmp_path)], capsys)
+    assert_one_line_error(code, err, "bad.tsv", "line 3")
+
+
+def test_existing_store_with_other_arguments_is_refused(tiny_hf_dir, reviews_tsv, tmp_path, capsys):
+    base = ["extract", "--dataset", f"tsv:{reviews_tsv}", "--source", f"hf:{tiny_hf_dir}", "--cache-dir",
+            str(tmp_path), "--quiet", "--workers", "0"]
+    assert run(base, capsys)[0] == 0
+    store = tmp_path / "reviews" / f"hf-{tiny_hf_dir.name}"
+    before = (store / "zarr.json").read_text()
+    code, _, err = run([*base, "--max-length", "16"], capsys)
+    assert_one_line_error(code, err, "different arguments", "max_length", "--overwrite")
+    assert (store / "zarr.json").read_text() == before
+    code, out, err = run(["verify", str(store)], capsys)
+    assert code == 0 and "ok:" in out
+
+
+def test_unwritable_cache_dir(tmp_path, capsys, reviews_tsv, tiny_hf_dir):
+    blocker = tmp_path / "f"
+    blocker.write_text("")
+    code, _, err = run(["extract", "--dataset", f"tsv:{reviews_tsv}", "--source", f"hf:{tiny_hf_dir}",
+                        "--cache-dir", str(blocker / "c")], capsys)
+    assert_one_line_error(code, err, "--cache-dir")
+
+
+def test_inspect_and_verify_report_and_catch_corruption(tiny_hf_dir, reviews_tsv, tmp_path, capsys):
+    args = ["extract", "--dataset", f"tsv:{reviews_tsv}", "--source", f"hf:{tiny_hf_dir}", "--cache-dir",
+            str(tmp_path), "--format", "hdf5", "--quiet", "--workers", "0", "--shard-rows", "128", "--chunk-rows", "64"]
+    assert run(args, capsys)[0] == 0
+    store = tmp_path / "reviews" / f"hf-{tiny_hf_dir.name}.h5"
+    code, out, _ = run(["inspect", str(store)], capsys)
+    assert code == 0 and "train" in out and "300" in out and "hdf5" in out
+    code, out, _ = run(["inspect", "--json", str(store)], capsys)
+    assert json.loads(out)["splits"]["train"]["d"] == 32
+    import h5py
+
+    with h5py.File(store, "r") as f:
+        off = f["train/features"].id.get_offset()
+    data = bytearray(store.read_bytes())
+    data[off + 3] ^= 0x40
+    store.write_bytes(bytes(data))
+    code, _, err = run(["verify", str(store)], capsys)
+    assert code == 1 and "shards [0]" in err
+    code, _, err = run(["inspect", str(tmp_path / "missing")], capsys)
+    assert_one_line_error(code, err, "no feature store")
+
+
+def test_lists(capsys):
+    code, out, _ = run(["datasets"], capsys)
+    assert code == 0 and "sst2" in out and "imagefolder:" in out
+    code, out, _ = run(["sources"], capsys)
+    assert code == 0 and "minilm" in out and "timm:" in out
+
+
+def _done_shards(store: Path) -> int:
+    try:
+        m = json.loads((store / "zarr.json").read_text())["attributes"]["aftpipe"]
+    except (OSError, ValueError, KeyError):
+        return 0
+    return sum(s["done"] for e in m["splits"].values() for s in e["shards"])
+
+
+def test_sigkill_mid_run_then_resume_is_bit_identical(tiny_hf_dir, data_dir, tmp_path):
+    """A real SIGKILL of a real process; the re-run skips finished shards and matches a clean run."""
+    def cmd(cache):
+        return [sys.executable, "-m", "aftpipe.cli", "extract", "--dataset", "sst2", "--splits", "train",
+                "--limit", "3000", "--source", f"hf:{tiny_hf_dir}", "--cache-dir", str(cache), "--data-dir",
+                str(data_dir), "--shard-rows", "200", "--chunk-rows", "50", "--batch-size", "8", "--workers", "0",
+                "--quiet"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    store = tmp_path / "a" / "sst2" / f"hf-{tiny_hf_dir.name}"
+    proc = subprocess.Popen(cmd(tmp_path / "a"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while _done_shards(store) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _done_shards(store)
+    assert 2 <= killed_at < 15, f"the kill landed after {killed_at} of 15 shards"
+    again = subprocess.run(cmd(tmp_path / "a"), env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert f"{killed_at} of 15 shards already done (skipped)" in again.stderr
+    clean = subprocess.run(cmd(tmp_path / "b"), env=env, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+    from aftpipe.store import open_features
+
+    a = open_features(store).split("train", verify=True)
+    b = open_features(tmp_path / "b" / "sst2" / f"hf-{tiny_hf_dir.name}").split("train")
+    assert np.array_equal(a[np.arange(3000)], b[np.arange(3000)])

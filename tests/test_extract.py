@@ -1,0 +1,138 @@
+"""End to end extraction on tiny real inputs: both formats, resume, refusals, the lock."""
+
+import json
+
+import numpy as np
+import pytest
+
+from aftpipe.data import load_dataset
+from aftpipe.errors import AftpipeError
+from aftpipe.extract import ExtractConfig, SilentProgress, extract
+from aftpipe.sources import SourceOptions
+from aftpipe.store import StoreLock, open_features
+
+
+def cfg(tiny_hf_dir, reviews_tsv, tmp_path, **kw):
+    base = dict(dataset=f"tsv:{reviews_tsv}", sources=(f"hf:{tiny_hf_dir}",), cache_dir=str(tmp_path / "cache"),
+                chunk_rows=16, shard_rows=64, batch_size=16, workers=0)
+    return ExtractConfig(**{**base, **kw})
+
+
+def test_zarr_and_hdf5_hold_the_same_rows_in_dataset_order(tiny_hf_dir, reviews_tsv, tmp_path):
+    from aftpipe.sources import load_source
+
+    [rz] = extract(cfg(tiny_hf_dir, reviews_tsv, tmp_path))
+    [rh] = extract(cfg(tiny_hf_dir, reviews_tsv, tmp_path, format="hdf5"))
+    assert rz.path.name == "hf-" + tiny_hf_dir.name and rh.path.suffix == ".h5"
+    z, h = open_features(rz.path).split("train"), open_features(rh.path).split("train")
+    assert z.shape == h.shape == (300, 32)
+    np.testing.assert_array_equal(z[np.arange(300)], h[np.arange(300)])
+    # rows are in dataset order whatever the length-sorted batching did
+    src = load_source(f"hf:{tiny_hf_dir}")
+    split = load_dataset(f"tsv:{reviews_tsv}").split("train")
+    rows = [7, 250, 0]
+    ref = src.forward(src.collate([split.inputs[i] for i in rows])).numpy()
+    np.testing.assert_allclose(z[np.array(rows)].astype(np.float32), ref, atol=2e-3, rtol=2e-3)
+    m = open_features(rz.path).manifest
+    assert m["splits"]["train"]["fingerprint"] == split.fingerprint()
+    assert m["source"]["pooling"] == "mean" and m["state"] == "complete"
+    assert len(m["splits"]["train"]["shards"]) == 5 and all(s["sha256"] for s in m["splits"]["train"]["shards"])
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAfter(SilentProgress):
+    def __init__(self, rows):
+        self.left, self.logs = rows, []
+
+    def advance(self, n):
+        self.left -= n
+        if self.left <= 0:
+            raise Crash()
+
+    def log(self, message):
+        self.logs.append(message)
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
+def test_interrupted_extract_resumes_and_is_bit_identical(tiny_hf_dir, reviews_tsv, tmp_path, fmt):
+    c = cfg(tiny_hf_dir, reviews_tsv, tmp_path / "a", format=fmt)
+    with pytest.raises(Crash):
+        extract(c, CrashAfter(150))  # ~2 of 5 shards written
+    resumed = CrashAfter(10**9)
+    [r] = extract(c, resumed)
+    assert r.shards_skipped >= 1 and r.shards_done == 5 - r.shards_skipped
+    assert any("already done (skipped)" in m for m in resumed.logs)
+    [clean] = extract(cfg(tiny_hf_dir, reviews_tsv, tmp_path / "b", format=fmt))
+    a, b = open_features(r.path), open_features(clean.path)
+    np.testing.assert_array_equal(a.split("train")[np.arange(300)], b.split("train")[np.arange(300)])
+    assert [s["sha256"] for s in a.manifest["splits"]["train"]["shards"]] == \
+           [s["sha256"] for s in b.manifest["splits"]["train"]["shards"]]
+
+
+def test_rerun_of_a_finished_store_computes_nothing(tiny_hf_dir, reviews_tsv, tmp_path):
+    c = cfg(tiny_hf_dir, reviews_tsv, tmp_path)
+    [first] = extract(c)
+    before = (first.path / "zarr.json").read_text()
+    [again] = extract(c)
+    assert again.shards_done == 0 and again.shards_skipped == 5
+    assert (first.path / "zarr.json").read_text() == before
+
+
+def test_changed_dataset_rows_are_refused(tiny_hf_dir, reviews_tsv, tmp_path):
+    extract(cfg(tiny_hf_dir, reviews_tsv, tmp_path))
+    lines = reviews_tsv.read_text().splitlines()
+    lines[10] = "a different sentence\t1"
+    reviews_tsv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(AftpipeError, match="other data.*fingerprint.*--overwrite"):
+        extract(cfg(tiny_hf_dir, reviews_tsv, tmp_path))
+    [r] = extract(cfg(tiny_hf_dir, reviews_tsv, tmp_path, overwrite=True))
+    assert r.shards_done == 5
+
+
+def test_other_arguments_are_refused_unless_overwrite(tiny_hf_dir, reviews_tsv, tmp_path):
+    [r] = extract(cfg(tiny_hf_dir, reviews_tsv, tmp_path))
+    manifest = json.loads((r.path / "zarr.json").read_text())
+    with pytest.raises(AftpipeError, match="different arguments.*dtype.*--overwrite"):
+        extract(cfg(tiny_hf_dir, reviews_tsv, tmp_path, dtype="float32"))
+    assert json.loads((r.path / "zarr.json").read_text()) == manifest  # untouched
+    extract(cfg(tiny_hf_dir, reviews_tsv, tmp_path, dtype="float32", overwrite=True))
+    assert open_features(r.path).split("train").dtype == np.float32
+
+
+def test_a_second_writer_is_locked_out(tiny_hf_dir, reviews_tsv, tmp_path):
+    c = cfg(tiny_hf_dir, reviews_tsv, tmp_path)
+    path = tmp_path / "cache" / "reviews" / f"hf-{tiny_hf_dir.name}"
+    path.parent.mkdir(parents=True)
+    with StoreLock(path):
+        with pytest.raises(AftpipeError, match="is being written by pid"):
+            extract(c)
+    extract(c)  # the lock is released with its holder
+
+
+def test_unknown_split_and_unwritable_cache(tiny_hf_dir, reviews_tsv, tmp_path):
+    with pytest.raises(AftpipeError, match="has no split `dev`"):
+        extract(cfg(tiny_hf_dir, reviews_tsv, tmp_path, splits=("dev",)))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(AftpipeError, match="cannot create.*writable --cache-dir"):
+        extract(cfg(tiny_hf_dir, reviews_tsv, tmp_path, cache_dir=str(blocker / "cache")))
+
+
+def test_multi_source_and_limit_on_real_sst2(tiny_hf_dir, data_dir, tmp_path):
+    c = ExtractConfig(dataset="sst2", sources=(f"hf:{tiny_hf_dir}", "tfidf"), splits=("dev",), limit=100,
+                      data_dir=str(data_dir), cache_dir=str(tmp_path), workers=1,
+                      source_options=SourceOptions(tfidf_dim=16))
+    res = extract(c)
+    assert [(r.source, r.rows, r.dim) for r in res] == [(f"hf-{tiny_hf_dir.name}", 100, 32), ("tfidf", 100, 16)]
+    st = open_features(tmp_path / "sst2" / "tfidf")
+    assert st.manifest["source"]["fitted_on"] == "train" and np.isfinite(st.split("dev")[np.arange(100)]).all()
+
+
+def test_digits_through_a_timm_source(tiny_timm_dir, tmp_path):
+    [r] = extract(ExtractConfig(dataset="digits", sources=(f"timm:{tiny_timm_dir}",), splits=("test",),
+                                cache_dir=str(tmp_path), workers=0))
+    arr = open_features(r.path).split("test")
+    assert arr.shape[0] == len(load_dataset("digits").split("test")) and np.isfinite(arr[np.arange(10)]).all()
