@@ -1,0 +1,68 @@
+"""Extraction throughput vs the model's own forward throughput on the same rows (DESIGN.md §4).
+
+    python benchmarks/extract_speed.py [--dataset sst2 --split train --rows 4096] [--write BENCHMARKS.md]
+
+"forward only" tokenises and runs MiniLM over length-sorted batches with nothing else; "aftpipe extract"
+is the whole engine (workers, shard planning, writer thread, checksums, manifest) into a fresh zarr store.
+The ratio is the engine's overhead; 1.0 would be the model's own speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from _markdown import append_rows
+
+from aftpipe.data import load_dataset
+from aftpipe.extract import ExtractConfig, extract, resolve_device
+from aftpipe.sources import load_source
+
+
+def forward_only(source, texts: list[str], batch_size: int) -> float:
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    t = time.perf_counter()
+    for i in range(0, len(order), batch_size):
+        source.forward(source.collate([texts[j] for j in order[i:i + batch_size]]))
+    if source.device.type == "cuda":
+        torch.cuda.synchronize()
+    return len(texts) / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="sst2")
+    ap.add_argument("--split", default="train")
+    ap.add_argument("--source", default="minilm")
+    ap.add_argument("--rows", type=int, default=4096)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--write")
+    args = ap.parse_args()
+
+    device = resolve_device(args.device)
+    texts = list(load_dataset(args.dataset).split(args.split).inputs[: args.rows])
+    source = load_source(args.source).to(device)
+    forward_only(source, texts[: args.batch_size * 2], args.batch_size)  # warm-up
+    raw = forward_only(source, texts, args.batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = ExtractConfig(dataset=args.dataset, sources=(args.source,), splits=(args.split,), limit=args.rows,
+                            cache_dir=tmp, batch_size=args.batch_size, device=args.device)
+        t = time.perf_counter()
+        extract(cfg)
+        e2e = args.rows / (time.perf_counter() - t)  # includes loading the model: the honest number
+    dev = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ×{torch.get_num_threads()} threads"
+    line = (f"| {datetime.date.today()} | {args.source} | {args.dataset}/{args.split} {args.rows} rows | {dev} | "
+            f"{raw:,.0f} | {e2e:,.0f} | {e2e / raw:.2f} |")
+    print(line)
+    if args.write:
+        append_rows(args.write, "extract_speed", [line])
+
+
+if __name__ == "__main__":
+    main()
