@@ -76,6 +76,105 @@ def extract(
                      f"skipped {r.shards_skipped}  {r.wall_s:.1f}s  {rate}")
 
 
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="dataset name or tsv:/csv:/jsonl:/imagefolder: path (as for extract)")],
+    out: Annotated[str, typer.Option(help="run directory: config.yaml, metrics.json, student.safetensors")],
+    features: Annotated[list[str], typer.Option(help="feature store(s) from `aftpipe extract`; repeat for multi-source")] = [],
+    student: Annotated[str, typer.Option(help="student model (`aftpipe students`)")] = "textcnn",
+    method: Annotated[str, typer.Option(help="transfer method (`aftpipe methods`)")] = "aft",
+    beta: Annotated[float, typer.Option(help="regulariser weight β (AFT: ≤ 1 works best here; tune 0.01–1)")] = 1.0,
+    state_lr: Annotated[float, typer.Option(help="learning rate of the method's own state (AFT's s, KD's W)")] = 1e-2,
+    tau: Annotated[float, typer.Option(help="softmax temperature for kd_logit / tokt")] = 4.0,
+    teacher_hidden: Annotated[int, typer.Option(help="kd_logit/tokt teacher head: 0 linear, >0 MLP width")] = 0,
+    distill_fraction: Annotated[float, typer.Option(help="tokt: fraction of steps distilling before fine-tuning")] = 0.5,
+    epochs: Annotated[int, typer.Option(help="passes over the labeled training rows")] = 5,
+    steps: Annotated[Optional[int], typer.Option(help="optimizer steps (overrides --epochs)")] = None,
+    batch_size: Annotated[int, typer.Option(help="labeled rows per step (AFT's kernel is a per-batch statistic)")] = 128,
+    lr: Annotated[float, typer.Option(help="student learning rate (AdamW, warm-up then cosine)")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay of the student")] = 0.01,
+    warmup: Annotated[float, typer.Option(help="fraction of steps of linear warm-up")] = 0.05,
+    holdout: Annotated[float, typer.Option(help="fraction of labeled rows held out for early stopping / β tuning")] = 0.1,
+    labels: Annotated[Optional[int], typer.Option(help="label budget: use this many labeled rows, the rest as unlabeled")] = None,
+    unlabeled: Annotated[bool, typer.Option(help="semi-supervised: add a batch of unlabeled rows per step (regulariser only)")] = False,
+    phi_norm: Annotated[str, typer.Option(help="none or standardize (z-score each cached feature)")] = "none",
+    eval_every: Annotated[Optional[int], typer.Option(help="steps between hold-out evaluations (default ~10 per run)")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="early stop after this many evaluations without gain")] = None,
+    seed: Annotated[int, typer.Option(help="training seed (init, batch order, dropout)")] = 0,
+    data_seed: Annotated[int, typer.Option(help="seed of the labeled/hold-out row split (same for every --seed)")] = 0,
+    train_split: Annotated[str, typer.Option(help="split to train on (labeled rows; the hold-out comes from it)")] = "train",
+    test_split: Annotated[Optional[str], typer.Option(help="split to report (default: dev for sst2/cola, else test)")] = None,
+    num_classes: Annotated[Optional[int], typer.Option(help="number of classes (default: the dataset's)")] = None,
+    max_length: Annotated[int, typer.Option(help="text student: tokens per example")] = 64,
+    vocab_size: Annotated[int, typer.Option(help="text student: kept WordPiece tokens (sets most of its size)")] = 8000,
+    embed_dim: Annotated[Optional[int], typer.Option(help="student embedding width (default: the student's own)")] = None,
+    width: Annotated[Optional[int], typer.Option(help="student width: filters/hidden units (default: its own)")] = None,
+    dropout: Annotated[float, typer.Option(help="student dropout")] = 0.1,
+    image_size: Annotated[Optional[int], typer.Option(help="image student input size")] = None,
+    pretrained: Annotated[Optional[str], typer.Option(help="timm student: local weights file or directory")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
+    in_memory: Annotated[bool, typer.Option(help="load the features into RAM instead of memory-mapping them")] = False,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="folder with the dataset files")] = None,
+    text_col: Annotated[Optional[str], typer.Option(help="text column of tsv/csv/jsonl files")] = None,
+    label_col: Annotated[Optional[str], typer.Option(help="label column of tsv/csv/jsonl files")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace a finished run in --out")] = False,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted run from its last checkpoint")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Train a small student against cached features with AFT or a baseline; writes metrics.json to --out."""
+    from aftpipe.data.base import DatasetOptions
+    from aftpipe.methods import MethodConfig
+    from aftpipe.progress import RichProgress
+    from aftpipe.students import StudentConfig
+    from aftpipe.train import TrainConfig, train as run_train
+
+    cfg = TrainConfig(
+        dataset=dataset, out=out, features=tuple(features), student=student, method=method,
+        method_options=MethodConfig(beta=beta, state_lr=state_lr, tau=tau, teacher_hidden=teacher_hidden,
+                                    distill_fraction=distill_fraction),
+        student_options=StudentConfig(max_length=max_length, vocab_size=vocab_size, embed_dim=embed_dim, width=width,
+                                      dropout=dropout, image_size=image_size, pretrained=pretrained),
+        epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
+        holdout=holdout, labels=labels, unlabeled=unlabeled, phi_norm=phi_norm, eval_every=eval_every,
+        patience=patience, seed=seed, data_seed=data_seed, train_split=train_split, test_split=test_split, num_classes=num_classes,
+        device=device, in_memory=in_memory, threads=threads, data_dir=data_dir,
+        dataset_options=DatasetOptions(text_col=text_col, label_col=label_col), overwrite=overwrite, resume=resume,
+    )
+    m = run_train(cfg, RichProgress(quiet=quiet, unit="step"))
+    typer.echo(json.dumps({"test": m["test"], "holdout": m["holdout"], "params": m["params"],
+                           "ms_per_step": round(m["ms_per_step"], 2) if m["ms_per_step"] == m["ms_per_step"] else None,
+                           "wall_s": round(m["wall_s"], 1)}))
+
+
+@app.command()
+def evaluate(run: Annotated[str, typer.Argument(help="a finished run directory")]) -> None:
+    """Reload a run's checkpoint and score it on its test split again (should match metrics.json)."""
+    from aftpipe.train import evaluate as run_eval
+
+    got = run_eval(run)
+    saved = json.loads((Path(run) / "metrics.json").read_text())["test"]
+    typer.echo(json.dumps({"test": got, "recorded": saved, "match": all(abs(got[k] - saved[k]) < 1e-9 for k in got)}))
+
+
+@app.command()
+def methods() -> None:
+    """List the transfer methods (AFT and the baselines it must beat)."""
+    from aftpipe.methods import METHODS
+
+    for name, doc in METHODS.describe():
+        typer.echo(f"{name:14s} {doc}")
+
+
+@app.command()
+def students() -> None:
+    """List the student models (`name:` entries take a config, timm name or path)."""
+    from aftpipe.students import STUDENTS
+
+    for name, doc in STUDENTS.describe():
+        typer.echo(f"{name:14s} {doc}")
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":

@@ -1,0 +1,212 @@
+"""Stage 2 end to end on tiny real inputs: every method, the store checks, resume, evaluate, CLI errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from aftpipe.errors import AftpipeError
+from aftpipe.extract import ExtractConfig, extract
+from aftpipe.methods import METHODS, MethodConfig
+from aftpipe.students import StudentConfig
+from aftpipe.train import TrainConfig, evaluate, matthews_corrcoef, train
+from tests.test_cli import assert_one_line_error, run
+
+SMALL = StudentConfig(vocab_size=200, embed_dim=16, width=16, max_length=16)
+
+
+@pytest.fixture
+def reviews_dir(tmp_path, tiny_hf_dir):
+    """train.tsv + test.tsv with a learnable signal, and a tiny-BERT feature store for both splits."""
+    rng = np.random.default_rng(0)
+    pos, neg = ["good", "great", "superb", "fine"], ["bad", "awful", "dull", "boring"]
+    for name, n in (("train", 400), ("test", 100)):
+        rows = ["text\tlabel"]
+        for i in range(n):
+            y = int(rng.integers(2))
+            words = rng.choice(pos if y else neg, 3).tolist() + rng.choice(["film", "plot", "cast"], 2).tolist()
+            rows.append(f"{' '.join(words)} {i}\t{y}")
+        (tmp_path / "data").mkdir(exist_ok=True)
+        (tmp_path / "data" / f"{name}.tsv").write_text("\n".join(rows) + "\n")
+    extract(ExtractConfig(dataset=f"tsv:{tmp_path / 'data'}", sources=(f"hf:{tiny_hf_dir}",),
+                          cache_dir=str(tmp_path / "cache"), workers=0))
+    return tmp_path
+
+
+def cfg(d, tiny_hf_dir, **kw):
+    base = dict(dataset=f"tsv:{d / 'data'}", features=(str(d / "cache" / "data" / f"hf-{tiny_hf_dir.name}"),),
+                student="bow-mlp", student_options=SMALL, out=str(d / "run"), epochs=3, batch_size=32,
+                lr=3e-3, threads=1)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_trains_and_evaluate_reproduces_it(method, reviews_dir, tiny_hf_dir):
+    m = train(cfg(reviews_dir, tiny_hf_dir, method=method, out=str(reviews_dir / method),
+                  method_options=MethodConfig(beta=0.5)))
+    assert set(m) >= {"test", "holdout", "params", "ms_per_step", "wall_s", "history"}
+    assert 0.0 <= m["test"]["accuracy"] <= 1.0 and m["rows"]["holdout"] == 40
+    assert (reviews_dir / method / "config.yaml").exists()
+    assert evaluate(reviews_dir / method) == m["test"]
+    if method == "linear_probe":
+        assert m["params"] > m["head_params"]  # the foundation model is part of the probe's size
+    else:
+        assert m["params"] < 200_000 and m["history"]
+
+
+def test_training_learns_and_aft_reports_sigma_per_source(reviews_dir, tiny_hf_dir):
+    m = train(cfg(reviews_dir, tiny_hf_dir, method="aft", epochs=8, method_options=MethodConfig(beta=0.1)))
+    assert m["test"]["accuracy"] > 0.85  # the word lists make the task easy; untrained would be ~0.5
+    [src] = m["method"]["sources"]
+    assert 0 < src["sigma_mean"] < 1 and 0 <= src["frac_above_half"] <= 1 and src["store"].endswith(tiny_hf_dir.name)
+
+
+def test_same_seed_same_result_different_seed_differs(reviews_dir, tiny_hf_dir):
+    a = train(cfg(reviews_dir, tiny_hf_dir, out=str(reviews_dir / "a")))
+    b = train(cfg(reviews_dir, tiny_hf_dir, out=str(reviews_dir / "b")))
+    c = train(cfg(reviews_dir, tiny_hf_dir, out=str(reviews_dir / "c"), seed=1))
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+    assert [h["loss"] for h in a["history"]] != [h["loss"] for h in c["history"]]
+
+
+def test_multi_source_concatenates_and_weights_each_source(reviews_dir, tiny_hf_dir):
+    extract(ExtractConfig(dataset=f"tsv:{reviews_dir / 'data'}", sources=("tfidf",), cache_dir=str(reviews_dir / "cache"),
+                          source_options=__import__("aftpipe.sources", fromlist=["x"]).SourceOptions(tfidf_dim=8)))
+    c = cfg(reviews_dir, tiny_hf_dir, method="aft")
+    m = train(TrainConfig(**{**c.__dict__, "features": (*c.features, str(reviews_dir / "cache" / "data" / "tfidf"))}))
+    assert [s["dim"] for s in m["method"]["sources"]] == [32, 8]
+
+
+def test_semi_supervised_uses_the_unlabeled_rows(reviews_dir, tiny_hf_dir):
+    m = train(cfg(reviews_dir, tiny_hf_dir, method="aft", labels=100, unlabeled=True))
+    assert m["rows"] == {"train": 90, "holdout": 10, "unlabeled": 300, "test": 100, "unlabeled_used": True}
+
+
+def test_changed_rows_or_another_dataset_are_refused_before_training(reviews_dir, tiny_hf_dir, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("train", "test"):
+        (other / f"{name}.tsv").write_text("text\tlabel\n" + "".join(f"x {i}\t{i % 2}\n" for i in range(400)))
+    with pytest.raises(AftpipeError, match="does not match dataset.*re-extract"):
+        train(cfg(reviews_dir, tiny_hf_dir, dataset=f"tsv:{other}"))
+    path = reviews_dir / "data" / "train.tsv"
+    lines = path.read_text().splitlines()
+    lines[5] = "an edited review\t1"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(AftpipeError, match="does not match dataset.*fingerprint"):
+        train(cfg(reviews_dir, tiny_hf_dir))
+    assert not (reviews_dir / "run" / "metrics.json").exists()
+
+
+class Stop(Exception):
+    pass
+
+
+class StopAt:
+    def __init__(self, step):
+        self.step, self.n = step, 0
+
+    def start(self, label, total, done):
+        self.n = done
+
+    def advance(self, n, **fields):
+        self.n += n
+        if self.n == self.step:
+            raise Stop()
+
+    def finish(self): ...
+    def log(self, message): ...
+
+
+def test_interrupted_run_resumes_to_the_same_result(reviews_dir, tiny_hf_dir):
+    c = cfg(reviews_dir, tiny_hf_dir, method="aft", eval_every=5, out=str(reviews_dir / "r"))
+    with pytest.raises(Stop):
+        train(c, StopAt(23))  # after the checkpoint at step 20
+    with pytest.raises(AftpipeError, match="unfinished run.*--resume"):
+        train(c)
+    resumed = train(TrainConfig(**{**c.__dict__, "resume": True}))
+    clean = train(TrainConfig(**{**c.__dict__, "out": str(reviews_dir / "clean")}))
+    assert resumed["test"] == clean["test"]
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in clean["history"]]
+
+
+def test_mcc_matches_the_textbook_binary_formula():
+    y = np.array([1, 1, 1, 0, 0, 0, 1, 0])
+    p = np.array([1, 0, 1, 0, 0, 1, 1, 0])
+    tp, tn, fp, fn = 3, 3, 1, 1
+    expect = (tp * tn - fp * fn) / np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    assert matthews_corrcoef(p, y) == pytest.approx(expect)
+    assert matthews_corrcoef(np.zeros(8, int), y) == 0.0
+
+
+def _cli(reviews_dir, tiny_hf_dir, *extra):
+    return ["train", "--dataset", f"tsv:{reviews_dir / 'data'}", "--features",
+            str(reviews_dir / "cache" / "data" / f"hf-{tiny_hf_dir.name}"), "--student", "bow-mlp", "--vocab-size",
+            "200", "--embed-dim", "16", "--width", "16", "--epochs", "1", "--quiet", *extra]
+
+
+@pytest.mark.parametrize("extra,needles", [
+    (["--method", "nope"], ["no method `nope`", "aft"]),
+    (["--student", "nope"], ["no student `nope`", "textcnn"]),
+    (["--beta", "-1"], ["--beta must be ≥ 0"]),
+    (["--student", "small-cnn"], ["small-cnn", "text"]),
+    (["--num-classes", "1"], ["label 1", "outside 0..0"]),
+    (["--train-split", "dev"], ["no split `dev`"]),
+])
+def test_train_bad_input(extra, needles, reviews_dir, tiny_hf_dir, capsys):
+    code, _, err = run(_cli(reviews_dir, tiny_hf_dir, "--out", str(reviews_dir / "x"), *extra), capsys)
+    assert_one_line_error(code, err, *needles)
+
+
+def test_train_cli_store_and_run_dir_errors(reviews_dir, tiny_hf_dir, tmp_path, capsys):
+    base = ["train", "--dataset", f"tsv:{reviews_dir / 'data'}", "--epochs", "1", "--quiet", "--student", "bow-mlp"]
+    code, _, err = run([*base, "--features", str(tmp_path / "missing"), "--out", str(tmp_path / "r")], capsys)
+    assert_one_line_error(code, err, "no feature store", "aftpipe extract")
+    blocker = tmp_path / "f"
+    blocker.write_text("")
+    code, _, err = run(_cli(reviews_dir, tiny_hf_dir, "--out", str(blocker / "run")), capsys)
+    assert_one_line_error(code, err, "--out")
+    out = str(reviews_dir / "done")
+    assert run(_cli(reviews_dir, tiny_hf_dir, "--out", out), capsys)[0] == 0
+    code, _, err = run(_cli(reviews_dir, tiny_hf_dir, "--out", out), capsys)
+    assert_one_line_error(code, err, "already holds a finished run", "--overwrite")
+    code, out_text, _ = run(["evaluate", out], capsys)
+    assert code == 0 and json.loads(out_text)["match"] is True
+
+
+def test_train_split_missing_from_the_store(reviews_dir, tiny_hf_dir, tmp_path, capsys):
+    extract(ExtractConfig(dataset=f"tsv:{reviews_dir / 'data'}", sources=(f"hf:{tiny_hf_dir}",), splits=("test",),
+                          cache_dir=str(tmp_path / "c2"), workers=0))
+    code, _, err = run(["train", "--dataset", f"tsv:{reviews_dir / 'data'}", "--features",
+                        str(tmp_path / "c2" / "data" / f"hf-{tiny_hf_dir.name}"), "--out", str(tmp_path / "r"),
+                        "--quiet"], capsys)
+    assert_one_line_error(code, err, "no split `train`", "--splits train")
+
+
+def test_sigkill_then_resume_finishes(reviews_dir, tiny_hf_dir):
+    out = reviews_dir / "killed"
+    args = [sys.executable, "-m", "aftpipe.cli", *_cli(reviews_dir, tiny_hf_dir, "--out", str(out), "--epochs",
+                                                        "400", "--eval-every", "10", "--threads", "1")]
+    args = [a for a in args if a != "--quiet"] + ["--quiet"]
+    proc = subprocess.Popen(args, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists()
+    import torch
+
+    step = torch.load(out / "checkpoint.pt", weights_only=False)["state"]["step"]
+    again = subprocess.run([a if a != "400" else "400" for a in args] + ["--resume", "--steps", str(step + 20)],
+                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert again.returncode == 0, again.stderr
+    assert f"resuming {out} at step {step}" in again.stderr
+    assert json.loads((out / "metrics.json").read_text())["steps"] == step + 20
