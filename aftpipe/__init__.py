@@ -4,6 +4,10 @@
     aftpipe.extract(aftpipe.ExtractConfig(dataset="sst2", sources=("minilm",)))
     store = aftpipe.open_features("cache/sst2/minilm")
     rows = store.split("train")[[0, 5, 9]]
+    metrics = aftpipe.train(aftpipe.TrainConfig(dataset="sst2", features=("cache/sst2/minilm",), out="runs/x"))
+
+The names below come from `aftpipe.api`, loaded on first use so that `aftpipe --help` and
+`import aftpipe` do not pay for importing torch.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -13,22 +17,16 @@ try:
 except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0"
 
+_API = ("ExtractConfig", "MethodConfig", "StudentConfig", "TrainConfig", "evaluate", "extract", "load_dataset",
+        "load_pipeline", "open_features", "run_pipeline", "train", "validate")
+
 
 def __getattr__(name: str):
-    # lazy: `aftpipe --help` and `import aftpipe` should not pay for torch/zarr imports
-    if name in ("extract", "ExtractConfig"):
-        from aftpipe import extract as _extract
+    if name in _API:
+        from aftpipe import api
 
-        return getattr(_extract, name)
-    if name == "open_features":
-        from aftpipe.store import open_features
-
-        return open_features
-    if name in ("load_dataset",):
-        from aftpipe.data import load_dataset
-
-        return load_dataset
+        return getattr(api, name)
     raise AttributeError(f"module 'aftpipe' has no attribute {name!r}")
 
 
-__all__ = ["ExtractConfig", "__version__", "extract", "load_dataset", "open_features"]
+__all__ = ["__version__", *_API]

@@ -55,7 +55,7 @@ def extract(
     Re-running the same command resumes: finished shards are skipped and the result is bit-identical.
     """
     from aftpipe.data.base import DatasetOptions
-    from aftpipe.extract import ExtractConfig, extract as run_extract
+    from aftpipe.api import ExtractConfig, extract as run_extract
     from aftpipe.progress import RichProgress
     from aftpipe.sources import SourceOptions
 
@@ -127,7 +127,7 @@ def train(
     from aftpipe.methods import MethodConfig
     from aftpipe.progress import RichProgress
     from aftpipe.students import StudentConfig
-    from aftpipe.train import TrainConfig, train as run_train
+    from aftpipe.api import TrainConfig, train as run_train
 
     cfg = TrainConfig(
         dataset=dataset, out=out, features=tuple(features), student=student, method=method,
@@ -150,11 +150,43 @@ def train(
 @app.command()
 def evaluate(run: Annotated[str, typer.Argument(help="a finished run directory")]) -> None:
     """Reload a run's checkpoint and score it on its test split again (should match metrics.json)."""
-    from aftpipe.train import evaluate as run_eval
+    from aftpipe.api import evaluate as run_eval
 
     got = run_eval(run)
     saved = json.loads((Path(run) / "metrics.json").read_text())["test"]
     typer.echo(json.dumps({"test": got, "recorded": saved, "match": all(abs(got[k] - saved[k]) < 1e-9 for k in got)}))
+
+
+@app.command("run")
+def run_(
+    pipeline: Annotated[str, typer.Argument(help="a pipeline YAML, e.g. pipelines/demo.yaml")],
+    cache_dir: Annotated[str, typer.Option(help="where feature stores are found or extracted")] = "cache",
+    results_dir: Annotated[str, typer.Option(help="results land in <results-dir>/<pipeline>/")] = "results",
+    runs_dir: Annotated[str, typer.Option(help="run directories land in <runs-dir>/<pipeline>/")] = "runs",
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Run a pipeline: extract missing stores, tune β/lr on the hold-out, train every seed, write results.
+
+    Finished runs are skipped, so an interrupted sweep resumes and a finished one changes nothing."""
+    from aftpipe.api import run_pipeline
+    from aftpipe.progress import RichProgress
+
+    out = run_pipeline(pipeline, cache_dir=cache_dir, results_dir=results_dir, runs_dir=runs_dir,
+                       progress=RichProgress(quiet=quiet, unit="it"))
+    typer.echo((Path(out) / "results.md").read_text())
+    typer.echo(f"results: {out}/results.csv, {out}/results.md, {out}/plot.png")
+
+
+@app.command("validate")
+def validate_(
+    pipeline: Annotated[str, typer.Argument(help="a pipeline YAML")],
+    cache_dir: Annotated[str, typer.Option(help="where feature stores are looked for")] = "cache",
+    runs_dir: Annotated[str, typer.Option(help="where finished runs are looked for")] = "runs",
+) -> None:
+    """Check a pipeline (keys, types, names, grids) and say what it would compute, without computing it."""
+    from aftpipe.api import validate
+
+    typer.echo(validate(pipeline, cache_dir=cache_dir, runs_dir=runs_dir))
 
 
 @app.command()

@@ -7,7 +7,7 @@ import pytest
 
 from aftpipe.data import load_dataset
 from aftpipe.errors import AftpipeError
-from aftpipe.extract import ExtractConfig, SilentProgress, extract
+from aftpipe.extraction import ExtractConfig, SilentProgress, extract
 from aftpipe.sources import SourceOptions
 from aftpipe.store import StoreLock, open_features
 

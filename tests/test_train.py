@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from aftpipe.errors import AftpipeError
-from aftpipe.extract import ExtractConfig, extract
+from aftpipe.extraction import ExtractConfig, extract
 from aftpipe.methods import METHODS, MethodConfig
 from aftpipe.students import StudentConfig
-from aftpipe.train import TrainConfig, evaluate, matthews_corrcoef, train
+from aftpipe.training import TrainConfig, evaluate, matthews_corrcoef, train
 from tests.test_cli import assert_one_line_error, run
 
 SMALL = StudentConfig(vocab_size=200, embed_dim=16, width=16, max_length=16)
@@ -155,6 +155,7 @@ def _cli(reviews_dir, tiny_hf_dir, *extra):
     (["--student", "nope"], ["no student `nope`", "textcnn"]),
     (["--beta", "-1"], ["--beta must be ≥ 0"]),
     (["--student", "small-cnn"], ["small-cnn", "text"]),
+    (["--student", "tiny-transformer", "--embed-dim", "30"], ["embed_dim divisible by 4"]),
     (["--num-classes", "1"], ["label 1", "outside 0..0"]),
     (["--train-split", "dev"], ["no split `dev`"]),
 ])

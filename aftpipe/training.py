@@ -246,7 +246,7 @@ def _check_resumable(saved: dict[str, Any], new: dict[str, Any], out: Path) -> N
 
 # --- the loop --------------------------------------------------------------------------------------------
 def _device(name: str) -> torch.device:
-    from aftpipe.extract import resolve_device
+    from aftpipe.extraction import resolve_device
 
     return resolve_device(name)
 

@@ -1,0 +1,236 @@
+"""Pipelines: strict YAML checks, the report functions on synthetic records, one tiny sweep end to end."""
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aftpipe.errors import AftpipeError
+from aftpipe.pipeline import load_pipeline, plan, run_name, run_pipeline, store_name, validate
+from aftpipe.report import (RESULT_COLUMNS, RunRecord, csv_rows, csv_text, markdown_report, mean_std, plot_png,
+                            record_from_metrics, summarize)
+
+REPO = Path(__file__).resolve().parents[1]
+
+BASE = """\
+dataset: sst2
+labels: 2000
+sources:
+  minilm: [minilm]
+  minilm+tfidf: [minilm, tfidf]
+students: [textcnn]
+methods:
+  - name: none
+  - name: aft
+    sources: [minilm, minilm+tfidf]
+    beta: [0.01, 0.1, 1.0]
+    options: {state_lr: 1e-2}
+  - name: linear_probe
+seeds: [0, 1, 2]
+train: {epochs: 2, student_options: {width: 32}}
+"""
+
+
+def write(tmp_path, text, name="p.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def error_of(tmp_path, text) -> str:
+    with pytest.raises(AftpipeError) as e:
+        load_pipeline(write(tmp_path, text))
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+# --- loading and validation --------------------------------------------------------------------------------
+def test_a_good_pipeline_loads_with_its_defaults(tmp_path):
+    cfg = load_pipeline(write(tmp_path, BASE, "sst2-small.yaml"))
+    assert cfg.name == "sst2-small" and cfg.labels == 2000 and cfg.seeds == (0, 1, 2)
+    assert cfg.methods[1].beta == (0.01, 0.1, 1.0) and cfg.methods[1].options == {"state_lr": 0.01}
+    assert cfg.train["student_options"].width == 32
+    groups = plan(cfg)
+    assert [(g.method, g.sources, g.student) for g in groups] == [
+        ("none", "minilm", "textcnn"), ("aft", "minilm", "textcnn"), ("aft", "minilm+tfidf", "textcnn"),
+        ("linear_probe", "minilm", "head")]
+    assert run_name("aft", "minilm+tfidf", "hf-config:/x/c.json", 0.1, 1e-3, 2) == \
+        "aft-minilm+tfidf-hf-config__x_c.json-b0.1-lr0.001-s2"
+
+
+@pytest.mark.parametrize("edit,needles", [
+    (("seeds: [0, 1, 2]", "seeds: [0, 1, 2]\nepochs: 3"), ["p.yaml: epochs: unknown key"]),
+    (("train: {epochs: 2,", "train: {epoch: 2,"), ["train.epoch: unknown key", "did you mean `epochs`"]),
+    (("{width: 32}", "{widht: 32}"), ["train.student_options.widht: unknown key"]),
+    (("beta: [0.01, 0.1, 1.0]", "beta: high"), ["methods[1].beta: expected a list of numbers, got 'high'"]),
+    (("beta: [0.01, 0.1, 1.0]", "beta: [0.1, x]"), ["methods[1].beta[1]: expected a number, got 'x'"]),
+    (("beta: [0.01, 0.1, 1.0]", "beta: [0.1, -1]"), ["methods[1].beta[1]: must be ≥ 0"]),
+    (("beta: [0.01, 0.1, 1.0]", "lr: [0]"), ["methods[1].lr[0]: must be > 0"]),
+    (("labels: 2000", "labels: many"), ["labels: expected an integer, got 'many'"]),
+    (("seeds: [0, 1, 2]", "seeds: [0]"), ["seeds:", "at least 3 seeds"]),
+    (("seeds: [0, 1, 2]", "seeds: []"), ["seeds:", "at least 3 seeds"]),
+    (("name: aft\n", "name: aftt\n"), ["methods[1].name: no method `aftt`", "aft_primal"]),
+    (("students: [textcnn]", "students: [cnn]"), ["students[0]: no student `cnn`", "textcnn"]),
+    (("[minilm, tfidf]", "[minilm, bert]"), ["sources.minilm+tfidf[1]: no source `bert`", "hf:"]),
+    (("sources: [minilm, minilm+tfidf]", "sources: minilmx"), ["methods[1].sources: no source set `minilmx`"]),
+    (("{state_lr: 1e-2}", "{state_lr: 1e-2, beta: 1}"), ["methods[1].options.beta: set by the pipeline"]),
+    (("{state_lr: 1e-2}", "{temperature: 2}"), ["methods[1].options.temperature: unknown key"]),
+    (("{state_lr: 1e-2}", "{tau: 0}"), ["methods[1].options:", "--tau must be > 0"]),
+    (("train: {epochs: 2,", "train: {seed: 3, epochs: 2,"), ["train.seed: set by the pipeline", "seeds:"]),
+    (("train: {epochs: 2,", "train: {epochs: two,"), ["train.epochs: expected an integer, got 'two'"]),
+    (("  - name: none\n", "  - name: none\n    beta: [1.0]\n"), ["methods[0].beta: method `none` has no"]),
+    (("  - name: linear_probe\n", "  - name: linear_probe\n    lr: [0.1]\n"), ["methods[2].lr: linear_probe"]),
+    (("dataset: sst2", "dataset: sst3"), ["dataset: no dataset `sst3`"]),
+    (("dataset: sst2\n", ""), ["dataset: required key missing"]),
+])
+def test_bad_pipelines_are_refused_with_the_key_path(tmp_path, edit, needles):
+    old, new = edit
+    assert old in BASE
+    msg = error_of(tmp_path, BASE.replace(old, new, 1))
+    assert msg.startswith(str(tmp_path / "p.yaml") + ": ")
+    for n in needles:
+        assert n in msg, msg
+
+
+def test_not_yaml_and_missing_files_are_one_line_errors(tmp_path):
+    assert "not valid YAML" in error_of(tmp_path, "dataset: [sst2\n")
+    with pytest.raises(AftpipeError, match="no pipeline file"):
+        load_pipeline(tmp_path / "nope.yaml")
+
+
+def test_store_names_mirror_the_sources_without_loading_them(tiny_hf_dir):
+    from aftpipe.sources import load_source
+
+    assert store_name("minilm") == "minilm" and store_name("tfidf") == "tfidf"
+    assert store_name("hf:org/some-model") == "hf-some-model"
+    assert store_name(f"hf:{tiny_hf_dir}/") == load_source(f"hf:{tiny_hf_dir}").name
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_pipelines_load_and_say_how_to_run_them(path):
+    cfg = load_pipeline(path)
+    assert cfg.name == path.stem and len(cfg.seeds) >= 3
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("#") and f"aftpipe run pipelines/{path.name}" in first
+
+
+# --- reports on synthetic records --------------------------------------------------------------------------
+def rec(method, seed, test, sources="minilm", student="textcnn", beta=0.1, **kw):
+    return RunRecord(method=method, sources=sources, student=student, beta=beta, lr=1e-3, seed=seed,
+                     metric="accuracy", test=test, holdout=test - 0.01, params=1000, ms_per_step=30.0 + seed,
+                     wall_s=10.0, steps=100, **kw)
+
+
+def synthetic():
+    return ([rec("none", s, t, beta=0.0) for s, t in enumerate((0.80, 0.82, 0.84))]
+            + [rec("aft", s, t, sigma={"minilm": 0.4 + s / 10}) for s, t in enumerate((0.85, 0.85, 0.88))]
+            + [rec("linear_probe", s, 0.90, student="head", beta=0.0) for s in range(3)])
+
+
+def test_mean_std_is_the_sample_std():
+    m, s = mean_std([0.80, 0.82, 0.84])
+    assert m == pytest.approx(0.82) and s == pytest.approx(np.std([0.80, 0.82, 0.84], ddof=1))
+    assert mean_std([0.5]) == (0.5, 0.0) and all(math.isnan(v) for v in mean_std([]))
+
+
+def test_summaries_csv_and_markdown(tmp_path):
+    recs = synthetic()
+    summ = summarize(recs)
+    assert [(s.method, s.n) for s in summ] == [("none", 3), ("aft", 3), ("linear_probe", 3)]
+    assert summ[1].mean == pytest.approx(0.86) and summ[1].sigma["minilm"] == pytest.approx(0.5)
+    assert summ[0].ms_per_step == pytest.approx(31.0)
+    rows = csv_rows(recs)
+    assert list(rows[0]) == RESULT_COLUMNS and len(rows) == 9
+    parsed = list(csv.DictReader(csv_text(recs).splitlines()))
+    assert parsed[3]["method"] == "aft" and float(parsed[3]["test"]) == 0.85 and parsed[3]["sigma"] == "minilm=0.4000"
+    assert parsed[6]["ms_per_step"] == "30"
+    md = markdown_report(recs, [rec("aft", 0, 0.85), rec("aft", 0, 0.83, beta=1.0)], title="T")
+    assert "| aft | minilm | textcnn | 0.8600 ± 0.0173 | 3 | 0.1 | 0.001 | 1,000 | 31.0 | 10.0 | minilm 0.500 |" in md
+    assert "| linear_probe | minilm | head | 0.9000 ± 0.0000 | 3 | – | – |" in md
+    tuning = md.split("## Tuning")[1]
+    assert "| aft | minilm | textcnn | 0.1 | 0.001 | 0.8400 | 0.8500 | ✓ |" in tuning
+    assert "| aft | minilm | textcnn | 1 | 0.001 | 0.8200 | 0.8300 |  |" in tuning
+
+
+def test_plot_is_a_png_and_deterministic():
+    a, b = plot_png(synthetic(), title="t"), plot_png(synthetic(), title="t")
+    assert a[:8] == b"\x89PNG\r\n\x1a\n" and a == b
+
+
+def test_record_from_metrics_reads_sigma_per_store():
+    metrics = {"metric": "mcc", "test": {"accuracy": 0.7, "mcc": 0.3}, "holdout": {"accuracy": 0.6, "mcc": 0.2},
+               "params": 10, "foundation_params": 5, "ms_per_step": 2.0, "wall_s": 1.0, "steps": 4,
+               "method": {"name": "aft", "sources": [{"sigma_mean": 0.5, "store": "cache/x/minilm"},
+                                                     {"sigma_mean": 0.25, "store": "cache/x/tfidf.h5"}]}}
+    r = record_from_metrics(metrics, method="aft", sources="both", student="textcnn", beta=0.1, lr=1e-3, seed=1)
+    assert (r.test, r.holdout, r.sigma) == (0.3, 0.2, {"minilm": 0.5, "tfidf": 0.25})
+
+
+# --- end to end --------------------------------------------------------------------------------------------
+@pytest.fixture
+def tiny_pipeline(tmp_path, tiny_hf_dir):
+    rng = np.random.default_rng(0)
+    pos, neg = ["good", "great", "superb", "fine"], ["bad", "awful", "dull", "boring"]
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, n in (("train", 200), ("test", 60)):
+        rows = ["text\tlabel"]
+        for i in range(n):
+            y = int(rng.integers(2))
+            rows.append(f"{' '.join(rng.choice(pos if y else neg, 3))} film {i}\t{y}")
+        (data / f"{name}.tsv").write_text("\n".join(rows) + "\n")
+    return write(tmp_path, f"""\
+# aftpipe run tiny.yaml
+dataset: tsv:{data}
+labels: 150
+extract: {{workers: 0, batch_size: 64}}
+sources:
+  tiny: [hf:{tiny_hf_dir}]
+students: [bow-mlp]
+methods:
+  - name: none
+  - name: aft
+    beta: [0.1, 1.0]
+  - name: linear_probe
+seeds: [0, 1, 2]
+train: {{epochs: 1, batch_size: 32, student_options: {{vocab_size: 200, embed_dim: 16, width: 16, max_length: 16}}}}
+""", "tiny.yaml")
+
+
+def test_run_pipeline_end_to_end_and_rerun_changes_nothing(tiny_pipeline, tmp_path):
+    dirs = dict(cache_dir=tmp_path / "cache", results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+    summary = validate(tiny_pipeline, cache_dir=dirs["cache_dir"], runs_dir=dirs["runs_dir"])
+    assert "0 present, 1 to extract" in summary and "tuning: 2 runs" in summary and "final: 9 runs" in summary
+    out = run_pipeline(tiny_pipeline, **dirs)
+    assert out == tmp_path / "results" / "tiny"
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 9 and set(RESULT_COLUMNS) <= set(rows[0])
+    assert [r["method"] for r in rows] == ["none"] * 3 + ["aft"] * 3 + ["linear_probe"] * 3
+    assert [r["seed"] for r in rows] == ["0", "1", "2"] * 3
+    aft = [r for r in rows if r["method"] == "aft"]
+    assert len({r["beta"] for r in aft}) == 1 and aft[0]["sigma"].startswith("hf-")
+    probe = rows[-1]
+    assert probe["student"] == "head" and int(probe["params"]) > int(rows[0]["params"])
+    tuning = list(csv.DictReader((out / "tuning.csv").open()))
+    assert sorted(r["beta"] for r in tuning) == ["0.1", "1"] and {r["seed"] for r in tuning} == {"0"}
+    md = (out / "results.md").read_text()
+    assert "| aft | tiny | bow-mlp |" in md and "| linear_probe | tiny | head |" in md
+    assert (out / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    runs = sorted((tmp_path / "runs" / "tiny").glob("*/metrics.json"))
+    assert len(runs) == 3 + 2 + 2 + 3  # the tuning run of the chosen β is the final seed-0 run
+    assert (tmp_path / "runs" / "tiny" / "none-tiny-bow-mlp-b0-lr0.001-s1" / "metrics.json").exists()
+    assert "0 to extract" in validate(tiny_pipeline, cache_dir=dirs["cache_dir"], runs_dir=dirs["runs_dir"])
+
+    before = {p: p.stat().st_mtime_ns for p in runs}
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
+    run_pipeline(tiny_pipeline, **dirs)
+    assert {p: p.stat().st_mtime_ns for p in runs} == before  # nothing retrained
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == files  # nothing rewritten
+
+    # a changed setting is not silently answered with the old runs
+    tiny_pipeline.write_text(tiny_pipeline.read_text().replace("epochs: 1", "epochs: 2"))
+    with pytest.raises(AftpipeError, match="was trained with epochs=1, the pipeline now says 2"):
+        run_pipeline(tiny_pipeline, **dirs)
