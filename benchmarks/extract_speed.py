@@ -20,7 +20,7 @@ import torch
 from _markdown import append_rows
 
 from aftpipe.data import load_dataset
-from aftpipe.extract import ExtractConfig, extract, resolve_device
+from aftpipe.extraction import ExtractConfig, extract, resolve_device
 from aftpipe.sources import load_source
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from _markdown import append_rows
 
-from aftpipe.extract import default_shard_rows
+from aftpipe.extraction import default_shard_rows
 from aftpipe.store import SplitPlan, make_writer, open_features
 
 
