@@ -392,18 +392,30 @@ def train(cfg: TrainConfig, progress: TrainProgress | None = None) -> dict[str, 
     main_metric = "mcc" if dataset.metric == "mcc" else "accuracy"
     progress.start(f"{cfg.method} · {cfg.student}", total=total, done=state["step"])
     student.train()
+    is_train = np.zeros(len(train_split), dtype=bool)
+    is_train[plan.train] = True
+    u_steps = max(1, math.ceil(len(plan.unlabeled) / cfg.batch_size))
+    perms: dict[tuple[int, int], np.ndarray] = {}
+
+    def permutation(stream: int, epoch: int, rows: np.ndarray) -> np.ndarray:
+        """The epoch's row order depends only on (seed, stream, epoch): a resumed run draws the same
+        batches. Computed once per epoch, not per step (a 60k-row shuffle costs about a step's data time)."""
+        if (stream, epoch) not in perms:
+            if len(perms) > 2:  # only the current epoch of each stream is ever needed again
+                perms.clear()
+            perms[(stream, epoch)] = np.random.default_rng([cfg.seed, stream, epoch] if stream else
+                                                           [cfg.seed, epoch]).permutation(rows)
+        return perms[(stream, epoch)]
+
     while state["step"] < total:
         step = state["step"]
         epoch, pos = divmod(step, steps_per_epoch)
-        # the permutation of an epoch depends only on (seed, epoch): a resumed run draws the same batches
-        perm = np.random.default_rng([cfg.seed, epoch]).permutation(plan.train)
-        idx = perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
+        idx = permutation(0, epoch, plan.train)[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
         if use_unlabeled:
-            upos = step % max(1, math.ceil(len(plan.unlabeled) / cfg.batch_size))
-            uperm = np.random.default_rng([cfg.seed, 1, step // max(1, math.ceil(len(plan.unlabeled) / cfg.batch_size))]
-                                          ).permutation(plan.unlabeled)
+            u_epoch, upos = divmod(step, u_steps)
+            uperm = permutation(1, u_epoch, plan.unlabeled)
             idx = np.concatenate([idx, uperm[upos * cfg.batch_size:(upos + 1) * cfg.batch_size]])
-        y = torch.from_numpy(np.where(np.isin(idx, plan.train), train_split.labels[idx], -1)).to(device)
+        y = torch.from_numpy(np.where(is_train[idx], train_split.labels[idx], -1)).to(device)
         t0 = time.perf_counter()
         batch = _batch(enc_train, idx, device)
         phi = feats(idx).to(device, non_blocking=True) if (feats is not None and uses_features) else None
