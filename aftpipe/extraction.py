@@ -257,7 +257,6 @@ def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, S
         try:
             for name, (rows, split) in plans.items():
                 res = _extract_split(config, writer, name, split, source, progress)
-                res.path = path
                 results.append(res)
                 wrote |= res.shards_done > 0
             if wrote or writer.resumed_from is None or writer.resumed_from.get("state") != "complete":
@@ -300,7 +299,7 @@ def _extract_split(config: ExtractConfig, writer: StoreWriter, name: str, split:
     if n_todo:
         entry["examples_per_s"] = round(n_todo / max(wall, 1e-9), 1)
     progress.finish()
-    return SplitResult(source.name, name, Path(), entry["n"], entry["d"], len(todo), skipped, wall)
+    return SplitResult(source.name, name, writer.path, entry["n"], entry["d"], len(todo), skipped, wall)
 
 
 def source_device(source: FeatureSource) -> str:

@@ -37,7 +37,7 @@ from aftpipe.errors import AftpipeError
 from aftpipe.methods import METHODS, MethodConfig
 from aftpipe.report import PROBE, PROBE_STUDENT, RunRecord, csv_text, markdown_report, plot_png, record_from_metrics
 from aftpipe.report import write_if_changed
-from aftpipe.students import STUDENTS, StudentConfig
+from aftpipe.students import STUDENTS
 from aftpipe.training import TEST_SPLIT, TrainConfig
 
 NO_BETA = ("none", PROBE)  # methods without a regulariser: their β grid is [0]

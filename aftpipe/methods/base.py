@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aftpipe.errors import AftpipeError
-from aftpipe.methods.teacher import FeatureHead, fit_linear_head, head_accuracy
+from aftpipe.methods.teacher import fit_linear_head, head_accuracy
 
 
 @dataclass(frozen=True)
@@ -120,18 +120,29 @@ def zero(like: Tensor) -> Tensor:
     return like.new_zeros((), dtype=torch.float32)
 
 
-def fit_frozen_teacher(method: Method, phi: Tensor, y: Tensor, seed: int) -> tuple[FeatureHead, dict]:
-    """The teacher of kd_logit / tokt: a head on φ (linear or MLP per cfg), frozen, with its train accuracy."""
-    head = fit_linear_head(phi, y, method.num_classes, hidden=method.cfg.teacher_hidden, seed=seed)
-    head.requires_grad_(False)
-    info = {"teacher_hidden": method.cfg.teacher_hidden, "teacher_train_acc": head_accuracy(head, phi, y)}
-    return head, info
+class TeacherMethod(Method):
+    """A method distilling from a frozen head on φ (kd_logit, tokt): the head is fitted once by
+    `fit_teacher` on the labeled training rows, then only its predictions are used."""
 
+    needs_teacher = True
+    uses_unlabeled = True
 
-def teacher_logits(teacher: nn.Module | None, method_name: str, phi: Tensor) -> Tensor:
-    if teacher is None:
-        raise RuntimeError(
-            f"method `{method_name}` has no teacher: call fit_teacher(train_phi, train_y) before training"
-        )
-    with torch.no_grad():
-        return teacher(phi)
+    def __init__(self, cfg: MethodConfig, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:
+        super().__init__(cfg, student_dim, feature_dims, num_classes)
+        self.register_module("teacher", None)
+        self._teacher_info: dict = {}
+
+    def fit_teacher(self, phi: Tensor, y: Tensor, seed: int = 0) -> None:
+        head = fit_linear_head(phi, y, self.num_classes, hidden=self.cfg.teacher_hidden, seed=seed)
+        head.requires_grad_(False)  # frozen: the optimizer never moves it
+        self.teacher = head
+        self._teacher_info = {"teacher_hidden": self.cfg.teacher_hidden, "teacher_train_acc": head_accuracy(head, phi, y)}
+
+    def teacher_logits(self, phi: Tensor) -> Tensor:
+        if self.teacher is None:
+            raise RuntimeError(f"method `{self.name}` has no teacher: call fit_teacher(train_phi, train_y) before training")
+        with torch.no_grad():
+            return self.teacher(phi)
+
+    def summary(self) -> dict:
+        return dict(self._teacher_info)

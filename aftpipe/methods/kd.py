@@ -11,9 +11,8 @@ from aftpipe.methods.base import (
     LossTerms,
     Method,
     MethodConfig,
-    fit_frozen_teacher,
+    TeacherMethod,
     masked_cross_entropy,
-    teacher_logits,
 )
 from aftpipe.methods.losses import feature_kd_loss, logit_kd_loss, rkd_loss
 
@@ -62,7 +61,7 @@ class RKD(Method):
         return LossTerms(total=ce + self.cfg.beta * reg, ce=ce, reg=reg)
 
 
-class KDLogit(Method):
+class KDLogit(TeacherMethod):
     """Logit KD from a teacher head on cached φ: CE + β · τ²·KL(teacher ‖ student).
 
     Hinton et al. 2015. CE is over labeled rows; the KD term, at temperature τ, over every row,
@@ -72,21 +71,8 @@ class KDLogit(Method):
     """
 
     name = "kd_logit"
-    needs_teacher = True
-    uses_unlabeled = True
-
-    def __init__(self, cfg: MethodConfig, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:
-        super().__init__(cfg, student_dim, feature_dims, num_classes)
-        self.register_module("teacher", None)
-        self._teacher_info: dict = {}
-
-    def fit_teacher(self, phi: Tensor, y: Tensor, seed: int = 0) -> None:
-        self.teacher, self._teacher_info = fit_frozen_teacher(self, phi, y, seed)
 
     def forward(self, h: Tensor, logits: Tensor, phi: Tensor, y: Tensor, progress: float = 0.0) -> LossTerms:
         ce = masked_cross_entropy(logits, y)
-        reg = logit_kd_loss(logits, teacher_logits(self.teacher, self.name, phi), self.cfg.tau)
+        reg = logit_kd_loss(logits, self.teacher_logits(phi), self.cfg.tau)
         return LossTerms(total=ce + self.cfg.beta * reg, ce=ce, reg=reg)
-
-    def summary(self) -> dict:
-        return dict(self._teacher_info)

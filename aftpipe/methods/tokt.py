@@ -9,23 +9,19 @@ student on the labels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 from torch import Tensor
 
 from aftpipe.methods.base import (
     LossTerms,
-    Method,
-    MethodConfig,
-    fit_frozen_teacher,
+    TeacherMethod,
     masked_cross_entropy,
-    teacher_logits,
     zero,
 )
 from aftpipe.methods.losses import logit_kd_loss
 
 
-class TOKT(Method):
+class TOKT(TeacherMethod):
     """TOKT: distill a head on φ into the student on all rows, then fine-tune on the labels.
 
     Vemulapalli et al. ICML 2024. For progress < distill_fraction the loss is β · logit KD to the φ-head
@@ -36,16 +32,6 @@ class TOKT(Method):
     """
 
     name = "tokt"
-    needs_teacher = True
-    uses_unlabeled = True
-
-    def __init__(self, cfg: MethodConfig, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:
-        super().__init__(cfg, student_dim, feature_dims, num_classes)
-        self.register_module("teacher", None)
-        self._teacher_info: dict = {}
-
-    def fit_teacher(self, phi: Tensor, y: Tensor, seed: int = 0) -> None:
-        self.teacher, self._teacher_info = fit_frozen_teacher(self, phi, y, seed)
 
     def distilling(self, progress: float) -> bool:
         return progress < self.cfg.distill_fraction
@@ -53,7 +39,7 @@ class TOKT(Method):
     def forward(self, h: Tensor, logits: Tensor, phi: Tensor, y: Tensor, progress: float = 0.0) -> LossTerms:
         ce = masked_cross_entropy(logits, y)
         if self.distilling(progress):
-            reg = logit_kd_loss(logits, teacher_logits(self.teacher, self.name, phi), self.cfg.tau)
+            reg = logit_kd_loss(logits, self.teacher_logits(phi), self.cfg.tau)
             return LossTerms(total=self.cfg.beta * reg, ce=ce.detach(), reg=reg)
         return LossTerms(total=ce, ce=ce, reg=zero(logits))
 
