@@ -71,7 +71,7 @@ def extract(
     )
     progress = RichProgress(quiet=quiet)
     for r in run_extract(cfg, progress):
-        rate = f"{(r.rows if r.shards_done else 0) / max(r.wall_s, 1e-9):,.0f} ex/s" if r.shards_done else "cached"
+        rate = f"{r.rows_computed / max(r.wall_s, 1e-9):,.0f} ex/s" if r.rows_computed else "cached"
         progress.log(f"{r.path}  {r.split}: ({r.rows}, {r.dim})  shards written {r.shards_done}, "
                      f"skipped {r.shards_skipped}  {r.wall_s:.1f}s  {rate}")
 

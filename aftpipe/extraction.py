@@ -62,6 +62,7 @@ class SplitResult:
     shards_done: int
     shards_skipped: int
     wall_s: float
+    rows_computed: int = 0  # rows this call ran through the model (0 when every shard was cached)
 
 
 class Progress(Protocol):
@@ -299,7 +300,7 @@ def _extract_split(config: ExtractConfig, writer: StoreWriter, name: str, split:
     if n_todo:
         entry["examples_per_s"] = round(n_todo / max(wall, 1e-9), 1)
     progress.finish()
-    return SplitResult(source.name, name, writer.path, entry["n"], entry["d"], len(todo), skipped, wall)
+    return SplitResult(source.name, name, writer.path, entry["n"], entry["d"], len(todo), skipped, wall, n_todo)
 
 
 def source_device(source: FeatureSource) -> str:

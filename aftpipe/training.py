@@ -389,7 +389,7 @@ def train(cfg: TrainConfig, progress: TrainProgress | None = None) -> dict[str, 
         os.replace(tmp, ckpt)  # a kill mid-save leaves the previous checkpoint intact
 
     amp = cfg.amp and device.type == "cuda"
-    main_metric = "mcc" if dataset.metric == "mcc" else "accuracy"
+    main_metric = dataset.metric  # accuracy, or mcc for CoLA
     progress.start(f"{cfg.method} · {cfg.student}", total=total, done=state["step"])
     student.train()
     is_train = np.zeros(len(train_split), dtype=bool)
@@ -520,7 +520,7 @@ def _linear_probe(cfg: TrainConfig, dataset: Dataset, feats: Features, plan: Row
     test_scores = score(pred(test_feats, rows), test.labels[rows], dataset.metric)
     hold = score(pred(feats, plan.holdout), train_split.labels[plan.holdout], dataset.metric) if len(plan.holdout) else {}
     head_params = sum(p.numel() for p in head.parameters())
-    main_metric = "mcc" if dataset.metric == "mcc" else "accuracy"
+    main_metric = dataset.metric  # accuracy, or mcc for CoLA
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(out / "head.safetensors"))
