@@ -529,9 +529,11 @@ def _linear_probe(cfg: TrainConfig, dataset: Dataset, feats: Features, plan: Row
                "foundation_params": _foundation_params(cfg.features), "ms_per_step": float("nan"),
                "wall_s": time.perf_counter() - t_start, "fit_s": fit_s, "history": [],
                "rows": {"train": len(plan.train), "holdout": len(plan.holdout), "test": len(rows)},
-               "method": {"name": "linear_probe"}, "device": "cpu", "test_split": test_split}
+               "method": {"name": "linear_probe", "c": head.c, "cv_accuracy": {f"{c:g}": a for c, a in head.cv.items()}},
+               "device": "cpu", "test_split": test_split}
     _atomic_json(out / "metrics.json", metrics)
-    progress.log(f"linear probe: test {main_metric} {test_scores[main_metric]:.4f} → {out}")
+    progress.log(f"linear probe (C={head.c:g} by {len(head.cv) and 'cross-validation'}): test {main_metric} "
+                 f"{test_scores[main_metric]:.4f} → {out}")
     return metrics
 
 

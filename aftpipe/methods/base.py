@@ -136,7 +136,8 @@ class TeacherMethod(Method):
         head = fit_linear_head(phi, y, self.num_classes, hidden=self.cfg.teacher_hidden, seed=seed)
         head.requires_grad_(False)  # frozen: the optimizer never moves it
         self.teacher = head
-        self._teacher_info = {"teacher_hidden": self.cfg.teacher_hidden, "teacher_train_acc": head_accuracy(head, phi, y)}
+        self._teacher_info = {"teacher_hidden": self.cfg.teacher_hidden, "teacher_c": head.c,
+                              "teacher_train_acc": head_accuracy(head, phi, y)}
 
     def teacher_logits(self, phi: Tensor) -> Tensor:
         if self.teacher is None:

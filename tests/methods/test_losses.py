@@ -23,7 +23,7 @@ from aftpipe.methods.losses import (
     logit_kd_loss,
     rkd_loss,
 )
-from aftpipe.methods.teacher import fit_linear_head, head_accuracy
+from aftpipe.methods.teacher import C_GRID, fit_linear_head, head_accuracy
 
 FORMS = ["gram", "feature"]
 
@@ -350,5 +350,27 @@ def test_teacher_reaches_logistic_regression_quality():
     scaler = StandardScaler().fit(X[tr])
     ref = LogisticRegression(max_iter=3000).fit(scaler.transform(X[tr]), y[tr]).score(scaler.transform(X[te]), y[te])
     Xt, yt = torch.tensor(X, dtype=torch.float32), torch.tensor(y)
-    head = fit_linear_head(Xt[tr], yt[tr], 10, seed=0)
+    head = fit_linear_head(Xt[tr], yt[tr], 10, seed=0, weight_decay=1 / 1200)  # = scikit-learn's C=1
+    assert head.cv == {} and head.c == pytest.approx(1.0)  # an explicit L2 strength skips cross-validation
     assert head_accuracy(head, Xt[te], yt[te]) >= ref - 0.01
+
+
+def test_cross_validation_lands_near_the_best_c_in_hindsight():
+    # 2 informative features among 300, 150 rows: test accuracy swings by >10 points across the grid, and
+    # the C chosen on the training rows alone must score within 1.5 points of the best one on fresh rows
+    g = torch.Generator().manual_seed(0)
+
+    def sample(n):
+        y = torch.randint(0, 2, (n,), generator=g)
+        x = torch.randn(n, 300, generator=g)
+        x[:, :2] += (2 * y[:, None] - 1) * 0.8
+        return x, y
+
+    x, y = sample(150)
+    xt, yt = sample(2000)
+    chosen = fit_linear_head(x, y, 2, seed=0, min_steps=200)
+    assert set(chosen.cv) == set(C_GRID) and chosen.c == max(C_GRID, key=lambda c: (chosen.cv[c], -c))
+    hindsight = [head_accuracy(fit_linear_head(x, y, 2, seed=0, min_steps=200, weight_decay=1 / (c * 150)), xt, yt)
+                 for c in C_GRID]
+    assert max(hindsight) - min(hindsight) > 0.10
+    assert head_accuracy(chosen, xt, yt) >= max(hindsight) - 0.015
