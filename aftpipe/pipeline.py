@@ -64,6 +64,7 @@ class MethodSpec:
     lr: tuple[float, ...] | None = None  # student lr grid; None: [train.lr] (TrainConfig's 1e-3 by default)
     options: dict[str, Any] = field(default_factory=dict)  # other MethodConfig fields: tau, state_lr, ...
     unlabeled: bool = False  # add a batch of unlabeled rows per step (the transfer set)
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields for this method only (steps, ...)
 
 
 @dataclass(frozen=True)
@@ -256,14 +257,29 @@ def _build(raw: Any, p: Path) -> PipelineConfig:
         if isinstance(m.get("sources"), str):
             m = {**m, "sources": [m["sources"]]}  # one set name is the common case
         options = m.get("options") or {}
-        spec = _from_mapping(MethodSpec, {k: v for k, v in m.items() if k != "options"}, where)
+        spec = _from_mapping(MethodSpec, {k: v for k, v in m.items() if k not in ("options", "train")}, where)
         if "options" in m:  # MethodConfig fields, typed; β is the grid, not an option
             opts = _options(MethodConfig, options, f"{where}.options", {"beta": f"`{where}.beta` (the β grid)"})
             spec = dataclasses.replace(spec, options=opts)
+        if "train" in m:  # a method that needs more steps (it sees the transfer set) says so itself
+            skip = {**CONTROLLED, "lr": f"`{where}.lr` (the lr grid)"}
+            spec = dataclasses.replace(spec, train=_options(TrainConfig, m["train"] or {}, f"{where}.train", skip))
         specs.append(spec)
     cfg = PipelineConfig(**kw, methods=tuple(specs), train=train)
     _check(cfg)
     return cfg
+
+
+def _check_train(train: dict[str, Any], where: str) -> None:
+    for k, lo in (("epochs", 1), ("batch_size", 1), ("steps", 1)):
+        if train.get(k) is not None and train[k] < lo:
+            raise _Mismatch(f"{where}.{k}", f"must be ≥ {lo}, got {train[k]}")
+    if not 0 <= train.get("holdout", TrainConfig.holdout) < 1:
+        raise _Mismatch(f"{where}.holdout", f"must be in [0, 1), got {train['holdout']}")
+    if train.get("phi_norm", "none") not in ("none", "standardize"):
+        raise _Mismatch(f"{where}.phi_norm", f"unknown value `{train['phi_norm']}`; use none or standardize")
+    if not train.get("lr", 1.0) > 0:
+        raise _Mismatch(f"{where}.lr", f"must be > 0, got {train['lr']}")
 
 
 def _check(cfg: PipelineConfig) -> None:
@@ -306,20 +322,15 @@ def _check(cfg: PipelineConfig) -> None:
         raise _Mismatch("extract.format", f"unknown format `{e.format}`; use zarr or hdf5")
     if e.batch_size < 1:
         raise _Mismatch("extract.batch_size", f"must be ≥ 1, got {e.batch_size}")
-    holdout = cfg.train.get("holdout", TrainConfig.holdout)
-    for k, lo in (("epochs", 1), ("batch_size", 1), ("steps", 1)):
-        if cfg.train.get(k) is not None and cfg.train[k] < lo:
-            raise _Mismatch(f"train.{k}", f"must be ≥ {lo}, got {cfg.train[k]}")
-    if not 0 <= holdout < 1:
-        raise _Mismatch("train.holdout", f"must be in [0, 1), got {holdout}")
-    if cfg.train.get("phi_norm", "none") not in ("none", "standardize"):
-        raise _Mismatch("train.phi_norm", f"unknown value `{cfg.train['phi_norm']}`; use none or standardize")
-    if not cfg.train.get("lr", 1.0) > 0:
-        raise _Mismatch("train.lr", f"must be > 0, got {cfg.train['lr']}")
+    _check_train(cfg.train, "train")
     seen: dict[tuple[str, str], int] = {}
     for i, m in enumerate(cfg.methods):
         where = f"methods[{i}]"
         names(f"{where}.name", METHODS, m.name)
+        _check_train(m.train, f"{where}.train")
+        if "holdout" in m.train or "labels" in m.train or "data_seed" in m.train:
+            raise _Mismatch(f"{where}.train", "the labeled/hold-out rows are shared by every method; set "
+                            "holdout and data_seed under the top-level `train:`")
         for s in m.sources:
             if s not in cfg.sources:
                 raise _Mismatch(f"{where}.sources", f"no source set `{s}`; the sets are {', '.join(cfg.sources)}")
@@ -346,7 +357,7 @@ def _check(cfg: PipelineConfig) -> None:
             MethodConfig(**m.options).check()
         except AftpipeError as e:
             raise _Mismatch(f"{where}.options", str(e)) from None
-        if len(grid_of(cfg, m)) > 1 and holdout <= 0:
+        if len(grid_of(cfg, m)) > 1 and cfg.train.get("holdout", TrainConfig.holdout) <= 0:
             raise _Mismatch("train.holdout", f"{where} has a grid to tune but there is no hold-out; set holdout > 0")
 
 
@@ -470,7 +481,10 @@ def validate(path: str | Path, cache_dir: str | Path = "cache", runs_dir: str | 
     n_hold = int(round(budget * holdout))
     n_train = budget - n_hold
     bs = cfg.train.get("batch_size", TrainConfig.batch_size)
-    steps = cfg.train.get("steps") or cfg.train.get("epochs", TrainConfig.epochs) * math.ceil(n_train / bs)
+
+    def steps(m: MethodSpec) -> int:
+        t = {**cfg.train, **m.train}
+        return t.get("steps") or t.get("epochs", TrainConfig.epochs) * math.ceil(n_train / t.get("batch_size", bs))
 
     splits = _needed_splits(cfg, dataset.name)
     paths = _store_paths(cfg, dataset.name, cache_dir)
@@ -480,7 +494,11 @@ def validate(path: str | Path, cache_dir: str | Path = "cache", runs_dir: str | 
     n_tune = sum(len(grid_of(cfg, g.spec)) for g in tuned)
     shared = len(tuned) if cfg.tune_seed in cfg.seeds else 0
     n_final = len(groups) * len(cfg.seeds)
+    students = [g for g in groups if g.method != PROBE]
     n_student_runs = n_tune + n_final - shared - sum(len(cfg.seeds) for g in groups if g.method == PROBE)
+    n_steps = sum(steps(g.spec) * (len(cfg.seeds) + (len(grid_of(cfg, g.spec)) - (cfg.tune_seed in cfg.seeds)
+                                                      if len(grid_of(cfg, g.spec)) > 1 else 0)) for g in students)
+    per_run = sorted({steps(g.spec) for g in students})
     unlabeled = ", plus as many unlabeled rows for methods with `unlabeled: true`" if any(
         m.unlabeled for m in cfg.methods) else ""
     runs = Path(runs_dir) / cfg.name
@@ -497,8 +515,8 @@ def validate(path: str | Path, cache_dir: str | Path = "cache", runs_dir: str | 
         f"tuning: {n_tune} runs with seed {cfg.tune_seed} over {len(tuned)} grids",
         f"final: {n_final} runs ({len(groups)} groups × seeds {', '.join(map(str, cfg.seeds))}; {shared} of them "
         f"are tuning runs reused)",
-        f"student training: {n_student_runs} runs × {steps:,} steps = {n_student_runs * steps:,} steps "
-        f"(batch {bs}{unlabeled})",
+        f"student training: {n_student_runs} runs of {' or '.join(f'{n:,}' for n in per_run)} steps = "
+        f"{n_steps:,} steps (batch {bs}{unlabeled})",
         f"already finished in {runs}: {done} runs",
     ]
     return "\n".join(lines)
@@ -514,7 +532,7 @@ class _Silent:
 
 def _train_config(cfg: PipelineConfig, g: Group, beta: float, lr: float, seed: int, features: tuple[str, ...],
                   out: Path) -> TrainConfig:
-    shared = {k: v for k, v in cfg.train.items() if k != "lr"}
+    shared = {k: v for k, v in {**cfg.train, **g.spec.train}.items() if k != "lr"}
     return TrainConfig(
         dataset=cfg.dataset, data_dir=cfg.data_dir, out=str(out), features=features, method=g.method,
         **({} if g.method == PROBE else {"student": g.student}),

@@ -61,6 +61,18 @@ def test_a_good_pipeline_loads_with_its_defaults(tmp_path):
         "aft-minilm+tfidf-hf-config__x_c.json-b0.1-lr0.001-s2"
 
 
+def test_a_method_may_override_the_shared_training_settings(tmp_path):
+    from aftpipe.pipeline import _train_config
+
+    cfg = load_pipeline(write(tmp_path, BASE.replace("{state_lr: 1e-2}", "{state_lr: 1e-2}\n    train: {steps: 900}")))
+    none, aft = plan(cfg)[0], plan(cfg)[1]
+    assert aft.spec.train == {"steps": 900} and none.spec.train == {}
+    a = _train_config(cfg, aft, 0.1, 1e-3, 0, ("s",), tmp_path / "a")
+    n = _train_config(cfg, none, 0.0, 1e-3, 0, ("s",), tmp_path / "n")
+    assert (a.steps, a.epochs, a.student_options.width) == (900, 2, 32)  # the rest is still shared
+    assert (n.steps, n.epochs) == (None, 2)
+
+
 @pytest.mark.parametrize("edit,needles", [
     (("seeds: [0, 1, 2]", "seeds: [0, 1, 2]\nepochs: 3"), ["p.yaml: epochs: unknown key"]),
     (("train: {epochs: 2,", "train: {epoch: 2,"), ["train.epoch: unknown key", "did you mean `epochs`"]),
@@ -84,6 +96,10 @@ def test_a_good_pipeline_loads_with_its_defaults(tmp_path):
     (("  - name: none\n", "  - name: none\n    beta: [1.0]\n"), ["methods[0].beta: method `none` has no"]),
     (("  - name: linear_probe\n", "  - name: linear_probe\n    lr: [0.1]\n"), ["methods[2].lr: linear_probe"]),
     (("dataset: sst2", "dataset: sst3"), ["dataset: no dataset `sst3`"]),
+    (("{state_lr: 1e-2}", "{state_lr: 1e-2}\n    train: {steps: 0}"), ["methods[1].train.steps: must be ≥ 1"]),
+    (("{state_lr: 1e-2}", "{state_lr: 1e-2}\n    train: {lr: 0.1}"), ["methods[1].train.lr: set by the pipeline"]),
+    (("{state_lr: 1e-2}", "{state_lr: 1e-2}\n    train: {holdout: 0.2}"), ["methods[1].train:", "top-level"]),
+    (("{state_lr: 1e-2}", "{state_lr: 1e-2}\n    train: {stepz: 9}"), ["methods[1].train.stepz: unknown key"]),
     (("dataset: sst2\n", ""), ["dataset: required key missing"]),
 ])
 def test_bad_pipelines_are_refused_with_the_key_path(tmp_path, edit, needles):
