@@ -38,6 +38,7 @@ class MethodConfig:
     distill_fraction: float = 0.5  # tokt: share of the steps spent distilling before fine-tuning on labels
     rkd_distance_weight: float = 1.0  # Park et al.'s defaults: distance 1, angle 2
     rkd_angle_weight: float = 2.0
+    rkd_angle_rows: int = 128  # RKD's O(B³) angle term over at most this many rows of a batch (all of a 128 batch)
 
     def check(self) -> None:
         """Refuse values no method can use, naming the CLI option to change."""
@@ -51,6 +52,8 @@ class MethodConfig:
             raise AftpipeError(f"--teacher-hidden must be ≥ 0 (0 = linear teacher), got {self.teacher_hidden}")
         if not 0 <= self.distill_fraction <= 1:
             raise AftpipeError(f"--distill-fraction must be in [0, 1], got {self.distill_fraction:g}")
+        if self.rkd_angle_rows < 3:
+            raise AftpipeError(f"rkd_angle_rows must be ≥ 3 (an angle needs three rows), got {self.rkd_angle_rows}")
         if not (self.rkd_distance_weight >= 0 and self.rkd_angle_weight >= 0):
             raise AftpipeError(
                 f"RKD weights must be ≥ 0, got distance {self.rkd_distance_weight:g} "

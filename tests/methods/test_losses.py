@@ -273,6 +273,16 @@ def test_rkd_matches_naive_loops(dw, aw):
     assert abs(got - naive_rkd(h.numpy(), phi.numpy(), dw, aw)) < 1e-9
 
 
+def test_rkd_angle_rows_takes_the_angle_term_over_evenly_spaced_rows():
+    h = rand(10, 3)
+    phi = rand(10, 5, seed=1)
+    rows = [0, 2, 4, 7, 9]  # linspace(0, 9, 5) rounded (half to even)
+    dist_full = rkd_loss(h, phi, 1.0, 0.0).item()
+    angle_sub = naive_rkd(h[rows].numpy(), phi[rows].numpy(), 0.0, 2.0)
+    assert abs(rkd_loss(h, phi, 1.0, 2.0, angle_rows=5).item() - (dist_full + angle_sub)) < 1e-9
+    assert rkd_loss(h, phi, 1.0, 2.0, angle_rows=10).item() == rkd_loss(h, phi, 1.0, 2.0).item()
+
+
 def test_rkd_teacher_side_gets_no_gradient_and_zero_when_equal():
     h, phi = rand(8, 4).requires_grad_(), rand(8, 4, seed=1).requires_grad_()
     rkd_loss(h, phi).backward()
