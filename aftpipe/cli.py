@@ -44,6 +44,7 @@ def extract(
     image_size: Annotated[Optional[int], typer.Option(help="resize images to this size (default: the timm model's own)")] = None,
     text_col: Annotated[Optional[str], typer.Option(help="text column of tsv/csv/jsonl files (default: text, sentence or content)")] = None,
     label_col: Annotated[Optional[str], typer.Option(help="label column of tsv/csv/jsonl files (default: label)")] = None,
+    views: Annotated[int, typer.Option(help="text: cache K views per train example (K − 1 augmented, unlabeled copies)")] = 1,
     shard_rows: Annotated[Optional[int], typer.Option(help="rows per shard, the unit of writing and resuming (default: ~16 MiB)")] = None,
     chunk_rows: Annotated[int, typer.Option(help="rows per zarr chunk, the unit of reading")] = 256,
     limit: Annotated[Optional[int], typer.Option(help="extract only the first N rows of each split")] = None,
@@ -67,7 +68,7 @@ def extract(
         shard_rows=shard_rows, limit=limit, overwrite=overwrite,
         source_options=SourceOptions(pooling=pooling, layer=layer, max_length=max_length, tfidf_dim=tfidf_dim,
                                      image_size=image_size),
-        dataset_options=DatasetOptions(text_col=text_col, label_col=label_col),
+        dataset_options=DatasetOptions(text_col=text_col, label_col=label_col, views=views),
     )
     progress = RichProgress(quiet=quiet)
     for r in run_extract(cfg, progress):
@@ -88,6 +89,7 @@ def train(
     tau: Annotated[float, typer.Option(help="softmax temperature for kd_logit / tokt")] = 4.0,
     teacher_hidden: Annotated[int, typer.Option(help="kd_logit/tokt teacher head: 0 linear, >0 MLP width")] = 0,
     distill_fraction: Annotated[float, typer.Option(help="tokt: fraction of steps distilling before fine-tuning")] = 0.5,
+    rkd_angle_rows: Annotated[int, typer.Option(help="rkd: rows of the batch its O(B³) angle term uses")] = 128,
     epochs: Annotated[int, typer.Option(help="passes over the labeled training rows")] = 5,
     steps: Annotated[Optional[int], typer.Option(help="optimizer steps (overrides --epochs)")] = None,
     batch_size: Annotated[int, typer.Option(help="labeled rows per step (AFT's kernel is a per-batch statistic)")] = 128,
@@ -118,6 +120,7 @@ def train(
     data_dir: Annotated[Optional[str], typer.Option(help="folder with the dataset files")] = None,
     text_col: Annotated[Optional[str], typer.Option(help="text column of tsv/csv/jsonl files")] = None,
     label_col: Annotated[Optional[str], typer.Option(help="label column of tsv/csv/jsonl files")] = None,
+    views: Annotated[int, typer.Option(help="train on the K-view store of `extract --views K` (copies are unlabeled)")] = 1,
     overwrite: Annotated[bool, typer.Option(help="replace a finished run in --out")] = False,
     resume: Annotated[bool, typer.Option(help="continue an interrupted run from its last checkpoint")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
@@ -132,14 +135,14 @@ def train(
     cfg = TrainConfig(
         dataset=dataset, out=out, features=tuple(features), student=student, method=method,
         method_options=MethodConfig(beta=beta, state_lr=state_lr, tau=tau, teacher_hidden=teacher_hidden,
-                                    distill_fraction=distill_fraction),
+                                    distill_fraction=distill_fraction, rkd_angle_rows=rkd_angle_rows),
         student_options=StudentConfig(max_length=max_length, vocab_size=vocab_size, embed_dim=embed_dim, width=width,
                                       dropout=dropout, image_size=image_size, pretrained=pretrained),
         epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
         holdout=holdout, labels=labels, unlabeled=unlabeled, phi_norm=phi_norm, eval_every=eval_every,
         patience=patience, seed=seed, data_seed=data_seed, train_split=train_split, test_split=test_split, num_classes=num_classes,
         device=device, in_memory=in_memory, threads=threads, data_dir=data_dir,
-        dataset_options=DatasetOptions(text_col=text_col, label_col=label_col), overwrite=overwrite, resume=resume,
+        dataset_options=DatasetOptions(text_col=text_col, label_col=label_col, views=views), overwrite=overwrite, resume=resume,
     )
     m = run_train(cfg, RichProgress(quiet=quiet, unit="step"))
     typer.echo(json.dumps({"test": m["test"], "holdout": m["holdout"], "params": m["params"],

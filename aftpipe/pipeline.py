@@ -583,6 +583,7 @@ def _pick(records: list[RunRecord]) -> RunRecord:
 def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir: str | Path = "results",
                  runs_dir: str | Path = "runs", progress: Any = None) -> Path:
     """Run a pipeline end to end (see the module docstring); returns `results/<name>`."""
+    from aftpipe.data import DatasetOptions
     from aftpipe.extraction import ExtractConfig, extract
 
     progress = progress or _Silent()
@@ -599,7 +600,8 @@ def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir:
         e = cfg.extract
         extract(ExtractConfig(dataset=cfg.dataset, sources=missing, splits=splits, data_dir=cfg.data_dir,
                               cache_dir=str(cache_dir), format=e.format, dtype=e.dtype, batch_size=e.batch_size,
-                              workers=e.workers), progress)
+                              workers=e.workers, dataset_options=cfg.train.get("dataset_options") or DatasetOptions()),
+                progress)
     features = {s: tuple(str(paths[spec]) for spec in specs) for s, specs in cfg.sources.items()
                 if all(spec in paths for spec in specs)}
 

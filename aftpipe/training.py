@@ -120,8 +120,11 @@ class RowPlan:
     unlabeled: np.ndarray
 
 
-def plan_rows(examples: np.ndarray, labels: np.ndarray, budget: int | None, holdout: float, seed: int) -> RowPlan:
-    """Seeded, independent of the training seed: every seed and method sees the same labeled rows."""
+def plan_rows(examples: np.ndarray, labels: np.ndarray, budget: int | None, holdout: float, seed: int,
+              origin: np.ndarray | None = None) -> RowPlan:
+    """Seeded, independent of the training seed: every seed and method sees the same labeled rows.
+    `origin[i]` (augmented views) names the example row i is a copy of; copies of hold-out rows are left
+    out of the unlabeled rows, so nothing derived from the hold-out is trained on."""
     rng = np.random.default_rng(seed)
     labeled = examples[labels[examples] >= 0]
     unl = examples[labels[examples] < 0]
@@ -136,6 +139,8 @@ def plan_rows(examples: np.ndarray, labels: np.ndarray, budget: int | None, hold
     hold, train = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
     if len(train) == 0:
         raise AftpipeError("no labeled rows are left to train on after the hold-out; lower --holdout or add labels")
+    if origin is not None and len(hold):
+        unl = unl[~np.isin(origin[unl], hold)]
     return RowPlan(train, hold, np.sort(unl))
 
 
@@ -167,6 +172,10 @@ def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in
         store = open_features(p)
         arr = store.split(split, verify=True)
         entry = store.manifest["splits"][split]
+        views = int((store.manifest["dataset"].get("info") or {}).get("views", 1))
+        if views != dataset.views:
+            raise AftpipeError(f"store {p} was extracted with --views {views}, the dataset is loaded with --views "
+                               f"{dataset.views}; pass --views {views} (or use the store of the other)")
         if arr.index.max(initial=-1) >= len(ds_split):
             raise AftpipeError(f"store {p} split `{split}` has {len(arr)} rows indexing up to {arr.index.max()}, but "
                                f"dataset `{dataset.spec}` has only {len(ds_split)}; it was extracted from other data")
@@ -326,7 +335,7 @@ def train(cfg: TrainConfig, progress: TrainProgress | None = None) -> dict[str, 
 
     feats = open_split_features(cfg.features, dataset, cfg.train_split, cfg.in_memory) if cfg.features else None
     examples = np.arange(len(train_split)) if feats is None else np.flatnonzero(feats.example_to_row >= 0)
-    plan = plan_rows(examples, train_split.labels, cfg.labels, cfg.holdout, cfg.data_seed)
+    plan = plan_rows(examples, train_split.labels, cfg.labels, cfg.holdout, cfg.data_seed, train_split.origin)
     if feats is not None and cfg.phi_norm == "standardize":
         feats.fit_standardizer(np.concatenate([plan.train, plan.unlabeled]))
 

@@ -87,6 +87,20 @@ def test_semi_supervised_uses_the_unlabeled_rows(reviews_dir, tiny_hf_dir):
     assert m["rows"] == {"train": 90, "holdout": 10, "unlabeled": 300, "test": 100, "unlabeled_used": True}
 
 
+def test_views_are_an_unlabeled_transfer_set_without_the_hold_outs_copies(reviews_dir, tiny_hf_dir):
+    from aftpipe.data import DatasetOptions
+
+    opts = DatasetOptions(views=3)
+    extract(ExtractConfig(dataset=f"tsv:{reviews_dir / 'data'}", sources=(f"hf:{tiny_hf_dir}",),
+                          cache_dir=str(reviews_dir / "cache"), workers=0, dataset_options=opts))
+    store = str(reviews_dir / "cache" / "data-views3" / f"hf-{tiny_hf_dir.name}")
+    m = train(cfg(reviews_dir, tiny_hf_dir, method="tokt", features=(store,), dataset_options=opts, steps=20))
+    # 400 originals: 360 train + 40 hold-out; 2 copies each, minus the hold-out's 80 copies
+    assert m["rows"] == {"train": 360, "holdout": 40, "unlabeled": 720, "test": 100, "unlabeled_used": True}
+    with pytest.raises(AftpipeError, match="extracted with --views 3.*pass --views 3"):
+        train(cfg(reviews_dir, tiny_hf_dir, features=(store,), out=str(reviews_dir / "other")))
+
+
 def test_changed_rows_or_another_dataset_are_refused_before_training(reviews_dir, tiny_hf_dir, tmp_path):
     other = tmp_path / "other"
     other.mkdir()

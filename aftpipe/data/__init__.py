@@ -53,6 +53,8 @@ def default_data_dir() -> Path | None:
 
 def load_dataset(spec: str, data_dir: str | Path | None = None, options: DatasetOptions = DatasetOptions()) -> Dataset:
     """Load the dataset named by `spec` (see `DATASETS.describe()`); `data_dir` defaults to `default_data_dir()`."""
+    from aftpipe.data.views import with_views
+
     loader, arg = DATASETS.resolve(spec)
     folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    return loader(arg, folder, options)
+    return with_views(loader(arg, folder, options), options.views)

@@ -34,17 +34,21 @@ def raw_bytes(inputs: Sequence[Any], i: int) -> bytes:
 @dataclass
 class Split:
     """One split. `inputs[i]` is a str (text) or an image (PIL.Image or HxW[xC] uint8 array);
-    `labels[i]` is an int class id, -1 when unlabeled; `ids[i]` names the example in its source file."""
+    `labels[i]` is an int class id, -1 when unlabeled; `ids[i]` names the example in its source file.
+    `origin[i]` is the row that row i is an augmented view of (itself for an original; None: no views)."""
 
     name: str
     ids: list[str]
     inputs: Sequence[Any]
     labels: np.ndarray
+    origin: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
         if not (len(self.ids) == len(self.inputs) == len(self.labels)):
             raise ValueError(f"split {self.name}: ids, inputs and labels differ in length")
+        if self.origin is not None and len(self.origin) != len(self.labels):
+            raise ValueError(f"split {self.name}: origin and labels differ in length")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -72,6 +76,7 @@ class Dataset:
     metric: Literal["accuracy", "mcc"] = "accuracy"
     class_names: list[str] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    views: int = 1  # K > 1: the train split carries K − 1 augmented copies per example (data/views.py)
 
     def split(self, name: str) -> Split:
         if name not in self.splits:
@@ -86,15 +91,17 @@ class Dataset:
         from pathlib import Path
 
         prefix, sep, arg = self.spec.partition(":")
-        return Path(arg.rstrip("/")).stem if sep else prefix
+        name = Path(arg.rstrip("/")).stem if sep else prefix
+        return f"{name}-views{self.views}" if self.views > 1 else name  # other rows: their own stores
 
 
 @dataclass(frozen=True)
 class DatasetOptions:
-    """Options for generic file datasets."""
+    """Options for generic file datasets (columns) and for any text dataset (views)."""
 
     text_col: str | None = None  # None: the first of text, sentence, content
     label_col: str | None = None  # None: a column named label
+    views: int = 1  # K > 1: add K − 1 augmented, unlabeled copies of each train example (text; data/views.py)
 
 
 def hub_allowed() -> bool:
