@@ -166,18 +166,35 @@ def _fmt(x: float, spec: str = ".4f") -> str:
     return "–" if x is None or math.isnan(x) else format(x, spec)
 
 
+def gap_closed(s: Summary, summaries: Sequence[Summary]) -> float:
+    """The share of the gap from `none` (same student) to the linear probe (same sources, else the first
+    probe) that group `s` closes: (mean − none) / (probe − none). NaN for `none`, the probe, or when either
+    reference is missing or they are equal."""
+    if s.is_probe or s.method == "none":
+        return math.nan
+    none = next((r for r in summaries if r.method == "none" and r.student == s.student), None)
+    probes = [r for r in summaries if r.is_probe]
+    probe = next((r for r in probes if r.sources == s.sources), probes[0] if probes else None)
+    if none is None or probe is None or probe.mean == none.mean:
+        return math.nan
+    return (s.mean - none.mean) / (probe.mean - none.mean)
+
+
 def results_table(final: Iterable[RunRecord]) -> str:
-    """The main table: mean ± std of the test metric per group, transfer methods first, the probe last."""
+    """The main table: mean ± std of the test metric per group, transfer methods first, the probe last;
+    "gap closed" is how far each student got from `none` towards the probe (`gap_closed`)."""
     summaries = summarize(final)
     summaries = [s for s in summaries if not s.is_probe] + [s for s in summaries if s.is_probe]
     metric = METRIC_LABEL.get(summaries[0].metric, summaries[0].metric) if summaries else "metric"
-    lines = [f"| method | sources | student | test {metric} (mean ± std) | seeds | β | lr | params | ms/step "
-             "| wall s/run | mean σ(s) per source |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| method | sources | student | test {metric} (mean ± std) | gap closed | seeds | β | lr | params "
+             "| ms/step | wall s/run | mean σ(s) per source |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         sigma = ", ".join(f"{k} {v:.3f}" for k, v in s.sigma.items()) or "–"
+        gap = gap_closed(s, summaries)
         lines.append(
-            f"| {s.method} | {s.sources} | {s.student} | {_fmt(s.mean)} ± {_fmt(s.std)} | {s.n} "
+            f"| {s.method} | {s.sources} | {s.student} | {_fmt(s.mean)} ± {_fmt(s.std)} "
+            f"| {'–' if math.isnan(gap) else f'{100 * gap:.0f}%'} | {s.n} "
             f"| {'–' if s.is_probe else f'{s.beta:g}'} | {'–' if s.is_probe else f'{s.lr:g}'} | {s.params:,} "
             f"| {_fmt(s.ms_per_step, '.1f')} | {_fmt(s.wall_s, '.1f')} | {sigma} |"
         )

@@ -164,11 +164,26 @@ def test_summaries_csv_and_markdown(tmp_path):
     assert parsed[3]["method"] == "aft" and float(parsed[3]["test"]) == 0.85 and parsed[3]["sigma"] == "minilm=0.4000"
     assert parsed[6]["ms_per_step"] == "30"
     md = markdown_report(recs, [rec("aft", 0, 0.85), rec("aft", 0, 0.83, beta=1.0)], title="T")
-    assert "| aft | minilm | textcnn | 0.8600 ± 0.0173 | 3 | 0.1 | 0.001 | 1,000 | 31.0 | 10.0 | minilm 0.500 |" in md
-    assert "| linear_probe | minilm | head | 0.9000 ± 0.0000 | 3 | – | – |" in md
+    # none 0.82, probe 0.90: aft's 0.86 closes half the gap
+    assert "| aft | minilm | textcnn | 0.8600 ± 0.0173 | 50% | 3 | 0.1 | 0.001 | 1,000 | 31.0 | 10.0 | minilm 0.500 |" in md
+    assert "| none | minilm | textcnn | 0.8200 ± 0.0200 | – | 3 |" in md
+    assert "| linear_probe | minilm | head | 0.9000 ± 0.0000 | – | 3 | – | – |" in md
     tuning = md.split("## Tuning")[1]
     assert "| aft | minilm | textcnn | 0.1 | 0.001 | 0.8400 | 0.8500 | ✓ |" in tuning
     assert "| aft | minilm | textcnn | 1 | 0.001 | 0.8200 | 0.8300 |  |" in tuning
+
+
+def test_gap_closed_uses_the_probe_of_the_same_sources():
+    from aftpipe.report import gap_closed
+
+    recs = synthetic() + [rec("aft", s, 0.88, sources="both") for s in range(3)] + [
+        rec("linear_probe", s, 0.98, sources="both", student="head", beta=0.0) for s in range(3)]
+    summ = summarize(recs)
+    by = {(s.method, s.sources): s for s in summ}
+    assert gap_closed(by["aft", "minilm"], summ) == pytest.approx(0.5)
+    assert gap_closed(by["aft", "both"], summ) == pytest.approx(0.06 / 0.16)  # against the `both` probe
+    assert math.isnan(gap_closed(by["none", "minilm"], summ)) and math.isnan(gap_closed(by["linear_probe", "both"], summ))
+    assert math.isnan(gap_closed(by["aft", "minilm"], [s for s in summ if s.method != "none"]))
 
 
 def test_plot_is_a_png_and_deterministic():
