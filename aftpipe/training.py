@@ -541,7 +541,8 @@ def _linear_probe(cfg: TrainConfig, dataset: Dataset, feats: Features, plan: Row
                "method": {"name": "linear_probe", "c": head.c, "cv_accuracy": {f"{c:g}": a for c, a in head.cv.items()}},
                "device": "cpu", "test_split": test_split}
     _atomic_json(out / "metrics.json", metrics)
-    progress.log(f"linear probe (C={head.c:g} by {len(head.cv) and 'cross-validation'}): test {main_metric} "
+    chosen = "cross-validated" if head.cv else "given"
+    progress.log(f"linear probe (C={head.c:g}, {chosen}): test {main_metric} "
                  f"{test_scores[main_metric]:.4f} → {out}")
     return metrics
 
