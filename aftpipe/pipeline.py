@@ -328,7 +328,7 @@ def _check(cfg: PipelineConfig) -> None:
         where = f"methods[{i}]"
         names(f"{where}.name", METHODS, m.name)
         _check_train(m.train, f"{where}.train")
-        if "holdout" in m.train or "labels" in m.train or "data_seed" in m.train:
+        if "holdout" in m.train or "data_seed" in m.train:  # (labels is refused as pipeline-controlled)
             raise _Mismatch(f"{where}.train", "the labeled/hold-out rows are shared by every method; set "
                             "holdout and data_seed under the top-level `train:`")
         for s in m.sources:

@@ -78,11 +78,12 @@ def fit_linear_head(
         raise ValueError(f"label {int(t.max())} is out of range for num_classes={num_classes}")
 
     cv: dict[float, float] = {}
-    c = math.nan
     if weight_decay is None:
         c, cv = cross_validate_c(x, t, num_classes, hidden=hidden, seed=seed, lr=lr, epochs=epochs,
                                  batch_size=batch_size, min_steps=min_steps)
         weight_decay = 1.0 / (c * n)
+    else:
+        c = 1.0 / (weight_decay * n) if weight_decay > 0 else math.inf
     mean = x.mean(dim=0)
     std = x.std(dim=0, unbiased=False).clamp_min(1e-6)  # a constant feature stays 0 instead of inf
     xs = (x - mean) / std  # standardise once, not per step; the head does it itself at prediction time
@@ -120,7 +121,7 @@ def fit_linear_head(
             sched.step()
             step += 1
     opt.zero_grad(set_to_none=True)  # hand back a head without stale gradients
-    head.c, head.cv = (c if cv else 1.0 / (wd * n) if wd > 0 else math.inf), cv
+    head.c, head.cv = c, cv
     return head.eval()
 
 
