@@ -17,8 +17,9 @@ try:
 except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0"
 
-_API = ("ExtractConfig", "MethodConfig", "StudentConfig", "TrainConfig", "evaluate", "extract", "load_dataset",
-        "load_pipeline", "open_features", "run_pipeline", "train", "validate")
+_API = ("DatasetOptions", "ExtractConfig", "MethodConfig", "SourceOptions", "StudentConfig", "TrainConfig",
+        "check_run", "evaluate", "extract", "load_dataset", "load_pipeline", "open_features", "plan_pipeline",
+        "run_pipeline", "train", "validate", "verify_store")
 
 
 def __getattr__(name: str):

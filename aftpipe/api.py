@@ -8,13 +8,17 @@
     aftpipe.run_pipeline("pipelines/demo.yaml")
 """
 
-from aftpipe.data import load_dataset
-from aftpipe.extraction import ExtractConfig, extract
+from aftpipe.config import ExtractConfig, TrainConfig
+from aftpipe.data import DatasetOptions, load_dataset
+from aftpipe.evaluation import check_run, evaluate
+from aftpipe.extraction import extract
 from aftpipe.methods import MethodConfig
-from aftpipe.pipeline import load_pipeline, run_pipeline, validate
-from aftpipe.store import open_features
+from aftpipe.pipeline import load_pipeline, plan_pipeline, run_pipeline, validate
+from aftpipe.sources import SourceOptions
+from aftpipe.store import open_features, verify_store
 from aftpipe.students import StudentConfig
-from aftpipe.training import TrainConfig, evaluate, train
+from aftpipe.training import train
 
-__all__ = ["ExtractConfig", "MethodConfig", "StudentConfig", "TrainConfig", "evaluate", "extract", "load_dataset",
-           "load_pipeline", "open_features", "run_pipeline", "train", "validate"]
+__all__ = ["DatasetOptions", "ExtractConfig", "MethodConfig", "SourceOptions", "StudentConfig", "TrainConfig",
+           "check_run", "evaluate", "extract", "load_dataset", "load_pipeline", "open_features", "plan_pipeline",
+           "run_pipeline", "train", "validate", "verify_store"]

@@ -14,42 +14,24 @@ import platform
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from aftpipe.data import load_dataset
-from aftpipe.data.base import Dataset, DatasetOptions, Split
+from aftpipe.data.base import Dataset, Split
+from aftpipe.config import ExtractConfig
 from aftpipe.errors import AftpipeError
-from aftpipe.sources import FeatureSource, SourceOptions, load_source
+from aftpipe.progress import Progress, SilentProgress
+from aftpipe.sources import FeatureSource, load_source
 from aftpipe.store import SplitPlan, StoreLock, StoreWriter, make_writer, store_path
 from aftpipe.store.manifest import STORAGE_DTYPES, package_versions
 
 DEFAULT_SHARD_BYTES = 16 << 20  # ~16 MiB shards: a 67k×384 fp16 split is 4 files, a million rows ~50
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    dataset: str
-    sources: tuple[str, ...] = ("minilm",)
-    splits: tuple[str, ...] | None = None  # None: every split of the dataset
-    data_dir: str | None = None
-    cache_dir: str = "cache"
-    format: str = "zarr"
-    dtype: str = "float16"  # fp16 halves the store and loses nothing the student can use
-    batch_size: int = 128
-    device: str = "auto"
-    workers: int | None = None  # None: 1 on CPU (cores go to the forward pass), 4 on GPU
-    chunk_rows: int = 256  # the zarr read unit; 256 rows × 384 fp16 = 192 KiB
-    shard_rows: int | None = None  # None: ~16 MiB per shard, a multiple of 2048 rows (page-aligned for mapping)
-    limit: int | None = None  # extract only the first N rows of each split (quick looks, tests)
-    overwrite: bool = False
-    source_options: SourceOptions = field(default_factory=SourceOptions)
-    dataset_options: DatasetOptions = field(default_factory=DatasetOptions)
 
 
 @dataclass
@@ -63,22 +45,6 @@ class SplitResult:
     shards_skipped: int
     wall_s: float
     rows_computed: int = 0  # rows this call ran through the model (0 when every shard was cached)
-
-
-class Progress(Protocol):
-    """How the engine reports; the CLI passes a rich implementation, notebooks may pass their own."""
-
-    def start(self, label: str, total: int, done: int) -> None: ...
-    def advance(self, n: int) -> None: ...
-    def finish(self) -> None: ...
-    def log(self, message: str) -> None: ...
-
-
-class SilentProgress:
-    def start(self, label: str, total: int, done: int) -> None: ...
-    def advance(self, n: int) -> None: ...
-    def finish(self) -> None: ...
-    def log(self, message: str) -> None: ...
 
 
 def resolve_device(device: str) -> torch.device:
@@ -150,36 +116,6 @@ class _ShardWriter:
             raise self.error
 
 
-def _rows_of(split: Split, limit: int | None) -> np.ndarray:
-    return np.arange(len(split) if limit is None else min(limit, len(split)))
-
-
-def _limited(split: Split, rows: np.ndarray) -> Split:
-    if len(rows) == len(split):
-        return split
-    n = len(rows)
-    return Split(split.name, split.ids[:n], split.inputs[:n] if isinstance(split.inputs, list) else
-                 _Prefix(split.inputs, n), split.labels[:n])
-
-
-class _Prefix(Sequence):
-    def __init__(self, seq: Sequence, n: int) -> None:
-        self.seq, self.n = seq, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> Any:
-        if not 0 <= i < self.n:
-            raise IndexError(i)
-        return self.seq[i]
-
-    def raw_bytes(self, i: int) -> bytes:
-        from aftpipe.data.base import raw_bytes
-
-        return raw_bytes(self.seq, i)
-
-
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -198,14 +134,6 @@ def _check_writable(path: Path) -> None:
 def extract(config: ExtractConfig, progress: Progress | None = None) -> list[SplitResult]:
     """Extract every (source, split) of `config` into `<cache_dir>/<dataset>/<source>`; resumable."""
     progress = progress or SilentProgress()
-    if config.batch_size < 1:
-        raise AftpipeError(f"--batch-size must be ≥ 1, got {config.batch_size}")
-    if config.limit is not None and config.limit < 1:
-        raise AftpipeError(f"--limit must be ≥ 1, got {config.limit}")
-    if config.format not in ("zarr", "hdf5"):
-        raise AftpipeError(f"unknown --format {config.format}; use zarr or hdf5")
-    if config.dtype not in STORAGE_DTYPES:
-        raise AftpipeError(f"unknown --dtype {config.dtype}; use one of {', '.join(STORAGE_DTYPES)}")
     device = resolve_device(config.device)
     dataset = load_dataset(config.dataset, config.data_dir, config.dataset_options)
     split_names = list(config.splits) if config.splits else list(dataset.splits)
@@ -248,15 +176,13 @@ def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, S
             writer.open()
         except OSError as e:
             raise AftpipeError(f"cannot write the store {path} ({e.strerror}); pass a writable --cache-dir") from None
-        plans = {}
-        for name, split in splits.items():
-            rows = _rows_of(split, config.limit)
-            plans[name] = (rows, _limited(split, rows))
+        for name, split in splits.items():  # rows 0..limit: every shard then lies in the first `limit` rows
+            rows = np.arange(len(split) if config.limit is None else min(config.limit, len(split)))
             writer.plan_split(name, SplitPlan(len(rows), source.dim, rows, split.fingerprint(rows)))
         source.to(device)
         results, wrote = [], False
         try:
-            for name, (rows, split) in plans.items():
+            for name, split in splits.items():
                 res = _extract_split(config, writer, name, split, source, progress)
                 results.append(res)
                 wrote |= res.shards_done > 0
@@ -269,10 +195,9 @@ def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, S
 
 def _extract_split(config: ExtractConfig, writer: StoreWriter, name: str, split: Split, source: FeatureSource,
                    progress: Progress) -> SplitResult:
-    entry = writer.manifest["splits"][name]
-    ranges = [tuple(s["rows"]) for s in entry["shards"]]
-    done = writer.done_shards(name)
-    todo = [i for i in range(len(ranges)) if i not in done and ranges[i][1] > ranges[i][0]]
+    info = writer.split_info(name)
+    ranges = [s.rows for s in info.shards]
+    todo = [i for i, s in enumerate(info.shards) if not s.done and s.rows[1] > s.rows[0]]
     skipped = len(ranges) - len(todo)
     label = f"{source.name} · {name}"
     if skipped and todo:
@@ -280,7 +205,7 @@ def _extract_split(config: ExtractConfig, writer: StoreWriter, name: str, split:
     elif not todo:
         progress.log(f"{label}: all {len(ranges)} shards already done, nothing to compute")
     n_todo = sum(ranges[i][1] - ranges[i][0] for i in todo)
-    progress.start(label, total=entry["n"], done=entry["n"] - n_todo)
+    progress.start(label, total=info.n, done=info.n - n_todo)
     t0 = time.perf_counter()
     if todo:
         batches = [(i, b) for i in todo for b in shard_batches(split, source, *ranges[i], config.batch_size)]
@@ -292,15 +217,13 @@ def _extract_split(config: ExtractConfig, writer: StoreWriter, name: str, split:
         )
         shard_writer = _ShardWriter(writer, name)
         try:
-            _run_batches(loader, ranges, entry["d"], writer.np_dtype, shard_writer, progress)
+            _run_batches(loader, ranges, info.d, writer.np_dtype, shard_writer, progress)
         finally:
             shard_writer.close()
     wall = time.perf_counter() - t0
-    entry["wall_s"] = entry.get("wall_s", 0.0) + wall
-    if n_todo:
-        entry["examples_per_s"] = round(n_todo / max(wall, 1e-9), 1)
+    writer.record_timing(name, wall, n_todo)
     progress.finish()
-    return SplitResult(source.name, name, writer.path, entry["n"], entry["d"], len(todo), skipped, wall, n_todo)
+    return SplitResult(source.name, name, writer.path, info.n, info.d, len(todo), skipped, wall, n_todo)
 
 
 def source_device(source: FeatureSource) -> str:
@@ -331,4 +254,4 @@ def _to_storage(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return x.astype(dtype)
 
 
-__all__ = ["ExtractConfig", "Progress", "SplitResult", "extract", "resolve_device"]
+__all__ = ["ExtractConfig", "SplitResult", "extract", "resolve_device"]

@@ -12,6 +12,9 @@ The protocol, for every method × source set × student (a *group*):
      setting *is* the final run for `tune_seed`; it was chosen on the hold-out, never on the test split.
 The linear probe is a group like the others (student ignored, params = foundation model + head).
 
+`plan_pipeline` builds the `PipelinePlan` once (groups, stores, rows, each run's TrainConfig); `validate`
+describes it and `run_pipeline` executes it, so both apply the same checks and counts.
+
 Every run has a deterministic directory `runs/<pipeline>/<method>-<sources>-<student>-b<β>-lr<lr>-s<seed>`.
 A run whose metrics.json exists is read, not retrained; a half-finished one resumes from its checkpoint. So
 an interrupted sweep picks up where it stopped, and re-running a finished pipeline changes no file. A run dir
@@ -21,67 +24,27 @@ trained with other settings (say the YAML's epochs changed) is refused rather th
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import json
 import math
 import re
-import types
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
-import yaml
-
+from aftpipe import rundir
+from aftpipe.config import (Config, ConfigError, ExtractConfig, Partial, TrainConfig, from_dict, load_yaml, registered,
+                            require)
+from aftpipe.data.base import Dataset
 from aftpipe.errors import AftpipeError
+from aftpipe.features import RowPlan, plan_rows
+from aftpipe.fileio import write_if_changed
 from aftpipe.methods import METHODS, MethodConfig
+from aftpipe.progress import Progress, SilentProgress
 from aftpipe.report import PROBE, PROBE_STUDENT, RunRecord, csv_text, markdown_report, plot_png, record_from_metrics
-from aftpipe.report import write_if_changed
-from aftpipe.students import STUDENTS
-from aftpipe.training import TEST_SPLIT, TrainConfig
+from aftpipe.training import resolve_test_split, schedule
 
 NO_BETA = ("none", PROBE)  # methods without a regulariser: their β grid is [0]
 MIN_SEEDS = 3  # a mean ± std over fewer seeds says little about a method; refuse it for the final runs
 NAME_RE = re.compile(r"^[A-Za-z0-9_.+=-]+$")  # names that become path components
-
-
-@dataclass(frozen=True)
-class ExtractSpec:
-    """How missing stores are extracted (see `aftpipe.extraction.ExtractConfig`)."""
-
-    format: str = "zarr"
-    dtype: str = "float16"
-    batch_size: int = 128
-    splits: tuple[str, ...] | None = None  # None: the train split and the test split
-    workers: int | None = None  # DataLoader workers (None: extract's default)
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    sources: tuple[str, ...] = ()  # source-set names (YAML: one name or a list); () = the first set
-    beta: tuple[float, ...] | None = None  # β grid; None: [0] for none/linear_probe, else [MethodConfig().beta]
-    lr: tuple[float, ...] | None = None  # student lr grid; None: [train.lr] (TrainConfig's 1e-3 by default)
-    options: dict[str, Any] = field(default_factory=dict)  # other MethodConfig fields: tau, state_lr, ...
-    unlabeled: bool = False  # add a batch of unlabeled rows per step (the transfer set)
-    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields for this method only (steps, ...)
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    name: str  # results/<name>, runs/<name>; defaults to the file's stem
-    dataset: str
-    data_dir: str | None = None
-    labels: int | None = None  # label budget; the rest of train is an unlabeled transfer set
-    test_split: str | None = None  # default: dev for sst2/cola, else test
-    extract: ExtractSpec = field(default_factory=ExtractSpec)
-    sources: dict[str, tuple[str, ...]] = field(default_factory=dict)  # set name → source specs (concatenated)
-    students: tuple[str, ...] = ("textcnn",)
-    methods: tuple[MethodSpec, ...] = ()
-    seeds: tuple[int, ...] = (0, 1, 2)
-    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields shared by every run
-    tune_seed: int = 0
-
 
 # TrainConfig fields the pipeline sets itself, and where the YAML says them instead
 CONTROLLED = {
@@ -92,127 +55,142 @@ CONTROLLED = {
     "unlabeled": "`methods[i].unlabeled`", "resume": "nothing (pipelines always resume)",
     "overwrite": "nothing (delete a run directory to redo it)",
 }
+# ExtractConfig fields the pipeline sets itself
+EXTRACT_CONTROLLED = {
+    "dataset": "the top-level `dataset:`", "sources": "`sources:`", "data_dir": "the top-level `data_dir:`",
+    "cache_dir": "`aftpipe run --cache-dir`", "dataset_options": "`train.dataset_options`",
+    "limit": "nothing (a pipeline extracts whole splits)", "overwrite": "nothing (delete a store to rebuild it)",
+}
 # config.yaml keys that may differ between an existing run dir and this pipeline without changing the run
-IGNORED_WHEN_REUSING = {"out", "features", "data_dir", "resume", "overwrite", "device", "threads", "in_memory"}
+IGNORED_WHEN_REUSING = rundir.RUNTIME_ONLY | {"features"}  # store paths move with --cache-dir
 
 
-# --- strict YAML → dataclasses -----------------------------------------------------------------------------
-class _Loader(yaml.SafeLoader):
-    """PyYAML reads `1e-3` as a string (YAML 1.1 wants `1.0e-3`); lr grids are written that way, so floats
-    without a dot are resolved as numbers here."""
+def _refuse_controlled(given: dict[str, Any], controlled: dict[str, str], path: tuple) -> None:
+    for k in given:
+        if k in controlled:
+            raise ConfigError((*path, k), f"set by the pipeline; use {controlled[k]}")
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                  |\.[0-9_]+(?:[eE][-+][0-9]+)?
-                  |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."),
-)
+@dataclass(frozen=True)
+class MethodSpec(Config):
+    name: str
+    sources: tuple[str, ...] = ()  # source-set names (YAML: one name or a list); () = the first set
+    beta: tuple[float, ...] | None = None  # β grid; None: [0] for none/linear_probe, else [MethodConfig().beta]
+    lr: tuple[float, ...] | None = None  # student lr grid; None: [train.lr] (TrainConfig's 1e-3 by default)
+    options: Partial[MethodConfig] = field(default_factory=dict)  # other MethodConfig fields: tau, state_lr, ...
+    unlabeled: bool = False  # add a batch of unlabeled rows per step (the transfer set)
+    train: Partial[TrainConfig] = field(default_factory=dict)  # TrainConfig fields for this method only (steps, ...)
+
+    def validate(self) -> None:
+        registered(METHODS, self.name, ("name",))
+        for key, ok, rule in (("beta", lambda b: b >= 0, "≥ 0"), ("lr", lambda v: v > 0, "> 0")):
+            grid = getattr(self, key)
+            if grid is None:
+                continue
+            require(len(grid) > 0, key, "empty grid; give at least one value or drop the key")
+            for j, v in enumerate(grid):
+                require(ok(v) and math.isfinite(v), (key, j), f"must be {rule}, got {v:g}")
+            require(len({f"{v:g}" for v in grid}) == len(grid), key, f"repeats a value: {list(grid)}")
+        require(self.name not in NO_BETA or self.beta is None or not any(self.beta), "beta",
+                f"method `{self.name}` has no regulariser, so no β; drop the key")
+        require(self.name != PROBE or self.lr is None, "lr",
+                "linear_probe fits its head with its own optimiser and ignores lr; drop the key")
+        _refuse_controlled(self.options, {"beta": "`beta` (the β grid)"}, ("options",))
+        try:
+            MethodConfig(**self.options)
+        except ConfigError as e:
+            raise e.under("options") from None
+        _refuse_controlled(self.train, {**CONTROLLED, "lr": "`lr` (the lr grid)"}, ("train",))
+        require(not {"holdout", "data_seed"} & set(self.train), "train", "the labeled/hold-out rows are shared by "
+                "every method; set holdout and data_seed under the top-level `train:`")
 
 
-class _Mismatch(Exception):
-    def __init__(self, where: str, message: str) -> None:
-        super().__init__(where, message)
-        self.where, self.message = where, message
+@dataclass(frozen=True)
+class PipelineConfig(Config):
+    name: str  # results/<name>, runs/<name>; defaults to the file's stem
+    dataset: str
+    data_dir: str | None = None
+    labels: int | None = None  # label budget; the rest of train is an unlabeled transfer set
+    test_split: str | None = None  # default: dev for sst2/cola, else test
+    extract: Partial[ExtractConfig] = field(default_factory=dict)  # how missing stores are extracted
+    sources: dict[str, tuple[str, ...]] = field(default_factory=dict)  # set name → source specs (concatenated)
+    students: tuple[str, ...] = ("textcnn",)
+    methods: tuple[MethodSpec, ...] = ()
+    seeds: tuple[int, ...] = (0, 1, 2)
+    train: Partial[TrainConfig] = field(default_factory=dict)  # TrainConfig fields shared by every run
+    tune_seed: int = 0
 
+    def validate(self) -> None:
+        from aftpipe.data import DATASETS
+        from aftpipe.sources import SOURCES
+        from aftpipe.students import STUDENTS
 
-def _describe(tp: Any) -> str:
-    origin, args = get_origin(tp), get_args(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args if a is not type(None))  # null: "the default", unsaid
-    if origin in (tuple, list):
-        inner = _describe(args[0])
-        return "a list of " + {"a number": "numbers", "an integer": "integers", "a string": "strings"}.get(inner, inner)
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, "a mapping")
+        require(bool(NAME_RE.match(self.name)), "name", f"`{self.name}` becomes a directory name; use letters, "
+                "digits and _ . + = -")
+        registered(DATASETS, self.dataset, ("dataset",))
+        require(self.labels is None or self.labels >= 1, "labels",
+                f"must be ≥ 1 (or null for every labeled row), got {self.labels}")
+        require(len(self.sources) > 0, "sources", "no source sets; add e.g. `sources: {minilm: [minilm]}`")
+        for set_name, specs in self.sources.items():
+            require(bool(NAME_RE.match(set_name)), ("sources", set_name), "a set name becomes part of run names; "
+                    "use letters, digits and _ . + = -")
+            require(len(specs) > 0, ("sources", set_name), "empty set; list at least one source spec")
+            for j, spec in enumerate(specs):
+                registered(SOURCES, spec, ("sources", set_name, j))
+        require(len(self.students) > 0, "students", "empty list; name at least one student (`aftpipe students`)")
+        for i, s in enumerate(self.students):
+            registered(STUDENTS, s, ("students", i))
+        require(len(self.seeds) >= MIN_SEEDS, "seeds",
+                f"the final runs need at least {MIN_SEEDS} seeds for a mean ± std, got {list(self.seeds)}")
+        require(len(set(self.seeds)) == len(self.seeds) and min(self.seeds) >= 0 and self.tune_seed >= 0, "seeds",
+                f"seeds must be distinct and ≥ 0, got {list(self.seeds)} (tune_seed {self.tune_seed})")
+        require(len(self.methods) > 0, "methods", "expected a non-empty list of methods")
+        self._validate_methods()
+        _refuse_controlled(self.extract, EXTRACT_CONTROLLED, ("extract",))
+        try:
+            self.extract_config(tuple(s for specs in self.sources.values() for s in specs))
+        except ConfigError as e:
+            raise e.under("extract") from None
 
-
-def _convert(value: Any, tp: Any, where: str) -> Any:
-    """`value` as type `tp` (bool/int/float/str, X | None, tuple[X, ...], dict[str, X], a dataclass), or
-    `_Mismatch` naming `where`. Integers pass as floats; nothing else is coerced (no "3" → 3)."""
-    origin, args = get_origin(tp), get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        arms = [a for a in args if a is not type(None)]
-        if len(arms) == 1:
+    def _validate_methods(self) -> None:
+        _refuse_controlled(self.train, CONTROLLED, ("train",))
+        template = self.train_template()
+        seen: dict[tuple[str, str], int] = {}
+        for i, m in enumerate(self.methods):
+            for s in m.sources:
+                require(s in self.sources, ("methods", i, "sources"),
+                        f"no source set `{s}`; the sets are {', '.join(self.sources)}")
+            for s in self.source_sets(m):
+                require((m.name, s) not in seen, ("methods", i),
+                        f"repeats methods[{seen.get((m.name, s))}] ({m.name} on {s}); merge their grids")
+                seen[m.name, s] = i
             try:
-                return _convert(value, arms[0], where)
-            except _Mismatch as e:
-                if e.where == where:  # the value itself is wrong: say every accepted type
-                    raise _Mismatch(where, f"expected {_describe(tp)}, got {value!r}") from None
-                raise
-        for arm in arms:
-            try:
-                return _convert(value, arm, where)
-            except _Mismatch:
-                pass
-        raise _Mismatch(where, f"expected {_describe(tp)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        return _from_mapping(tp, value, where)
-    if origin in (tuple, list):
-        if not isinstance(value, list):
-            raise _Mismatch(where, f"expected {_describe(tp)}, got {value!r}")
-        return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _Mismatch(where, f"expected a mapping, got {value!r}")
-        return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    ok = {bool: isinstance(value, bool), int: isinstance(value, int) and not isinstance(value, bool),
-          float: isinstance(value, (int, float)) and not isinstance(value, bool), str: isinstance(value, str)}
-    if tp not in ok:
-        raise TypeError(f"no YAML conversion for {tp!r}")  # a bug in this file, not a user error
-    if not ok[tp]:
-        raise _Mismatch(where, f"expected {_describe(tp)}, got {value!r}")
-    return float(value) if tp is float else value
+                dataclasses.replace(template, **m.train)
+            except ConfigError as e:
+                raise e.under("methods", i, "train") from None
+            require(len(self.grid(m)) == 1 or template.holdout > 0, "train.holdout",
+                    f"methods[{i}] has a grid to tune but there is no hold-out; set holdout > 0")
 
+    def train_template(self) -> TrainConfig:
+        """The settings every run shares; each run is this with its method, seed, β, lr, ... replaced."""
+        try:
+            return TrainConfig(dataset=self.dataset, data_dir=self.data_dir, out=".", method="none",
+                               labels=self.labels, test_split=self.test_split, **self.train)
+        except ConfigError as e:
+            raise e.under("train") from None
 
-def _check_keys(value: Any, known: Sequence[str], where: str) -> dict:
-    if not isinstance(value, dict):
-        raise _Mismatch(where, f"expected a mapping, got {value!r}")
-    for k in value:
-        if k not in known:
-            close = difflib.get_close_matches(str(k), known, n=1)
-            hint = f"did you mean `{close[0]}`?" if close else f"known: {', '.join(known)}"
-            raise _Mismatch(_join(where, k), f"unknown key; {hint}")
-    return value
+    def extract_config(self, sources: tuple[str, ...], cache_dir: str | Path = "cache") -> ExtractConfig:
+        return ExtractConfig(dataset=self.dataset, sources=sources, data_dir=self.data_dir, cache_dir=str(cache_dir),
+                             dataset_options=self.train_template().dataset_options, **self.extract)
 
+    def source_sets(self, m: MethodSpec) -> tuple[str, ...]:
+        return m.sources or (next(iter(self.sources)),)
 
-def _join(where: str, key: Any) -> str:
-    return f"{where}.{key}" if where else str(key)
-
-
-def _from_mapping(cls: type, value: Any, where: str) -> Any:
-    """An instance of dataclass `cls` from a YAML mapping; unknown keys and wrong types refused."""
-    hints = get_type_hints(cls)
-    fields = dataclasses.fields(cls)
-    value = _check_keys(value, [f.name for f in fields], where)
-    kwargs = {k: _convert(v, hints[k], _join(where, k)) for k, v in value.items()}
-    missing = [f.name for f in fields if f.name not in kwargs and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise _Mismatch(_join(where, missing[0]), "required key missing")
-    try:
-        return cls(**kwargs)
-    except AftpipeError as e:  # a dataclass's own check (StudentConfig): keep its sentence, add the path
-        raise _Mismatch(where, str(e)) from None
-
-
-def _options(cls: type, value: Any, where: str, skip: dict[str, str]) -> dict[str, Any]:
-    """Fields of dataclass `cls` given as a partial mapping, checked and converted; `skip` maps the keys the
-    pipeline sets itself to where they are set instead."""
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    if isinstance(value, dict):
-        for k in value:
-            if k in skip:
-                raise _Mismatch(_join(where, k), f"set by the pipeline; use {skip[k]}")
-    value = _check_keys(value, [n for n in names if n not in skip], where)
-    return {k: _convert(v, hints[k], _join(where, k)) for k, v in value.items()}
+    def grid(self, m: MethodSpec) -> list[tuple[float, float]]:
+        """The (β, lr) settings of method `m`, β-major in the order written."""
+        betas = m.beta if m.beta is not None else ((0.0,) if m.name in NO_BETA else (MethodConfig().beta,))
+        lrs = m.lr if m.lr is not None else (self.train_template().lr,)
+        return [(b, lr) for b in betas for lr in lrs]
 
 
 def load_pipeline(path: str | Path) -> PipelineConfig:
@@ -221,144 +199,11 @@ def load_pipeline(path: str | Path) -> PipelineConfig:
     Nothing is loaded but the file; any problem raises a one-line `AftpipeError` naming the file, the key's
     path (`methods[2].beta`) and what was expected."""
     p = Path(path)
+    raw = load_yaml(p, "pipeline file") or {}
     try:
-        raw = yaml.load(p.read_text(), Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-    except FileNotFoundError:
-        raise AftpipeError(f"no pipeline file {p}; pass a path such as pipelines/demo.yaml") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = str(getattr(e, "problem", None) or e).splitlines()[0]
-        raise AftpipeError(f"{p}:{where}: not valid YAML ({problem}); fix the syntax") from None
-    try:
-        return _build(raw, p)
-    except _Mismatch as e:
-        raise AftpipeError(f"{p}: {e.where}: {e.message}") from None
-
-
-def _build(raw: Any, p: Path) -> PipelineConfig:
-    top = [f.name for f in dataclasses.fields(PipelineConfig)]
-    raw = dict(_check_keys(raw if raw is not None else {}, top, ""))
-    raw.setdefault("name", p.stem)
-    if "dataset" not in raw:
-        raise _Mismatch("dataset", "required key missing; add e.g. `dataset: sst2`")
-    methods = raw.pop("methods", None)
-    train_raw = raw.pop("train", None) or {}
-    hints = get_type_hints(PipelineConfig)
-    kw = {k: _convert(v, hints[k], k) for k, v in raw.items() if k in hints}
-    train = _options(TrainConfig, train_raw, "train", CONTROLLED)
-    if not isinstance(methods, list) or not methods:
-        raise _Mismatch("methods", f"expected a non-empty list of methods, got {methods!r}")
-    specs = []
-    for i, m in enumerate(methods):
-        where = f"methods[{i}]"
-        if not isinstance(m, dict):
-            raise _Mismatch(where, f"expected a mapping such as `{{name: aft, beta: [0.1, 1.0]}}`, got {m!r}")
-        if isinstance(m.get("sources"), str):
-            m = {**m, "sources": [m["sources"]]}  # one set name is the common case
-        options = m.get("options") or {}
-        spec = _from_mapping(MethodSpec, {k: v for k, v in m.items() if k not in ("options", "train")}, where)
-        if "options" in m:  # MethodConfig fields, typed; β is the grid, not an option
-            opts = _options(MethodConfig, options, f"{where}.options", {"beta": f"`{where}.beta` (the β grid)"})
-            spec = dataclasses.replace(spec, options=opts)
-        if "train" in m:  # a method that needs more steps (it sees the transfer set) says so itself
-            skip = {**CONTROLLED, "lr": f"`{where}.lr` (the lr grid)"}
-            spec = dataclasses.replace(spec, train=_options(TrainConfig, m["train"] or {}, f"{where}.train", skip))
-        specs.append(spec)
-    cfg = PipelineConfig(**kw, methods=tuple(specs), train=train)
-    _check(cfg)
-    return cfg
-
-
-def _check_train(train: dict[str, Any], where: str) -> None:
-    for k, lo in (("epochs", 1), ("batch_size", 1), ("steps", 1)):
-        if train.get(k) is not None and train[k] < lo:
-            raise _Mismatch(f"{where}.{k}", f"must be ≥ {lo}, got {train[k]}")
-    if not 0 <= train.get("holdout", TrainConfig.holdout) < 1:
-        raise _Mismatch(f"{where}.holdout", f"must be in [0, 1), got {train['holdout']}")
-    if train.get("phi_norm", "none") not in ("none", "standardize"):
-        raise _Mismatch(f"{where}.phi_norm", f"unknown value `{train['phi_norm']}`; use none or standardize")
-    if not train.get("lr", 1.0) > 0:
-        raise _Mismatch(f"{where}.lr", f"must be > 0, got {train['lr']}")
-
-
-def _check(cfg: PipelineConfig) -> None:
-    """Names against the registries and values against their ranges; nothing is loaded."""
-    from aftpipe.data import DATASETS
-    from aftpipe.sources import SOURCES
-
-    def names(where: str, registry: Any, spec: str) -> None:
-        try:
-            registry.resolve(spec)
-        except AftpipeError as e:
-            raise _Mismatch(where, str(e)) from None
-
-    if not NAME_RE.match(cfg.name):
-        raise _Mismatch("name", f"`{cfg.name}` becomes a directory name; use letters, digits and _ . + = -")
-    names("dataset", DATASETS, cfg.dataset)
-    if cfg.labels is not None and cfg.labels < 1:
-        raise _Mismatch("labels", f"must be ≥ 1 (or null for every labeled row), got {cfg.labels}")
-    if not cfg.sources:
-        raise _Mismatch("sources", "no source sets; add e.g. `sources: {minilm: [minilm]}`")
-    for set_name, specs in cfg.sources.items():
-        if not NAME_RE.match(set_name):
-            raise _Mismatch(f"sources.{set_name}", "a set name becomes part of run names; use letters, digits "
-                            "and _ . + = -")
-        if not specs:
-            raise _Mismatch(f"sources.{set_name}", "empty set; list at least one source spec")
-        for j, spec in enumerate(specs):
-            names(f"sources.{set_name}[{j}]", SOURCES, spec)
-    if not cfg.students:
-        raise _Mismatch("students", "empty list; name at least one student (`aftpipe students`)")
-    for i, s in enumerate(cfg.students):
-        names(f"students[{i}]", STUDENTS, s)
-    if len(cfg.seeds) < MIN_SEEDS:
-        raise _Mismatch("seeds", f"the final runs need at least {MIN_SEEDS} seeds for a mean ± std, got "
-                        f"{list(cfg.seeds)}")
-    if len(set(cfg.seeds)) != len(cfg.seeds) or min(cfg.seeds) < 0 or cfg.tune_seed < 0:
-        raise _Mismatch("seeds", f"seeds must be distinct and ≥ 0, got {list(cfg.seeds)} (tune_seed {cfg.tune_seed})")
-    e = cfg.extract
-    if e.format not in ("zarr", "hdf5"):
-        raise _Mismatch("extract.format", f"unknown format `{e.format}`; use zarr or hdf5")
-    if e.batch_size < 1:
-        raise _Mismatch("extract.batch_size", f"must be ≥ 1, got {e.batch_size}")
-    _check_train(cfg.train, "train")
-    seen: dict[tuple[str, str], int] = {}
-    for i, m in enumerate(cfg.methods):
-        where = f"methods[{i}]"
-        names(f"{where}.name", METHODS, m.name)
-        _check_train(m.train, f"{where}.train")
-        if "holdout" in m.train or "data_seed" in m.train:  # (labels is refused as pipeline-controlled)
-            raise _Mismatch(f"{where}.train", "the labeled/hold-out rows are shared by every method; set "
-                            "holdout and data_seed under the top-level `train:`")
-        for s in m.sources:
-            if s not in cfg.sources:
-                raise _Mismatch(f"{where}.sources", f"no source set `{s}`; the sets are {', '.join(cfg.sources)}")
-        for s in m.sources or (next(iter(cfg.sources)),):
-            if (m.name, s) in seen:
-                raise _Mismatch(where, f"repeats methods[{seen[m.name, s]}] ({m.name} on {s}); merge their grids")
-            seen[m.name, s] = i
-        for key, grid, ok, rule in (("beta", m.beta, lambda b: b >= 0, "≥ 0"), ("lr", m.lr, lambda v: v > 0, "> 0")):
-            if grid is None:
-                continue
-            if not grid:
-                raise _Mismatch(f"{where}.{key}", "empty grid; give at least one value or drop the key")
-            for j, v in enumerate(grid):
-                if not (ok(v) and math.isfinite(v)):
-                    raise _Mismatch(f"{where}.{key}[{j}]", f"must be {rule}, got {v:g}")
-            if len({f"{v:g}" for v in grid}) != len(grid):
-                raise _Mismatch(f"{where}.{key}", f"repeats a value: {list(grid)}")
-        if m.name in NO_BETA and m.beta is not None and any(b != 0 for b in m.beta):
-            raise _Mismatch(f"{where}.beta", f"method `{m.name}` has no regulariser, so no β; drop the key")
-        if m.name == PROBE and m.lr is not None:
-            raise _Mismatch(f"{where}.lr", "linear_probe fits its head with its own optimiser and ignores lr; "
-                            "drop the key")
-        try:
-            MethodConfig(**m.options).check()
-        except AftpipeError as e:
-            raise _Mismatch(f"{where}.options", str(e)) from None
-        if len(grid_of(cfg, m)) > 1 and cfg.train.get("holdout", TrainConfig.holdout) <= 0:
-            raise _Mismatch("train.holdout", f"{where} has a grid to tune but there is no hold-out; set holdout > 0")
+        return from_dict(PipelineConfig, {"name": p.stem, **raw} if isinstance(raw, dict) else raw)
+    except ConfigError as e:
+        raise AftpipeError(f"{p}: {e}") from None
 
 
 # --- the plan ----------------------------------------------------------------------------------------------
@@ -369,6 +214,7 @@ class Group:
     spec: MethodSpec
     sources: str
     student: str  # `head` for the linear probe
+    grid: tuple[tuple[float, float], ...]
 
     @property
     def method(self) -> str:
@@ -379,20 +225,10 @@ class Group:
         return f"{self.method} · {self.sources} · {self.student}"
 
 
-def grid_of(cfg: PipelineConfig, m: MethodSpec) -> list[tuple[float, float]]:
-    """The (β, lr) settings of method `m`, β-major in the order written."""
-    betas = m.beta if m.beta is not None else ((0.0,) if m.name in NO_BETA else (MethodConfig().beta,))
-    lrs = m.lr if m.lr is not None else (float(cfg.train.get("lr", TrainConfig.lr)),)
-    return [(b, lr) for b in betas for lr in lrs]
-
-
 def plan(cfg: PipelineConfig) -> list[Group]:
-    groups = []
-    for m in cfg.methods:
-        for s in m.sources or (next(iter(cfg.sources)),):
-            for student in ((PROBE_STUDENT,) if m.name == PROBE else cfg.students):
-                groups.append(Group(m, s, student))
-    return groups
+    return [Group(m, s, student, tuple(cfg.grid(m)))
+            for m in cfg.methods for s in cfg.source_sets(m)
+            for student in ((PROBE_STUDENT,) if m.name == PROBE else cfg.students)]
 
 
 def run_name(method: str, sources: str, student: str, beta: float, lr: float, seed: int) -> str:
@@ -401,43 +237,74 @@ def run_name(method: str, sources: str, student: str, beta: float, lr: float, se
     return f"{method}-{sources}-{student}-b{beta:g}-lr{lr:g}-s{seed}"
 
 
-def store_name(spec: str) -> str:
-    """The store name `load_source(spec).name` gives, without loading the model (default source options)."""
-    from aftpipe.sources import SOURCES
+@dataclass(frozen=True)
+class PipelinePlan:
+    """Everything a pipeline will do, worked out before any compute: its groups, the stores it reads (and
+    which must be extracted), the rows every run shares, and each run's TrainConfig."""
 
-    SOURCES.resolve(spec)
-    prefix, sep, arg = spec.partition(":")
-    if not sep:
-        return spec  # minilm, tfidf: the registry name is the store name
-    if prefix == "hf":
-        return "hf-" + Path(arg.rstrip("/")).name.replace("/", "-")
-    if prefix == "timm":
-        p = Path(arg)
-        return "timm-" + (p.name if p.is_dir() else arg.replace("/", "-"))
-    from aftpipe.sources import load_source
+    cfg: PipelineConfig
+    path: Path
+    dataset: Dataset
+    groups: tuple[Group, ...]
+    splits: tuple[str, ...]  # splits every store must hold
+    stores: dict[str, Path]  # source spec → store path
+    rows: RowPlan  # labeled-train / hold-out / unlabeled rows, the same for every run
+    runs_dir: Path  # <runs-dir>/<pipeline>
 
-    return load_source(spec).name  # a source this file does not know how to name: ask it (loads it)
+    def missing_stores(self) -> list[str]:
+        return [spec for spec, p in self.stores.items() if not _store_complete(p, self.splits)]
+
+    def features(self, sources: str) -> tuple[str, ...]:
+        return tuple(str(self.stores[spec]) for spec in self.cfg.sources[sources])
+
+    def train_config(self, g: Group, beta: float, lr: float, seed: int) -> TrainConfig:
+        tc = dataclasses.replace(self.cfg.train_template(), **g.spec.train)
+        return dataclasses.replace(
+            tc, out=str(self.run_dir(g, beta, lr, seed)), features=self.features(g.sources), method=g.method,
+            student=tc.student if g.method == PROBE else g.student, seed=seed, lr=lr, unlabeled=g.spec.unlabeled,
+            method_options=MethodConfig(beta=beta, **g.spec.options), resume=True)
+
+    def run_dir(self, g: Group, beta: float, lr: float, seed: int) -> Path:
+        return self.runs_dir / run_name(g.method, g.sources, g.student, beta, lr, seed)
+
+    def steps(self, g: Group) -> int:
+        return schedule(self.train_config(g, *g.grid[0], self.cfg.tune_seed), len(self.rows.train)).total
+
+    def describe(self) -> str:
+        """What `run_pipeline` would do, in a few lines (the `aftpipe validate` output)."""
+        cfg, rows, ds = self.cfg, self.rows, self.dataset
+        train_split = ds.split(self.cfg.train_template().train_split)
+        test = ds.split(resolve_test_split(ds.name, cfg.test_split))
+        missing = [str(self.stores[s]) for s in self.missing_stores()]
+        tuned = [g for g in self.groups if len(g.grid) > 1]
+        reused = cfg.tune_seed in cfg.seeds
+        students = [g for g in self.groups if g.method != PROBE]
+        runs = [(g, len(cfg.seeds) + (len(g.grid) - reused if len(g.grid) > 1 else 0)) for g in students]
+        budget = len(rows.train) + len(rows.holdout)
+        unlabeled = ", plus as many unlabeled rows for methods with `unlabeled: true`" if any(
+            m.unlabeled for m in cfg.methods) else ""
+        done = sum(1 for _ in self.runs_dir.glob("*/metrics.json")) if self.runs_dir.is_dir() else 0
+        n_unl = len(train_split) - budget
+        return "\n".join([
+            f"{self.path}: OK — pipeline `{cfg.name}`",
+            f"dataset {cfg.dataset} ({ds.modality}, {ds.num_classes} classes, metric {ds.metric}): {budget:,} labeled "
+            f"rows ({len(rows.train):,} train + {len(rows.holdout):,} hold-out)"
+            + (f", {n_unl:,} unlabeled" if n_unl > 0 else "") + f"; test split `{test.name}` {len(test):,} rows",
+            f"stores ({', '.join(self.splits)}): {len(self.stores) - len(missing)} present, {len(missing)} to extract"
+            + (f" ({', '.join(missing)})" if missing else ""),
+            f"groups: {len(self.groups)} ({'; '.join(g.label for g in self.groups)})",
+            f"tuning: {sum(len(g.grid) for g in tuned)} runs with seed {cfg.tune_seed} over {len(tuned)} grids",
+            f"final: {len(self.groups) * len(cfg.seeds)} runs ({len(self.groups)} groups × seeds "
+            f"{', '.join(map(str, cfg.seeds))}; {len(tuned) if reused else 0} of them are tuning runs reused)",
+            f"student training: {sum(n for _, n in runs)} runs of "
+            f"{' or '.join(f'{n:,}' for n in sorted({self.steps(g) for g in students}))} steps = "
+            f"{sum(self.steps(g) * n for g, n in runs):,} steps "
+            f"(batch {cfg.train_template().batch_size}{unlabeled})",
+            f"already finished in {self.runs_dir}: {done} runs",
+        ])
 
 
-def _test_split(cfg: PipelineConfig, dataset_name: str) -> str:
-    return cfg.test_split or TEST_SPLIT.get(dataset_name, "test")
-
-
-def _needed_splits(cfg: PipelineConfig, dataset_name: str) -> tuple[str, ...]:
-    if cfg.extract.splits:
-        return cfg.extract.splits
-    return tuple(dict.fromkeys([cfg.train.get("train_split", "train"), _test_split(cfg, dataset_name)]))
-
-
-def _store_paths(cfg: PipelineConfig, dataset_name: str, cache_dir: str | Path) -> dict[str, Path]:
-    """spec → store path, for every source spec a method uses."""
-    from aftpipe.store import store_path
-
-    used = dict.fromkeys(s for g in plan(cfg) for s in cfg.sources[g.sources])
-    return {spec: store_path(cache_dir, dataset_name, store_name(spec), cfg.extract.format) for spec in used}
-
-
-def _store_complete(path: Path, splits: Sequence[str]) -> bool:
+def _store_complete(path: Path, splits: tuple[str, ...]) -> bool:
     from aftpipe.store import open_features
 
     if not path.exists():  # checked first: open_features would also find a `.h5` beside a zarr path
@@ -448,128 +315,76 @@ def _store_complete(path: Path, splits: Sequence[str]) -> bool:
         return False
 
 
-def _load_checked(cfg: PipelineConfig):
-    """The dataset, with the splits and students' modality checked: the cheap checks before any compute."""
-    from aftpipe.data import DatasetOptions, load_dataset
+def _load_checked(cfg: PipelineConfig) -> Dataset:
+    """The dataset, with the splits, the students' modality and the label budget checked."""
+    from aftpipe.data import load_dataset
+    from aftpipe.students import STUDENTS
 
-    dataset = load_dataset(cfg.dataset, cfg.data_dir, cfg.train.get("dataset_options") or DatasetOptions())
-    for split in _needed_splits(cfg, dataset.name):
+    template = cfg.train_template()
+    dataset = load_dataset(cfg.dataset, cfg.data_dir, template.dataset_options)
+    for split in (template.train_split, resolve_test_split(dataset.name, cfg.test_split), *(cfg.extract.get("splits") or ())):
         dataset.split(split)  # an unknown split names the ones there are
     for i, s in enumerate(cfg.students):
         cls = STUDENTS.get(s)
         if cls.modality != dataset.modality:
             raise AftpipeError(f"students[{i}]: `{s}` is for {cls.modality} but dataset `{cfg.dataset}` is "
                                f"{dataset.modality}; pick a {dataset.modality} student (`aftpipe students`)")
-    if cfg.labels is not None:
-        split = dataset.split(cfg.train.get("train_split", "train"))
-        n = int((split.labels >= 0).sum())
-        if cfg.labels > n:
-            raise AftpipeError(f"labels: {cfg.labels} is more than the {n:,} labeled training rows of "
-                               f"`{cfg.dataset}`; lower it")
+    split = dataset.split(template.train_split)
+    n = int((split.labels >= 0).sum())
+    if cfg.labels is not None and cfg.labels > n:
+        raise AftpipeError(f"labels: {cfg.labels} is more than the {n:,} labeled training rows of "
+                           f"`{cfg.dataset}`; lower it")
     return dataset
+
+
+def plan_pipeline(path: str | Path, cache_dir: str | Path = "cache", runs_dir: str | Path = "runs") -> PipelinePlan:
+    """Load and check a pipeline and work out everything it will do; loads the dataset, computes nothing."""
+    import numpy as np
+
+    from aftpipe.sources import store_name
+    from aftpipe.store import store_path
+
+    cfg = load_pipeline(path)
+    dataset = _load_checked(cfg)
+    groups = tuple(plan(cfg))
+    template = cfg.train_template()
+    used = tuple(dict.fromkeys(s for g in groups for s in cfg.sources[g.sources]))
+    ext = cfg.extract_config(used, cache_dir)
+    splits = ext.splits or tuple(dict.fromkeys([template.train_split, resolve_test_split(dataset.name, cfg.test_split)]))
+    stores = {spec: store_path(cache_dir, dataset.name, store_name(spec, ext.source_options), ext.format) for spec in used}
+    train = dataset.split(template.train_split)
+    rows = plan_rows(np.arange(len(train)), train.labels, cfg.labels, template.holdout, template.data_seed, train.origin)
+    return PipelinePlan(cfg, Path(path), dataset, groups, splits, stores, rows, Path(runs_dir) / cfg.name)
 
 
 def validate(path: str | Path, cache_dir: str | Path = "cache", runs_dir: str | Path = "runs") -> str:
     """Check a pipeline and say what `run_pipeline` would do; loads the dataset, computes nothing else."""
-    cfg = load_pipeline(path)
-    dataset = _load_checked(cfg)
-    train_split = dataset.split(cfg.train.get("train_split", "train"))
-    test = dataset.split(_test_split(cfg, dataset.name))
-    n_labeled = int((train_split.labels >= 0).sum())
-    budget = cfg.labels or n_labeled
-    holdout = cfg.train.get("holdout", TrainConfig.holdout)
-    n_hold = int(round(budget * holdout))
-    n_train = budget - n_hold
-    bs = cfg.train.get("batch_size", TrainConfig.batch_size)
-
-    def steps(m: MethodSpec) -> int:
-        t = {**cfg.train, **m.train}
-        return t.get("steps") or t.get("epochs", TrainConfig.epochs) * math.ceil(n_train / t.get("batch_size", bs))
-
-    splits = _needed_splits(cfg, dataset.name)
-    paths = _store_paths(cfg, dataset.name, cache_dir)
-    missing = [str(p) for p in paths.values() if not _store_complete(p, splits)]
-    groups = plan(cfg)
-    tuned = [g for g in groups if len(grid_of(cfg, g.spec)) > 1]
-    n_tune = sum(len(grid_of(cfg, g.spec)) for g in tuned)
-    shared = len(tuned) if cfg.tune_seed in cfg.seeds else 0
-    n_final = len(groups) * len(cfg.seeds)
-    students = [g for g in groups if g.method != PROBE]
-    n_student_runs = n_tune + n_final - shared - sum(len(cfg.seeds) for g in groups if g.method == PROBE)
-    n_steps = sum(steps(g.spec) * (len(cfg.seeds) + (len(grid_of(cfg, g.spec)) - (cfg.tune_seed in cfg.seeds)
-                                                      if len(grid_of(cfg, g.spec)) > 1 else 0)) for g in students)
-    per_run = sorted({steps(g.spec) for g in students})
-    unlabeled = ", plus as many unlabeled rows for methods with `unlabeled: true`" if any(
-        m.unlabeled for m in cfg.methods) else ""
-    runs = Path(runs_dir) / cfg.name
-    done = sum(1 for d in runs.glob("*/metrics.json")) if runs.is_dir() else 0
-    lines = [
-        f"{path}: OK — pipeline `{cfg.name}`",
-        f"dataset {cfg.dataset} ({dataset.modality}, {dataset.num_classes} classes, metric {dataset.metric}): "
-        f"{budget:,} labeled rows ({n_train:,} train + {n_hold:,} hold-out)"
-        + (f", {len(train_split) - budget:,} unlabeled" if len(train_split) > budget else "")
-        + f"; test split `{test.name}` {len(test):,} rows",
-        f"stores ({', '.join(splits)}): {len(paths) - len(missing)} present, {len(missing)} to extract"
-        + (f" ({', '.join(missing)})" if missing else ""),
-        f"groups: {len(groups)} ({'; '.join(g.label for g in groups)})",
-        f"tuning: {n_tune} runs with seed {cfg.tune_seed} over {len(tuned)} grids",
-        f"final: {n_final} runs ({len(groups)} groups × seeds {', '.join(map(str, cfg.seeds))}; {shared} of them "
-        f"are tuning runs reused)",
-        f"student training: {n_student_runs} runs of {' or '.join(f'{n:,}' for n in per_run)} steps = "
-        f"{n_steps:,} steps (batch {bs}{unlabeled})",
-        f"already finished in {runs}: {done} runs",
-    ]
-    return "\n".join(lines)
+    return plan_pipeline(path, cache_dir, runs_dir).describe()
 
 
 # --- running -----------------------------------------------------------------------------------------------
-class _Silent:
-    def start(self, label: str, total: int, done: int) -> None: ...
-    def advance(self, n: int, **fields: Any) -> None: ...
-    def finish(self) -> None: ...
-    def log(self, message: str) -> None: ...
-
-
-def _train_config(cfg: PipelineConfig, g: Group, beta: float, lr: float, seed: int, features: tuple[str, ...],
-                  out: Path) -> TrainConfig:
-    shared = {k: v for k, v in {**cfg.train, **g.spec.train}.items() if k != "lr"}
-    return TrainConfig(
-        dataset=cfg.dataset, data_dir=cfg.data_dir, out=str(out), features=features, method=g.method,
-        **({} if g.method == PROBE else {"student": g.student}),
-        method_options=MethodConfig(beta=beta, **g.spec.options), labels=cfg.labels, test_split=cfg.test_split,
-        seed=seed, lr=lr, unlabeled=g.spec.unlabeled, resume=True, **shared,
-    )
-
-
 def _same_run(out: Path, tc: TrainConfig) -> None:
     """Refuse to reuse a run dir trained with other settings (a changed YAML would otherwise be ignored)."""
-    from aftpipe.training import config_dict
-
-    f = out / "config.yaml"
-    if not f.exists():
+    old = rundir.read_config_dict(out)
+    if old is None:
         return
-    old = yaml.safe_load(f.read_text()) or {}
-    new = yaml.safe_load(yaml.safe_dump(config_dict(tc), sort_keys=False))
-    diff = [k for k in sorted(set(old) | set(new)) if k not in IGNORED_WHEN_REUSING and old.get(k) != new.get(k)]
-    if diff:
-        k = diff[0]
-        raise AftpipeError(f"{out} was trained with {k}={old.get(k)!r}, the pipeline now says {new.get(k)!r}; "
-                           f"delete that run directory (or rename the pipeline) to train it again")
+    for k, was, now in rundir.config_diff(old, tc.to_dict(), IGNORED_WHEN_REUSING)[:1]:
+        raise AftpipeError(f"{out} was trained with {k}={was!r}, the pipeline now says {now!r}; delete that run "
+                           "directory (or rename the pipeline) to train it again")
 
 
-def _run(cfg: PipelineConfig, g: Group, beta: float, lr: float, seed: int, features: tuple[str, ...],
-         runs: Path, progress: Any, counter: list[int]) -> RunRecord:
+def _run(p: PipelinePlan, g: Group, beta: float, lr: float, seed: int, progress: Progress,
+         counter: list[int]) -> RunRecord:
     from aftpipe.training import train
 
-    name = run_name(g.method, g.sources, g.student, beta, lr, seed)
-    out = runs / name
-    tc = _train_config(cfg, g, beta, lr, seed, features, out)
+    tc = p.train_config(g, beta, lr, seed)
+    out = Path(tc.out)
     _same_run(out, tc)
     counter[0] += 1
-    if (out / "metrics.json").exists():
-        metrics = json.loads((out / "metrics.json").read_text())
+    if rundir.is_finished(out):
+        metrics = rundir.read_metrics(out)
     else:
-        progress.log(f"[{counter[0]}] {name}")
+        progress.log(f"[{counter[0]}] {out.name}")
         metrics = train(tc, progress)
     return record_from_metrics(metrics, method=g.method, sources=g.sources, student=g.student, beta=beta, lr=lr,
                                seed=seed, run=str(out))
@@ -581,54 +396,37 @@ def _pick(records: list[RunRecord]) -> RunRecord:
 
 
 def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir: str | Path = "results",
-                 runs_dir: str | Path = "runs", progress: Any = None) -> Path:
+                 runs_dir: str | Path = "runs", progress: Progress | None = None) -> Path:
     """Run a pipeline end to end (see the module docstring); returns `results/<name>`."""
-    from aftpipe.data import DatasetOptions
-    from aftpipe.extraction import ExtractConfig, extract
+    from aftpipe.extraction import extract
 
-    progress = progress or _Silent()
-    cfg = load_pipeline(path)
-    dataset = _load_checked(cfg)
-    groups = plan(cfg)
-
-    # (a) extract the stores that are missing or lack a split; extract itself skips finished shards
-    splits = _needed_splits(cfg, dataset.name)
-    paths = _store_paths(cfg, dataset.name, cache_dir)
-    missing = tuple(spec for spec, p in paths.items() if not _store_complete(p, splits))
+    progress = progress or SilentProgress()
+    p = plan_pipeline(path, cache_dir, runs_dir)
+    cfg = p.cfg
+    missing = tuple(p.missing_stores())  # extract itself skips finished shards
     if missing:
-        progress.log(f"extracting {', '.join(missing)} over {', '.join(splits)}")
-        e = cfg.extract
-        extract(ExtractConfig(dataset=cfg.dataset, sources=missing, splits=splits, data_dir=cfg.data_dir,
-                              cache_dir=str(cache_dir), format=e.format, dtype=e.dtype, batch_size=e.batch_size,
-                              workers=e.workers, dataset_options=cfg.train.get("dataset_options") or DatasetOptions()),
-                progress)
-    features = {s: tuple(str(paths[spec]) for spec in specs) for s, specs in cfg.sources.items()
-                if all(spec in paths for spec in specs)}
-
-    runs = Path(runs_dir) / cfg.name
+        progress.log(f"extracting {', '.join(missing)} over {', '.join(p.splits)}")
+        extract(dataclasses.replace(cfg.extract_config(missing, cache_dir), splits=p.splits), progress)
     counter = [0]
     tuning: list[RunRecord] = []
     final: list[RunRecord] = []
-    for g in groups:
-        grid = grid_of(cfg, g.spec)
-        feats = features[g.sources]
-        if len(grid) > 1:  # (b) tune on the hold-out with tune_seed
-            progress.log(f"tuning {g.label}: {len(grid)} settings")
-            tried = [_run(cfg, g, b, lr, cfg.tune_seed, feats, runs, progress, counter) for b, lr in grid]
+    for g in p.groups:
+        if len(g.grid) > 1:  # tune on the hold-out with tune_seed
+            progress.log(f"tuning {g.label}: {len(g.grid)} settings")
+            tried = [_run(p, g, b, lr, cfg.tune_seed, progress, counter) for b, lr in g.grid]
             tuning += tried
             best = _pick(tried)
             beta, lr = best.beta, best.lr
             progress.log(f"{g.label}: chose β={beta:g} lr={lr:g} (hold-out {best.holdout:.4f})")
         else:
-            beta, lr = grid[0]
-        for seed in cfg.seeds:  # (c) final runs; the tuning run with tune_seed is found finished and reused
-            final.append(_run(cfg, g, beta, lr, seed, feats, runs, progress, counter))
+            beta, lr = g.grid[0]
+        for seed in cfg.seeds:  # final runs; the tuning run with tune_seed is found finished and reused
+            final.append(_run(p, g, beta, lr, seed, progress, counter))
 
-    # (f) the reports
     out = Path(results_dir) / cfg.name
     intro = (f"Pipeline `{cfg.name}` ({Path(path).name}): dataset `{cfg.dataset}`, "
              f"{f'{cfg.labels:,} labels' if cfg.labels else 'every label'}, seeds {', '.join(map(str, cfg.seeds))}. "
-             f"Reproduce with `aftpipe run {path}`; runs are in `{runs}`.")
+             f"Reproduce with `aftpipe run {path}`; runs are in `{p.runs_dir}`.")
     write_if_changed(out / "results.csv", csv_text(final))
     write_if_changed(out / "tuning.csv", csv_text(tuning))
     write_if_changed(out / "results.md", markdown_report(final, tuning, title=f"Results: {cfg.name}", intro=intro))
@@ -637,5 +435,5 @@ def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir:
     return out
 
 
-__all__ = ["ExtractSpec", "MethodSpec", "PipelineConfig", "load_pipeline", "plan", "run_name", "run_pipeline",
-           "store_name", "validate"]
+__all__ = ["MethodSpec", "PipelineConfig", "PipelinePlan", "load_pipeline", "plan", "plan_pipeline", "run_name",
+           "run_pipeline", "validate"]

@@ -7,6 +7,7 @@ registry resolves the exact name first, then the prefix before the first colon.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -37,8 +38,9 @@ class Registry(Generic[T]):
             if name in self._entries:
                 raise ValueError(f"{self.kind} `{name}` is already registered")
             self._entries[name] = o
-            doc = help or (getattr(o, "__doc__", None) or "").strip().splitlines()
-            self._help[name] = help or (doc[0] if doc else "")
+            own_doc = o.__doc__ if isinstance(o, (type, types.FunctionType)) else None  # not str's or int's
+            lines = (own_doc or "").strip().splitlines()
+            self._help[name] = help or (lines[0] if lines else "")
             return o
 
         return add if obj is None else add(obj)

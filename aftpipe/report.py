@@ -280,17 +280,5 @@ def plot_png(final: Sequence[RunRecord], *, title: str = "") -> bytes:
     return buf.getvalue()
 
 
-def write_if_changed(path: Path, data: str | bytes) -> bool:
-    """Write `data` unless `path` already holds exactly it (a finished pipeline re-run touches nothing)."""
-    raw = data.encode() if isinstance(data, str) else data
-    if path.exists() and path.read_bytes() == raw:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(raw)
-    tmp.replace(path)
-    return True
-
-
 __all__ = ["RESULT_COLUMNS", "RunRecord", "Summary", "csv_rows", "csv_text", "markdown_report", "mean_std",
-           "plot_png", "record_from_metrics", "results_table", "summarize", "tuning_table", "write_if_changed"]
+           "plot_png", "record_from_metrics", "results_table", "summarize", "tuning_table"]

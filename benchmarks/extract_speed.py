@@ -19,8 +19,9 @@ import torch
 
 from _markdown import append_rows
 
+from aftpipe.config import ExtractConfig
 from aftpipe.data import load_dataset
-from aftpipe.extraction import ExtractConfig, extract, resolve_device
+from aftpipe.extraction import extract, resolve_device
 from aftpipe.sources import load_source
 
 

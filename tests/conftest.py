@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,36 @@ def reviews_tsv(tmp_path) -> Path:
                                for i in range(300)]
     p.write_text("\n".join(lines) + "\n")
     return p
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `aftpipe ARGS...` in this process: returns (exit code, stdout, stderr)."""
+    from aftpipe.cli import main
+
+    def run(args):
+        sys.argv = ["aftpipe", *args]
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+def _one_line_error(code, err, *needles):
+    assert code == 2, err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture
+def one_line_error():
+    """`one_line_error(code, err, *needles)`: exit 2, one `error: ...` line holding every needle, no traceback."""
+    return _one_line_error

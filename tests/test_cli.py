@@ -11,27 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aftpipe.cli import main
 
-
-def run(args, capsys):
-    sys.argv = ["aftpipe", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def assert_one_line_error(code, err, *needles):
-    assert code == 2, err
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("args,needles", [
@@ -40,50 +20,55 @@ def assert_one_line_error(code, err, *needles):
     (["--dataset", "sst2", "--splits", "validation"], ["no split `validation`", "train, dev"]),
     (["--dataset", "sst2", "--source", "hf:/no/such/model"], ["/no/such/model does not exist"]),
     (["--dataset", "sst2", "--data-dir", "/tmp"], ["sst2", "--data-dir"]),
-    (["--dataset", "sst2", "--format", "parquet"], ["--format parquet"]),
+    (["--dataset", "sst2", "--format", "parquet"], ["--format expected one of zarr, hdf5, got 'parquet'"]),
+    (["--dataset", "sst2", "--workers", "-1"], ["--workers must be ≥ 0, got -1"]),
+    (["--dataset", "sst2", "--shard-rows", "0"], ["--shard-rows must be ≥ 1, got 0"]),
+    (["--dataset", "sst2", "--max-length", "-3"], ["--max-length must be ≥ 1, got -3"]),
+    (["--dataset", "sst2", "--tfidf-dim", "0"], ["--tfidf-dim must be ≥ 1, got 0"]),
+    (["--dataset", "sst2", "--pooling", "max"], ["--pooling expected one of mean, cls, last, got 'max'"]),
     (["--dataset", "digits", "--source", "minilm"], ["reads text", "image"]),
 ])
-def test_extract_bad_input(args, needles, capsys, tmp_path):
-    code, _, err = run(["extract", "--cache-dir", str(tmp_path), *args], capsys)
-    assert_one_line_error(code, err, *needles)
+def test_extract_bad_input(args, needles, tmp_path, cli, one_line_error):
+    code, _, err = cli(["extract", "--cache-dir", str(tmp_path), *args])
+    one_line_error(code, err, *needles)
 
 
-def test_malformed_tsv_row(tmp_path, capsys):
+def test_malformed_tsv_row(tmp_path, cli, one_line_error):
     p = tmp_path / "bad.tsv"
     p.write_text("text\tlabel\nfine\t1\nbroken\t0\textra\n")
-    code, _, err = run(["extract", "--dataset", f"tsv:{p}", "--cache-dir", str(tmp_path)], capsys)
-    assert_one_line_error(code, err, "bad.tsv", "line 3")
+    code, _, err = cli(["extract", "--dataset", f"tsv:{p}", "--cache-dir", str(tmp_path)])
+    one_line_error(code, err, "bad.tsv", "line 3")
 
 
-def test_existing_store_with_other_arguments_is_refused(tiny_hf_dir, reviews_tsv, tmp_path, capsys):
+def test_existing_store_with_other_arguments_is_refused(tiny_hf_dir, reviews_tsv, tmp_path, cli, one_line_error):
     base = ["extract", "--dataset", f"tsv:{reviews_tsv}", "--source", f"hf:{tiny_hf_dir}", "--cache-dir",
             str(tmp_path), "--quiet", "--workers", "0"]
-    assert run(base, capsys)[0] == 0
+    assert cli(base)[0] == 0
     store = tmp_path / "reviews" / f"hf-{tiny_hf_dir.name}"
     before = (store / "zarr.json").read_text()
-    code, _, err = run([*base, "--max-length", "16"], capsys)
-    assert_one_line_error(code, err, "different arguments", "max_length", "--overwrite")
+    code, _, err = cli([*base, "--max-length", "16"])
+    one_line_error(code, err, "different arguments", "max_length", "--overwrite")
     assert (store / "zarr.json").read_text() == before
-    code, out, err = run(["verify", str(store)], capsys)
+    code, out, err = cli(["verify", str(store)])
     assert code == 0 and "ok:" in out
 
 
-def test_unwritable_cache_dir(tmp_path, capsys, reviews_tsv, tiny_hf_dir):
+def test_unwritable_cache_dir(tmp_path, reviews_tsv, tiny_hf_dir, cli, one_line_error):
     blocker = tmp_path / "f"
     blocker.write_text("")
-    code, _, err = run(["extract", "--dataset", f"tsv:{reviews_tsv}", "--source", f"hf:{tiny_hf_dir}",
-                        "--cache-dir", str(blocker / "c")], capsys)
-    assert_one_line_error(code, err, "--cache-dir")
+    code, _, err = cli(["extract", "--dataset", f"tsv:{reviews_tsv}", "--source", f"hf:{tiny_hf_dir}",
+                        "--cache-dir", str(blocker / "c")])
+    one_line_error(code, err, "--cache-dir")
 
 
-def test_inspect_and_verify_report_and_catch_corruption(tiny_hf_dir, reviews_tsv, tmp_path, capsys):
+def test_inspect_and_verify_report_and_catch_corruption(tiny_hf_dir, reviews_tsv, tmp_path, cli, one_line_error):
     args = ["extract", "--dataset", f"tsv:{reviews_tsv}", "--source", f"hf:{tiny_hf_dir}", "--cache-dir",
             str(tmp_path), "--format", "hdf5", "--quiet", "--workers", "0", "--shard-rows", "128", "--chunk-rows", "64"]
-    assert run(args, capsys)[0] == 0
+    assert cli(args)[0] == 0
     store = tmp_path / "reviews" / f"hf-{tiny_hf_dir.name}.h5"
-    code, out, _ = run(["inspect", str(store)], capsys)
+    code, out, _ = cli(["inspect", str(store)])
     assert code == 0 and "train" in out and "300" in out and "hdf5" in out
-    code, out, _ = run(["inspect", "--json", str(store)], capsys)
+    code, out, _ = cli(["inspect", "--json", str(store)])
     assert json.loads(out)["splits"]["train"]["d"] == 32
     import h5py
 
@@ -92,16 +77,16 @@ def test_inspect_and_verify_report_and_catch_corruption(tiny_hf_dir, reviews_tsv
     data = bytearray(store.read_bytes())
     data[off + 3] ^= 0x40
     store.write_bytes(bytes(data))
-    code, _, err = run(["verify", str(store)], capsys)
+    code, _, err = cli(["verify", str(store)])
     assert code == 1 and "shards [0]" in err
-    code, _, err = run(["inspect", str(tmp_path / "missing")], capsys)
-    assert_one_line_error(code, err, "no feature store")
+    code, _, err = cli(["inspect", str(tmp_path / "missing")])
+    one_line_error(code, err, "no feature store")
 
 
-def test_lists(capsys):
-    code, out, _ = run(["datasets"], capsys)
+def test_lists(cli):
+    code, out, _ = cli(["datasets"])
     assert code == 0 and "sst2" in out and "imagefolder:" in out
-    code, out, _ = run(["sources"], capsys)
+    code, out, _ = cli(["sources"])
     assert code == 0 and "minilm" in out and "timm:" in out
 
 

@@ -1,16 +1,14 @@
-"""Pipelines: strict YAML checks, the report functions on synthetic records, one tiny sweep end to end."""
+"""Pipelines: strict YAML checks, the plan, one tiny sweep end to end."""
 
 import csv
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from aftpipe.errors import AftpipeError
-from aftpipe.pipeline import load_pipeline, plan, run_name, run_pipeline, store_name, validate
-from aftpipe.report import (RESULT_COLUMNS, RunRecord, csv_rows, csv_text, markdown_report, mean_std, plot_png,
-                            record_from_metrics, summarize)
+from aftpipe.pipeline import load_pipeline, plan, plan_pipeline, run_name, run_pipeline, validate
+from aftpipe.report import RESULT_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,16 +59,20 @@ def test_a_good_pipeline_loads_with_its_defaults(tmp_path):
         "aft-minilm+tfidf-hf-config__x_c.json-b0.1-lr0.001-s2"
 
 
-def test_a_method_may_override_the_shared_training_settings(tmp_path):
-    from aftpipe.pipeline import _train_config
-
-    cfg = load_pipeline(write(tmp_path, BASE.replace("{state_lr: 1e-2}", "{state_lr: 1e-2}\n    train: {steps: 900}")))
-    none, aft = plan(cfg)[0], plan(cfg)[1]
+def test_a_method_may_override_the_shared_training_settings(tmp_path, data_dir):
+    path = write(tmp_path, BASE.replace("{state_lr: 1e-2}", "{state_lr: 1e-2}\n    train: {steps: 900}"))
+    p = plan_pipeline(path, cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs")
+    none, aft = p.groups[0], p.groups[1]
     assert aft.spec.train == {"steps": 900} and none.spec.train == {}
-    a = _train_config(cfg, aft, 0.1, 1e-3, 0, ("s",), tmp_path / "a")
-    n = _train_config(cfg, none, 0.0, 1e-3, 0, ("s",), tmp_path / "n")
+    a = p.train_config(aft, 0.1, 1e-3, 0)
+    n = p.train_config(none, 0.0, 1e-3, 0)
     assert (a.steps, a.epochs, a.student_options.width) == (900, 2, 32)  # the rest is still shared
     assert (n.steps, n.epochs) == (None, 2)
+    assert a.method_options.beta == 0.1 and a.method_options.state_lr == 0.01 and n.method == "none"
+    assert a.out == str(tmp_path / "runs" / "p" / "aft-minilm-textcnn-b0.1-lr0.001-s0")
+    assert a.features == (str(tmp_path / "cache" / "sst2" / "minilm"),)
+    # the plan's counts use the same row plan as training: 2,000 labels → 1,800 train rows, 15 steps/epoch
+    assert (len(p.rows.train), len(p.rows.holdout)) == (1800, 200) and p.steps(none) == 30 and p.steps(aft) == 900
 
 
 @pytest.mark.parametrize("edit,needles", [
@@ -90,7 +92,11 @@ def test_a_method_may_override_the_shared_training_settings(tmp_path):
     (("sources: [minilm, minilm+tfidf]", "sources: minilmx"), ["methods[1].sources: no source set `minilmx`"]),
     (("{state_lr: 1e-2}", "{state_lr: 1e-2, beta: 1}"), ["methods[1].options.beta: set by the pipeline"]),
     (("{state_lr: 1e-2}", "{temperature: 2}"), ["methods[1].options.temperature: unknown key"]),
-    (("{state_lr: 1e-2}", "{tau: 0}"), ["methods[1].options:", "--tau must be > 0"]),
+    (("{state_lr: 1e-2}", "{tau: 0}"), ["methods[1].options.tau: must be > 0, got 0"]),
+    (("train: {epochs: 2,", "train: {epochs: 2, warmup: 2,"), ["train.warmup: is a fraction of the steps"]),
+    (("train: {epochs: 2,", "train: {epochs: 2, threads: -2,"), ["train.threads: must be ≥ 1, got -2"]),
+    (("seeds: [0, 1, 2]", "seeds: [0, 1, 2]\nextract: {dtype: float8}"), ["extract.dtype: expected one of float16"]),
+    (("seeds: [0, 1, 2]", "seeds: [0, 1, 2]\nextract: {cache_dir: x}"), ["extract.cache_dir: set by the pipeline"]),
     (("train: {epochs: 2,", "train: {seed: 3, epochs: 2,"), ["train.seed: set by the pipeline", "seeds:"]),
     (("train: {epochs: 2,", "train: {epochs: two,"), ["train.epochs: expected an integer, got 'two'"]),
     (("  - name: none\n", "  - name: none\n    beta: [1.0]\n"), ["methods[0].beta: method `none` has no"]),
@@ -117,87 +123,12 @@ def test_not_yaml_and_missing_files_are_one_line_errors(tmp_path):
         load_pipeline(tmp_path / "nope.yaml")
 
 
-def test_store_names_mirror_the_sources_without_loading_them(tiny_hf_dir):
-    from aftpipe.sources import load_source
-
-    assert store_name("minilm") == "minilm" and store_name("tfidf") == "tfidf"
-    assert store_name("hf:org/some-model") == "hf-some-model"
-    assert store_name(f"hf:{tiny_hf_dir}/") == load_source(f"hf:{tiny_hf_dir}").name
-
-
 @pytest.mark.parametrize("path", sorted((REPO / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_pipelines_load_and_say_how_to_run_them(path):
     cfg = load_pipeline(path)
     assert cfg.name == path.stem and len(cfg.seeds) >= 3
     first = path.read_text().splitlines()[0]
     assert first.startswith("#") and f"aftpipe run pipelines/{path.name}" in first
-
-
-# --- reports on synthetic records --------------------------------------------------------------------------
-def rec(method, seed, test, sources="minilm", student="textcnn", beta=0.1, **kw):
-    return RunRecord(method=method, sources=sources, student=student, beta=beta, lr=1e-3, seed=seed,
-                     metric="accuracy", test=test, holdout=test - 0.01, params=1000, ms_per_step=30.0 + seed,
-                     wall_s=10.0, steps=100, **kw)
-
-
-def synthetic():
-    return ([rec("none", s, t, beta=0.0) for s, t in enumerate((0.80, 0.82, 0.84))]
-            + [rec("aft", s, t, sigma={"minilm": 0.4 + s / 10}) for s, t in enumerate((0.85, 0.85, 0.88))]
-            + [rec("linear_probe", s, 0.90, student="head", beta=0.0) for s in range(3)])
-
-
-def test_mean_std_is_the_sample_std():
-    m, s = mean_std([0.80, 0.82, 0.84])
-    assert m == pytest.approx(0.82) and s == pytest.approx(np.std([0.80, 0.82, 0.84], ddof=1))
-    assert mean_std([0.5]) == (0.5, 0.0) and all(math.isnan(v) for v in mean_std([]))
-
-
-def test_summaries_csv_and_markdown(tmp_path):
-    recs = synthetic()
-    summ = summarize(recs)
-    assert [(s.method, s.n) for s in summ] == [("none", 3), ("aft", 3), ("linear_probe", 3)]
-    assert summ[1].mean == pytest.approx(0.86) and summ[1].sigma["minilm"] == pytest.approx(0.5)
-    assert summ[0].ms_per_step == pytest.approx(31.0)
-    rows = csv_rows(recs)
-    assert list(rows[0]) == RESULT_COLUMNS and len(rows) == 9
-    parsed = list(csv.DictReader(csv_text(recs).splitlines()))
-    assert parsed[3]["method"] == "aft" and float(parsed[3]["test"]) == 0.85 and parsed[3]["sigma"] == "minilm=0.4000"
-    assert parsed[6]["ms_per_step"] == "30"
-    md = markdown_report(recs, [rec("aft", 0, 0.85), rec("aft", 0, 0.83, beta=1.0)], title="T")
-    # none 0.82, probe 0.90: aft's 0.86 closes half the gap
-    assert "| aft | minilm | textcnn | 0.8600 ± 0.0173 | 50% | 3 | 0.1 | 0.001 | 1,000 | 31.0 | 10.0 | minilm 0.500 |" in md
-    assert "| none | minilm | textcnn | 0.8200 ± 0.0200 | – | 3 |" in md
-    assert "| linear_probe | minilm | head | 0.9000 ± 0.0000 | – | 3 | – | – |" in md
-    tuning = md.split("## Tuning")[1]
-    assert "| aft | minilm | textcnn | 0.1 | 0.001 | 0.8400 | 0.8500 | ✓ |" in tuning
-    assert "| aft | minilm | textcnn | 1 | 0.001 | 0.8200 | 0.8300 |  |" in tuning
-
-
-def test_gap_closed_uses_the_probe_of_the_same_sources():
-    from aftpipe.report import gap_closed
-
-    recs = synthetic() + [rec("aft", s, 0.88, sources="both") for s in range(3)] + [
-        rec("linear_probe", s, 0.98, sources="both", student="head", beta=0.0) for s in range(3)]
-    summ = summarize(recs)
-    by = {(s.method, s.sources): s for s in summ}
-    assert gap_closed(by["aft", "minilm"], summ) == pytest.approx(0.5)
-    assert gap_closed(by["aft", "both"], summ) == pytest.approx(0.06 / 0.16)  # against the `both` probe
-    assert math.isnan(gap_closed(by["none", "minilm"], summ)) and math.isnan(gap_closed(by["linear_probe", "both"], summ))
-    assert math.isnan(gap_closed(by["aft", "minilm"], [s for s in summ if s.method != "none"]))
-
-
-def test_plot_is_a_png_and_deterministic():
-    a, b = plot_png(synthetic(), title="t"), plot_png(synthetic(), title="t")
-    assert a[:8] == b"\x89PNG\r\n\x1a\n" and a == b
-
-
-def test_record_from_metrics_reads_sigma_per_store():
-    metrics = {"metric": "mcc", "test": {"accuracy": 0.7, "mcc": 0.3}, "holdout": {"accuracy": 0.6, "mcc": 0.2},
-               "params": 10, "foundation_params": 5, "ms_per_step": 2.0, "wall_s": 1.0, "steps": 4,
-               "method": {"name": "aft", "sources": [{"sigma_mean": 0.5, "store": "cache/x/minilm"},
-                                                     {"sigma_mean": 0.25, "store": "cache/x/tfidf.h5"}]}}
-    r = record_from_metrics(metrics, method="aft", sources="both", student="textcnn", beta=0.1, lr=1e-3, seed=1)
-    assert (r.test, r.holdout, r.sigma) == (0.3, 0.2, {"minilm": 0.5, "tfidf": 0.25})
 
 
 # --- end to end --------------------------------------------------------------------------------------------

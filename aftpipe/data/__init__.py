@@ -11,8 +11,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from aftpipe.config import DatasetOptions
 from aftpipe.data.ag_news import load_ag_news
-from aftpipe.data.base import Dataset, DatasetOptions, Split
+from aftpipe.data.base import Dataset, Split
 from aftpipe.data.digits import load_digits
 from aftpipe.data.files import load_csv, load_imagefolder, load_jsonl, load_tsv
 from aftpipe.data.glue import load_cola, load_sst2

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from aftpipe.data.base import Dataset, DatasetOptions, Split, hub_allowed, seeded_split
+from aftpipe.config import DatasetOptions
+from aftpipe.data.base import Dataset, Split, hub_allowed, seeded_split
 from aftpipe.data.files import read_text
 from aftpipe.errors import AftpipeError
 

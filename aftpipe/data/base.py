@@ -95,14 +95,6 @@ class Dataset:
         return f"{name}-views{self.views}" if self.views > 1 else name  # other rows: their own stores
 
 
-@dataclass(frozen=True)
-class DatasetOptions:
-    """Options for generic file datasets (columns) and for any text dataset (views)."""
-
-    text_col: str | None = None  # None: the first of text, sentence, content
-    label_col: str | None = None  # None: a column named label
-    views: int = 1  # K > 1: add K − 1 augmented, unlabeled copies of each train example (text; data/views.py)
-
 
 def hub_allowed() -> bool:
     """Whether a named dataset whose local files are missing may fall back to the Hugging Face hub:

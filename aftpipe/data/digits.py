@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from aftpipe.data.base import Dataset, DatasetOptions, Split, seeded_split
+from aftpipe.config import DatasetOptions
+from aftpipe.data.base import Dataset, Split, seeded_split
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2

@@ -18,7 +18,8 @@ from typing import Any, overload
 
 import numpy as np
 
-from aftpipe.data.base import Dataset, DatasetOptions, Split
+from aftpipe.config import DatasetOptions
+from aftpipe.data.base import Dataset, Split
 from aftpipe.errors import AftpipeError
 
 TEXT_COLUMNS = ("text", "sentence", "content")  # tried in this order when --text-col is not given

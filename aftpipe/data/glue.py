@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from aftpipe.data.base import Dataset, DatasetOptions, Split, hub_allowed
+from aftpipe.config import DatasetOptions
+from aftpipe.data.base import Dataset, Split, hub_allowed
 from aftpipe.data.files import read_text
 from aftpipe.errors import AftpipeError
 

@@ -43,8 +43,6 @@ def augment_text(text: str, rng: np.random.Generator) -> str:
 def with_views(dataset: Dataset, views: int, split: str = "train") -> Dataset:
     """`dataset` with K − 1 augmented, unlabeled copies of every row of `split` appended to it; rows 0..N−1
     are the originals, unchanged, so their ids, labels and fingerprint stay as they were."""
-    if views < 1:
-        raise AftpipeError(f"--views must be ≥ 1 (1 = no augmentation), got {views}")
     if views == 1:
         return dataset
     if dataset.modality != "text":

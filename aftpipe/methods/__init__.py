@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from aftpipe.config import MethodConfig
 from aftpipe.methods.aft import AFT, AFTPrimal
-from aftpipe.methods.base import LossTerms, Method, MethodConfig, masked_cross_entropy
+from aftpipe.methods.base import LossTerms, Method, masked_cross_entropy
 from aftpipe.methods.kd import RKD, KDFeature, KDLogit
 from aftpipe.methods.simple import LinearProbe, NoTransfer
 from aftpipe.methods.teacher import FeatureHead, fit_linear_head
@@ -37,5 +38,4 @@ def build_method(
 ) -> Method:
     """The method `name` for a student with `student_dim` features and sources of `feature_dims` features."""
     cls = METHODS.get(name)  # an unknown name raises AftpipeError listing the known ones
-    cfg.check()
     return cls(cfg, student_dim, feature_dims, num_classes)

@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from aftpipe.methods.base import LossTerms, Method, MethodConfig, masked_cross_entropy
+from aftpipe.config import MethodConfig
+from aftpipe.methods.base import LossTerms, Method, masked_cross_entropy
 from aftpipe.methods.losses import aft_kernel_loss, aft_primal_loss
 
 __all__ = ["AFT", "AFTPrimal", "aft_kernel_loss", "aft_primal_loss"]

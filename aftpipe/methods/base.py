@@ -23,42 +23,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from aftpipe.config import MethodConfig
 from aftpipe.errors import AftpipeError
 from aftpipe.methods.teacher import fit_linear_head, head_accuracy
-
-
-@dataclass(frozen=True)
-class MethodConfig:
-    # Regulariser weight. Measured here (MiniLM features, small CNN students): useful β ≤ 1 for AFT and
-    # β ≥ 3 hurt, although the AFT README's example uses β=10, so grids reach down to 0.01.
-    beta: float = 1.0
-    state_lr: float = 1e-2  # lr of the method's own parameters (AFT's s, KD's W); the official AFT prior_lr
-    tau: float = 4.0  # softmax temperature of kd_logit / tokt (Hinton et al. use 1–20; 4 is a common middle)
-    teacher_hidden: int = 0  # kd_logit / tokt teacher head: 0 = linear, > 0 = MLP with this hidden width
-    distill_fraction: float = 0.5  # tokt: share of the steps spent distilling before fine-tuning on labels
-    rkd_distance_weight: float = 1.0  # Park et al.'s defaults: distance 1, angle 2
-    rkd_angle_weight: float = 2.0
-    rkd_angle_rows: int = 128  # RKD's O(B³) angle term over at most this many rows of a batch (all of a 128 batch)
-
-    def check(self) -> None:
-        """Refuse values no method can use, naming the CLI option to change."""
-        if not self.beta >= 0:  # `not >=` also catches nan
-            raise AftpipeError(f"--beta must be ≥ 0, got {self.beta:g}")
-        if not self.state_lr >= 0:
-            raise AftpipeError(f"--state-lr must be ≥ 0, got {self.state_lr:g}")
-        if not self.tau > 0:
-            raise AftpipeError(f"--tau must be > 0, got {self.tau:g}")
-        if self.teacher_hidden < 0:
-            raise AftpipeError(f"--teacher-hidden must be ≥ 0 (0 = linear teacher), got {self.teacher_hidden}")
-        if not 0 <= self.distill_fraction <= 1:
-            raise AftpipeError(f"--distill-fraction must be in [0, 1], got {self.distill_fraction:g}")
-        if self.rkd_angle_rows < 3:
-            raise AftpipeError(f"rkd_angle_rows must be ≥ 3 (an angle needs three rows), got {self.rkd_angle_rows}")
-        if not (self.rkd_distance_weight >= 0 and self.rkd_angle_weight >= 0):
-            raise AftpipeError(
-                f"RKD weights must be ≥ 0, got distance {self.rkd_distance_weight:g} "
-                f"and angle {self.rkd_angle_weight:g}"
-            )
 
 
 @dataclass
@@ -89,6 +56,7 @@ class Method(nn.Module):
     uses_student: ClassVar[bool] = True  # False for linear_probe: the loop trains a head on φ itself
     needs_teacher: ClassVar[bool] = False  # the loop calls fit_teacher(train_phi, train_y) before training
     uses_unlabeled: ClassVar[bool] = False  # the term means something on rows with y == -1
+    always_unlabeled: ClassVar[bool] = False  # the unlabeled transfer set is part of the method (tokt)
     uses_features: ClassVar[bool] = True  # False for `none`: it can train without a feature store
 
     def __init__(self, cfg: MethodConfig, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:

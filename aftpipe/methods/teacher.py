@@ -26,6 +26,7 @@ class FeatureHead(nn.Module):
 
     def __init__(self, in_dim: int, num_classes: int, hidden: int = 0) -> None:
         super().__init__()
+        self.num_classes, self.hidden = num_classes, hidden
         self.register_buffer("mean", torch.zeros(in_dim))
         self.register_buffer("std", torch.ones(in_dim))
         self.c: float = math.nan  # scikit-learn-style inverse L2 strength it was fitted with

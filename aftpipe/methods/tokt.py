@@ -9,7 +9,6 @@ student on the labels.
 
 from __future__ import annotations
 
-
 from torch import Tensor
 
 from aftpipe.methods.base import (
@@ -32,6 +31,7 @@ class TOKT(TeacherMethod):
     """
 
     name = "tokt"
+    always_unlabeled = True  # distilling on the transfer set is the method, not an option
 
     def distilling(self, progress: float) -> bool:
         return progress < self.cfg.distill_fraction

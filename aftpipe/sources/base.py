@@ -12,33 +12,35 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from aftpipe.config import SourceOptions
 from aftpipe.store.manifest import sha256_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
 
 
-@dataclass(frozen=True)
-class SourceOptions:
-    """Options for the model-backed sources (ignored where they do not apply)."""
-
-    pooling: Literal["mean", "cls", "last"] = "mean"  # mean over non-padding tokens is what MiniLM was trained for
-    layer: int = -1  # hidden-state index: -1 the last layer, 0 the embeddings
-    max_length: int = 256  # MiniLM's own max_seq_length; longer inputs are truncated
-    tfidf_dim: int = 256  # TruncatedSVD components for the tfidf source
-    image_size: int | None = None  # None: the timm model's own data config
-
 
 class FeatureSource(ABC):
+    """A registry entry is the class: `create(arg, options)` loads it, `store_name(arg, options)` names its
+    store without loading anything (so a pipeline can look for a store before any model is read)."""
+
     modality: Literal["text", "image"]
     name: str  # the store's file name: `minilm`, `tfidf`, `hf-bert-base-uncased`, ...
     dim: int
     params: int = 0  # parameter count of the model behind the features (reported next to the probe)
+
+    @classmethod
+    def create(cls, arg: str | None, options: SourceOptions) -> FeatureSource:
+        """Load the source; `arg` is what followed the colon in `prefix:arg` names."""
+        return cls(arg or "", options)  # type: ignore[call-arg]
+
+    @classmethod
+    @abstractmethod
+    def store_name(cls, arg: str | None, options: SourceOptions) -> str: ...
 
     def fit(self, train_inputs: Sequence[Any]) -> None:
         """Learn from the train split's inputs; only data-fitted sources (tfidf) need it."""

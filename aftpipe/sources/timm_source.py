@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from aftpipe.config import SourceOptions
 from aftpipe.errors import AftpipeError
-from aftpipe.sources.base import FeatureSource, SourceOptions, weights_sha256
+from aftpipe.sources.base import FeatureSource, weights_sha256
 
 
 def _to_pil(x: Any):
@@ -28,10 +29,17 @@ def _to_pil(x: Any):
 
 
 class TimmSource(FeatureSource):
-    """`timm:<name>` (hub weights, needs the network or the HF cache) or `timm:<dir>` holding a
+    """Any timm model by name or local directory: `timm:vit_small_patch14_dinov2`, `timm:/models/convnext`.
+
+    `timm:<name>` (hub weights, needs the network or the HF cache) or `timm:<dir>` holding a
     config.json + model.safetensors as written by timm's `save_for_hf`/`push_to_hf_hub`."""
 
     modality = "image"
+
+    @classmethod
+    def store_name(cls, arg: str | None, options: SourceOptions) -> str:
+        p = Path(arg or "").expanduser()
+        return "timm-" + (p.name if p.is_dir() else (arg or "").replace("/", "-"))
 
     def __init__(self, ref: str, options: SourceOptions) -> None:
         import timm
@@ -60,7 +68,7 @@ class TimmSource(FeatureSource):
         self.weights = weights_sha256(self.local_dir) if self.local_dir else {}
         self.dim = int(self.model.num_features)
         self.params = sum(q.numel() for q in self.model.parameters())
-        self.name = "timm-" + (p.name if p.is_dir() else ref.replace("/", "-"))
+        self.name = type(self).store_name(ref, options)
         self.device = torch.device("cpu")
         self.autocast: torch.dtype | None = None
 

@@ -7,12 +7,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aftpipe.errors import AftpipeError
 from aftpipe.store.array import FeatureArray
-from aftpipe.store.base import FeatureStore, SplitPlan, StoreWriter
+from aftpipe.store.base import FeatureStore, ShardStatus, SplitInfo, SplitPlan, StoreWriter
 from aftpipe.store.hdf5_store import HDF5FeatureStore, HDF5Writer
 from aftpipe.store.lock import StoreLock
 from aftpipe.store.zarr_store import ZarrFeatureStore, ZarrWriter
@@ -42,11 +43,32 @@ def open_features(path: str | Path) -> FeatureStore:
     return HDF5FeatureStore(p)
 
 
+@dataclass(frozen=True)
+class VerifyReport:
+    """What `verify_store` found: bad shards per finished split, and the splits still unfinished."""
+
+    path: Path
+    shards_checked: int
+    bad: dict[str, list[int]]  # finished split → shard numbers whose bytes differ from their checksums
+    unfinished: dict[str, tuple[int, int]]  # split → (shards done, shards planned)
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.bad.values())
+
+
+def verify_store(path: str | Path) -> VerifyReport:
+    """Re-hash every shard of every finished split against the manifest's checksums."""
+    st = open_features(path)
+    infos = st.split_infos()
+    return VerifyReport(st.path, sum(len(i.shards) for i in infos), st.verify(),
+                        {i.name: (i.shards_done, len(i.shards)) for i in infos if not i.complete})
+
+
 def make_writer(path: Path, format: str, **kwargs: Any) -> StoreWriter:
-    if format not in FORMATS:
-        raise AftpipeError(f"unknown --format {format}; use one of {', '.join(FORMATS)}")
+    """A writer for `format` (`zarr` or `hdf5`; ExtractConfig admits only these)."""
     return FORMATS[format](path, **kwargs)
 
 
-__all__ = ["FeatureArray", "FeatureStore", "SplitPlan", "StoreLock", "StoreWriter", "make_writer",
-           "open_features", "store_path"]
+__all__ = ["FeatureArray", "FeatureStore", "ShardStatus", "SplitInfo", "SplitPlan", "StoreLock", "StoreWriter", "make_writer",
+           "open_features", "store_path", "verify_store", "VerifyReport"]

@@ -30,6 +30,39 @@ from aftpipe.store.manifest import (
 
 
 @dataclass(frozen=True)
+class ShardStatus:
+    rows: tuple[int, int]  # [start, stop) rows of the split
+    sha256: str | None
+    done: bool
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    """What the manifest says of one split, typed: readers never walk the manifest dict themselves."""
+
+    name: str
+    n: int
+    d: int
+    fingerprint: str
+    shards: tuple[ShardStatus, ...]
+    wall_s: float  # extraction time spent on it, over every run that wrote to it
+    examples_per_s: float | None  # of the last run that computed rows
+
+    @property
+    def shards_done(self) -> int:
+        return sum(s.done for s in self.shards)
+
+    @property
+    def complete(self) -> bool:
+        return self.shards_done == len(self.shards)
+
+    @classmethod
+    def from_entry(cls, name: str, e: dict[str, Any]) -> SplitInfo:
+        shards = tuple(ShardStatus(tuple(s["rows"]), s["sha256"], bool(s["done"])) for s in e["shards"])
+        return cls(name, e["n"], e["d"], e["fingerprint"], shards, float(e.get("wall_s", 0.0)), e.get("examples_per_s"))
+
+
+@dataclass(frozen=True)
 class SplitPlan:
     """What a writer needs to lay out one split before any compute."""
 
@@ -43,24 +76,62 @@ class FeatureStore(ABC):
     """A store opened for reading. `split(name)` is a memory-mapped `FeatureArray`."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: dict[str, Any]  # the JSON document; use the accessors below rather than its keys
 
     @property
     def splits(self) -> list[str]:
+        """The finished splits."""
         return [s for s, e in self.manifest["splits"].items() if split_complete(e)]
 
-    @property
-    def dim(self) -> int:
-        return next(iter(self.manifest["splits"].values()))["d"]
+    def split_infos(self) -> list[SplitInfo]:
+        """Every split the manifest plans, finished or not."""
+        return [SplitInfo.from_entry(n, e) for n, e in self.manifest["splits"].items()]
 
-    def split(self, name: str, verify: bool = False) -> FeatureArray:
+    def split_info(self, name: str) -> SplitInfo:
         entry = self.manifest["splits"].get(name)
         if entry is None:
             raise AftpipeError(
                 f"store {self.path} has no split `{name}` (it has: {', '.join(self.manifest['splits']) or 'none'}); "
                 f"extract it with `aftpipe extract ... --splits {name}`"
             )
-        if not split_complete(entry):
+        return SplitInfo.from_entry(name, entry)
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """The source's provenance (library, model id, weights sha256, pooling, ...): keys vary by library."""
+        return self.manifest.get("source", {})
+
+    @property
+    def foundation_params(self) -> int:
+        return int(self.source.get("params") or 0)
+
+    @property
+    def dataset(self) -> dict[str, Any]:
+        """name, modality, num_classes, metric, class_names, info."""
+        return self.manifest.get("dataset", {})
+
+    @property
+    def views(self) -> int:
+        return int((self.dataset.get("info") or {}).get("views", 1))
+
+    @property
+    def storage(self) -> dict[str, Any]:
+        """format, dtype, chunk_rows, shard_rows, compressor."""
+        return self.manifest["key"]["storage"]
+
+    @property
+    def state(self) -> str:
+        return self.manifest.get("state", "in_progress")
+
+    @property
+    def built(self) -> dict[str, Any]:
+        """When, on what, with which packages: created, updated, device, packages."""
+        return {k: self.manifest.get(k) for k in ("created", "updated", "device", "packages")}
+
+    def split(self, name: str, verify: bool = False) -> FeatureArray:
+        info = self.split_info(name)
+        entry = self.manifest["splits"][name]
+        if not info.complete:
             raise AftpipeError(
                 f"split `{name}` of store {self.path} is unfinished; re-run the extract command to resume it"
             )
@@ -89,13 +160,9 @@ class StoreWriter(ABC):
 
     def __init__(self, path: Path, key: dict[str, Any], provenance: dict[str, Any], dtype: str,
                  chunk_rows: int, shard_rows: int, overwrite: bool) -> None:
-        if dtype not in STORAGE_DTYPES:
-            raise AftpipeError(f"unknown --dtype {dtype}; use one of {', '.join(STORAGE_DTYPES)}")
         self.path = path
         self.dtype = dtype
         self.np_dtype = STORAGE_DTYPES[dtype]
-        if chunk_rows < 1 or shard_rows < 1:
-            raise AftpipeError(f"--chunk-rows and --shard-rows must be ≥ 1 (got {chunk_rows}, {shard_rows})")
         self.chunk_rows = chunk_rows
         self.shard_rows = -(-shard_rows // chunk_rows) * chunk_rows  # whole chunks per shard
         self.overwrite = overwrite
@@ -123,7 +190,7 @@ class StoreWriter(ABC):
         self.manifest["created"] = existing.get("created", self.manifest["created"])
         self.resumed_from = existing
 
-    def plan_split(self, name: str, plan: SplitPlan) -> dict[str, Any]:
+    def plan_split(self, name: str, plan: SplitPlan) -> None:
         entry = self.manifest["splits"].get(name)
         if entry is not None and (entry["n"], entry["d"], entry["fingerprint"]) != (plan.n, plan.d, plan.fingerprint):
             if not self.overwrite:
@@ -138,10 +205,16 @@ class StoreWriter(ABC):
             entry = new_split_entry(plan.n, plan.d, plan.fingerprint, self.shard_rows)
             self.manifest["splits"][name] = entry
             self._create_split(name, plan)
-        return entry
 
-    def done_shards(self, name: str) -> set[int]:
-        return {i for i, s in enumerate(self.manifest["splits"][name]["shards"]) if s["done"]}
+    def split_info(self, name: str) -> SplitInfo:
+        return SplitInfo.from_entry(name, self.manifest["splits"][name])
+
+    def record_timing(self, name: str, wall_s: float, rows_computed: int) -> None:
+        """Add a run's extraction time to the split (saved with the next manifest write)."""
+        entry = self.manifest["splits"][name]
+        entry["wall_s"] = entry.get("wall_s", 0.0) + wall_s
+        if rows_computed:
+            entry["examples_per_s"] = round(rows_computed / max(wall_s, 1e-9), 1)
 
     def write_shard(self, name: str, shard: int, rows: np.ndarray) -> None:
         entry = self.manifest["splits"][name]

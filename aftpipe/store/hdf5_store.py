@@ -21,7 +21,8 @@ import numpy as np
 from aftpipe.errors import AftpipeError
 from aftpipe.store.array import FeatureArray, map_rows
 from aftpipe.store.base import FeatureStore, SplitPlan, StoreWriter
-from aftpipe.store.manifest import FILL_VALUES, MANIFEST_KEY, STORAGE_DTYPES, atomic_write_json
+from aftpipe.fileio import write_json
+from aftpipe.store.manifest import FILL_VALUES, MANIFEST_KEY, STORAGE_DTYPES
 
 
 class HDF5Writer(StoreWriter):
@@ -103,7 +104,7 @@ class HDF5Writer(StoreWriter):
         import h5py
 
         if not final:
-            atomic_write_json(self.progress, self.manifest)
+            write_json(self.progress, self.manifest)
             return
         self.close()
         if not self.partial.exists():  # nothing was written: the finished store is already right

@@ -11,8 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import importlib.metadata
-import json
-import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -77,17 +75,6 @@ def new_split_entry(n: int, d: int, fingerprint: str, shard_rows: int) -> dict[s
 
 def split_complete(entry: dict[str, Any]) -> bool:
     return all(s["done"] for s in entry["shards"])
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Write-then-rename, so a reader (or a crash) never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def describe_key_difference(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:

@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from aftpipe.config import StudentConfig
 from aftpipe.errors import AftpipeError
 from aftpipe.registry import Registry
-from aftpipe.students.base import Modality, Student, StudentConfig
+from aftpipe.students.base import Modality, Student
 from aftpipe.students.image import SmallCNN, Timm
 from aftpipe.students.text import BowMLP, HFConfig, TextCNN, TinyTransformer
 

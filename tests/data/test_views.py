@@ -7,7 +7,7 @@ from aftpipe.data import DatasetOptions, load_dataset
 from aftpipe.data.base import Dataset, Split
 from aftpipe.data.views import augment_text, with_views
 from aftpipe.errors import AftpipeError
-from aftpipe.training import plan_rows
+from aftpipe.features import plan_rows
 
 
 def text_dataset(n=20):
@@ -46,8 +46,8 @@ def test_views_append_unlabeled_copies_and_leave_the_originals_alone():
 
 
 def test_bad_views_are_refused():
-    with pytest.raises(AftpipeError, match="--views must be ≥ 1"):
-        with_views(text_dataset(), 0)
+    with pytest.raises(AftpipeError, match="views: must be ≥ 1"):
+        DatasetOptions(views=0)
     img = Dataset("digits", "image", {"train": Split("train", ["a"], [np.zeros((2, 2), np.uint8)], [0])}, 10)
     with pytest.raises(AftpipeError, match="augments text.*Drop --views"):
         with_views(img, 2)

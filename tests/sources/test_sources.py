@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from aftpipe.errors import AftpipeError
-from aftpipe.sources import SOURCES, SourceOptions, load_source, pool
+from aftpipe.sources import SOURCES, SourceOptions, load_source, pool, store_name
 
 
 def test_mean_pool_matches_hand_computation():
@@ -17,9 +17,16 @@ def test_mean_pool_matches_hand_computation():
     assert torch.equal(pool(hidden, mask, "last"), torch.tensor([[3.0, 4.0], [4.0, 5.0]]))
 
 
-def test_unknown_pooling_is_a_user_error():
-    with pytest.raises(AftpipeError, match="pooling"):
-        pool(torch.zeros(1, 1, 1), torch.ones(1, 1), "max")
+def test_unknown_pooling_is_refused_by_the_options():
+    with pytest.raises(AftpipeError, match="^pooling: expected one of mean, cls, last, got 'max'"):
+        SourceOptions(pooling="max")
+
+
+def test_store_names_come_from_the_sources_without_loading_them(tiny_hf_dir):
+    assert store_name("minilm") == "minilm" and store_name("tfidf") == "tfidf"
+    assert store_name("minilm", SourceOptions(pooling="cls", layer=3)) == "minilm-cls-layer3"
+    assert store_name("hf:org/some-model") == "hf-some-model"
+    assert store_name(f"hf:{tiny_hf_dir}/") == load_source(f"hf:{tiny_hf_dir}").name
 
 
 def test_hf_source_features_equal_plain_transformers(tiny_hf_dir):

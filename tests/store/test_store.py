@@ -65,11 +65,21 @@ def test_stores_are_readable_without_aftpipe(tmp_path):
         assert f["train/features"].chunks is None  # contiguous: what makes the memory map possible
 
 
-def test_zarr_shards_are_mapped_not_read_through_zarr(tmp_path):
+@pytest.mark.parametrize("stitched", [True, False], ids=["one-stitched-map", "per-shard-gather"])
+def test_zarr_shards_are_mapped_not_read_through_zarr(tmp_path, monkeypatch, stitched):
+    import aftpipe.store.zarr_store as zs
+
+    if not stitched:  # where shards cannot be mapped back to back, each is mapped alone and batches gathered
+        monkeypatch.setattr(zs, "map_stitched", lambda *a, **k: None)
     x = np.random.default_rng(0).standard_normal((5000, 16)).astype(np.float16)
     arr = open_features(write_store(tmp_path / "z", "zarr", x, shard_rows=2048)).split("train")
-    assert type(arr).__name__ == "FeatureArray"
+    assert type(arr).__name__ == "FeatureArray" and len(arr._shards) == (1 if stitched else 3)
+    idx = np.random.default_rng(1).integers(0, 5000, 500)  # rows of every shard, unsorted, with repeats
+    np.testing.assert_array_equal(arr[idx], x[idx])
     np.testing.assert_array_equal(arr[np.array([4999, 0, 2048, 2047])], x[[4999, 0, 2048, 2047]])
+    np.testing.assert_array_equal(arr[np.array([10, 20])], x[[10, 20]])  # a batch inside one shard
+    np.testing.assert_array_equal(arr[2040:2060], x[2040:2060])
+    assert arr.verify() == []
 
 
 def test_compressed_zarr_falls_back_to_chunked_reads(tmp_path):

@@ -5,9 +5,11 @@ import json
 import numpy as np
 import pytest
 
+from aftpipe.config import ExtractConfig
 from aftpipe.data import load_dataset
 from aftpipe.errors import AftpipeError
-from aftpipe.extraction import ExtractConfig, SilentProgress, extract
+from aftpipe.extraction import extract
+from aftpipe.progress import SilentProgress
 from aftpipe.sources import SourceOptions
 from aftpipe.store import StoreLock, open_features
 

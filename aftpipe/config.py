@@ -1,0 +1,470 @@
+"""Configs: frozen dataclasses that check themselves once, on construction, and a strict dict/YAML loader.
+
+Every config in aftpipe (ExtractConfig, TrainConfig, MethodConfig, StudentConfig, the pipeline schema, ...)
+subclasses `Config`. Its `__post_init__` converts and type-checks each field against its annotation
+(`features="x"` becomes `("x",)`, a nested mapping becomes its dataclass, an int passes as a float, but
+`lr="1e-3"` is refused), then runs the class's own `validate()`. So a config that exists is valid, whether
+it came from the CLI, a pipeline YAML, a run's `config.yaml` or Python, and no other code re-checks it.
+
+Errors are `ConfigError`s carrying the field's path (`methods[2].options.tau`): Python and YAML show the
+path, the CLI shows its flag (`--tau`). The converter is ours rather than pydantic's because the rules
+here are few and strict (no "3" → 3 coercion, unknown keys refused with a did-you-mean, one line per
+error with its path), which is about as much code to configure in pydantic as to write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import numbers
+import os
+import re
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from aftpipe.errors import AftpipeError
+
+PathPart = Union[str, int]
+T = TypeVar("T")
+
+
+class Partial(Generic[T]):
+    """Annotation for a mapping of some of dataclass T's fields, each converted to its type (a pipeline's
+    shared `train:` settings are a `Partial[TrainConfig]`). The full config is built and validated later."""
+
+
+def format_path(path: tuple[PathPart, ...]) -> str:
+    """("methods", 2, "beta") → "methods[2].beta"."""
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+class ConfigError(AftpipeError):
+    """A config value the user can fix. `path` names the field (`("method_options", "beta")`), `message`
+    says what is wrong ("must be ≥ 0, got -1")."""
+
+    def __init__(self, path: tuple[PathPart, ...] | str, message: str) -> None:
+        self.path = (path,) if isinstance(path, str) else tuple(path)
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{format_path(self.path)}: {self.message}" if self.path else self.message
+
+    def under(self, *prefix: PathPart) -> ConfigError:
+        """The same error for a field nested under `prefix`."""
+        return ConfigError((*prefix, *self.path), self.message)
+
+
+def require(ok: bool, field: str | tuple[PathPart, ...], message: str) -> None:
+    """Raise `ConfigError(field, message)` unless `ok`; the validators' one-liner."""
+    if not ok:
+        raise ConfigError(field, message)
+
+
+class Config:
+    """Base of every config dataclass: fields converted and checked on construction, then `validate()`.
+
+    Subclasses are `@dataclass(frozen=True)` and put their value rules (ranges, names, cross-field rules)
+    in `validate`, raising through `require` / `ConfigError`."""
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = convert(getattr(self, f.name), hints[f.name], (f.name,))
+            object.__setattr__(self, f.name, value)
+        self.validate()
+
+    def validate(self) -> None:
+        """Value rules; nothing by default."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML values (tuples as lists), the inverse of `from_dict`."""
+        return to_plain(self)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    return value
+
+
+def _describe(tp: Any) -> str:
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args if a is not type(None))  # null: "the default", unsaid
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin in (tuple, list):
+        inner = _describe(args[0])
+        return "a list of " + {"a number": "numbers", "an integer": "integers", "a string": "strings",
+                                 "a mapping": "mappings"}.get(inner, inner)
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, "a mapping")
+
+
+def _scalar(value: Any, tp: type, path: tuple[PathPart, ...]) -> Any:
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    elif tp is str:
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        ok = isinstance(value, str)
+    else:
+        raise TypeError(f"no conversion for {tp!r}")  # a bug in a config class, not a user error
+    if not ok:
+        raise ConfigError(path, f"expected {_describe(tp)}, got {value!r}")
+    return float(value) if tp is float else (int(value) if tp is int else value)
+
+
+def convert(value: Any, tp: Any, path: tuple[PathPart, ...] = ()) -> Any:
+    """`value` as type `tp`: bool/int/float/str, Literal[...], X | None, tuple[X, ...], dict[str, X] or a
+    `Config` dataclass (from an instance or a mapping). Ints pass as floats, paths as strings, one string as
+    a one-element tuple of strings; nothing else is coerced."""
+    origin, args = get_origin(tp), get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        arms = [a for a in args if a is not type(None)]
+        for arm in arms:
+            try:
+                return convert(value, arm, path)
+            except ConfigError as e:
+                if len(arms) == 1 and e.path != path:
+                    raise  # a nested field is wrong: say which
+        raise ConfigError(path, f"expected {_describe(tp)}, got {value!r}")
+    if origin is Partial:
+        hints = _hints(args[0])
+        value = check_keys({} if value is None else value, [f.name for f in dataclasses.fields(args[0])], path)
+        return {str(k): convert(v, hints[k], (*path, str(k))) for k, v in value.items()}
+    if origin is Literal:
+        if value in args and type(value) in {type(a) for a in args}:
+            return value
+        raise ConfigError(path, f"expected {_describe(tp)}, got {value!r}")
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return from_dict(tp, value, path)
+    if origin in (tuple, list):
+        if isinstance(value, (str, os.PathLike)) and args[0] is str:
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(path, f"expected {_describe(tp)}, got {value!r}")
+        return tuple(convert(v, args[0], (*path, i)) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(path, f"expected a mapping, got {value!r}")
+        return {str(k): convert(v, args[1], (*path, str(k))) for k, v in value.items()}
+    return _scalar(value, tp, path)
+
+
+def check_keys(value: Any, known: list[str], path: tuple[PathPart, ...] = ()) -> Mapping:
+    """`value` if it is a mapping whose keys are all `known`; else the first stranger, with a did-you-mean."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, f"expected a mapping, got {value!r}")
+    for k in value:
+        if k not in known:
+            close = difflib.get_close_matches(str(k), known, n=1)
+            hint = f"did you mean `{close[0]}`?" if close else f"known: {', '.join(known)}"
+            raise ConfigError((*path, str(k)), f"unknown key; {hint}")
+    return value
+
+
+def from_dict(cls: type, data: Any, path: tuple[PathPart, ...] = ()) -> Any:
+    """An instance of dataclass `cls` from a mapping: unknown keys, missing required keys and wrong types
+    are refused as `ConfigError`s whose path starts at `path`."""
+    fields = dataclasses.fields(cls)
+    data = check_keys(data, [f.name for f in fields], path)
+    missing = [f.name for f in fields if f.name not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError((*path, missing[0]), "required key missing")
+    try:
+        return cls(**data)
+    except ConfigError as e:
+        raise e.under(*path) from None
+
+
+# --- YAML ------------------------------------------------------------------------------------------------
+def _yaml_loader() -> type:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """PyYAML reads `1e-3` as a string (YAML 1.1 wants `1.0e-3`); grids are written that way, so
+        floats without a dot are resolved as numbers here."""
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                      |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                      |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                      |[-+]?\.(?:inf|Inf|INF)
+                      |\.(?:nan|NaN|NAN))$""", re.X),
+        list("-+0123456789."),
+    )
+    return Loader
+
+
+def load_yaml(path: str | Path, what: str = "file") -> Any:
+    """A YAML file's data (safe loader), or a one-line `AftpipeError` naming the file and the line."""
+    import yaml
+
+    p = Path(path)
+    try:
+        return yaml.load(p.read_text(), Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+    except FileNotFoundError:
+        raise AftpipeError(f"no {what} {p}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = str(getattr(e, "problem", None) or e).splitlines()[0]
+        raise AftpipeError(f"{p}:{where}: not valid YAML ({problem}); fix the syntax") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise AftpipeError(f"cannot read {p} ({e}); check the path") from None
+
+
+def dump_yaml(data: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(to_plain(data), sort_keys=False)
+
+
+def load_config(cls: type, path: str | Path) -> Any:
+    """A `cls` from a YAML file written by `dump_yaml(config)`, checked like any other."""
+    try:
+        return from_dict(cls, load_yaml(path, "config file"))
+    except ConfigError as e:
+        raise AftpipeError(f"{path}: {e}") from None
+
+
+# --- the configs ------------------------------------------------------------------------------------------
+# Every option a user can set, with its default and its rules, in one place: the CLI shows these defaults,
+# pipelines and run directories are read into these classes, and importing them loads no framework
+# (registry names are checked lazily, at construction).
+
+
+def registered(registry: Any, spec: str, path: tuple[PathPart, ...]) -> None:
+    """A name `registry` does not know, as a config error at `path` (its message lists the known names)."""
+    try:
+        registry.resolve(spec)
+    except AftpipeError as e:
+        raise ConfigError(path, str(e)) from None
+
+
+@dataclass(frozen=True)
+class DatasetOptions(Config):
+    """Options for generic file datasets (columns) and for any text dataset (views)."""
+
+    text_col: str | None = None  # None: the first of text, sentence, content
+    label_col: str | None = None  # None: a column named label
+    views: int = 1  # K > 1: add K − 1 augmented, unlabeled copies of each train example (text; data/views.py)
+
+    def validate(self) -> None:
+        require(self.views >= 1, "views", f"must be ≥ 1 (1 = no augmentation), got {self.views}")
+        label = self.label_col or "label"
+        require(self.text_col != label, "text_col", f"`{self.text_col}` is the label column; name the column "
+                "that holds the text")
+
+
+@dataclass(frozen=True)
+class SourceOptions(Config):
+    """Options for the model-backed sources (ignored where they do not apply)."""
+
+    pooling: Literal["mean", "cls", "last"] = "mean"  # mean over non-padding tokens is what MiniLM was trained for
+    layer: int = -1  # hidden-state index: -1 the last layer, 0 the embeddings
+    max_length: int = 256  # MiniLM's own max_seq_length; longer inputs are truncated
+    tfidf_dim: int = 256  # TruncatedSVD components for the tfidf source
+    image_size: int | None = None  # None: the timm model's own data config
+
+    def validate(self) -> None:
+        require(self.max_length >= 1, "max_length", f"must be ≥ 1, got {self.max_length}")
+        require(self.tfidf_dim >= 1, "tfidf_dim", f"must be ≥ 1, got {self.tfidf_dim}")
+        require(self.image_size is None or self.image_size >= 1, "image_size", f"must be ≥ 1, got {self.image_size}")
+
+
+@dataclass(frozen=True)
+class ExtractConfig(Config):
+    dataset: str
+    sources: tuple[str, ...] = ("minilm",)
+    splits: tuple[str, ...] | None = None  # None: every split of the dataset
+    data_dir: str | None = None
+    cache_dir: str = "cache"
+    format: Literal["zarr", "hdf5"] = "zarr"
+    dtype: Literal["float16", "bfloat16", "float32"] = "float16"  # fp16 halves the store, loses nothing a student uses
+    batch_size: int = 128
+    device: str = "auto"
+    workers: int | None = None  # None: 1 on CPU (cores go to the forward pass), 4 on GPU
+    chunk_rows: int = 256  # the zarr read unit; 256 rows × 384 fp16 = 192 KiB
+    shard_rows: int | None = None  # None: ~16 MiB per shard, a multiple of 2048 rows (page-aligned for mapping)
+    limit: int | None = None  # extract only the first N rows of each split (quick looks, tests)
+    overwrite: bool = False
+    source_options: SourceOptions = field(default_factory=SourceOptions)
+    dataset_options: DatasetOptions = field(default_factory=DatasetOptions)
+
+    def validate(self) -> None:
+        from aftpipe.data import DATASETS
+        from aftpipe.sources import SOURCES
+
+        registered(DATASETS, self.dataset, ("dataset",))
+        require(len(self.sources) > 0, "sources", "name at least one source (`aftpipe sources`)")
+        for i, spec in enumerate(self.sources):
+            registered(SOURCES, spec, ("sources", i))
+        require(self.batch_size >= 1, "batch_size", f"must be ≥ 1, got {self.batch_size}")
+        require(self.workers is None or self.workers >= 0, "workers", f"must be ≥ 0, got {self.workers}")
+        require(self.chunk_rows >= 1, "chunk_rows", f"must be ≥ 1, got {self.chunk_rows}")
+        require(self.shard_rows is None or self.shard_rows >= 1, "shard_rows", f"must be ≥ 1, got {self.shard_rows}")
+        require(self.limit is None or self.limit >= 1, "limit", f"must be ≥ 1, got {self.limit}")
+
+
+@dataclass(frozen=True)
+class MethodConfig(Config):
+    # Regulariser weight. Measured here (MiniLM features, small CNN students): useful β ≤ 1 for AFT and
+    # β ≥ 3 hurt, although the AFT README's example uses β=10, so grids reach down to 0.01.
+    beta: float = 1.0
+    state_lr: float = 1e-2  # lr of the method's own parameters (AFT's s, KD's W); the official AFT prior_lr
+    tau: float = 4.0  # softmax temperature of kd_logit / tokt (Hinton et al. use 1–20; 4 is a common middle)
+    teacher_hidden: int = 0  # kd_logit / tokt teacher head: 0 = linear, > 0 = MLP with this hidden width
+    distill_fraction: float = 0.5  # tokt: share of the steps spent distilling before fine-tuning on labels
+    rkd_distance_weight: float = 1.0  # Park et al.'s defaults: distance 1, angle 2
+    rkd_angle_weight: float = 2.0
+    rkd_angle_rows: int = 128  # RKD's O(B³) angle term over at most this many rows of a batch (all of a 128 batch)
+
+    def validate(self) -> None:
+        # `not x >= 0` rather than `x < 0`: it also catches nan
+        require(self.beta >= 0, "beta", f"must be ≥ 0, got {self.beta:g}")
+        require(self.state_lr >= 0, "state_lr", f"must be ≥ 0, got {self.state_lr:g}")
+        require(self.tau > 0, "tau", f"must be > 0, got {self.tau:g}")
+        require(self.teacher_hidden >= 0, "teacher_hidden", f"must be ≥ 0 (0 = linear teacher), got {self.teacher_hidden}")
+        require(0 <= self.distill_fraction <= 1, "distill_fraction", f"must be in [0, 1], got {self.distill_fraction:g}")
+        require(self.rkd_angle_rows >= 3, "rkd_angle_rows", f"must be ≥ 3 (an angle needs three rows), got {self.rkd_angle_rows}")
+        for name in ("rkd_distance_weight", "rkd_angle_weight"):
+            require(getattr(self, name) >= 0, name, f"must be ≥ 0, got {getattr(self, name):g}")
+
+
+@dataclass(frozen=True)
+class StudentConfig(Config):
+    """Size and input options of a student. A field left at None takes the student's own default
+    (its `DEFAULTS`); `spec()` records the resolved values, so a rebuild never depends on defaults."""
+
+    # Tokens kept per text after WordPiece; SST-2 sentences are ~25 WordPieces, and every student is
+    # cheaper with a short fixed length (the transformer's position table grows with it).
+    max_length: int = 64
+    # Compact vocabulary (PAD and UNK included) built from the training split. The embedding table is
+    # the bulk of a text student: 8000 x 48 = 384k parameters leaves ~100k for the body inside 0.5M
+    # (the ≥45x-smaller-than-MiniLM budget), and 8000 ids cover almost every token of SST-2.
+    vocab_size: int = 8000
+    # Text token embedding width (also the transformer's model width). None: 48 for every text student, so
+    # they differ only in their body.
+    embed_dim: int | None = None
+    # Body width. None: per student (textcnn: filters per window, 100 as in Kim 2014; tiny-transformer:
+    # feed-forward width, 4 x embed_dim; bow-mlp: hidden width 256; small-cnn: channels of the last block, 128).
+    width: int | None = None
+    # Body depth. None: per student (tiny-transformer 2 encoder layers, bow-mlp 1 hidden layer, small-cnn 3
+    # conv blocks); textcnn has one conv layer by design and ignores it.
+    layers: int | None = None
+    # Dropout on the penultimate features (inside the blocks for tiny-transformer; timm's drop_rate). Light,
+    # because the AFT term already regularises those features; Kim 2014 used 0.5 without such a term.
+    dropout: float = 0.1
+    # Square input size for image students. None: small-cnn takes the size of the first training image
+    # (8x8 digits stay 8x8), timm takes the model's data-config input size.
+    image_size: int | None = None
+    # A local timm weights file (safetensors / torch.save state dict) or a folder holding one. None: random init.
+    pretrained: str | None = None
+
+    def validate(self) -> None:
+        require(self.max_length >= 1, "max_length", f"must be at least 1, got {self.max_length}")
+        require(self.vocab_size >= 3, "vocab_size", f"must be at least 3 (PAD, UNK and one token), got {self.vocab_size}")
+        for name in ("embed_dim", "width", "image_size"):
+            v = getattr(self, name)
+            require(v is None or v >= 1, name, f"must be positive, got {v}")
+        require(self.layers is None or self.layers >= 0, "layers", f"must be zero or more, got {self.layers}")
+        require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout:g}")
+
+    def with_defaults(self, defaults: dict[str, Any]) -> StudentConfig:
+        """This config with every None field that `defaults` names filled in."""
+        fills = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **fills)
+
+
+@dataclass(frozen=True)
+class TrainConfig(Config):
+    dataset: str
+    out: str
+    features: tuple[str, ...] = ()  # feature stores; several are concatenated per row (multi-source)
+    student: str = "textcnn"
+    method: str = "aft"
+    method_options: MethodConfig = field(default_factory=MethodConfig)  # β, state lr, τ, ...
+    student_options: StudentConfig = field(default_factory=StudentConfig)
+    epochs: int = 5
+    steps: int | None = None  # overrides epochs when set
+    batch_size: int = 128  # the official AFT batch; the kernel is a per-batch statistic, so it matters
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.05  # fraction of steps of linear warm-up before the cosine decay
+    grad_clip: float = 1.0
+    holdout: float = 0.1  # fraction of the labeled rows held out for model selection and β tuning
+    labels: int | None = None  # label budget: this many labeled rows; the rest of train is unlabeled
+    unlabeled: bool = False  # add a batch of unlabeled rows per step (regulariser / distillation only)
+    phi_norm: Literal["none", "standardize"] = "none"  # standardize: per-feature z-score of φ from the training rows
+    eval_every: int | None = None  # steps between hold-out evaluations (default: 10 per run, at least 1 per epoch)
+    patience: int | None = None  # stop after this many evaluations without hold-out improvement
+    seed: int = 0
+    data_seed: int = 0  # which rows are labeled / held out: fixed across seeds so seeds vary only the training
+    train_split: str = "train"
+    test_split: str | None = None  # default: dev for sst2/cola, else test
+    num_classes: int | None = None  # default: the dataset's
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    in_memory: bool = False  # load the feature splits into RAM instead of reading the memory map
+    threads: int | None = None  # torch CPU threads (default: torch's own choice)
+    data_dir: str | None = None
+    dataset_options: DatasetOptions = field(default_factory=DatasetOptions)
+    overwrite: bool = False
+    resume: bool = False
+
+    def validate(self) -> None:
+        from aftpipe.data import DATASETS
+        from aftpipe.methods import METHODS
+        from aftpipe.students import STUDENTS
+
+        for name, registry in (("dataset", DATASETS), ("method", METHODS), ("student", STUDENTS)):
+            registered(registry, getattr(self, name), (name,))
+        require(not METHODS.get(self.method).uses_features or len(self.features) > 0, "features",
+                f"method `{self.method}` needs cached features; pass --features cache/<dataset>/<source>")
+        for name in ("epochs", "batch_size"):
+            require(getattr(self, name) >= 1, name, f"must be ≥ 1, got {getattr(self, name)}")
+        for name in ("steps", "labels", "eval_every", "patience", "num_classes", "threads"):
+            v = getattr(self, name)
+            require(v is None or v >= 1, name, f"must be ≥ 1, got {v}")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr:g}")
+        for name in ("weight_decay", "grad_clip"):
+            require(getattr(self, name) >= 0, name, f"must be ≥ 0, got {getattr(self, name):g}")
+        require(0 <= self.warmup < 1, "warmup", f"is a fraction of the steps, in [0, 1); got {self.warmup:g}")
+        require(0 <= self.holdout < 1, "holdout", f"must be in [0, 1), got {self.holdout:g}")
+        for name in ("seed", "data_seed"):
+            require(getattr(self, name) >= 0, name, f"must be ≥ 0, got {getattr(self, name)}")
+
+
+__all__ = ["Config", "ConfigError", "DatasetOptions", "ExtractConfig", "MethodConfig", "Partial", "SourceOptions",
+           "StudentConfig", "TrainConfig", "check_keys", "convert", "dump_yaml", "format_path", "from_dict",
+           "load_config", "load_yaml", "registered", "require", "to_plain"]

@@ -1,0 +1,142 @@
+"""Which training rows are labeled, held out or unlabeled, and φ for any of them from one or more stores.
+
+    plan = plan_rows(examples, split.labels, budget=2000, holdout=0.1, seed=0)   # the same for every seed
+    phi = open_split_features(("cache/sst2/minilm", "cache/sst2/tfidf"), dataset, "train")
+    phi(plan.train[:128])            # (128, 384 + 256) float32 tensor: the stores' rows side by side
+
+Every store is checked against the dataset before it is used (fingerprint of the rows it holds, N, D,
+views): training on features of other data is the silent failure this module exists to prevent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from aftpipe.data.base import Dataset, Split
+from aftpipe.errors import AftpipeError
+from aftpipe.store import FeatureArray, open_features
+
+
+@dataclass
+class RowPlan:
+    """Which train-split examples are labeled-train, hold-out, unlabeled (dataset example indices)."""
+
+    train: np.ndarray
+    holdout: np.ndarray
+    unlabeled: np.ndarray
+
+
+def plan_rows(examples: np.ndarray, labels: np.ndarray, budget: int | None, holdout: float, seed: int,
+              origin: np.ndarray | None = None) -> RowPlan:
+    """Seeded, independent of the training seed: every seed and method sees the same labeled rows.
+    `origin[i]` (augmented views) names the example row i is a copy of; copies of hold-out rows are left
+    out of the unlabeled rows, so nothing derived from the hold-out is trained on."""
+    rng = np.random.default_rng(seed)
+    labeled = examples[labels[examples] >= 0]
+    unl = examples[labels[examples] < 0]
+    perm = rng.permutation(labeled)
+    if budget is not None:
+        if budget > len(perm):
+            raise AftpipeError(f"--labels {budget} is more than the {len(perm)} labeled training rows; lower it")
+        perm, unl = perm[:budget], np.concatenate([unl, perm[budget:]])
+    n_hold = int(round(len(perm) * holdout))
+    if holdout > 0 and n_hold == 0 and len(perm) > 1:
+        n_hold = 1
+    hold, train = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
+    if len(train) == 0:
+        raise AftpipeError("no labeled rows are left to train on after the hold-out; lower --holdout or add labels")
+    if origin is not None and len(hold):
+        unl = unl[~np.isin(origin[unl], hold)]
+    return RowPlan(train, hold, np.sort(unl))
+
+
+class Features:
+    """φ for dataset examples of one split: the stores' rows concatenated, optionally standardised."""
+
+    def __init__(self, arrays: list[FeatureArray], example_to_row: np.ndarray, dims: list[int]) -> None:
+        self.arrays, self.example_to_row, self.dims = arrays, example_to_row, dims
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+
+    @property
+    def examples(self) -> np.ndarray:
+        """The dataset examples every store holds a row for."""
+        return np.flatnonzero(self.example_to_row >= 0)
+
+    def __call__(self, examples: np.ndarray) -> torch.Tensor:
+        rows = self.example_to_row[examples]
+        phi = np.concatenate([a.read(rows) for a in self.arrays], axis=1)
+        if self.mean is not None:
+            phi = (phi - self.mean) / self.std
+        return torch.from_numpy(phi)
+
+    def fit_standardizer(self, examples: np.ndarray) -> None:
+        x = np.concatenate([self(examples[i:i + 8192]).numpy() for i in range(0, len(examples), 8192)])
+        self.mean, self.std = x.mean(0), x.std(0) + 1e-6
+
+
+def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in_memory: bool = False) -> Features:
+    """Open `split` of every store, checking each against the dataset's rows; refuse any mismatch."""
+    ds_split = dataset.split(split)
+    arrays, index, dims = [], None, []
+    for p in paths:
+        store = open_features(p)
+        arr = store.split(split, verify=True)
+        info = store.split_info(split)
+        if store.views != dataset.views:
+            raise AftpipeError(f"store {p} was extracted with --views {store.views}, the dataset is loaded with "
+                               f"--views {dataset.views}; pass --views {store.views} (or use the store of the other)")
+        if arr.index.max(initial=-1) >= len(ds_split):
+            raise AftpipeError(f"store {p} split `{split}` has {len(arr)} rows indexing up to {arr.index.max()}, but "
+                               f"dataset `{dataset.spec}` has only {len(ds_split)}; it was extracted from other data")
+        fp = ds_split.fingerprint(arr.index)
+        if fp != info.fingerprint:
+            raise AftpipeError(
+                f"store {p} split `{split}` does not match dataset `{dataset.spec}` (store: "
+                f"{store.dataset.get('name')}, {info.n}×{info.d}, fingerprint {info.fingerprint[:12]}; "
+                f"dataset now: {len(ds_split)} rows, fingerprint {fp[:12]}); re-extract with "
+                f"`aftpipe extract --dataset {dataset.spec} --overwrite`"
+            )
+        if index is not None and not np.array_equal(index, arr.index):
+            raise AftpipeError(f"stores {paths[0]} and {p} hold different rows of `{split}`; extract both "
+                               "with the same --limit")
+        index = arr.index
+        arrays.append(arr.to_memory() if in_memory else arr)
+        dims.append(arr.shape[1])
+    example_to_row = np.full(len(ds_split), -1, dtype=np.int64)
+    example_to_row[index] = np.arange(len(index))
+    return Features(arrays, example_to_row, dims)
+
+
+@dataclass
+class RunData:
+    """What one run trains and is scored on: the dataset, its train and test splits, the row plan, the
+    number of classes, and φ of the train split (None for a method that reads no features)."""
+
+    dataset: Dataset
+    train: Split
+    test: Split
+    plan: RowPlan
+    num_classes: int
+    features: Features | None
+
+    @property
+    def metric(self) -> str:
+        return self.dataset.metric
+
+
+def foundation_params(paths: tuple[str, ...]) -> int:
+    """Parameters of the models behind the stores (0 for those that record none)."""
+    total = 0
+    for p in paths:
+        try:
+            total += open_features(p).foundation_params
+        except AftpipeError:
+            pass
+    return total
+
+
+__all__ = ["Features", "RowPlan", "RunData", "foundation_params", "open_split_features", "plan_rows"]
