@@ -1,21 +1,25 @@
 """The `aftpipe` command line: a thin typer layer; every command builds a config and calls one API function.
 
-Every option's default is read from its config dataclass (`= TrainConfig.epochs`), never written twice.
+`extract` and `train` take their options from the config dataclasses themselves: every field with a help line is
+an option with the field's default and type, so nothing is written twice.
 User errors (`AftpipeError`) print one line and exit 2; a config error names the flag to change. Anything
 else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import os
 import sys
-from typing import Annotated, Any, Optional
+import types
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 import typer
 
-from aftpipe.config import (ConfigError, DatasetOptions, ExtractConfig, MethodConfig, SourceOptions, StudentConfig,
-                            TrainConfig)
+from aftpipe.config import Config, ConfigError, ExtractConfig, TrainConfig
 from aftpipe.errors import AftpipeError
 
 app = typer.Typer(
@@ -24,40 +28,70 @@ app = typer.Typer(
 )
 
 
-def _csv(value: str | None) -> tuple[str, ...] | None:
-    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
+def _cli_type(tp: Any) -> Any:
+    """How a config field's type is typed on the command line: a Literal as a string (the config names the
+    choices when it refuses one), a tuple as a repeatable option."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        return Optional[_cli_type(next(a for a in args if a is not type(None)))]
+    if origin is Literal:
+        return str
+    if origin is tuple:
+        return list[args[0]]
+    return tp
 
 
-E, SO, DO = ExtractConfig, SourceOptions, DatasetOptions
-T, M, S = TrainConfig, MethodConfig, StudentConfig
+def _options(cls: type) -> list[inspect.Parameter]:
+    """One typer option per field of `cls` (and of the configs nested in it) that has a help line; its
+    default is the field's own."""
+    hints, params = get_type_hints(cls), []
+    for f in dataclasses.fields(cls):
+        if isinstance(hints[f.name], type) and issubclass(hints[f.name], Config):
+            params += _options(hints[f.name])
+        elif f.metadata.get("help"):
+            default = inspect.Parameter.empty if f.default is dataclasses.MISSING else (
+                list(f.default) if isinstance(f.default, tuple) else f.default)
+            decls = (f.metadata["flag"],) if f.metadata.get("flag") else ()
+            option = typer.Option(*decls, help=f.metadata["help"])
+            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                            annotation=Annotated[_cli_type(hints[f.name]), option]))
+    return params
 
 
-@app.command()
-def extract(
-    dataset: Annotated[str, typer.Option(help="dataset name (`aftpipe datasets`), e.g. sst2, or tsv:PATH / csv:PATH / jsonl:PATH / imagefolder:PATH")],
-    source: Annotated[list[str], typer.Option(help="feature source (`aftpipe sources`); repeat for several: --source minilm --source tfidf")] = E.sources,
-    splits: Annotated[Optional[str], typer.Option(help="comma-separated splits, e.g. train,dev (default: all)")] = None,
-    data_dir: Annotated[Optional[str], typer.Option(help="folder with the dataset files (default: $AFTPIPE_DATA_DIR, else ../shared/data)")] = E.data_dir,
-    cache_dir: Annotated[str, typer.Option(help="stores land at <cache-dir>/<dataset>/<source> (.h5 for hdf5)")] = E.cache_dir,
-    format: Annotated[str, typer.Option(help="store format: zarr (v3, sharded) or hdf5")] = E.format,
-    dtype: Annotated[str, typer.Option(help="stored dtype: float16, bfloat16 or float32")] = E.dtype,
-    batch_size: Annotated[int, typer.Option(help="examples per forward pass")] = E.batch_size,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = E.device,
-    workers: Annotated[Optional[int], typer.Option(help="DataLoader workers for tokenising/decoding (default: 1 on CPU, 4 on GPU)")] = E.workers,
-    pooling: Annotated[str, typer.Option(help="text pooling over tokens: mean, cls or last")] = SO.pooling,
-    layer: Annotated[int, typer.Option(help="hidden layer to pool: -1 the last, 0 the embeddings")] = SO.layer,
-    max_length: Annotated[int, typer.Option(help="max tokens per text (longer ones are truncated)")] = SO.max_length,
-    tfidf_dim: Annotated[int, typer.Option(help="components of the tfidf source")] = SO.tfidf_dim,
-    image_size: Annotated[Optional[int], typer.Option(help="resize images to this size (default: the timm model's own)")] = SO.image_size,
-    text_col: Annotated[Optional[str], typer.Option(help="text column of tsv/csv/jsonl files (default: text, sentence or content)")] = DO.text_col,
-    label_col: Annotated[Optional[str], typer.Option(help="label column of tsv/csv/jsonl files (default: label)")] = DO.label_col,
-    views: Annotated[int, typer.Option(help="text: cache K views per train example (K − 1 augmented, unlabeled copies)")] = DO.views,
-    shard_rows: Annotated[Optional[int], typer.Option(help="rows per shard, the unit of writing and resuming (default: ~16 MiB)")] = E.shard_rows,
-    chunk_rows: Annotated[int, typer.Option(help="rows per zarr chunk, the unit of reading")] = E.chunk_rows,
-    limit: Annotated[Optional[int], typer.Option(help="extract only the first N rows of each split")] = E.limit,
-    overwrite: Annotated[bool, typer.Option(help="rebuild a store that was built with other arguments")] = E.overwrite,
-    quiet: Annotated[bool, typer.Option(help="no progress bars, only log lines")] = False,
-) -> None:
+def _build(cls: type, values: dict[str, Any]) -> Any:
+    """`cls` from the parsed options; repeatable options may also be comma-separated (`--splits train,dev`)."""
+    hints, kw = get_type_hints(cls), {}
+    for f in dataclasses.fields(cls):
+        if isinstance(hints[f.name], type) and issubclass(hints[f.name], Config):
+            kw[f.name] = _build(hints[f.name], values)
+        elif f.name in values:
+            v = values[f.name]
+            kw[f.name] = tuple(x.strip() for item in v for x in item.split(",") if x.strip()) if isinstance(v, list) else v
+    return cls(**kw)
+
+
+def config_command(cls: type) -> Callable[[Callable[..., None]], Any]:
+    """Register `fn(cfg, **own_options)` as a command whose options are every field of config `cls` (help,
+    default and type read from the dataclass, like transformers' HfArgumentParser) plus `fn`'s own."""
+
+    def decorate(fn: Callable[..., None]) -> Any:
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+               for p in list(inspect.signature(fn, eval_str=True).parameters.values())[1:]]
+        generated = _options(cls)
+        names = {p.name for p in generated}
+
+        def command(**kw: Any) -> None:
+            fn(_build(cls, {k: kw.pop(k) for k in list(kw) if k in names}), **kw)
+
+        command.__signature__ = inspect.Signature(generated + own)  # type: ignore[attr-defined]
+        command.__name__, command.__doc__ = fn.__name__, fn.__doc__
+        return app.command()(command)
+
+    return decorate
+
+
+@config_command(ExtractConfig)
+def extract(cfg: ExtractConfig, quiet: Annotated[bool, typer.Option(help="no progress bars, only log lines")] = False) -> None:
     """Run feature sources over a dataset once and write per-example features to stores under --cache-dir.
 
     Re-running the same command resumes: finished shards are skipped and the result is bit-identical.
@@ -65,14 +99,6 @@ def extract(
     from aftpipe.api import extract as run_extract
     from aftpipe.progress import RichProgress
 
-    cfg = ExtractConfig(
-        dataset=dataset, sources=source, splits=_csv(splits), data_dir=data_dir, cache_dir=cache_dir, format=format,
-        dtype=dtype, batch_size=batch_size, device=device, workers=workers, chunk_rows=chunk_rows,
-        shard_rows=shard_rows, limit=limit, overwrite=overwrite,
-        source_options=SourceOptions(pooling=pooling, layer=layer, max_length=max_length, tfidf_dim=tfidf_dim,
-                                     image_size=image_size),
-        dataset_options=DatasetOptions(text_col=text_col, label_col=label_col, views=views),
-    )
     progress = RichProgress(quiet=quiet)
     for r in run_extract(cfg, progress):
         rate = f"{r.rows_computed / max(r.wall_s, 1e-9):,.0f} ex/s" if r.rows_computed else "cached"
@@ -80,70 +106,12 @@ def extract(
                      f"skipped {r.shards_skipped}  {r.wall_s:.1f}s  {rate}")
 
 
-@app.command()
-def train(
-    dataset: Annotated[str, typer.Option(help="dataset name or tsv:/csv:/jsonl:/imagefolder: path (as for extract)")],
-    out: Annotated[str, typer.Option(help="run directory: config.yaml, metrics.json, student.safetensors")],
-    features: Annotated[list[str], typer.Option(help="feature store(s) from `aftpipe extract`; repeat for multi-source")] = T.features,
-    student: Annotated[str, typer.Option(help="student model (`aftpipe students`)")] = T.student,
-    method: Annotated[str, typer.Option(help="transfer method (`aftpipe methods`)")] = T.method,
-    beta: Annotated[float, typer.Option(help="regulariser weight β (AFT: ≤ 1 works best here; tune 0.01–1)")] = M.beta,
-    state_lr: Annotated[float, typer.Option(help="learning rate of the method's own state (AFT's s, KD's W)")] = M.state_lr,
-    tau: Annotated[float, typer.Option(help="softmax temperature for kd_logit / tokt")] = M.tau,
-    teacher_hidden: Annotated[int, typer.Option(help="kd_logit/tokt teacher head: 0 linear, >0 MLP width")] = M.teacher_hidden,
-    distill_fraction: Annotated[float, typer.Option(help="tokt: fraction of steps distilling before fine-tuning")] = M.distill_fraction,
-    rkd_angle_rows: Annotated[int, typer.Option(help="rkd: rows of the batch its O(B³) angle term uses")] = M.rkd_angle_rows,
-    epochs: Annotated[int, typer.Option(help="passes over the labeled training rows")] = T.epochs,
-    steps: Annotated[Optional[int], typer.Option(help="optimizer steps (overrides --epochs)")] = T.steps,
-    batch_size: Annotated[int, typer.Option(help="labeled rows per step (AFT's kernel is a per-batch statistic)")] = T.batch_size,
-    lr: Annotated[float, typer.Option(help="student learning rate (AdamW, warm-up then cosine)")] = T.lr,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay of the student")] = T.weight_decay,
-    warmup: Annotated[float, typer.Option(help="fraction of steps of linear warm-up")] = T.warmup,
-    holdout: Annotated[float, typer.Option(help="fraction of labeled rows held out for early stopping / β tuning")] = T.holdout,
-    labels: Annotated[Optional[int], typer.Option(help="label budget: use this many labeled rows, the rest as unlabeled")] = T.labels,
-    unlabeled: Annotated[bool, typer.Option(help="semi-supervised: add a batch of unlabeled rows per step (regulariser only)")] = T.unlabeled,
-    phi_norm: Annotated[str, typer.Option(help="none or standardize (z-score each cached feature)")] = T.phi_norm,
-    eval_every: Annotated[Optional[int], typer.Option(help="steps between hold-out evaluations (default ~10 per run)")] = T.eval_every,
-    patience: Annotated[Optional[int], typer.Option(help="early stop after this many evaluations without gain")] = T.patience,
-    seed: Annotated[int, typer.Option(help="training seed (init, batch order, dropout)")] = T.seed,
-    data_seed: Annotated[int, typer.Option(help="seed of the labeled/hold-out row split (same for every --seed)")] = T.data_seed,
-    train_split: Annotated[str, typer.Option(help="split to train on (labeled rows; the hold-out comes from it)")] = T.train_split,
-    test_split: Annotated[Optional[str], typer.Option(help="split to report (default: dev for sst2/cola, else test)")] = T.test_split,
-    num_classes: Annotated[Optional[int], typer.Option(help="number of classes (default: the dataset's)")] = T.num_classes,
-    max_length: Annotated[int, typer.Option(help="text student: tokens per example")] = S.max_length,
-    vocab_size: Annotated[int, typer.Option(help="text student: kept WordPiece tokens (sets most of its size)")] = S.vocab_size,
-    embed_dim: Annotated[Optional[int], typer.Option(help="student embedding width (default: the student's own)")] = S.embed_dim,
-    width: Annotated[Optional[int], typer.Option(help="student width: filters/hidden units (default: its own)")] = S.width,
-    dropout: Annotated[float, typer.Option(help="student dropout")] = S.dropout,
-    image_size: Annotated[Optional[int], typer.Option(help="image student input size")] = S.image_size,
-    pretrained: Annotated[Optional[str], typer.Option(help="timm student: local weights file or directory")] = S.pretrained,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = T.device,
-    in_memory: Annotated[bool, typer.Option(help="load the features into RAM instead of memory-mapping them")] = T.in_memory,
-    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads")] = T.threads,
-    data_dir: Annotated[Optional[str], typer.Option(help="folder with the dataset files")] = T.data_dir,
-    text_col: Annotated[Optional[str], typer.Option(help="text column of tsv/csv/jsonl files")] = DO.text_col,
-    label_col: Annotated[Optional[str], typer.Option(help="label column of tsv/csv/jsonl files")] = DO.label_col,
-    views: Annotated[int, typer.Option(help="train on the K-view store of `extract --views K` (copies are unlabeled)")] = DO.views,
-    overwrite: Annotated[bool, typer.Option(help="replace a finished run in --out")] = T.overwrite,
-    resume: Annotated[bool, typer.Option(help="continue an interrupted run from its last checkpoint")] = T.resume,
-    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
-) -> None:
+@config_command(TrainConfig)
+def train(cfg: TrainConfig, quiet: Annotated[bool, typer.Option(help="no progress bar")] = False) -> None:
     """Train a small student against cached features with AFT or a baseline; writes metrics.json to --out."""
     from aftpipe.api import train as run_train
     from aftpipe.progress import RichProgress
 
-    cfg = TrainConfig(
-        dataset=dataset, out=out, features=features, student=student, method=method, epochs=epochs, steps=steps,
-        batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, holdout=holdout, labels=labels,
-        unlabeled=unlabeled, phi_norm=phi_norm, eval_every=eval_every, patience=patience, seed=seed,
-        data_seed=data_seed, train_split=train_split, test_split=test_split, num_classes=num_classes, device=device,
-        in_memory=in_memory, threads=threads, data_dir=data_dir, overwrite=overwrite, resume=resume,
-        method_options=MethodConfig(beta=beta, state_lr=state_lr, tau=tau, teacher_hidden=teacher_hidden,
-                                    distill_fraction=distill_fraction, rkd_angle_rows=rkd_angle_rows),
-        student_options=StudentConfig(max_length=max_length, vocab_size=vocab_size, embed_dim=embed_dim, width=width,
-                                      dropout=dropout, image_size=image_size, pretrained=pretrained),
-        dataset_options=DatasetOptions(text_col=text_col, label_col=label_col, views=views),
-    )
     m = run_train(cfg, RichProgress(quiet=quiet, unit="step"))
     typer.echo(json.dumps({"test": m["test"], "holdout": m["holdout"], "params": m["params"],
                            "ms_per_step": round(m["ms_per_step"], 2) if m["ms_per_step"] == m["ms_per_step"] else None,
@@ -236,8 +204,8 @@ def _human(n: float) -> str:
     return str(n)
 
 
-@app.command()
-def inspect(
+@app.command("inspect")
+def inspect_(
     store: Annotated[str, typer.Argument(help="a store: cache/<dataset>/<source> or its .h5 file")],
     json_out: Annotated[bool, typer.Option("--json", help="print the whole manifest as JSON")] = False,
 ) -> None:

@@ -271,55 +271,74 @@ def registered(registry: Any, spec: str, path: tuple[PathPart, ...]) -> None:
         raise ConfigError(path, str(e)) from None
 
 
+def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, flag: str | None = None) -> Any:
+    """A config field that is also a command-line option: `help` is its `--help` line (fields without one
+    stay off the CLI), `flag` its name where that is not `--field-name`."""
+    meta = {"help": help, "flag": flag}
+    return field(default_factory=factory, metadata=meta) if factory else field(default=default, metadata=meta)
+
+
+def at_least(cfg: Config, lo: float, *names: str) -> None:
+    """Each named field (None passes: "the default") must be ≥ lo."""
+    for name in names:
+        v = getattr(cfg, name)
+        require(v is None or v >= lo, name, f"must be ≥ {lo}, got {v:g}" if isinstance(v, float) else
+                f"must be ≥ {lo}, got {v}")
+
+
 @dataclass(frozen=True)
 class DatasetOptions(Config):
     """Options for generic file datasets (columns) and for any text dataset (views)."""
 
-    text_col: str | None = None  # None: the first of text, sentence, content
-    label_col: str | None = None  # None: a column named label
-    views: int = 1  # K > 1: add K − 1 augmented, unlabeled copies of each train example (text; data/views.py)
+    text_col: str | None = option(None, "text column of tsv/csv/jsonl files (default: text, sentence or content)")
+    label_col: str | None = option(None, "label column of tsv/csv/jsonl files (default: label)")
+    # K > 1: K − 1 augmented, unlabeled copies of each train example (text; data/views.py), with their own stores
+    views: int = option(1, "text: K views per train example (K − 1 augmented, unlabeled copies)")
 
     def validate(self) -> None:
-        require(self.views >= 1, "views", f"must be ≥ 1 (1 = no augmentation), got {self.views}")
-        label = self.label_col or "label"
-        require(self.text_col != label, "text_col", f"`{self.text_col}` is the label column; name the column "
-                "that holds the text")
+        at_least(self, 1, "views")
+        require(self.text_col != (self.label_col or "label"), "text_col",
+                f"`{self.text_col}` is the label column; name the column that holds the text")
 
 
 @dataclass(frozen=True)
 class SourceOptions(Config):
     """Options for the model-backed sources (ignored where they do not apply)."""
 
-    pooling: Literal["mean", "cls", "last"] = "mean"  # mean over non-padding tokens is what MiniLM was trained for
-    layer: int = -1  # hidden-state index: -1 the last layer, 0 the embeddings
-    max_length: int = 256  # MiniLM's own max_seq_length; longer inputs are truncated
-    tfidf_dim: int = 256  # TruncatedSVD components for the tfidf source
-    image_size: int | None = None  # None: the timm model's own data config
+    # mean over non-padding tokens is what MiniLM was trained for
+    pooling: Literal["mean", "cls", "last"] = option("mean", "text pooling over tokens: mean, cls or last")
+    layer: int = option(-1, "hidden layer to pool: -1 the last, 0 the embeddings")
+    max_length: int = option(256, "max tokens per text (longer ones are truncated); MiniLM's own limit")
+    tfidf_dim: int = option(256, "TruncatedSVD components of the tfidf source")
+    image_size: int | None = option(None, "resize images to this size (default: the timm model's own)")
 
     def validate(self) -> None:
-        require(self.max_length >= 1, "max_length", f"must be ≥ 1, got {self.max_length}")
-        require(self.tfidf_dim >= 1, "tfidf_dim", f"must be ≥ 1, got {self.tfidf_dim}")
-        require(self.image_size is None or self.image_size >= 1, "image_size", f"must be ≥ 1, got {self.image_size}")
+        at_least(self, 1, "max_length", "tfidf_dim", "image_size")
 
 
 @dataclass(frozen=True)
 class ExtractConfig(Config):
-    dataset: str
-    sources: tuple[str, ...] = ("minilm",)
-    splits: tuple[str, ...] | None = None  # None: every split of the dataset
-    data_dir: str | None = None
-    cache_dir: str = "cache"
-    format: Literal["zarr", "hdf5"] = "zarr"
-    dtype: Literal["float16", "bfloat16", "float32"] = "float16"  # fp16 halves the store, loses nothing a student uses
-    batch_size: int = 128
-    device: str = "auto"
-    workers: int | None = None  # None: 1 on CPU (cores go to the forward pass), 4 on GPU
-    chunk_rows: int = 256  # the zarr read unit; 256 rows × 384 fp16 = 192 KiB
-    shard_rows: int | None = None  # None: ~16 MiB per shard, a multiple of 2048 rows (page-aligned for mapping)
-    limit: int | None = None  # extract only the first N rows of each split (quick looks, tests)
-    overwrite: bool = False
-    source_options: SourceOptions = field(default_factory=SourceOptions)
-    dataset_options: DatasetOptions = field(default_factory=DatasetOptions)
+    dataset: str = option(help="dataset name (`aftpipe datasets`), e.g. sst2, or tsv:PATH / csv:PATH / jsonl:PATH / "
+                          "imagefolder:PATH")
+    sources: tuple[str, ...] = option(("minilm",), "feature source (`aftpipe sources`); repeat for several: "
+                                      "--source minilm --source tfidf", flag="--source")
+    splits: tuple[str, ...] | None = option(None, "splits to extract, e.g. train,dev (default: all)")
+    data_dir: str | None = option(None, "folder with the dataset files (default: $AFTPIPE_DATA_DIR, else ../shared/data)")
+    cache_dir: str = option("cache", "stores land at <cache-dir>/<dataset>/<source> (.h5 for hdf5)")
+    format: Literal["zarr", "hdf5"] = option("zarr", "store format: zarr (v3, sharded) or hdf5")
+    # fp16 halves the store and loses nothing a student can use
+    dtype: Literal["float16", "bfloat16", "float32"] = option("float16", "stored dtype: float16, bfloat16 or float32")
+    batch_size: int = option(128, "examples per forward pass")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    # 1 on CPU, where the cores belong to the forward pass
+    workers: int | None = option(None, "DataLoader workers for tokenising/decoding (default: 1 on CPU, 4 on GPU)")
+    chunk_rows: int = option(256, "rows per zarr chunk, the unit of reading")  # 256 × 384 fp16 = 192 KiB
+    # None: ~16 MiB per shard, a multiple of 2048 rows (page-aligned for mapping)
+    shard_rows: int | None = option(None, "rows per shard, the unit of writing and resuming (default: ~16 MiB)")
+    limit: int | None = option(None, "extract only the first N rows of each split")
+    overwrite: bool = option(False, "rebuild a store that was built with other arguments")
+    source_options: SourceOptions = option(factory=SourceOptions)
+    dataset_options: DatasetOptions = option(factory=DatasetOptions)
 
     def validate(self) -> None:
         from aftpipe.data import DATASETS
@@ -329,36 +348,31 @@ class ExtractConfig(Config):
         require(len(self.sources) > 0, "sources", "name at least one source (`aftpipe sources`)")
         for i, spec in enumerate(self.sources):
             registered(SOURCES, spec, ("sources", i))
-        require(self.batch_size >= 1, "batch_size", f"must be ≥ 1, got {self.batch_size}")
-        require(self.workers is None or self.workers >= 0, "workers", f"must be ≥ 0, got {self.workers}")
-        require(self.chunk_rows >= 1, "chunk_rows", f"must be ≥ 1, got {self.chunk_rows}")
-        require(self.shard_rows is None or self.shard_rows >= 1, "shard_rows", f"must be ≥ 1, got {self.shard_rows}")
-        require(self.limit is None or self.limit >= 1, "limit", f"must be ≥ 1, got {self.limit}")
+        at_least(self, 0, "workers")
+        at_least(self, 1, "batch_size", "chunk_rows", "shard_rows", "limit")
 
 
 @dataclass(frozen=True)
 class MethodConfig(Config):
     # Regulariser weight. Measured here (MiniLM features, small CNN students): useful β ≤ 1 for AFT and
     # β ≥ 3 hurt, although the AFT README's example uses β=10, so grids reach down to 0.01.
-    beta: float = 1.0
-    state_lr: float = 1e-2  # lr of the method's own parameters (AFT's s, KD's W); the official AFT prior_lr
-    tau: float = 4.0  # softmax temperature of kd_logit / tokt (Hinton et al. use 1–20; 4 is a common middle)
-    teacher_hidden: int = 0  # kd_logit / tokt teacher head: 0 = linear, > 0 = MLP with this hidden width
-    distill_fraction: float = 0.5  # tokt: share of the steps spent distilling before fine-tuning on labels
-    rkd_distance_weight: float = 1.0  # Park et al.'s defaults: distance 1, angle 2
-    rkd_angle_weight: float = 2.0
-    rkd_angle_rows: int = 128  # RKD's O(B³) angle term over at most this many rows of a batch (all of a 128 batch)
+    beta: float = option(1.0, "regulariser weight β (AFT: ≤ 1 works best here; tune 0.01–1)")
+    # the official AFT prior_lr
+    state_lr: float = option(1e-2, "learning rate of the method's own state (AFT's s, KD's W)")
+    # Hinton et al. use 1–20; 4 is a common middle
+    tau: float = option(4.0, "softmax temperature of kd_logit / tokt")
+    teacher_hidden: int = option(0, "kd_logit/tokt teacher head: 0 linear, >0 an MLP of this width")
+    distill_fraction: float = option(0.5, "tokt: fraction of the steps distilling before fine-tuning on labels")
+    # Park et al.'s defaults: distance 1, angle 2
+    rkd_distance_weight: float = option(1.0, "rkd: weight of the distance term")
+    rkd_angle_weight: float = option(2.0, "rkd: weight of the angle term")
+    rkd_angle_rows: int = option(128, "rkd: rows of the batch its O(B³) angle term uses")
 
     def validate(self) -> None:
-        # `not x >= 0` rather than `x < 0`: it also catches nan
-        require(self.beta >= 0, "beta", f"must be ≥ 0, got {self.beta:g}")
-        require(self.state_lr >= 0, "state_lr", f"must be ≥ 0, got {self.state_lr:g}")
-        require(self.tau > 0, "tau", f"must be > 0, got {self.tau:g}")
-        require(self.teacher_hidden >= 0, "teacher_hidden", f"must be ≥ 0 (0 = linear teacher), got {self.teacher_hidden}")
+        at_least(self, 0, "beta", "state_lr", "teacher_hidden", "rkd_distance_weight", "rkd_angle_weight")
+        require(self.tau > 0, "tau", f"must be > 0, got {self.tau:g}")  # `not x > 0` also catches nan
         require(0 <= self.distill_fraction <= 1, "distill_fraction", f"must be in [0, 1], got {self.distill_fraction:g}")
-        require(self.rkd_angle_rows >= 3, "rkd_angle_rows", f"must be ≥ 3 (an angle needs three rows), got {self.rkd_angle_rows}")
-        for name in ("rkd_distance_weight", "rkd_angle_weight"):
-            require(getattr(self, name) >= 0, name, f"must be ≥ 0, got {getattr(self, name):g}")
+        at_least(self, 3, "rkd_angle_rows")  # an angle needs three rows
 
 
 @dataclass(frozen=True)
@@ -366,81 +380,73 @@ class StudentConfig(Config):
     """Size and input options of a student. A field left at None takes the student's own default
     (its `DEFAULTS`); `spec()` records the resolved values, so a rebuild never depends on defaults."""
 
-    # Tokens kept per text after WordPiece; SST-2 sentences are ~25 WordPieces, and every student is
-    # cheaper with a short fixed length (the transformer's position table grows with it).
-    max_length: int = 64
-    # Compact vocabulary (PAD and UNK included) built from the training split. The embedding table is
-    # the bulk of a text student: 8000 x 48 = 384k parameters leaves ~100k for the body inside 0.5M
-    # (the ≥45x-smaller-than-MiniLM budget), and 8000 ids cover almost every token of SST-2.
-    vocab_size: int = 8000
-    # Text token embedding width (also the transformer's model width). None: 48 for every text student, so
-    # they differ only in their body.
-    embed_dim: int | None = None
-    # Body width. None: per student (textcnn: filters per window, 100 as in Kim 2014; tiny-transformer:
-    # feed-forward width, 4 x embed_dim; bow-mlp: hidden width 256; small-cnn: channels of the last block, 128).
-    width: int | None = None
-    # Body depth. None: per student (tiny-transformer 2 encoder layers, bow-mlp 1 hidden layer, small-cnn 3
-    # conv blocks); textcnn has one conv layer by design and ignores it.
-    layers: int | None = None
-    # Dropout on the penultimate features (inside the blocks for tiny-transformer; timm's drop_rate). Light,
-    # because the AFT term already regularises those features; Kim 2014 used 0.5 without such a term.
-    dropout: float = 0.1
-    # Square input size for image students. None: small-cnn takes the size of the first training image
-    # (8x8 digits stay 8x8), timm takes the model's data-config input size.
-    image_size: int | None = None
-    # A local timm weights file (safetensors / torch.save state dict) or a folder holding one. None: random init.
-    pretrained: str | None = None
+    # SST-2 sentences are ~25 WordPieces, and every student is cheaper with a short fixed length
+    max_length: int = option(64, "text student: WordPiece tokens kept per text")
+    # The embedding table is the bulk of a text student: 8000 x 48 = 384k parameters leaves ~100k for the body
+    # inside 0.5M (the ≥45x-smaller-than-MiniLM budget), and 8000 ids cover almost every token of SST-2.
+    vocab_size: int = option(8000, "text student: WordPiece ids kept, most frequent first (sets most of its size)")
+    # 48 for every text student, so they differ only in their body; also the transformer's model width
+    embed_dim: int | None = option(None, "text student: embedding width (default: the student's own)")
+    # textcnn: filters per window, 100 as in Kim 2014; tiny-transformer: feed-forward width, 4 x embed_dim;
+    # bow-mlp: hidden width 256; small-cnn: channels of the last block, 128
+    width: int | None = option(None, "student body width: filters / hidden units (default: the student's own)")
+    # tiny-transformer 2 encoder layers, bow-mlp 1 hidden layer, small-cnn 3 conv blocks; textcnn has one
+    layers: int | None = option(None, "student body depth (default: the student's own)")
+    # Light, because the AFT term already regularises those features; Kim 2014 used 0.5 without such a term.
+    dropout: float = option(0.1, "dropout on the student's penultimate features")
+    # small-cnn takes the size of the first training image (8x8 digits stay 8x8), timm the model's own
+    image_size: int | None = option(None, "image student: square input size")
+    pretrained: str | None = option(None, "timm student: a local weights file or a folder holding one")
 
     def validate(self) -> None:
-        require(self.max_length >= 1, "max_length", f"must be at least 1, got {self.max_length}")
-        require(self.vocab_size >= 3, "vocab_size", f"must be at least 3 (PAD, UNK and one token), got {self.vocab_size}")
-        for name in ("embed_dim", "width", "image_size"):
-            v = getattr(self, name)
-            require(v is None or v >= 1, name, f"must be positive, got {v}")
-        require(self.layers is None or self.layers >= 0, "layers", f"must be zero or more, got {self.layers}")
+        at_least(self, 1, "max_length", "embed_dim", "width", "image_size")
+        at_least(self, 3, "vocab_size")  # PAD, UNK and one token
+        at_least(self, 0, "layers")
         require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout:g}")
 
     def with_defaults(self, defaults: dict[str, Any]) -> StudentConfig:
         """This config with every None field that `defaults` names filled in."""
-        fills = {k: v for k, v in defaults.items() if getattr(self, k) is None}
-        return dataclasses.replace(self, **fills)
+        return dataclasses.replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
 
 
 @dataclass(frozen=True)
 class TrainConfig(Config):
-    dataset: str
-    out: str
-    features: tuple[str, ...] = ()  # feature stores; several are concatenated per row (multi-source)
-    student: str = "textcnn"
-    method: str = "aft"
-    method_options: MethodConfig = field(default_factory=MethodConfig)  # β, state lr, τ, ...
-    student_options: StudentConfig = field(default_factory=StudentConfig)
-    epochs: int = 5
-    steps: int | None = None  # overrides epochs when set
-    batch_size: int = 128  # the official AFT batch; the kernel is a per-batch statistic, so it matters
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup: float = 0.05  # fraction of steps of linear warm-up before the cosine decay
-    grad_clip: float = 1.0
-    holdout: float = 0.1  # fraction of the labeled rows held out for model selection and β tuning
-    labels: int | None = None  # label budget: this many labeled rows; the rest of train is unlabeled
-    unlabeled: bool = False  # add a batch of unlabeled rows per step (regulariser / distillation only)
-    phi_norm: Literal["none", "standardize"] = "none"  # standardize: per-feature z-score of φ from the training rows
-    eval_every: int | None = None  # steps between hold-out evaluations (default: 10 per run, at least 1 per epoch)
-    patience: int | None = None  # stop after this many evaluations without hold-out improvement
-    seed: int = 0
-    data_seed: int = 0  # which rows are labeled / held out: fixed across seeds so seeds vary only the training
-    train_split: str = "train"
-    test_split: str | None = None  # default: dev for sst2/cola, else test
-    num_classes: int | None = None  # default: the dataset's
-    device: str = "auto"
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    in_memory: bool = False  # load the feature splits into RAM instead of reading the memory map
-    threads: int | None = None  # torch CPU threads (default: torch's own choice)
-    data_dir: str | None = None
-    dataset_options: DatasetOptions = field(default_factory=DatasetOptions)
-    overwrite: bool = False
-    resume: bool = False
+    dataset: str = option(help="dataset name or tsv:/csv:/jsonl:/imagefolder: path (as for extract)")
+    out: str = option(help="run directory: config.yaml, metrics.json, the student's weights")
+    # several stores are concatenated per row (multi-source)
+    features: tuple[str, ...] = option((), "feature store(s) from `aftpipe extract`; repeat for multi-source")
+    student: str = option("textcnn", "student model (`aftpipe students`)")
+    method: str = option("aft", "transfer method (`aftpipe methods`)")
+    method_options: MethodConfig = option(factory=MethodConfig)
+    student_options: StudentConfig = option(factory=StudentConfig)
+    epochs: int = option(5, "passes over the labeled training rows")
+    steps: int | None = option(None, "optimizer steps (overrides --epochs)")
+    # the official AFT batch; the kernel is a per-batch statistic, so it matters
+    batch_size: int = option(128, "labeled rows per step")
+    lr: float = option(1e-3, "student learning rate (AdamW, warm-up then cosine)")
+    weight_decay: float = option(0.01, "AdamW weight decay of the student")
+    warmup: float = option(0.05, "fraction of the steps of linear warm-up before the cosine decay")
+    grad_clip: float = option(1.0, "clip the student's gradient norm to this (0: off)")
+    holdout: float = option(0.1, "fraction of the labeled rows held out for early stopping and β tuning")
+    labels: int | None = option(None, "label budget: use this many labeled rows, the rest of train as unlabeled")
+    unlabeled: bool = option(False, "semi-supervised: add a batch of unlabeled rows per step (regulariser only)")
+    phi_norm: Literal["none", "standardize"] = option("none", "none or standardize (z-score each cached feature)")
+    eval_every: int | None = option(None, "steps between hold-out evaluations (default: 10 per run, ≥ 1 per epoch)")
+    patience: int | None = option(None, "early stop after this many evaluations without hold-out gain")
+    seed: int = option(0, "training seed (init, batch order, dropout)")
+    # fixed across seeds so seeds vary only the training
+    data_seed: int = option(0, "seed of the labeled/hold-out row split")
+    train_split: str = option("train", "split to train on (labeled rows; the hold-out comes from it)")
+    test_split: str | None = option(None, "split to report (default: dev for sst2/cola, else test)")
+    num_classes: int | None = option(None, "number of classes (default: the dataset's)")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    amp: bool = option(True, "bf16 autocast on CUDA (ignored on CPU)")
+    in_memory: bool = option(False, "load the features into RAM instead of memory-mapping them")
+    threads: int | None = option(None, "torch CPU threads (default: torch's own choice)")
+    data_dir: str | None = option(None, "folder with the dataset files")
+    dataset_options: DatasetOptions = option(factory=DatasetOptions)
+    overwrite: bool = option(False, "replace a finished run in --out")
+    resume: bool = option(False, "continue an interrupted run from its last checkpoint")
 
     def validate(self) -> None:
         from aftpipe.data import DATASETS
@@ -451,20 +457,13 @@ class TrainConfig(Config):
             registered(registry, getattr(self, name), (name,))
         require(not METHODS.get(self.method).uses_features or len(self.features) > 0, "features",
                 f"method `{self.method}` needs cached features; pass --features cache/<dataset>/<source>")
-        for name in ("epochs", "batch_size"):
-            require(getattr(self, name) >= 1, name, f"must be ≥ 1, got {getattr(self, name)}")
-        for name in ("steps", "labels", "eval_every", "patience", "num_classes", "threads"):
-            v = getattr(self, name)
-            require(v is None or v >= 1, name, f"must be ≥ 1, got {v}")
+        at_least(self, 1, "epochs", "batch_size", "steps", "labels", "eval_every", "patience", "num_classes", "threads")
+        at_least(self, 0, "weight_decay", "grad_clip", "seed", "data_seed")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr:g}")
-        for name in ("weight_decay", "grad_clip"):
-            require(getattr(self, name) >= 0, name, f"must be ≥ 0, got {getattr(self, name):g}")
         require(0 <= self.warmup < 1, "warmup", f"is a fraction of the steps, in [0, 1); got {self.warmup:g}")
         require(0 <= self.holdout < 1, "holdout", f"must be in [0, 1), got {self.holdout:g}")
-        for name in ("seed", "data_seed"):
-            require(getattr(self, name) >= 0, name, f"must be ≥ 0, got {getattr(self, name)}")
 
 
 __all__ = ["Config", "ConfigError", "DatasetOptions", "ExtractConfig", "MethodConfig", "Partial", "SourceOptions",
            "StudentConfig", "TrainConfig", "check_keys", "convert", "dump_yaml", "format_path", "from_dict",
-           "load_config", "load_yaml", "registered", "require", "to_plain"]
+           "load_config", "load_yaml", "option", "registered", "require", "to_plain"]

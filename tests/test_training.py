@@ -167,7 +167,7 @@ def _cli(reviews_dir, tiny_hf_dir, *extra):
     (["--warmup", "2"], ["--warmup is a fraction of the steps"]),
     (["--weight-decay", "-1"], ["--weight-decay must be ≥ 0, got -1"]),
     (["--threads", "-2"], ["--threads must be ≥ 1, got -2"]),
-    (["--max-length", "0"], ["--max-length must be at least 1, got 0"]),
+    (["--max-length", "0"], ["--max-length must be ≥ 1, got 0"]),
     (["--text-col", "label"], ["--text-col", "`label` is the label column"]),
     (["--method", "aft", "--phi-norm", "zscore"], ["--phi-norm expected one of none, standardize"]),
     (["--student", "small-cnn"], ["small-cnn", "text"]),

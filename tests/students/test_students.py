@@ -392,7 +392,7 @@ def test_timm_errors(tmp_path):
 def test_bad_config_values(tmp_path):
     with pytest.raises(AftpipeError, match="no pretrained weights to load"):
         build_student("small-cnn", 2, gray_digits(1), StudentConfig(pretrained=str(tmp_path)))
-    with pytest.raises(AftpipeError, match="vocab_size: must be at least 3"):
+    with pytest.raises(AftpipeError, match="vocab_size: must be ≥ 3, got 2"):
         StudentConfig(vocab_size=2)
     with pytest.raises(AftpipeError, match="embed_dim divisible by 4"):
         build_student("tiny-transformer", 2, TEXTS, StudentConfig(embed_dim=30))
