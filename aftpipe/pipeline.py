@@ -28,7 +28,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aftpipe import rundir
 from aftpipe.config import (Config, ConfigError, ExtractConfig, Partial, TrainConfig, from_dict, load_yaml, registered,
@@ -52,7 +52,8 @@ CONTROLLED = {
     "test_split": "the top-level `test_split:`", "out": "nothing (runs go to runs/<pipeline>/...)",
     "features": "`sources:` and `methods[i].sources`", "student": "`students:`", "method": "`methods:`",
     "method_options": "`methods[i].options` and `methods[i].beta`", "seed": "`seeds:` and `tune_seed:`",
-    "unlabeled": "`methods[i].unlabeled`", "resume": "nothing (pipelines always resume)",
+    "unlabeled": "`methods[i].unlabeled`", "phi_control": "`methods[i].control`",
+    "resume": "nothing (pipelines always resume)",
     "overwrite": "nothing (delete a run directory to redo it)",
 }
 # ExtractConfig fields the pipeline sets itself
@@ -80,6 +81,12 @@ class MethodSpec(Config):
     options: Partial[MethodConfig] = field(default_factory=dict)  # other MethodConfig fields: tau, state_lr, ...
     unlabeled: bool = False  # add a batch of unlabeled rows per step (the transfer set)
     train: Partial[TrainConfig] = field(default_factory=dict)  # TrainConfig fields for this method only (steps, ...)
+    control: Literal["none", "shuffle", "gaussian"] = "none"  # φ replaced by a control: its own group and row
+
+    @property
+    def label(self) -> str:
+        """The method as runs and tables name it: `aft`, or `aft+shuffle` under a control."""
+        return self.name if self.control == "none" else f"{self.name}+{self.control}"
 
     def validate(self) -> None:
         registered(METHODS, self.name, ("name",))
@@ -93,6 +100,9 @@ class MethodSpec(Config):
             require(len({f"{v:g}" for v in grid}) == len(grid), key, f"repeats a value: {list(grid)}")
         require(self.name not in NO_BETA or self.beta is None or not any(self.beta), "beta",
                 f"method `{self.name}` has no regulariser, so no β; drop the key")
+        method = METHODS.get(self.name)
+        require(self.control == "none" or (method.uses_features and method.uses_student), "control",
+                f"method `{self.name}` has no transfer term to control; drop the key")
         require(self.name != PROBE or self.lr is None, "lr",
                 "linear_probe fits its head with its own optimiser and ignores lr; drop the key")
         _refuse_controlled(self.options, {"beta": "`beta` (the β grid)"}, ("options",))
@@ -161,9 +171,9 @@ class PipelineConfig(Config):
                 require(s in self.sources, ("methods", i, "sources"),
                         f"no source set `{s}`; the sets are {', '.join(self.sources)}")
             for s in self.source_sets(m):
-                require((m.name, s) not in seen, ("methods", i),
-                        f"repeats methods[{seen.get((m.name, s))}] ({m.name} on {s}); merge their grids")
-                seen[m.name, s] = i
+                require((m.label, s) not in seen, ("methods", i),
+                        f"repeats methods[{seen.get((m.label, s))}] ({m.label} on {s}); merge their grids")
+                seen[m.label, s] = i
             try:
                 dataclasses.replace(template, **m.train)
             except ConfigError as e:
@@ -218,7 +228,8 @@ class Group:
 
     @property
     def method(self) -> str:
-        return self.spec.name
+        """The method's name in runs and tables (with its control, if any)."""
+        return self.spec.label
 
     @property
     def label(self) -> str:
@@ -260,8 +271,9 @@ class PipelinePlan:
     def train_config(self, g: Group, beta: float, lr: float, seed: int) -> TrainConfig:
         tc = dataclasses.replace(self.cfg.train_template(), **g.spec.train)
         return dataclasses.replace(
-            tc, out=str(self.run_dir(g, beta, lr, seed)), features=self.features(g.sources), method=g.method,
+            tc, out=str(self.run_dir(g, beta, lr, seed)), features=self.features(g.sources), method=g.spec.name,
             student=tc.student if g.method == PROBE else g.student, seed=seed, lr=lr, unlabeled=g.spec.unlabeled,
+            phi_control=g.spec.control,
             method_options=MethodConfig(beta=beta, **g.spec.options), resume=True)
 
     def run_dir(self, g: Group, beta: float, lr: float, seed: int) -> Path:

@@ -59,6 +59,17 @@ def test_a_good_pipeline_loads_with_its_defaults(tmp_path):
         "aft-minilm+tfidf-hf-config__x_c.json-b0.1-lr0.001-s2"
 
 
+def test_a_control_is_its_own_group_with_its_own_runs(tmp_path, data_dir):
+    path = write(tmp_path, BASE.replace("  - name: linear_probe\n", "  - name: aft\n    control: shuffle\n"
+                                                                   "  - name: linear_probe\n"))
+    p = plan_pipeline(path, cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs")
+    g = p.groups[3]
+    assert g.method == "aft+shuffle" and g.spec.name == "aft" and g.label == "aft+shuffle · minilm · textcnn"
+    tc = p.train_config(g, 1.0, 1e-3, 0)
+    assert tc.method == "aft" and tc.phi_control == "shuffle" and "aft+shuffle-minilm-textcnn" in tc.out
+    assert p.train_config(p.groups[1], 1.0, 1e-3, 0).phi_control == "none"
+
+
 def test_a_method_may_override_the_shared_training_settings(tmp_path, data_dir):
     path = write(tmp_path, BASE.replace("{state_lr: 1e-2}", "{state_lr: 1e-2}\n    train: {steps: 900}"))
     p = plan_pipeline(path, cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs")
@@ -100,6 +111,9 @@ def test_a_method_may_override_the_shared_training_settings(tmp_path, data_dir):
     (("train: {epochs: 2,", "train: {seed: 3, epochs: 2,"), ["train.seed: set by the pipeline", "seeds:"]),
     (("train: {epochs: 2,", "train: {epochs: two,"), ["train.epochs: expected an integer, got 'two'"]),
     (("  - name: none\n", "  - name: none\n    beta: [1.0]\n"), ["methods[0].beta: method `none` has no"]),
+    (("  - name: none\n", "  - name: none\n    control: shuffle\n"), ["methods[0].control: method `none` has no transfer"]),
+    (("    options: {state_lr: 1e-2}\n", "    options: {state_lr: 1e-2}\n  - name: aft\n    control: noise\n"),
+     ["methods[2].control: expected one of none, shuffle, gaussian, got 'noise'"]),
     (("  - name: linear_probe\n", "  - name: linear_probe\n    lr: [0.1]\n"), ["methods[2].lr: linear_probe"]),
     (("dataset: sst2", "dataset: sst3"), ["dataset: no dataset `sst3`"]),
     (("{state_lr: 1e-2}", "{state_lr: 1e-2}\n    train: {steps: 0}"), ["methods[1].train.steps: must be ≥ 1"]),

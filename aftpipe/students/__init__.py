@@ -20,6 +20,7 @@ from aftpipe.errors import AftpipeError
 from aftpipe.registry import Registry
 from aftpipe.students.base import Modality, Student
 from aftpipe.students.image import SmallCNN, Timm
+from aftpipe.students.pretrained import HFPretrained, init_word_embeddings
 from aftpipe.students.text import BowMLP, HFConfig, TextCNN, TinyTransformer
 
 __all__ = ["STUDENTS", "Student", "StudentConfig", "build_student", "rebuild_student", "student_class", "students_for"]
@@ -31,6 +32,8 @@ STUDENTS.register("bow-mlp", BowMLP, help="mean of token embeddings, then an MLP
 STUDENTS.register(
     "hf-config:", HFConfig, help="any transformers config (JSON, config.json or folder), random init (text)"
 )
+STUDENTS.register("hf:", HFPretrained, help="a pretrained transformers encoder (hub id, dir or minilm), "
+                  "fine-tuned whole; --student-layers K keeps its first K layers (text)")
 STUDENTS.register("small-cnn", SmallCNN, help="a few conv-BN-ReLU blocks + global average pool (image)")
 STUDENTS.register("timm:", Timm, help="any timm model by name or folder; local weights with `pretrained` (image)")
 
@@ -77,7 +80,12 @@ def build_student(
     cfg = cfg or StudentConfig()
     if cfg.pretrained is not None and cls is not Timm:
         raise AftpipeError(f"student `{spec}` has no pretrained weights to load; drop `pretrained` or use timm:NAME.")
-    return cls.create(spec, arg, num_classes, train_inputs, cfg)
+    if cfg.prune_vocab and cls is not HFPretrained:
+        raise AftpipeError(f"--prune-vocab is for hf: students; `{spec}` already keeps a compact vocabulary")
+    student = cls.create(spec, arg, num_classes, train_inputs, cfg)
+    if cfg.init_embeddings:
+        init_word_embeddings(student, cfg.init_embeddings)
+    return student
 
 
 def rebuild_student(spec: dict[str, Any]) -> Student:

@@ -103,3 +103,24 @@ def test_bad_sources_are_user_errors(spec, msg):
 
 def test_registry_lists_every_source():
     assert {"minilm", "hf:", "timm:", "tfidf"} <= set(SOURCES.names())
+
+
+def test_prompted_last_token_features_as_the_authors_extract_them(tiny_hf_dir):
+    from transformers import AutoModel, AutoTokenizer
+
+    template = 'Review: "{text}"\nSentiment:'
+    opts = SourceOptions(pooling="last", prompt=template)
+    src = load_source(f"hf:{tiny_hf_dir}", opts)
+    assert src.name == store_name(f"hf:{tiny_hf_dir}", opts) != store_name(f"hf:{tiny_hf_dir}")
+    assert src.name.startswith(f"hf-{tiny_hf_dir.name}-last-prompt") and src.spec()["prompt"] == template
+    texts = ["a film {with braces}", "dull"]
+    got = src.forward(src.collate(texts)).numpy()
+    tok, model = AutoTokenizer.from_pretrained(tiny_hf_dir), AutoModel.from_pretrained(tiny_hf_dir).eval()
+    for i, t in enumerate(texts):  # one at a time: no padding, so the last token is the last position
+        enc = tok(template.replace("{text}", t), return_tensors="pt")
+        with torch.no_grad():
+            want = model(**enc).last_hidden_state[0, -1].numpy()
+        np.testing.assert_allclose(got[i], want, atol=1e-5)
+    with pytest.raises(AftpipeError, match="^prompt: has no {text}"):
+        SourceOptions(prompt="Review:")
+    assert "prompt" not in load_source(f"hf:{tiny_hf_dir}").spec()  # stores built before prompts keep their key
