@@ -14,9 +14,7 @@ student's width: what the words mean, without the model's size.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
