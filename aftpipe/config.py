@@ -146,6 +146,9 @@ def convert(value: Any, tp: Any, path: tuple[PathPart, ...] = ()) -> Any:
         if value is None and type(None) in args:
             return None
         arms = [a for a in args if a is not type(None)]
+        mapped = [a for a in arms if isinstance(a, type) and dataclasses.is_dataclass(a)]
+        if isinstance(value, Mapping) and len(mapped) == 1:  # a mapping is meant for the config arm: say what is wrong in it
+            return convert(value, mapped[0], path)
         for arm in arms:
             try:
                 return convert(value, arm, path)
@@ -263,12 +266,26 @@ def load_config(cls: type, path: str | Path) -> Any:
 # (registry names are checked lazily, at construction).
 
 
-def registered(registry: Any, spec: str, path: tuple[PathPart, ...]) -> None:
-    """A name `registry` does not know, as a config error at `path` (its message lists the known names)."""
+def registered(registry: Any, spec: str, path: tuple[PathPart, ...], options: Config | None = None) -> None:
+    """A name `registry` does not know, as a config error at `path` (its message lists the known names);
+    with `options`, the spec's own `@key=value` options are checked against them too."""
     try:
-        registry.resolve(spec)
+        name, extra = registry.split_options(spec)
+        registry.resolve(name)
+        if options is not None:
+            with_overrides(options, extra, spec)
     except AftpipeError as e:
         raise ConfigError(path, str(e)) from None
+
+
+def with_overrides(options: Any, extra: dict[str, Any], spec: str) -> Any:
+    """`options` with the fields a spec's `@key=value` names replaced (converted and checked)."""
+    if not extra:
+        return options
+    try:
+        return from_dict(type(options), {**options.to_dict(), **extra})
+    except ConfigError as e:
+        raise AftpipeError(f"`{spec}`: {e}") from None
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, flag: str | None = None) -> Any:
@@ -351,7 +368,7 @@ class ExtractConfig(Config):
         registered(DATASETS, self.dataset, ("dataset",))
         require(len(self.sources) > 0, "sources", "name at least one source (`aftpipe sources`)")
         for i, spec in enumerate(self.sources):
-            registered(SOURCES, spec, ("sources", i))
+            registered(SOURCES, spec, ("sources", i), self.source_options)
         at_least(self, 0, "workers")
         at_least(self, 1, "batch_size", "chunk_rows", "shard_rows", "limit")
 
@@ -471,8 +488,9 @@ class TrainConfig(Config):
         from aftpipe.methods import METHODS
         from aftpipe.students import STUDENTS
 
-        for name, registry in (("dataset", DATASETS), ("method", METHODS), ("student", STUDENTS)):
+        for name, registry in (("dataset", DATASETS), ("method", METHODS)):
             registered(registry, getattr(self, name), (name,))
+        registered(STUDENTS, self.student, ("student",), self.student_options)
         method = METHODS.get(self.method)
         require(not method.uses_features or len(self.features) > 0, "features",
                 f"method `{self.method}` needs cached features; pass --features cache/<dataset>/<source>")

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aftpipe import rundir
-from aftpipe.config import (Config, ConfigError, ExtractConfig, Partial, TrainConfig, from_dict, load_yaml, registered,
-                            require)
+from aftpipe.config import (Config, ConfigError, ExtractConfig, Partial, SourceOptions, TrainConfig, from_dict,
+                            load_yaml, registered, require)
 from aftpipe.data.base import Dataset
 from aftpipe.errors import AftpipeError
 from aftpipe.features import RowPlan, plan_rows
@@ -116,6 +116,21 @@ class MethodSpec(Config):
 
 
 @dataclass(frozen=True)
+class StudentSpec(Config):
+    """A student with settings of its own (YAML: a mapping in `students:`; a plain name is a StudentSpec
+    with nothing of its own). A pretrained transformer and a word CNN want learning rates 100x apart."""
+
+    name: str
+    lr: tuple[float, ...] | None = None  # its lr grid, for methods that give none (default: train.lr)
+    train: Partial[TrainConfig] = field(default_factory=dict)  # TrainConfig fields for this student only
+
+    def validate(self) -> None:
+        require(self.lr is None or (len(self.lr) > 0 and all(v > 0 for v in self.lr)), "lr",
+                f"a non-empty grid of values > 0, got {self.lr}")
+        _refuse_controlled(self.train, {**CONTROLLED, "lr": "`lr` (the student's lr grid)"}, ("train",))
+
+
+@dataclass(frozen=True)
 class PipelineConfig(Config):
     name: str  # results/<name>, runs/<name>; defaults to the file's stem
     dataset: str
@@ -124,7 +139,7 @@ class PipelineConfig(Config):
     test_split: str | None = None  # default: dev for sst2/cola, else test
     extract: Partial[ExtractConfig] = field(default_factory=dict)  # how missing stores are extracted
     sources: dict[str, tuple[str, ...]] = field(default_factory=dict)  # set name → source specs (concatenated)
-    students: tuple[str, ...] = ("textcnn",)
+    students: tuple[str | StudentSpec, ...] = ("textcnn",)  # names, or mappings {name, lr, train}
     methods: tuple[MethodSpec, ...] = ()
     seeds: tuple[int, ...] = (0, 1, 2)
     train: Partial[TrainConfig] = field(default_factory=dict)  # TrainConfig fields shared by every run
@@ -146,10 +161,16 @@ class PipelineConfig(Config):
                     "use letters, digits and _ . + = -")
             require(len(specs) > 0, ("sources", set_name), "empty set; list at least one source spec")
             for j, spec in enumerate(specs):
-                registered(SOURCES, spec, ("sources", set_name, j))
+                registered(SOURCES, spec, ("sources", set_name, j),
+                           self.extract.get("source_options") or SourceOptions())
         require(len(self.students) > 0, "students", "empty list; name at least one student (`aftpipe students`)")
+        object.__setattr__(self, "students", tuple(StudentSpec(s) if isinstance(s, str) else s for s in self.students))
         for i, s in enumerate(self.students):
-            registered(STUDENTS, s, ("students", i))
+            registered(STUDENTS, s.name, ("students", i), self.train_template().student_options)
+            try:
+                dataclasses.replace(self.train_template(), **s.train)
+            except ConfigError as e:
+                raise e.under("students", i, "train") from None
         require(len(self.seeds) >= MIN_SEEDS, "seeds",
                 f"the final runs need at least {MIN_SEEDS} seeds for a mean ± std, got {list(self.seeds)}")
         require(len(set(self.seeds)) == len(self.seeds) and min(self.seeds) >= 0 and self.tune_seed >= 0, "seeds",
@@ -178,7 +199,7 @@ class PipelineConfig(Config):
                 dataclasses.replace(template, **m.train)
             except ConfigError as e:
                 raise e.under("methods", i, "train") from None
-            require(len(self.grid(m)) == 1 or template.holdout > 0, "train.holdout",
+            require(all(len(self.grid(m, st)) == 1 for st in self.students) or template.holdout > 0, "train.holdout",
                     f"methods[{i}] has a grid to tune but there is no hold-out; set holdout > 0")
 
     def train_template(self) -> TrainConfig:
@@ -196,10 +217,11 @@ class PipelineConfig(Config):
     def source_sets(self, m: MethodSpec) -> tuple[str, ...]:
         return m.sources or (next(iter(self.sources)),)
 
-    def grid(self, m: MethodSpec) -> list[tuple[float, float]]:
-        """The (β, lr) settings of method `m`, β-major in the order written."""
+    def grid(self, m: MethodSpec, student: StudentSpec | None = None) -> list[tuple[float, float]]:
+        """The (β, lr) settings of method `m` for `student`, β-major in the order written; the lr grid is the
+        method's, else the student's, else train.lr."""
         betas = m.beta if m.beta is not None else ((0.0,) if m.name in NO_BETA else (MethodConfig().beta,))
-        lrs = m.lr if m.lr is not None else (self.train_template().lr,)
+        lrs = m.lr or (student.lr if student is not None and student.lr else None) or (self.train_template().lr,)
         return [(b, lr) for b in betas for lr in lrs]
 
 
@@ -225,6 +247,7 @@ class Group:
     sources: str
     student: str  # `head` for the linear probe
     grid: tuple[tuple[float, float], ...]
+    student_train: tuple[tuple[str, Any], ...] = ()  # the student's own TrainConfig settings
 
     @property
     def method(self) -> str:
@@ -237,9 +260,10 @@ class Group:
 
 
 def plan(cfg: PipelineConfig) -> list[Group]:
-    return [Group(m, s, student, tuple(cfg.grid(m)))
+    probe = StudentSpec(PROBE_STUDENT)
+    return [Group(m, s, st.name, tuple(cfg.grid(m, st)), tuple(st.train.items()))
             for m in cfg.methods for s in cfg.source_sets(m)
-            for student in ((PROBE_STUDENT,) if m.name == PROBE else cfg.students)]
+            for st in ((probe,) if m.name == PROBE else cfg.students)]
 
 
 def run_name(method: str, sources: str, student: str, beta: float, lr: float, seed: int) -> str:
@@ -269,7 +293,7 @@ class PipelinePlan:
         return tuple(str(self.stores[spec]) for spec in self.cfg.sources[sources])
 
     def train_config(self, g: Group, beta: float, lr: float, seed: int) -> TrainConfig:
-        tc = dataclasses.replace(self.cfg.train_template(), **g.spec.train)
+        tc = dataclasses.replace(self.cfg.train_template(), **{**dict(g.student_train), **g.spec.train})
         return dataclasses.replace(
             tc, out=str(self.run_dir(g, beta, lr, seed)), features=self.features(g.sources), method=g.spec.name,
             student=tc.student if g.method == PROBE else g.student, seed=seed, lr=lr, unlabeled=g.spec.unlabeled,
@@ -336,8 +360,8 @@ def _load_checked(cfg: PipelineConfig) -> Dataset:
     dataset = load_dataset(cfg.dataset, cfg.data_dir, template.dataset_options)
     for split in (template.train_split, resolve_test_split(dataset.name, cfg.test_split), *(cfg.extract.get("splits") or ())):
         dataset.split(split)  # an unknown split names the ones there are
-    for i, s in enumerate(cfg.students):
-        cls = STUDENTS.get(s)
+    for i, s in enumerate(st.name for st in cfg.students):
+        cls = STUDENTS.get(STUDENTS.split_options(s)[0])
         if cls.modality != dataset.modality:
             raise AftpipeError(f"students[{i}]: `{s}` is for {cls.modality} but dataset `{cfg.dataset}` is "
                                f"{dataset.modality}; pick a {dataset.modality} student (`aftpipe students`)")
@@ -447,5 +471,5 @@ def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir:
     return out
 
 
-__all__ = ["MethodSpec", "PipelineConfig", "PipelinePlan", "load_pipeline", "plan", "plan_pipeline", "run_name",
+__all__ = ["MethodSpec", "PipelineConfig", "StudentSpec", "PipelinePlan", "load_pipeline", "plan", "plan_pipeline", "run_name",
            "run_pipeline", "validate"]

@@ -70,6 +70,20 @@ def test_a_control_is_its_own_group_with_its_own_runs(tmp_path, data_dir):
     assert p.train_config(p.groups[1], 1.0, 1e-3, 0).phi_control == "none"
 
 
+def test_a_student_may_bring_its_own_lr_grid_and_settings(tmp_path, data_dir):
+    text = BASE.replace("students: [textcnn]", "students:\n  - textcnn\n  - {name: bow-mlp, lr: [0.01, 0.03], "
+                        "train: {weight_decay: 0.0}}")
+    p = plan_pipeline(write(tmp_path, text), cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs")
+    by = {(g.method, g.student): g for g in p.groups}
+    assert by["none", "textcnn"].grid == ((0.0, 0.001),) and by["none", "bow-mlp"].grid == ((0.0, 0.01), (0.0, 0.03))
+    assert len(by["aft", "bow-mlp"].grid) == 3 * 2  # the method's β grid × the student's lr grid
+    tc = p.train_config(by["aft", "bow-mlp"], 0.1, 0.03, 0)
+    assert (tc.student, tc.lr, tc.weight_decay, tc.epochs) == ("bow-mlp", 0.03, 0.0, 2)
+    assert p.train_config(by["aft", "textcnn"], 0.1, 1e-3, 0).weight_decay == 0.01
+    with pytest.raises(AftpipeError, match=r"students\[1\]\.train\.lr: set by the pipeline"):
+        load_pipeline(write(tmp_path, text.replace("weight_decay: 0.0", "lr: 0.1")))
+
+
 def test_a_method_may_override_the_shared_training_settings(tmp_path, data_dir):
     path = write(tmp_path, BASE.replace("{state_lr: 1e-2}", "{state_lr: 1e-2}\n    train: {steps: 900}"))
     p = plan_pipeline(path, cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs")

@@ -66,7 +66,11 @@ def build_student(
     `train_inputs` are the training split's inputs: text students build their vocabulary from them, small-cnn
     reads channels and size from the first one. `cfg` defaults to `StudentConfig()`; `modality` to what the
     inputs are (str → text)."""
-    cls, arg = STUDENTS.resolve(spec)
+    from aftpipe.config import with_overrides
+
+    name, extra = STUDENTS.split_options(spec)  # `textcnn@init_embeddings=minilm`: this student's own options
+    cls, arg = STUDENTS.resolve(name)
+    cfg = with_overrides(cfg or StudentConfig(), extra, spec)
     modality = modality or _infer_modality(train_inputs)
     if modality is not None and modality not in ("text", "image"):
         raise AftpipeError(f"unknown modality `{modality}`; use `text` or `image`.")
@@ -92,5 +96,5 @@ def rebuild_student(spec: dict[str, Any]) -> Student:
     """The architecture `spec` (from `Student.spec()`) describes, ready for `load_state_dict`."""
     if not isinstance(spec, dict) or "student" not in spec:
         raise AftpipeError("a student spec must be the dict written by Student.spec(); pass the saved spec JSON.")
-    cls, _ = STUDENTS.resolve(spec["student"])
+    cls, _ = STUDENTS.resolve(STUDENTS.split_options(spec["student"])[0])
     return cls.from_spec(spec)

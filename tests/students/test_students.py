@@ -487,3 +487,12 @@ def test_init_embeddings_refusals(tmp_path, tiny_hf_dir):
 def test_timm_hub_weights_offline_is_one_clear_error():
     with pytest.raises(AftpipeError, match="could not be fetched from the hub.*local weights file"):
         build_student("timm:resnet18", 2, gray_digits(), StudentConfig(pretrained="hub", image_size=32))
+
+
+def test_a_student_spec_may_carry_its_own_options():
+    s = build_student("bow-mlp@embed_dim=16,width=8", 2, TEXTS)
+    assert (s.cfg.embed_dim, s.cfg.width) == (16, 8) and s.student == "bow-mlp@embed_dim=16,width=8"
+    again = rebuild_student(json.loads(json.dumps(s.spec())))
+    assert again.cfg == s.cfg
+    with pytest.raises(AftpipeError, match=r"`bow-mlp@widht=8`: widht: unknown key; did you mean `width`"):
+        build_student("bow-mlp@widht=8", 2, TEXTS)
