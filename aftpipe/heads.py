@@ -84,7 +84,7 @@ def fitted_head(feats: Features, features: Sequence[str], rows: np.ndarray, labe
     (`{"key": ..., "cached": bool, "folder": ...}`)."""
     progress = progress or SilentProgress()
     key = head_key(feats, rows, labels, num_classes, hidden, seed)
-    folder = cache_folder(features)
+    folder = cache_folder(features) if feats.identity else None  # rows of unknown origin: no key can name them
     if folder is not None and (folder / key).is_dir():
         try:
             head = load_head(folder / key)

@@ -436,7 +436,7 @@ def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir:
     """Run a pipeline end to end (see the module docstring); returns `results/<name>`. `report_to` adds
     trackers (tensorboard, wandb) to every run, on top of the pipeline's own `train.report_to`."""
     from aftpipe.extraction import extract
-    from aftpipe.progress import default_progress
+    from aftpipe.progress import counting, default_progress
     from aftpipe.tracking import check_trackers
 
     progress = default_progress(progress, "step")
@@ -450,7 +450,8 @@ def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir:
     missing = tuple(p.missing_stores())  # extract itself skips finished shards
     if missing:
         progress.log(f"extracting {', '.join(missing)} over {', '.join(p.splits)}")
-        extract(dataclasses.replace(cfg.extract_config(missing, cache_dir), splits=p.splits), progress)
+        with counting(progress, "ex"):
+            extract(dataclasses.replace(cfg.extract_config(missing, cache_dir), splits=p.splits), progress)
     seen: dict[Path, str] = {}
     tuning: list[RunRecord] = []
     final: list[RunRecord] = []

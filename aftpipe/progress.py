@@ -14,8 +14,10 @@ with these four methods, so callers can pass their own.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any, Protocol, TextIO
 
 EVAL_FIELD = "holdout"  # an advance carrying this field is an evaluation: LogProgress always prints it
@@ -121,7 +123,8 @@ class LogProgress:
 
     def start(self, label: str, total: int, done: int) -> None:
         t = self.clock()
-        self._task = {"label": label, "total": total, "done": done, "done0": done, "t0": t, "last": t, "fields": {}}
+        self._task = {"label": label, "total": total, "done": done, "done0": done, "t0": t, "last": t, "fields": {},
+                      "printed": None}
 
     def line(self) -> str:
         """The progress line of the current task as of now."""
@@ -148,13 +151,13 @@ class LogProgress:
             task["fields"] = fields
         now = self.clock()
         if not self.quiet and (EVAL_FIELD in fields or now - task["last"] >= self.every_s):
-            task["last"] = now
+            task["last"], task["printed"] = now, task["done"]
             self._print(self.line())
 
     def finish(self) -> None:
         task = self._task
-        if task is not None and not self.quiet and task["done"] > task["done0"]:
-            self._print(self.line())
+        if task is not None and not self.quiet and task["done"] > task["done0"] and task["printed"] != task["done"]:
+            self._print(self.line())  # the last count, unless the last line already said it
         self._task = None
 
     def __enter__(self) -> LogProgress:
@@ -162,6 +165,21 @@ class LogProgress:
 
     def __exit__(self, *exc: Any) -> None:
         self._task = None  # an interrupted task gets no final line: the interruption says where it stopped
+
+
+@contextlib.contextmanager
+def counting(progress: Progress, unit: str) -> Iterator[Progress]:
+    """`progress` counting in `unit` for a while (a pipeline's display counts steps, its extraction rows), when
+    it has a unit to change."""
+    old = getattr(progress, "unit", None)
+    if old is None:
+        yield progress
+        return
+    progress.unit = unit  # type: ignore[attr-defined]
+    try:
+        yield progress
+    finally:
+        progress.unit = old  # type: ignore[attr-defined]
 
 
 def make_progress(quiet: bool = False, unit: str = "ex", every_s: float = 30.0) -> RichProgress | LogProgress:
@@ -189,5 +207,5 @@ def default_progress(progress: Progress | None, unit: str = "ex") -> Progress:
     return RichProgress(unit=unit) if in_notebook() else SilentProgress()
 
 
-__all__ = ["EVAL_FIELD", "LogProgress", "Progress", "RichProgress", "SilentProgress", "default_progress",
+__all__ = ["EVAL_FIELD", "LogProgress", "Progress", "RichProgress", "SilentProgress", "counting", "default_progress",
            "in_notebook", "make_progress"]

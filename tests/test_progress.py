@@ -76,3 +76,22 @@ def test_api_default_is_silent_in_scripts_and_a_live_display_in_notebooks(monkey
     assert default_progress(mine) is mine
     monkeypatch.setattr("rich.console._is_jupyter", lambda: True)  # what a Jupyter kernel looks like to rich
     assert isinstance(default_progress(None, "step"), RichProgress)
+
+
+def test_an_evaluation_at_the_last_step_is_not_printed_twice_and_units_can_change():
+    from aftpipe.progress import counting
+
+    out, clock = io.StringIO(), Clock()
+    p = LogProgress(every_s=100, unit="step", stream=out, clock=clock)
+    with counting(p, "ex"):
+        p.start("tfidf · train", total=4, done=0)
+        clock.t = 1
+        p.advance(4)
+        p.finish()
+    p.start("none · textcnn", total=2, done=0)
+    clock.t = 2
+    p.advance(2, holdout="0.5")
+    p.finish()
+    assert out.getvalue().splitlines() == [
+        "tfidf · train: 4/4 (100%)  4.0 ex/s  elapsed 0:01  ETA 0:00",
+        "none · textcnn: 2/2 (100%)  2.0 step/s  elapsed 0:01  ETA 0:00  holdout 0.5"]
