@@ -30,10 +30,12 @@ bench-quality: setup
 test: setup
 	$(PY) -m pytest
 
-# Read-path speed: random 128-row batches from zarr and HDF5 stores vs the same array in RAM.
+# Read-path speed (random 128-row batches from zarr and HDF5 vs the same array in RAM), extraction throughput,
+# and the linear probe (scikit-learn vs the torch head; needs cache/sst2/minilm, which `make demo` extracts).
 bench-speed: setup
 	$(PY) benchmarks/read_speed.py --write BENCHMARKS.md
 	$(PY) benchmarks/extract_speed.py --write BENCHMARKS.md
+	$(PY) benchmarks/probe_speed.py --store cache/sst2/minilm --write BENCHMARKS.md
 
 clean-cache:
 	find cache -mindepth 1 ! -name .gitignore -exec rm -rf {} +
