@@ -388,7 +388,7 @@ def test_bad_paths(tmp_path: Path) -> None:
     with pytest.raises(AftpipeError, match=r"imgs has class folders but no images"):
         load_dataset(f"imagefolder:{tmp_path / 'imgs'}")
     write(tmp_path / "latin1.tsv", "text\tlabel\n").write_bytes(b"text\tlabel\ncaf\xe9\t0\n")
-    with pytest.raises(AftpipeError, match=r"latin1\.tsv is not UTF-8"):
+    with pytest.raises(AftpipeError, match=r"latin1\.tsv line 2 is not UTF-8 text \(byte 0xe9\)"):
         load_dataset(f"tsv:{tmp_path / 'latin1.tsv'}")
     with pytest.raises(AftpipeError, match="needs an argument after the colon"):
         load_dataset("tsv:")
