@@ -319,7 +319,7 @@ class SourceOptions(Config):
 @dataclass(frozen=True)
 class ExtractConfig(Config):
     dataset: str = option(help="dataset name (`aftpipe datasets`), e.g. sst2, or tsv:PATH / csv:PATH / jsonl:PATH / "
-                          "imagefolder:PATH")
+                          "parquet:PATH / imagefolder:PATH")
     sources: tuple[str, ...] = option(("minilm",), "feature source (`aftpipe sources`); repeat for several: "
                                       "--source minilm --source tfidf", flag="--source")
     splits: tuple[str, ...] | None = option(None, "splits to extract, e.g. train,dev (default: all)")
@@ -411,7 +411,7 @@ class StudentConfig(Config):
 
 @dataclass(frozen=True)
 class TrainConfig(Config):
-    dataset: str = option(help="dataset name or tsv:/csv:/jsonl:/imagefolder: path (as for extract)")
+    dataset: str = option(help="dataset name or tsv:/csv:/jsonl:/parquet:/imagefolder: path (as for extract)")
     out: str = option(help="run directory: config.yaml, metrics.json, the student's weights")
     # several stores are concatenated per row (multi-source)
     features: tuple[str, ...] = option((), "feature store(s) from `aftpipe extract`; repeat for multi-source")
@@ -464,6 +464,35 @@ class TrainConfig(Config):
         require(0 <= self.holdout < 1, "holdout", f"must be in [0, 1), got {self.holdout:g}")
 
 
+def command_line(cfg: Config, command: str, skip: frozenset[str] = frozenset({"resume", "overwrite"})) -> str:
+    """The `aftpipe COMMAND ...` line that builds `cfg`: a flag for every CLI field (nested configs included)
+    whose value is not its default, except those in `skip`. The inverse of the CLI's generated options."""
+    import shlex
+
+    parts = ["aftpipe", command]
+
+    def add(obj: Config) -> None:
+        for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+            value = getattr(obj, f.name)
+            if isinstance(value, Config):
+                add(value)
+                continue
+            if not f.metadata.get("help") or f.name in skip:
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory  # type: ignore[misc]
+            if value == default:
+                continue
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            if isinstance(value, bool):
+                parts.append(flag if value else "--no-" + flag[2:])
+            elif value is not None:
+                for v in value if isinstance(value, tuple) else (value,):
+                    parts.extend([flag, shlex.quote(repr(v) if isinstance(v, float) else str(v))])
+
+    add(cfg)
+    return " ".join(parts)
+
+
 __all__ = ["Config", "ConfigError", "DatasetOptions", "ExtractConfig", "MethodConfig", "Partial", "SourceOptions",
-           "StudentConfig", "TrainConfig", "check_keys", "convert", "dump_yaml", "format_path", "from_dict",
+           "StudentConfig", "TrainConfig", "check_keys", "command_line", "convert", "dump_yaml", "format_path", "from_dict",
            "load_config", "load_yaml", "option", "registered", "require", "to_plain"]

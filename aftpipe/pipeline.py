@@ -38,6 +38,7 @@ from aftpipe.errors import AftpipeError
 from aftpipe.features import RowPlan, plan_rows
 from aftpipe.fileio import write_if_changed
 from aftpipe.methods import METHODS, MethodConfig
+from aftpipe.model import add_seed_summary
 from aftpipe.progress import Progress, SilentProgress
 from aftpipe.report import PROBE, PROBE_STUDENT, RunRecord, csv_text, markdown_report, plot_png, record_from_metrics
 from aftpipe.training import resolve_test_split, schedule
@@ -420,8 +421,10 @@ def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir:
             progress.log(f"{g.label}: chose β={beta:g} lr={lr:g} (hold-out {best.holdout:.4f})")
         else:
             beta, lr = g.grid[0]
-        for seed in cfg.seeds:  # final runs; the tuning run with tune_seed is found finished and reused
-            final.append(_run(p, g, beta, lr, seed, progress, counter))
+        # final runs; the tuning run with tune_seed is found finished and reused
+        runs = [_run(p, g, beta, lr, seed, progress, counter) for seed in cfg.seeds]
+        final += runs
+        add_seed_summary([r.run for r in runs], runs[0].metric, [r.test for r in runs], cfg.seeds)  # the cards' ± line
 
     out = Path(results_dir) / cfg.name
     intro = (f"Pipeline `{cfg.name}` ({Path(path).name}): dataset `{cfg.dataset}`, "

@@ -33,6 +33,7 @@ from aftpipe.extraction import resolve_device
 from aftpipe.features import RunData, foundation_params, open_split_features, plan_rows
 from aftpipe.methods import METHODS, Method, build_method
 from aftpipe.metrics import score
+from aftpipe.model import write_model_files
 from aftpipe.progress import Progress, SilentProgress
 from aftpipe.students import build_student
 
@@ -101,11 +102,14 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     if cfg.resume:
         rundir.check_resumable(out, cfg.to_dict())
     (out / rundir.CONFIG).write_text(dump_yaml(cfg))
+    student = None
     if method_cls.uses_student:
-        metrics = Trainer(cfg, data, device, out, progress).run()
+        trainer = Trainer(cfg, data, device, out, progress)
+        metrics, student = trainer.run(), trainer.student
     else:
         metrics = fit_probe(cfg.features, data, cfg.seed, cfg.in_memory, out, progress)
     metrics["wall_s"] = time.perf_counter() - t_start
+    write_model_files(out, cfg, data, metrics, student)  # the run directory becomes a loadable model folder
     rundir.finish(out, metrics)
     return metrics
 

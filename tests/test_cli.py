@@ -125,3 +125,23 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tiny_hf_dir, data_dir, tmp
     a = open_features(store).split("train", verify=True)
     b = open_features(tmp_path / "b" / "sst2" / f"hf-{tiny_hf_dir.name}").split("train")
     assert np.array_equal(a[np.arange(3000)], b[np.arange(3000)])
+
+
+def test_command_line_is_the_cli_call_that_rebuilds_a_config(cli, monkeypatch):
+    import shlex
+
+    import aftpipe.api
+    from aftpipe.config import DatasetOptions, MethodConfig, StudentConfig, TrainConfig, command_line
+
+    cfg = TrainConfig(dataset="sst2", out="runs/a b", features=("s/one", "s/two"), method="kd_logit", lr=3e-3,
+                      method_options=MethodConfig(beta=0.25, tau=2.0), amp=False, unlabeled=True,
+                      student_options=StudentConfig(vocab_size=300, dropout=0.0), test_split="dev",
+                      dataset_options=DatasetOptions(text_col="body"), resume=True)
+    got = []
+    monkeypatch.setattr(aftpipe.api, "train", lambda c, progress: got.append(c) or {
+        "test": {}, "holdout": {}, "params": 0, "ms_per_step": 0.0, "wall_s": 0.0})
+    line = command_line(cfg, "train")
+    assert "--resume" not in line and "--no-amp" in line and "'runs/a b'" in line
+    code, _, err = cli(shlex.split(line)[1:])
+    assert code == 0, err
+    assert got == [TrainConfig(**{**cfg.__dict__, "resume": False})]
