@@ -170,7 +170,10 @@ def readme_example() -> str:
 
 def test_the_readme_example_runs_without_torch_and_agrees_with_predict(exported, text_runs, tmp_path, cli,
                                                                         monkeypatch):
+    from aftpipe.model import ONNX_EXAMPLE
+
     code = readme_example()
+    assert code == ONNX_EXAMPLE.format(folder="exports/sst2-aft")  # the exports' own cards show the same code
     assert len(code.strip().splitlines()) <= 25
     assert re.findall(r"^(?:import|from) (\w+)", code, re.M) == ["json", "numpy", "onnxruntime", "tokenizers"]
     code = code.replace('folder = "exports/sst2-aft"', f"folder = {str(exported)!r}")
