@@ -1,78 +1,182 @@
 """The `aftpipe` command line: a thin typer layer; every command builds a config and calls one API function.
 
 `extract` and `train` take their options from the config dataclasses themselves: every field with a help line is
-an option with the field's default and type, so nothing is written twice.
-User errors (`AftpipeError`) print one line and exit 2; a config error names the flag to change. Anything
-else is a bug and keeps its traceback.
+an option with the field's default, type, `--help` panel and aliases, so nothing is written twice.
+User errors (`AftpipeError`) print one line and exit 2, naming options by their flags (`speaking_to_cli`); a
+config error names the flag to change. Ctrl-C tears the progress display down, says on one line what was kept,
+and exits 130. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import inspect
 import json
 import os
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-from aftpipe.config import Config, ConfigError, ExtractConfig, TrainConfig
-from aftpipe.errors import AftpipeError
+from aftpipe.config import (DATA, METHOD, MODEL, OPTIMISATION, OUTPUT, SYSTEM, Config, ConfigError, ExtractConfig,
+                            TrainConfig)
+from aftpipe.errors import AftpipeError, speaking_to_cli
+
+PANELS = (DATA, MODEL, METHOD, OPTIMISATION, OUTPUT, SYSTEM)
+
+
+class _CleanHelp:
+    """`--help` is listed without a type (typer would print `<bool>` beside it), and in the last panel of a
+    command whose options are grouped in panels (not alone in an `Options` panel above them). Arguments are
+    named by their metavar alone (`STORE`, not `STORE <str>`)."""
+
+    def get_params(self, ctx: Any) -> Any:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for p in params:
+            if p.param_type_name == "argument":
+                p.display_type_rich = lambda ctx: None
+        return params
+
+    def get_help_option(self, ctx: Any) -> Any:
+        opt = super().get_help_option(ctx)  # type: ignore[misc]
+        if opt is not None:
+            opt.metavar = ""
+            panels = [p.rich_help_panel for p in getattr(self, "params", []) if getattr(p, "rich_help_panel", None)]
+            opt.rich_help_panel = panels[-1] if panels else None
+        return opt
+
+
+class Command(_CleanHelp, TyperCommand):
+    pass
+
+
+class Group(_CleanHelp, TyperGroup):
+    pass
+
 
 app = typer.Typer(
     help="aftpipe: cache foundation-model features once, train small models against them (Adaptive Feature Transfer).",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from aftpipe import __version__
+
+        typer.echo(f"aftpipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[Optional[bool], typer.Option("--version", help="print the version and exit", metavar="",
+                                                          callback=_version, is_eager=True)] = None) -> None:
+    """aftpipe: cache foundation-model features once, train small models against them (Adaptive Feature Transfer)."""
 
 
 def _cli_type(tp: Any) -> Any:
     """How a config field's type is typed on the command line: a Literal as a string (the config names the
-    choices when it refuses one), a tuple as a repeatable option."""
+    choices when it refuses one), a tuple as a repeatable option, a mapping as repeatable KEY=VALUE."""
     origin, args = get_origin(tp), get_args(tp)
     if origin in (Union, types.UnionType):
         return Optional[_cli_type(next(a for a in args if a is not type(None)))]
     if origin is Literal:
         return str
     if origin is tuple:
-        return list[args[0]]
+        return list[_cli_type(args[0])]
+    if origin is dict:
+        return list[str]
     return tp
 
 
-def _options(cls: type) -> list[inspect.Parameter]:
-    """One typer option per field of `cls` (and of the configs nested in it) that has a help line; its
-    default is the field's own."""
-    hints, params = get_type_hints(cls), []
+def _metavar(tp: Any) -> str:
+    """What a value of type `tp` is called in --help: INT, FLOAT, TEXT, the choices of a Literal, none for a flag."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        return _metavar(next(a for a in args if a is not type(None)))
+    if origin is Literal:
+        return "|".join(str(a) for a in args)
+    if origin is tuple:
+        return _metavar(args[0])
+    if origin is dict:
+        return "KEY=VALUE"
+    return {bool: "", int: "INT", float: "FLOAT"}.get(tp, "TEXT")
+
+
+def _fields(cls: type, panel: str | None = None) -> Iterator[tuple[dataclasses.Field, Any, str | None]]:
+    """(field, type, panel) of every command-line field of `cls` and of the configs nested in it; a nested
+    config's fields take its panel unless they name their own."""
+    hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        own = f.metadata.get("panel") or panel
         if isinstance(hints[f.name], type) and issubclass(hints[f.name], Config):
-            params += _options(hints[f.name])
+            yield from _fields(hints[f.name], own)
         elif f.metadata.get("help"):
-            default = inspect.Parameter.empty if f.default is dataclasses.MISSING else (
-                list(f.default) if isinstance(f.default, tuple) else f.default)
-            decls = (f.metadata["flag"],) if f.metadata.get("flag") else ()
-            option = typer.Option(*decls, help=f.metadata["help"])
-            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                            annotation=Annotated[_cli_type(hints[f.name]), option]))
-    return params
+            yield f, hints[f.name], own
+
+
+def _flag_name(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _options(cls: type) -> list[inspect.Parameter]:
+    """One typer option per command-line field of `cls`: its default, type, help line, panel and aliases."""
+    params = []
+    for f, tp, panel in _fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = list(f.default) if isinstance(f.default, tuple) else f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            made = f.default_factory()
+            default = [f"{k}={v}" for k, v in made.items()] if isinstance(made, dict) else made
+        else:
+            default = inspect.Parameter.empty
+        metavar = f.metadata.get("metavar")
+        name = _flag_name(f)
+        if tp is bool and default is True:  # a flag that is on by default needs its off switch
+            name += f"/--no-{name[2:]}"
+        option = typer.Option(name, *f.metadata.get("aliases", ()), help=f.metadata["help"],
+                              rich_help_panel=panel, metavar=_metavar(tp) if metavar is None else metavar)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=Annotated[_cli_type(tp), option]))
+    order = {p: i for i, p in enumerate(PANELS)}  # panels in a fixed order, fields in theirs within each
+    return sorted(params, key=lambda p: order.get(p.annotation.__metadata__[0].rich_help_panel, len(order)))
+
+
+def _split_items(values: list[str]) -> tuple[str, ...]:
+    return tuple(x.strip() for item in values for x in item.split(",") if x.strip())
 
 
 def _build(cls: type, values: dict[str, Any]) -> Any:
-    """`cls` from the parsed options; repeatable options may also be comma-separated (`--splits train,dev`)."""
+    """`cls` from the parsed options; repeatable options may also be comma-separated (`--splits train,dev`),
+    and a mapping is given as KEY=VALUE items (`--split-map validation=test`)."""
     hints, kw = get_type_hints(cls), {}
     for f in dataclasses.fields(cls):
-        if isinstance(hints[f.name], type) and issubclass(hints[f.name], Config):
-            kw[f.name] = _build(hints[f.name], values)
+        tp = hints[f.name]
+        if isinstance(tp, type) and issubclass(tp, Config):
+            kw[f.name] = _build(tp, values)
         elif f.name in values:
             v = values[f.name]
-            kw[f.name] = tuple(x.strip() for item in v for x in item.split(",") if x.strip()) if isinstance(v, list) else v
+            if get_origin(tp) is dict:
+                pairs = [item.partition("=") for item in _split_items(v)]
+                bad = next((k for k, sep, _ in pairs if not sep), None)
+                if bad is not None:
+                    raise ConfigError(f.name, f"expected KEY=VALUE items, got `{bad}`")
+                v = {k.strip(): val.strip() for k, _, val in pairs}
+            elif isinstance(v, list):
+                v = _split_items(v)
+            kw[f.name] = v
     return cls(**kw)
 
 
 def config_command(cls: type) -> Callable[[Callable[..., None]], Any]:
     """Register `fn(cfg, **own_options)` as a command whose options are every field of config `cls` (help,
-    default and type read from the dataclass, like transformers' HfArgumentParser) plus `fn`'s own."""
+    default, type, panel and aliases read from the dataclass, like transformers' HfArgumentParser) plus `fn`'s own."""
 
     def decorate(fn: Callable[..., None]) -> Any:
         own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
@@ -85,95 +189,129 @@ def config_command(cls: type) -> Callable[[Callable[..., None]], Any]:
 
         command.__signature__ = inspect.Signature(generated + own)  # type: ignore[attr-defined]
         command.__name__, command.__doc__ = fn.__name__, fn.__doc__
-        return app.command()(command)
+        return app.command(cls=Command)(command)
 
     return decorate
 
 
+@contextlib.contextmanager
+def long_running(quiet: bool, unit: str, log_every: float) -> Iterator[Any]:
+    """The progress display of a long command. On Ctrl-C the display is torn down first (cursor restored),
+    then one line says what was kept and how to continue, and the exit status is 130. (typer would turn the
+    interrupt into a silent exit 130 before `main` saw it.)"""
+    from aftpipe.errors import Interrupted
+    from aftpipe.progress import make_progress
+
+    try:
+        with make_progress(quiet, unit, log_every) as progress:
+            yield progress
+    except KeyboardInterrupt as e:
+        typer.echo(str(e) if isinstance(e, Interrupted) else "interrupted; re-run the same command to resume", err=True)
+        raise typer.Exit(130) from None
+
+
+# options every long-running command has
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress display, only log lines", metavar="",
+                                     rich_help_panel=SYSTEM)]
+LogEvery = Annotated[float, typer.Option(help="without a terminal (log files, CI, Slurm): seconds between progress "
+                                              "lines", rich_help_panel=SYSTEM, metavar="SECONDS")]
+
+
 @config_command(ExtractConfig)
-def extract(cfg: ExtractConfig, quiet: Annotated[bool, typer.Option(help="no progress bars, only log lines")] = False) -> None:
+def extract(cfg: ExtractConfig, quiet: Quiet = False, log_every: LogEvery = 30.0) -> None:
     """Run feature sources over a dataset once and write per-example features to stores under --cache-dir.
 
     Re-running the same command resumes: finished shards are skipped and the result is bit-identical.
     """
     from aftpipe.api import extract as run_extract
-    from aftpipe.progress import RichProgress
 
-    progress = RichProgress(quiet=quiet)
-    for r in run_extract(cfg, progress):
-        rate = f"{r.rows_computed / max(r.wall_s, 1e-9):,.0f} ex/s" if r.rows_computed else "cached"
-        progress.log(f"{r.path}  {r.split}: ({r.rows}, {r.dim})  shards written {r.shards_done}, "
-                     f"skipped {r.shards_skipped}  {r.wall_s:.1f}s  {rate}")
+    with long_running(quiet, "ex", log_every) as progress:
+        for r in run_extract(cfg, progress):
+            rate = f"{r.rows_computed / max(r.wall_s, 1e-9):,.0f} ex/s" if r.rows_computed else "cached"
+            progress.log(f"{r.path}  {r.split}: ({r.rows}, {r.dim})  shards written {r.shards_done}, "
+                         f"skipped {r.shards_skipped}  {r.wall_s:.1f}s  {rate}")
 
 
 @config_command(TrainConfig)
-def train(cfg: TrainConfig, quiet: Annotated[bool, typer.Option(help="no progress bar")] = False) -> None:
-    """Train a small student against cached features with AFT or a baseline; writes metrics.json to --out."""
+def train(cfg: TrainConfig, quiet: Quiet = False, log_every: LogEvery = 30.0) -> None:
+    """Train a small student against cached features with AFT or a baseline; writes its run folder to --out."""
     from aftpipe.api import train as run_train
-    from aftpipe.progress import RichProgress
 
-    m = run_train(cfg, RichProgress(quiet=quiet, unit="step"))
+    with long_running(quiet, "step", log_every) as progress:
+        m = run_train(cfg, progress)
     typer.echo(json.dumps({"test": m["test"], "holdout": m["holdout"], "params": m["params"],
                            "ms_per_step": round(m["ms_per_step"], 2) if m["ms_per_step"] == m["ms_per_step"] else None,
                            "wall_s": round(m["wall_s"], 1)}))
 
 
-@app.command()
-def evaluate(run: Annotated[str, typer.Argument(help="a finished run directory")]) -> None:
+@app.command(cls=Command)
+def evaluate(run: Annotated[str, typer.Argument(help="a finished run directory", metavar="RUN")]) -> None:
     """Reload a run's checkpoint and score it on its test split again (should match metrics.json)."""
     from aftpipe.api import check_run
 
     typer.echo(json.dumps(check_run(run)))
 
 
-@app.command()
+@app.command(cls=Command)
 def predict(
-    run: Annotated[str, typer.Argument(help="a finished run directory (the --out of `aftpipe train`)")],
+    run: Annotated[str, typer.Argument(help="a finished run directory (the --out of `aftpipe train`)", metavar="RUN")],
     input_: Annotated[str, typer.Option("--input", "-i", help="a .tsv, .csv, .jsonl or .parquet file with a text "
-                                        "column, a folder of images, or - for one text per line on stdin")],
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="CSV to write (default: stdout)")] = None,
-    batch_size: Annotated[int, typer.Option(help="inputs per forward pass")] = 64,
-    text_col: Annotated[Optional[str], typer.Option(help="text column (default: text, sentence or content)")] = None,
-    label_col: Annotated[Optional[str], typer.Option(help="label column; when the file has it, the run's metric "
-                                                     "on those rows is printed (default: label)")] = None,
-    strict: Annotated[bool, typer.Option(help="refuse an image that does not decode instead of skipping it")] = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto")] = "cpu",
-    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's own choice)")] = None,
-    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+                                        "column, a folder of images, or - for one text per line on stdin",
+                                        metavar="PATH", rich_help_panel=DATA)],
+    text_col: Annotated[Optional[str], typer.Option(help="text column (default: text, sentence or content)",
+                                                    metavar="TEXT", rich_help_panel=DATA)] = None,
+    label_col: Annotated[Optional[str], typer.Option(help="label column; when the file has it, the run's metric on "
+                                                     "those rows is printed (default: label)", metavar="TEXT",
+                                                     rich_help_panel=DATA)] = None,
+    strict: Annotated[bool, typer.Option(help="refuse an image that does not decode instead of skipping it",
+                                         metavar="", rich_help_panel=DATA)] = False,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="CSV to write (default: stdout)",
+                                                  metavar="FILE", rich_help_panel=OUTPUT)] = None,
+    batch_size: Annotated[int, typer.Option(help="inputs per forward pass", metavar="INT",
+                                            rich_help_panel=SYSTEM)] = 64,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto", metavar="TEXT",
+                                        rich_help_panel=SYSTEM)] = "cpu",
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's own choice)",
+                                                   metavar="INT", rich_help_panel=SYSTEM)] = None,
+    quiet: Quiet = False,
+    log_every: LogEvery = 30.0,
 ) -> None:
     """Predict every row of a file with a trained model: a CSV of id, label and one prob_<label> column per class."""
     from aftpipe.api import DatasetOptions, predict_file
-    from aftpipe.progress import RichProgress
 
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    progress = RichProgress(quiet=quiet, unit="ex")
-    r = predict_file(run, input_, output, batch_size=batch_size, strict=strict, device=device, progress=progress,
-                     options=DatasetOptions(text_col=text_col, label_col=label_col))
-    if r.output is not None:
-        progress.log(f"{r.rows:,} predictions → {r.output}")
-    if r.skipped:
-        shown = ", ".join(r.skipped[:5]) + (", …" if len(r.skipped) > 5 else "")
-        progress.log(f"skipped {len(r.skipped)} unreadable image{'s' if len(r.skipped) > 1 else ''}: {shown} "
-                     "(--strict refuses them)")
-    if r.scores:
-        progress.log("  ".join(f"{k} {v:.4f}" for k, v in r.scores.items()) + f" on the {r.labelled:,} labelled rows")
+    with long_running(quiet, "ex", log_every) as progress:
+        r = predict_file(run, input_, output, batch_size=batch_size, strict=strict, device=device, progress=progress,
+                         options=DatasetOptions(text_col=text_col, label_col=label_col))
+        if r.output is not None:
+            progress.log(f"{r.rows:,} predictions → {r.output}")
+        if r.skipped:
+            shown = ", ".join(r.skipped[:5]) + (", …" if len(r.skipped) > 5 else "")
+            progress.log(f"skipped {len(r.skipped)} unreadable image{'s' if len(r.skipped) > 1 else ''}: {shown} "
+                         "(--strict refuses them)")
+        if r.scores:
+            progress.log("  ".join(f"{k} {v:.4f}" for k, v in r.scores.items())
+                         + f" on the {r.labelled:,} labelled rows")
 
 
-@app.command()
+@app.command(cls=Command)
 def export(
-    run: Annotated[str, typer.Argument(help="a finished run directory of a student")],
-    out: Annotated[str, typer.Option(help="folder to create: model.onnx, tokenizer.json, config.json, README.md")],
-    format: Annotated[str, typer.Option(help="export format: onnx")] = "onnx",
-    overwrite: Annotated[bool, typer.Option(help="replace an existing --out folder")] = False,
-    data_dir: Annotated[Optional[str], typer.Option(help="folder with the dataset files, for the verification on "
-                                                    "the test split (default: the run's)")] = None,
+    run: Annotated[str, typer.Argument(help="a finished run directory of a student", metavar="RUN")],
+    out: Annotated[str, typer.Option(help="folder to create: model.onnx, tokenizer.json, config.json, README.md",
+                                     metavar="DIR", rich_help_panel=OUTPUT)],
+    format: Annotated[str, typer.Option(help="export format", metavar="onnx", rich_help_panel=OUTPUT)] = "onnx",
+    overwrite: Annotated[bool, typer.Option(help="replace an existing --out folder", metavar="",
+                                            rich_help_panel=OUTPUT)] = False,
+    data_dir: Annotated[Optional[str], typer.Option(help="folder with the dataset files, for the check on the test "
+                                                    "split (default: the run's)", metavar="DIR",
+                                                    rich_help_panel=DATA)] = None,
 ) -> None:
     """Export a trained student to ONNX (dynamic batch and sequence axes) for runtimes without torch.
 
-    The export is verified before it is written: ONNX Runtime's logits on 64 test rows must equal the torch
+    The export is checked before it is written: ONNX Runtime's logits on 64 test rows must equal the torch
     student's within 1e-4 with the same argmax."""
     from aftpipe.api import export_model
 
@@ -182,31 +320,37 @@ def export(
                f"{r.max_abs_diff:.1e} on {r.rows} rows of `{r.split}`")
 
 
-@app.command("run")
+@app.command("run", cls=Command)
 def run_(
-    pipeline: Annotated[str, typer.Argument(help="a pipeline YAML, e.g. pipelines/demo.yaml")],
-    cache_dir: Annotated[str, typer.Option(help="where feature stores are found or extracted")] = "cache",
-    results_dir: Annotated[str, typer.Option(help="results land in <results-dir>/<pipeline>/")] = "results",
-    runs_dir: Annotated[str, typer.Option(help="run directories land in <runs-dir>/<pipeline>/")] = "runs",
-    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    pipeline: Annotated[str, typer.Argument(help="a pipeline YAML, e.g. pipelines/demo.yaml", metavar="PIPELINE")],
+    cache_dir: Annotated[str, typer.Option(help="where feature stores are found or extracted", metavar="DIR",
+                                           rich_help_panel=DATA)] = "cache",
+    results_dir: Annotated[str, typer.Option(help="results land in <results-dir>/<pipeline>/", metavar="DIR",
+                                             rich_help_panel=OUTPUT)] = "results",
+    runs_dir: Annotated[str, typer.Option(help="run directories land in <runs-dir>/<pipeline>/", metavar="DIR",
+                                          rich_help_panel=OUTPUT)] = "runs",
+    report_to: Annotated[list[str], typer.Option(help="also log every run to tensorboard or wandb (repeatable)",
+                                                 metavar="TRACKER", rich_help_panel=OUTPUT)] = [],  # noqa: B006
+    quiet: Quiet = False,
+    log_every: LogEvery = 30.0,
 ) -> None:
     """Run a pipeline: extract missing stores, tune β/lr on the hold-out, train every seed, write results.
 
     Finished runs are skipped, so an interrupted sweep resumes and a finished one changes nothing."""
     from aftpipe.api import run_pipeline
-    from aftpipe.progress import RichProgress
 
-    out = run_pipeline(pipeline, cache_dir=cache_dir, results_dir=results_dir, runs_dir=runs_dir,
-                       progress=RichProgress(quiet=quiet, unit="it"))
+    with long_running(quiet, "step", log_every) as progress:
+        out = run_pipeline(pipeline, cache_dir=cache_dir, results_dir=results_dir, runs_dir=runs_dir,
+                           progress=progress, report_to=_split_items(report_to))
     typer.echo((out / "results.md").read_text())
-    typer.echo(f"results: {out}/results.csv, {out}/results.md, {out}/plot.png")
+    typer.echo(f"results: {out}/results.csv, {out}/results.md, {out}/plot.png, {out}/plot.svg")
 
 
-@app.command("validate")
+@app.command("validate", cls=Command)
 def validate_(
-    pipeline: Annotated[str, typer.Argument(help="a pipeline YAML")],
-    cache_dir: Annotated[str, typer.Option(help="where feature stores are looked for")] = "cache",
-    runs_dir: Annotated[str, typer.Option(help="where finished runs are looked for")] = "runs",
+    pipeline: Annotated[str, typer.Argument(help="a pipeline YAML", metavar="PIPELINE")],
+    cache_dir: Annotated[str, typer.Option(help="where feature stores are looked for", metavar="DIR")] = "cache",
+    runs_dir: Annotated[str, typer.Option(help="where finished runs are looked for", metavar="DIR")] = "runs",
 ) -> None:
     """Check a pipeline (keys, types, names, grids) and say what it would compute, without computing it."""
     from aftpipe.api import validate
@@ -219,7 +363,7 @@ def _list(registry: Any, width: int = 14) -> None:
         typer.echo(f"{name:{width}s} {doc}")
 
 
-@app.command()
+@app.command(cls=Command)
 def methods() -> None:
     """List the transfer methods (AFT and the baselines it must beat)."""
     from aftpipe.methods import METHODS
@@ -227,7 +371,7 @@ def methods() -> None:
     _list(METHODS)
 
 
-@app.command()
+@app.command(cls=Command)
 def students() -> None:
     """List the student models (`name:` entries take a config, timm name or path)."""
     from aftpipe.students import STUDENTS
@@ -235,7 +379,7 @@ def students() -> None:
     _list(STUDENTS)
 
 
-@app.command()
+@app.command(cls=Command)
 def datasets() -> None:
     """List the datasets aftpipe knows (`name:` entries take a path)."""
     from aftpipe.data import DATASETS, default_data_dir
@@ -244,7 +388,7 @@ def datasets() -> None:
     typer.echo(f"\ndata dir: {default_data_dir() or '(none found: pass --data-dir or set AFTPIPE_DATA_DIR)'}")
 
 
-@app.command()
+@app.command(cls=Command)
 def sources() -> None:
     """List the feature sources (`name:` entries take a hub id, a name or a local path)."""
     from aftpipe.sources import SOURCES
@@ -260,9 +404,9 @@ def _human(n: float) -> str:
     return str(n)
 
 
-@app.command("inspect")
+@app.command("inspect", cls=Command)
 def inspect_(
-    store: Annotated[str, typer.Argument(help="a store: cache/<dataset>/<source> or its .h5 file")],
+    store: Annotated[str, typer.Argument(help="a store: cache/<dataset>/<source> or its .h5 file", metavar="STORE")],
     json_out: Annotated[bool, typer.Option("--json", help="print the whole manifest as JSON")] = False,
 ) -> None:
     """Print a store's manifest summary: source, dataset, splits with shapes and dtype, bytes on disk."""
@@ -297,8 +441,10 @@ def inspect_(
     con.print(t)
 
 
-@app.command()
-def verify(store: Annotated[str, typer.Argument(help="a store: cache/<dataset>/<source> or its .h5 file")]) -> None:
+@app.command(cls=Command)
+def verify(
+    store: Annotated[str, typer.Argument(help="a store: cache/<dataset>/<source> or its .h5 file", metavar="STORE")],
+) -> None:
     """Re-hash every shard of every split against the manifest's checksums; exit 1 on any mismatch."""
     from aftpipe.api import verify_store
 
@@ -314,19 +460,29 @@ def verify(store: Annotated[str, typer.Argument(help="a store: cache/<dataset>/<
     typer.echo(f"ok: {report.path}: {report.shards_checked} shards in {len(report.bad)} splits match their checksums")
 
 
-FLAGS = {"sources": "--source", "out": "--out"}  # config fields whose flag is not simply --field-name
+@functools.cache
+def _flags() -> dict[str, str]:
+    """Config field name → its command-line flag, read from the configs behind `extract` and `train`."""
+    return {f.name: _flag_name(f) for cls in (ExtractConfig, TrainConfig) for f, _, _ in _fields(cls)}
+
+
+def flag_of(name: str) -> str:
+    """The CLI flag of a config field: `out` → --out, `sources` → --source, `method_options.beta` → --beta."""
+    return _flags().get(name, "--" + name.replace("_", "-"))
 
 
 def _flag(path: tuple) -> str:
     """The CLI flag of a config field path: ("method_options", "beta") → --beta, ("sources", 1) → --source."""
-    name = next((p for p in reversed(path) if isinstance(p, str)), "")
-    return FLAGS.get(name, "--" + name.replace("_", "-"))
+    return flag_of(next((p for p in reversed(path) if isinstance(p, str)), ""))
 
 
 def main() -> None:
+    from aftpipe.provenance import running_command
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we parallelise with DataLoader workers instead
     try:
-        app()
+        with speaking_to_cli(flag_of), running_command(["aftpipe", *sys.argv[1:]]):
+            app()
     except ConfigError as e:
         sep = " " if e.message.startswith(("must", "expected", "is ")) else ": "
         typer.echo(f"error: {_flag(e.path)}{sep}{e.message}", err=True)
@@ -334,7 +490,7 @@ def main() -> None:
     except AftpipeError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a long-running command
         typer.echo("interrupted; re-run the same command to resume", err=True)
         sys.exit(130)
 

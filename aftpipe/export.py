@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint, option_name
 from aftpipe.fileio import write_atomic, write_json
 
 FORMATS = ("onnx",)
@@ -62,16 +62,24 @@ def _require_onnx() -> None:
     missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
     if missing:
         raise AftpipeError(f"ONNX export needs {', '.join(missing)}; install them with `pip install 'aftpipe[export]'`")
+    if tuple(int(x) for x in torch.__version__.split(".")[:2]) < (2, 5):
+        raise AftpipeError(f"ONNX export needs torch ≥ 2.5 (its torch.export-based exporter), this is torch "
+                           f"{torch.__version__}; upgrade torch")
 
 
 class TextLogits(nn.Module):
-    """The student as a function of (input_ids, attention_mask): the signature the exported graph has."""
+    """The student as a function of (input_ids, attention_mask), the ids as tokenizer.json gives them: the
+    signature the exported graph has. A student with an id map (a pruned pretrained encoder) carries it
+    in the graph as a lookup table."""
 
-    def __init__(self, student: nn.Module) -> None:
+    def __init__(self, student: nn.Module, id_map: np.ndarray | None = None) -> None:
         super().__init__()
         self.student = student
+        self.register_buffer("id_map", None if id_map is None else torch.from_numpy(id_map))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.id_map is not None:
+            input_ids = self.id_map[input_ids]
         return self.student({"input_ids": input_ids, "attention_mask": attention_mask})
 
 
@@ -105,12 +113,18 @@ def _to_onnx(model: Any, path: Path) -> None:
     student = model.net.to("cpu").eval()
     batch = torch.export.Dim("batch")
     if model.modality == "text":
+        from tokenizers import Tokenizer
+
         text = model.info["text"]
-        example = model.encode(["an example sentence for tracing", "and another"])
+        # traced on what tokenizer.json gives (before any id map, which the graph applies itself)
+        enc = Tokenizer.from_file(str(model.folder / text["tokenizer"])).encode_batch(["an example sentence", "another"])
+        example = {k: torch.tensor([getattr(e, k) for e in enc]) for k in ("ids", "attention_mask")}
+        example["input_ids"] = example.pop("ids")
         # the longest sequence a tokenizer.json truncated at max_length can produce; the bound lets students
         # with learned positions (tiny-transformer: pos[:L]) export
         seq = torch.export.Dim("sequence", max=text["max_length"])
-        module, args = TextLogits(student).eval(), (example["input_ids"], example["attention_mask"])
+        module = TextLogits(student, student.id_map()).eval()
+        args = (example["input_ids"], example["attention_mask"])
         names, shapes = text["inputs"], {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
     else:
         c, h, w = model.info["image"]["input_size"]
@@ -188,23 +202,24 @@ def export_model(run: str | Path, out: str | Path, format: str = "onnx", overwri
     from aftpipe.model import TOKENIZER, load_model, render_card
 
     if format not in FORMATS:
-        raise AftpipeError(f"unknown --format `{format}`; aftpipe exports: {', '.join(FORMATS)}")
+        raise AftpipeError(f"unknown {option_name('format')} `{format}`; aftpipe exports: {', '.join(FORMATS)}")
     run, out = Path(run), Path(out).expanduser()
     model = load_model(run)
     if model.kind != "student":
         raise AftpipeError(f"{run} is a linear probe: it needs its foundation model at inference, so it is not a small "
                            "model to export; export a student run")
     if out.resolve() == run.resolve() or out.resolve() in run.resolve().parents:
-        raise AftpipeError(f"--out {out} holds the run itself; choose another folder")
+        raise AftpipeError(f"{option_name('out')} {out} holds the run itself; choose another folder")
     if out.exists() and not overwrite:
-        raise AftpipeError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+        raise AftpipeError(f"{out} already exists; pass {option_hint('overwrite')} to replace it, or choose another "
+                           f"{option_name('out')}")
     _require_onnx()
     items, split = _verification_inputs(run, model, data_dir)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         tmp.mkdir(parents=True)
     except OSError as e:
-        raise AftpipeError(f"cannot create {out} ({e.strerror}); choose a writable --out") from None
+        raise AftpipeError(f"cannot create {out} ({e.strerror}); choose a writable {option_name('out')}") from None
     try:
         _to_onnx(model, tmp / "model.onnx")
         if model.modality == "text":

@@ -10,13 +10,15 @@ views): training on features of other data is the silent failure this module exi
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from aftpipe.data.base import Dataset, Split
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint, option_name
 from aftpipe.store import FeatureArray, open_features
 
 
@@ -40,14 +42,16 @@ def plan_rows(examples: np.ndarray, labels: np.ndarray, budget: int | None, hold
     perm = rng.permutation(labeled)
     if budget is not None:
         if budget > len(perm):
-            raise AftpipeError(f"--labels {budget} is more than the {len(perm)} labeled training rows; lower it")
+            raise AftpipeError(f"{option_hint('labels', budget)} is more than the {len(perm)} labeled training rows; "
+                               "lower it")
         perm, unl = perm[:budget], np.concatenate([unl, perm[budget:]])
     n_hold = int(round(len(perm) * holdout))
     if holdout > 0 and n_hold == 0 and len(perm) > 1:
         n_hold = 1
     hold, train = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
     if len(train) == 0:
-        raise AftpipeError("no labeled rows are left to train on after the hold-out; lower --holdout or add labels")
+        raise AftpipeError(f"no labeled rows are left to train on after the hold-out; lower {option_name('holdout')} "
+                           "or add labels")
     if origin is not None and len(hold):
         unl = unl[~np.isin(origin[unl], hold)]
     return RowPlan(train, hold, np.sort(unl))
@@ -56,10 +60,15 @@ def plan_rows(examples: np.ndarray, labels: np.ndarray, budget: int | None, hold
 class Features:
     """φ for dataset examples of one split: the stores' rows concatenated, optionally standardised."""
 
-    def __init__(self, arrays: list[FeatureArray], example_to_row: np.ndarray, dims: list[int]) -> None:
+    def __init__(self, arrays: list[FeatureArray], example_to_row: np.ndarray, dims: list[int],
+                 identity: list[dict] | None = None) -> None:
         self.arrays, self.example_to_row, self.dims = arrays, example_to_row, dims
+        # what each store's rows are: its key, the split's fingerprint and shard checksums (heads are cached by it)
+        self.identity = identity or []
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
+        self.table: np.ndarray | None = None  # rows that replace the stores' (the gaussian control)
+        self.control = "none"
 
     @property
     def examples(self) -> np.ndarray:
@@ -68,27 +77,51 @@ class Features:
 
     def __call__(self, examples: np.ndarray) -> torch.Tensor:
         rows = self.example_to_row[examples]
-        phi = np.concatenate([a.read(rows) for a in self.arrays], axis=1)
+        if self.table is not None:
+            phi = self.table[rows]
+        else:
+            phi = np.concatenate([a.read(rows) for a in self.arrays], axis=1)
         if self.mean is not None:
             phi = (phi - self.mean) / self.std
         return torch.from_numpy(phi)
 
     def fit_standardizer(self, examples: np.ndarray) -> None:
-        x = np.concatenate([self(examples[i:i + 8192]).numpy() for i in range(0, len(examples), 8192)])
+        x = self.read_all(examples)
         self.mean, self.std = x.mean(0), x.std(0) + 1e-6
+
+    def read_all(self, examples: np.ndarray) -> np.ndarray:
+        return np.concatenate([self(examples[i:i + 8192]).numpy() for i in range(0, len(examples), 8192)])
+
+    def apply_control(self, kind: str, seed: int = 0) -> None:
+        """Replace φ by a control that keeps its statistics and destroys its per-example information
+        (DESIGN.md §2): `shuffle` gives each example another example's row (a seeded permutation of the
+        rows over the examples); `gaussian` gives each one a fresh draw from N(mean, covariance) of φ."""
+        if kind == "none":
+            return
+        self.control = kind
+        ex = self.examples
+        rng = np.random.default_rng([seed, 7])  # fixed: a control is the same whatever the training seed
+        if kind == "shuffle":
+            self.example_to_row[ex] = self.example_to_row[rng.permutation(ex)]
+            return
+        x = self.read_all(ex).astype(np.float64)
+        table = rng.multivariate_normal(x.mean(0), np.cov(x, rowvar=False), size=len(x), method="eigh")
+        self.table = np.empty((int(self.example_to_row.max()) + 1, x.shape[1]), np.float32)
+        self.table[self.example_to_row[ex]] = table
 
 
 def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in_memory: bool = False) -> Features:
     """Open `split` of every store, checking each against the dataset's rows; refuse any mismatch."""
     ds_split = dataset.split(split)
-    arrays, index, dims = [], None, []
+    arrays, index, dims, identity = [], None, [], []
     for p in paths:
         store = open_features(p)
         arr = store.split(split, verify=True)
         info = store.split_info(split)
         if store.views != dataset.views:
-            raise AftpipeError(f"store {p} was extracted with --views {store.views}, the dataset is loaded with "
-                               f"--views {dataset.views}; pass --views {store.views} (or use the store of the other)")
+            raise AftpipeError(f"store {p} was extracted with {option_hint('views', store.views)}, the dataset is "
+                               f"loaded with {option_hint('views', dataset.views)}; pass "
+                               f"{option_hint('views', store.views)} (or use the store of the other)")
         if arr.index.max(initial=-1) >= len(ds_split):
             raise AftpipeError(f"store {p} split `{split}` has {len(arr)} rows indexing up to {arr.index.max()}, but "
                                f"dataset `{dataset.spec}` has only {len(ds_split)}; it was extracted from other data")
@@ -106,9 +139,12 @@ def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in
         index = arr.index
         arrays.append(arr.to_memory() if in_memory else arr)
         dims.append(arr.shape[1])
+        identity.append({"key": hashlib.sha256(json.dumps(store.manifest.get("key"), sort_keys=True).encode()).hexdigest(),
+                         "split": split, "fingerprint": info.fingerprint, "n": info.n, "d": info.d,
+                         "shards": hashlib.sha256("".join(s.sha256 or "" for s in info.shards).encode()).hexdigest()})
     example_to_row = np.full(len(ds_split), -1, dtype=np.int64)
     example_to_row[index] = np.arange(len(index))
-    return Features(arrays, example_to_row, dims)
+    return Features(arrays, example_to_row, dims, identity)
 
 
 @dataclass

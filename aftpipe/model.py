@@ -49,7 +49,6 @@ def write_model_files(out: Path, cfg: TrainConfig, data: RunData, metrics: dict[
     from aftpipe.config import command_line
     from aftpipe.probe import HEAD_WEIGHTS
     from aftpipe.store import open_features
-    from aftpipe.students.tokenizer import PAD, compact_tokenizer_json
 
     weights = out / (STUDENT_WEIGHTS if student is not None else HEAD_WEIGHTS)
     labels = data.dataset.class_names
@@ -69,13 +68,17 @@ def write_model_files(out: Path, cfg: TrainConfig, data: RunData, metrics: dict[
         "test": metrics["test"],
         "seed": cfg.seed,
         "command": command_line(cfg, "train"),
+        "run_as": (metrics.get("record") or {}).get("command"),  # as typed, when the CLI ran it (`aftpipe run ...`)
     }
     if student is not None:
         info["student"] = student.student
         if student.modality == "text":
-            write_atomic(out / TOKENIZER, compact_tokenizer_json(student.vocab, student.cfg.max_length))
-            info["text"] = {"tokenizer": TOKENIZER, "max_length": student.cfg.max_length, "pad_id": PAD,
-                            "inputs": ["input_ids", "attention_mask"]}
+            tokenizer = student.inference_tokenizer()
+            write_atomic(out / TOKENIZER, tokenizer)
+            # id_map: the tokenizer's ids still go through the student's own map (a pruned pretrained encoder)
+            info["text"] = {"tokenizer": TOKENIZER, "max_length": student.cfg.max_length,
+                            "pad_id": json.loads(tokenizer)["padding"]["pad_id"],
+                            "id_map": student.id_map() is not None, "inputs": ["input_ids", "attention_mask"]}
         else:
             info["image"] = {**student.data_config, "inputs": ["pixels"]}
     write_json(out / MODEL_JSON, info)
@@ -217,6 +220,8 @@ def render_card(info: dict[str, Any], folder: str | Path, onnx: bool = False) ->
             lines += ["The probe needs its foundation model at inference: the source's path above, holding the same "
                       "weights (checked by sha256).", ""]
     lines += ["## Trained with", "", "```bash", info["command"], "```", ""]
+    if info.get("run_as") and info["run_as"] != info["command"]:
+        lines += [f"(It was run as `{info['run_as']}`; the command above trains the same model on its own.)", ""]
     return "\n".join(lines)
 
 
@@ -311,8 +316,9 @@ class Model:
         return inputs if isinstance(inputs, Sequence) else list(inputs)
 
 
-def _text_encoder(folder: Path, info: dict[str, Any]) -> Callable[[Sequence[Any]], Any]:
-    """Texts → compact ids padded to max_length, exactly as the student was trained (see tokenizer.py)."""
+def _text_encoder(folder: Path, info: dict[str, Any], id_map: np.ndarray | None) -> Callable[[Sequence[Any]], Any]:
+    """Texts → the student's ids padded to max_length, exactly as it was trained: the folder's tokenizer.json,
+    then the student's id map if it has one."""
     import torch
     from tokenizers import Tokenizer
 
@@ -332,7 +338,8 @@ def _text_encoder(folder: Path, info: dict[str, Any]) -> Callable[[Sequence[Any]
         if bad is not None:
             raise AftpipeError(f"this model takes texts, but input {bad} is a {type(texts[bad]).__name__}; pass strings")
         enc = encode_batch(list(texts))  # numpy, not torch.tensor, from the lists: 5x faster at batch 64
-        return {"input_ids": torch.from_numpy(np.array([e.ids for e in enc], dtype=np.int64)),
+        ids = np.array([e.ids for e in enc], dtype=np.int64)
+        return {"input_ids": torch.from_numpy(ids if id_map is None else id_map[ids]),
                 "attention_mask": torch.from_numpy(np.array([e.attention_mask for e in enc], dtype=np.int64))}
 
     return encode
@@ -372,7 +379,7 @@ def _student(folder: Path, info: dict[str, Any], device: Any) -> Model:
                            "restore it or train the run again") from None
     student.eval().to(device)
     if info["modality"] == "text":
-        encode = _text_encoder(folder, info)
+        encode = _text_encoder(folder, info, student.id_map())
     else:
         def encode(images: Sequence[Any]) -> dict[str, Any]:
             return student.encode([open_image(x) for x in images])

@@ -28,23 +28,24 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aftpipe import rundir
-from aftpipe.config import (Config, ConfigError, ExtractConfig, Partial, TrainConfig, from_dict, load_yaml, registered,
-                            require)
+from aftpipe.config import (Config, ConfigError, ExtractConfig, Partial, SourceOptions, TrainConfig, from_dict,
+                            load_yaml, registered, require)
 from aftpipe.data.base import Dataset
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, Interrupted
 from aftpipe.features import RowPlan, plan_rows
 from aftpipe.fileio import write_if_changed
 from aftpipe.methods import METHODS, MethodConfig
 from aftpipe.model import add_seed_summary
-from aftpipe.progress import Progress, SilentProgress
-from aftpipe.report import PROBE, PROBE_STUDENT, RunRecord, csv_text, markdown_report, plot_png, record_from_metrics
+from aftpipe.progress import Progress
+from aftpipe.report import (PROBE, PROBE_STUDENT, RunRecord, csv_text, markdown_report, plot_png, plot_svg,
+                            record_from_metrics)
 from aftpipe.training import resolve_test_split, schedule
 
 NO_BETA = ("none", PROBE)  # methods without a regulariser: their β grid is [0]
-MIN_SEEDS = 3  # a mean ± std over fewer seeds says little about a method; refuse it for the final runs
+MIN_SEEDS = 3  # a mean ± std over fewer seeds says little about a method: allowed (smoke sweeps), with a warning
 NAME_RE = re.compile(r"^[A-Za-z0-9_.+=-]+$")  # names that become path components
 
 # TrainConfig fields the pipeline sets itself, and where the YAML says them instead
@@ -53,7 +54,8 @@ CONTROLLED = {
     "test_split": "the top-level `test_split:`", "out": "nothing (runs go to runs/<pipeline>/...)",
     "features": "`sources:` and `methods[i].sources`", "student": "`students:`", "method": "`methods:`",
     "method_options": "`methods[i].options` and `methods[i].beta`", "seed": "`seeds:` and `tune_seed:`",
-    "unlabeled": "`methods[i].unlabeled`", "resume": "nothing (pipelines always resume)",
+    "unlabeled": "`methods[i].unlabeled`", "phi_control": "`methods[i].control`",
+    "resume": "nothing (pipelines always resume)",
     "overwrite": "nothing (delete a run directory to redo it)",
 }
 # ExtractConfig fields the pipeline sets itself
@@ -81,6 +83,12 @@ class MethodSpec(Config):
     options: Partial[MethodConfig] = field(default_factory=dict)  # other MethodConfig fields: tau, state_lr, ...
     unlabeled: bool = False  # add a batch of unlabeled rows per step (the transfer set)
     train: Partial[TrainConfig] = field(default_factory=dict)  # TrainConfig fields for this method only (steps, ...)
+    control: Literal["none", "shuffle", "gaussian"] = "none"  # φ replaced by a control: its own group and row
+
+    @property
+    def label(self) -> str:
+        """The method as runs and tables name it: `aft`, or `aft+shuffle` under a control."""
+        return self.name if self.control == "none" else f"{self.name}+{self.control}"
 
     def validate(self) -> None:
         registered(METHODS, self.name, ("name",))
@@ -94,6 +102,9 @@ class MethodSpec(Config):
             require(len({f"{v:g}" for v in grid}) == len(grid), key, f"repeats a value: {list(grid)}")
         require(self.name not in NO_BETA or self.beta is None or not any(self.beta), "beta",
                 f"method `{self.name}` has no regulariser, so no β; drop the key")
+        method = METHODS.get(self.name)
+        require(self.control == "none" or (method.uses_features and method.uses_student), "control",
+                f"method `{self.name}` has no transfer term to control; drop the key")
         require(self.name != PROBE or self.lr is None, "lr",
                 "linear_probe fits its head with its own optimiser and ignores lr; drop the key")
         _refuse_controlled(self.options, {"beta": "`beta` (the β grid)"}, ("options",))
@@ -107,6 +118,21 @@ class MethodSpec(Config):
 
 
 @dataclass(frozen=True)
+class StudentSpec(Config):
+    """A student with settings of its own (YAML: a mapping in `students:`; a plain name is a StudentSpec
+    with nothing of its own). A pretrained transformer and a word CNN want learning rates 100x apart."""
+
+    name: str
+    lr: tuple[float, ...] | None = None  # its lr grid, for methods that give none (default: train.lr)
+    train: Partial[TrainConfig] = field(default_factory=dict)  # TrainConfig fields for this student only
+
+    def validate(self) -> None:
+        require(self.lr is None or (len(self.lr) > 0 and all(v > 0 for v in self.lr)), "lr",
+                f"a non-empty grid of values > 0, got {self.lr}")
+        _refuse_controlled(self.train, {**CONTROLLED, "lr": "`lr` (the student's lr grid)"}, ("train",))
+
+
+@dataclass(frozen=True)
 class PipelineConfig(Config):
     name: str  # results/<name>, runs/<name>; defaults to the file's stem
     dataset: str
@@ -115,7 +141,7 @@ class PipelineConfig(Config):
     test_split: str | None = None  # default: dev for sst2/cola, else test
     extract: Partial[ExtractConfig] = field(default_factory=dict)  # how missing stores are extracted
     sources: dict[str, tuple[str, ...]] = field(default_factory=dict)  # set name → source specs (concatenated)
-    students: tuple[str, ...] = ("textcnn",)
+    students: tuple[str | StudentSpec, ...] = ("textcnn",)  # names, or mappings {name, lr, train}
     methods: tuple[MethodSpec, ...] = ()
     seeds: tuple[int, ...] = (0, 1, 2)
     train: Partial[TrainConfig] = field(default_factory=dict)  # TrainConfig fields shared by every run
@@ -137,12 +163,17 @@ class PipelineConfig(Config):
                     "use letters, digits and _ . + = -")
             require(len(specs) > 0, ("sources", set_name), "empty set; list at least one source spec")
             for j, spec in enumerate(specs):
-                registered(SOURCES, spec, ("sources", set_name, j))
+                registered(SOURCES, spec, ("sources", set_name, j),
+                           self.extract.get("source_options") or SourceOptions())
         require(len(self.students) > 0, "students", "empty list; name at least one student (`aftpipe students`)")
+        object.__setattr__(self, "students", tuple(StudentSpec(s) if isinstance(s, str) else s for s in self.students))
         for i, s in enumerate(self.students):
-            registered(STUDENTS, s, ("students", i))
-        require(len(self.seeds) >= MIN_SEEDS, "seeds",
-                f"the final runs need at least {MIN_SEEDS} seeds for a mean ± std, got {list(self.seeds)}")
+            registered(STUDENTS, s.name, ("students", i), self.train_template().student_options)
+            try:
+                dataclasses.replace(self.train_template(), **s.train)
+            except ConfigError as e:
+                raise e.under("students", i, "train") from None
+        require(len(self.seeds) > 0, "seeds", "expected at least one seed (3 or more for a mean ± std)")
         require(len(set(self.seeds)) == len(self.seeds) and min(self.seeds) >= 0 and self.tune_seed >= 0, "seeds",
                 f"seeds must be distinct and ≥ 0, got {list(self.seeds)} (tune_seed {self.tune_seed})")
         require(len(self.methods) > 0, "methods", "expected a non-empty list of methods")
@@ -162,14 +193,14 @@ class PipelineConfig(Config):
                 require(s in self.sources, ("methods", i, "sources"),
                         f"no source set `{s}`; the sets are {', '.join(self.sources)}")
             for s in self.source_sets(m):
-                require((m.name, s) not in seen, ("methods", i),
-                        f"repeats methods[{seen.get((m.name, s))}] ({m.name} on {s}); merge their grids")
-                seen[m.name, s] = i
+                require((m.label, s) not in seen, ("methods", i),
+                        f"repeats methods[{seen.get((m.label, s))}] ({m.label} on {s}); merge their grids")
+                seen[m.label, s] = i
             try:
                 dataclasses.replace(template, **m.train)
             except ConfigError as e:
                 raise e.under("methods", i, "train") from None
-            require(len(self.grid(m)) == 1 or template.holdout > 0, "train.holdout",
+            require(all(len(self.grid(m, st)) == 1 for st in self.students) or template.holdout > 0, "train.holdout",
                     f"methods[{i}] has a grid to tune but there is no hold-out; set holdout > 0")
 
     def train_template(self) -> TrainConfig:
@@ -187,10 +218,19 @@ class PipelineConfig(Config):
     def source_sets(self, m: MethodSpec) -> tuple[str, ...]:
         return m.sources or (next(iter(self.sources)),)
 
-    def grid(self, m: MethodSpec) -> list[tuple[float, float]]:
-        """The (β, lr) settings of method `m`, β-major in the order written."""
+    def seeds_warning(self) -> str | None:
+        """The warning a sweep with fewer than MIN_SEEDS seeds carries in its report, else None."""
+        n = len(self.seeds)
+        if n >= MIN_SEEDS:
+            return None
+        return (f"n={n}: no std. The final runs use {n} seed{'s' if n > 1 else ''}; a spread needs at least "
+                f"{MIN_SEEDS}, so these means are a smoke test, not a comparison of methods.")
+
+    def grid(self, m: MethodSpec, student: StudentSpec | None = None) -> list[tuple[float, float]]:
+        """The (β, lr) settings of method `m` for `student`, β-major in the order written; the lr grid is the
+        method's, else the student's, else train.lr."""
         betas = m.beta if m.beta is not None else ((0.0,) if m.name in NO_BETA else (MethodConfig().beta,))
-        lrs = m.lr if m.lr is not None else (self.train_template().lr,)
+        lrs = m.lr or (student.lr if student is not None and student.lr else None) or (self.train_template().lr,)
         return [(b, lr) for b in betas for lr in lrs]
 
 
@@ -216,10 +256,12 @@ class Group:
     sources: str
     student: str  # `head` for the linear probe
     grid: tuple[tuple[float, float], ...]
+    student_train: tuple[tuple[str, Any], ...] = ()  # the student's own TrainConfig settings
 
     @property
     def method(self) -> str:
-        return self.spec.name
+        """The method's name in runs and tables (with its control, if any)."""
+        return self.spec.label
 
     @property
     def label(self) -> str:
@@ -227,9 +269,10 @@ class Group:
 
 
 def plan(cfg: PipelineConfig) -> list[Group]:
-    return [Group(m, s, student, tuple(cfg.grid(m)))
+    probe = StudentSpec(PROBE_STUDENT)
+    return [Group(m, s, st.name, tuple(cfg.grid(m, st)), tuple(st.train.items()))
             for m in cfg.methods for s in cfg.source_sets(m)
-            for student in ((PROBE_STUDENT,) if m.name == PROBE else cfg.students)]
+            for st in ((probe,) if m.name == PROBE else cfg.students)]
 
 
 def run_name(method: str, sources: str, student: str, beta: float, lr: float, seed: int) -> str:
@@ -259,10 +302,11 @@ class PipelinePlan:
         return tuple(str(self.stores[spec]) for spec in self.cfg.sources[sources])
 
     def train_config(self, g: Group, beta: float, lr: float, seed: int) -> TrainConfig:
-        tc = dataclasses.replace(self.cfg.train_template(), **g.spec.train)
+        tc = dataclasses.replace(self.cfg.train_template(), **{**dict(g.student_train), **g.spec.train})
         return dataclasses.replace(
-            tc, out=str(self.run_dir(g, beta, lr, seed)), features=self.features(g.sources), method=g.method,
+            tc, out=str(self.run_dir(g, beta, lr, seed)), features=self.features(g.sources), method=g.spec.name,
             student=tc.student if g.method == PROBE else g.student, seed=seed, lr=lr, unlabeled=g.spec.unlabeled,
+            phi_control=g.spec.control,
             method_options=MethodConfig(beta=beta, **g.spec.options), resume=True)
 
     def run_dir(self, g: Group, beta: float, lr: float, seed: int) -> Path:
@@ -270,6 +314,18 @@ class PipelinePlan:
 
     def steps(self, g: Group) -> int:
         return schedule(self.train_config(g, *g.grid[0], self.cfg.tune_seed), len(self.rows.train)).total
+
+    def runs(self, g: Group) -> int:
+        """How many distinct runs group `g` trains: its tuning grid (if it has one) and one per seed, the
+        tuning run of the chosen setting counted once."""
+        seeds = len(self.cfg.seeds)
+        if len(g.grid) == 1:
+            return seeds
+        return len(g.grid) + seeds - (self.cfg.tune_seed in self.cfg.seeds)
+
+    @property
+    def total_runs(self) -> int:
+        return sum(self.runs(g) for g in self.groups)
 
     def describe(self) -> str:
         """What `run_pipeline` would do, in a few lines (the `aftpipe validate` output)."""
@@ -301,7 +357,8 @@ class PipelinePlan:
             f"{' or '.join(f'{n:,}' for n in sorted({self.steps(g) for g in students}))} steps = "
             f"{sum(self.steps(g) * n for g, n in runs):,} steps "
             f"(batch {cfg.train_template().batch_size}{unlabeled})",
-            f"already finished in {self.runs_dir}: {done} runs",
+            f"already finished in {self.runs_dir}: {done} of {self.total_runs} runs",
+            *([f"warning: {w}"] if (w := cfg.seeds_warning()) else []),
         ])
 
 
@@ -325,8 +382,8 @@ def _load_checked(cfg: PipelineConfig) -> Dataset:
     dataset = load_dataset(cfg.dataset, cfg.data_dir, template.dataset_options)
     for split in (template.train_split, resolve_test_split(dataset.name, cfg.test_split), *(cfg.extract.get("splits") or ())):
         dataset.split(split)  # an unknown split names the ones there are
-    for i, s in enumerate(cfg.students):
-        cls = STUDENTS.get(s)
+    for i, s in enumerate(st.name for st in cfg.students):
+        cls = STUDENTS.get(STUDENTS.split_options(s)[0])
         if cls.modality != dataset.modality:
             raise AftpipeError(f"students[{i}]: `{s}` is for {cls.modality} but dataset `{cfg.dataset}` is "
                                f"{dataset.modality}; pick a {dataset.modality} student (`aftpipe students`)")
@@ -375,18 +432,24 @@ def _same_run(out: Path, tc: TrainConfig) -> None:
 
 
 def _run(p: PipelinePlan, g: Group, beta: float, lr: float, seed: int, progress: Progress,
-         counter: list[int]) -> RunRecord:
+         seen: dict[Path, str], report_to: tuple[str, ...] = ()) -> RunRecord:
+    """Train (or read, when finished) one run. `seen` maps every run met so far to `trained`, `reused` or
+    `running`, so `[k/N]` counts distinct runs and an interruption can say how many are finished."""
     from aftpipe.training import train
 
     tc = p.train_config(g, beta, lr, seed)
+    if report_to:
+        tc = dataclasses.replace(tc, report_to=tuple(dict.fromkeys(tc.report_to + report_to)))
     out = Path(tc.out)
     _same_run(out, tc)
-    counter[0] += 1
     if rundir.is_finished(out):
         metrics = rundir.read_metrics(out)
+        seen.setdefault(out, "reused")
     else:
-        progress.log(f"[{counter[0]}] {out.name}")
+        seen[out] = "running"
+        progress.log(f"[{len(seen)}/{p.total_runs}] {out.name}")
         metrics = train(tc, progress)
+        seen[out] = "trained"
     return record_from_metrics(metrics, method=g.method, sources=g.sources, student=g.student, beta=beta, lr=lr,
                                seed=seed, run=str(out))
 
@@ -396,47 +459,77 @@ def _pick(records: list[RunRecord]) -> RunRecord:
     return max(records, key=lambda r: -math.inf if math.isnan(r.holdout) else r.holdout)
 
 
-def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir: str | Path = "results",
-                 runs_dir: str | Path = "runs", progress: Progress | None = None) -> Path:
-    """Run a pipeline end to end (see the module docstring); returns `results/<name>`."""
-    from aftpipe.extraction import extract
+def reproduce_command(path: str | Path, cache_dir: str | Path, results_dir: str | Path, runs_dir: str | Path) -> str:
+    """The full `aftpipe run` command that produces these results again, every location spelled out."""
+    import shlex
 
-    progress = progress or SilentProgress()
+    return shlex.join(["aftpipe", "run", str(path), "--cache-dir", str(cache_dir), "--runs-dir", str(runs_dir),
+                       "--results-dir", str(results_dir)])
+
+
+def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir: str | Path = "results",
+                 runs_dir: str | Path = "runs", progress: Progress | None = None,
+                 report_to: tuple[str, ...] = ()) -> Path:
+    """Run a pipeline end to end (see the module docstring); returns `results/<name>`. `report_to` adds
+    trackers (tensorboard, wandb) to every run, on top of the pipeline's own `train.report_to`."""
+    from aftpipe.extraction import extract
+    from aftpipe.progress import counting, default_progress
+    from aftpipe.tracking import check_trackers
+
+    progress = default_progress(progress, "step")
     p = plan_pipeline(path, cache_dir, runs_dir)
     cfg = p.cfg
+    report_to = tuple(report_to)
+    TrainConfig(dataset=cfg.dataset, out=".", method="none", report_to=report_to)  # names checked like any option
+    check_trackers(report_to + cfg.train_template().report_to)
+    if (warning := cfg.seeds_warning()) is not None:
+        progress.log(f"warning: {warning}")
     missing = tuple(p.missing_stores())  # extract itself skips finished shards
     if missing:
         progress.log(f"extracting {', '.join(missing)} over {', '.join(p.splits)}")
-        extract(dataclasses.replace(cfg.extract_config(missing, cache_dir), splits=p.splits), progress)
-    counter = [0]
+        with counting(progress, "ex"):
+            extract(dataclasses.replace(cfg.extract_config(missing, cache_dir), splits=p.splits), progress)
+    seen: dict[Path, str] = {}
     tuning: list[RunRecord] = []
     final: list[RunRecord] = []
-    for g in p.groups:
-        if len(g.grid) > 1:  # tune on the hold-out with tune_seed
-            progress.log(f"tuning {g.label}: {len(g.grid)} settings")
-            tried = [_run(p, g, b, lr, cfg.tune_seed, progress, counter) for b, lr in g.grid]
-            tuning += tried
-            best = _pick(tried)
-            beta, lr = best.beta, best.lr
-            progress.log(f"{g.label}: chose β={beta:g} lr={lr:g} (hold-out {best.holdout:.4f})")
-        else:
-            beta, lr = g.grid[0]
-        # final runs; the tuning run with tune_seed is found finished and reused
-        runs = [_run(p, g, beta, lr, seed, progress, counter) for seed in cfg.seeds]
-        final += runs
-        add_seed_summary([r.run for r in runs], runs[0].metric, [r.test for r in runs], cfg.seeds)  # the cards' ± line
+    try:
+        for g in p.groups:
+            if len(g.grid) > 1:  # tune on the hold-out with tune_seed
+                progress.log(f"tuning {g.label}: {len(g.grid)} settings")
+                tried = [_run(p, g, b, lr, cfg.tune_seed, progress, seen, report_to) for b, lr in g.grid]
+                tuning += tried
+                best = _pick(tried)
+                beta, lr = best.beta, best.lr
+                progress.log(f"{g.label}: chose β={beta:g} lr={lr:g} (hold-out {best.holdout:.4f})")
+            else:
+                beta, lr = g.grid[0]
+            # final runs; the tuning run with tune_seed is found finished and reused
+            runs = [_run(p, g, beta, lr, seed, progress, seen, report_to) for seed in cfg.seeds]
+            final += runs
+            add_seed_summary([r.run for r in runs], runs[0].metric, [r.test for r in runs], cfg.seeds)  # cards' ±
+    except KeyboardInterrupt as e:
+        finished = sum(v != "running" for v in seen.values())
+        detail = f"; {e.kept}" if isinstance(e, Interrupted) else ""
+        raise Interrupted(f"{finished} of {p.total_runs} runs of `{cfg.name}` are finished and kept{detail}",
+                          "re-run the same command to resume") from None
+    trained = sum(v == "trained" for v in seen.values())
+    progress.log(f"{len(seen)} runs finished: {trained} trained now, {len(seen) - trained} already finished before")
 
     out = Path(results_dir) / cfg.name
     intro = (f"Pipeline `{cfg.name}` ({Path(path).name}): dataset `{cfg.dataset}`, "
              f"{f'{cfg.labels:,} labels' if cfg.labels else 'every label'}, seeds {', '.join(map(str, cfg.seeds))}. "
-             f"Reproduce with `aftpipe run {path}`; runs are in `{p.runs_dir}`.")
+             f"Reproduce with `{reproduce_command(path, cache_dir, results_dir, runs_dir)}`; runs are in "
+             f"`{p.runs_dir}`.")
+    if (warning := cfg.seeds_warning()) is not None:
+        intro += f"\n\n**Warning — {warning}**"
     write_if_changed(out / "results.csv", csv_text(final))
     write_if_changed(out / "tuning.csv", csv_text(tuning))
     write_if_changed(out / "results.md", markdown_report(final, tuning, title=f"Results: {cfg.name}", intro=intro))
     write_if_changed(out / "plot.png", plot_png(final, title=cfg.name))
+    write_if_changed(out / "plot.svg", plot_svg(final, title=cfg.name))
     progress.log(f"results → {out}")
     return out
 
 
-__all__ = ["MethodSpec", "PipelineConfig", "PipelinePlan", "load_pipeline", "plan", "plan_pipeline", "run_name",
-           "run_pipeline", "validate"]
+__all__ = ["MethodSpec", "PipelineConfig", "PipelinePlan", "StudentSpec", "load_pipeline", "plan", "plan_pipeline",
+           "reproduce_command", "run_name", "run_pipeline", "validate"]

@@ -23,7 +23,7 @@ from typing import IO, Any
 import numpy as np
 
 from aftpipe.config import DatasetOptions
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint, option_name
 from aftpipe.progress import Progress, SilentProgress
 
 SHOW_PROGRESS_FROM = 2048  # rows: below this a prediction takes about a second, a bar would only flicker
@@ -76,14 +76,16 @@ def read_inputs(path: str, modality: str, options: DatasetOptions = DatasetOptio
 
     if path == "-":
         if modality != "text":
-            raise AftpipeError("stdin holds texts, but this model takes images; pass --input FOLDER of images")
+            raise AftpipeError(f"stdin holds texts, but this model takes images; pass {option_hint('input', 'FOLDER')} "
+                               "of images")
         return _read_stdin(stdin if stdin is not None else sys.stdin.buffer)
     p = Path(path).expanduser()
     if not p.exists():
-        raise AftpipeError(f"{p} does not exist; check --input")
+        raise AftpipeError(f"{p} does not exist; check {option_name('input')}")
     if modality == "image":
         if not p.is_dir():
-            raise AftpipeError(f"this model takes images, but {p} is a file; pass --input FOLDER of images")
+            raise AftpipeError(f"this model takes images, but {p} is a file; pass {option_hint('input', 'FOLDER')} "
+                               "of images")
         return _read_images(p)
     if p.is_dir():
         raise AftpipeError(f"{p} is a folder, but this model takes text; pass a .tsv, .csv, .jsonl or .parquet file, "
@@ -114,12 +116,14 @@ def _open_output(output: str | Path | None) -> tuple[Path | None, Path | None]:
         return None, None
     target = Path(output).expanduser()
     if target.is_dir():
-        raise AftpipeError(f"--output {target} is a folder; pass a file name such as {target / 'predictions.csv'}")
+        raise AftpipeError(f"{option_name('output')} {target} is a folder; pass a file name such as "
+                           f"{target / 'predictions.csv'}")
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         tmp.touch()
     except OSError as e:
-        raise AftpipeError(f"cannot write --output {target} ({e.strerror}); choose a writable folder") from None
+        raise AftpipeError(f"cannot write {option_name('output')} {target} ({e.strerror}); choose a writable "
+                           "folder") from None
     return target, tmp
 
 
@@ -134,7 +138,7 @@ def predict_file(run: str | Path, input: str, output: str | Path | None = None, 
 
     progress = progress or SilentProgress()
     if batch_size < 1:
-        raise AftpipeError(f"--batch-size must be at least 1, got {batch_size}")
+        raise AftpipeError(f"{option_name('batch_size')} must be at least 1, got {batch_size}")
     info = read_model_info(run)  # cheap checks first: a wrong folder fails before any file is read
     inputs = read_inputs(input, info["modality"], options, stdin)
     target, tmp = _open_output(output)
@@ -159,7 +163,7 @@ def predict_file(run: str | Path, input: str, output: str | Path | None = None, 
                         rows.append(i)
                     except AftpipeError as e:
                         if strict:
-                            raise AftpipeError(f"{e}, or drop --strict to skip unreadable images") from None
+                            raise AftpipeError(f"{e}, or drop {option_hint('strict')} to skip unreadable images") from None
                         skipped.append(inputs.ids[i])
                 items, chunk = opened, rows
             if items:

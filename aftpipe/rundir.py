@@ -19,12 +19,12 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint
 from aftpipe.fileio import write_json
 
 CONFIG, METRICS, CHECKPOINT = "config.yaml", "metrics.json", "checkpoint.pt"
 # where things are and how fast to run, never what is computed
-RUNTIME_ONLY = frozenset({"out", "data_dir", "resume", "overwrite", "device", "threads", "in_memory"})
+RUNTIME_ONLY = frozenset({"out", "data_dir", "resume", "overwrite", "device", "threads", "in_memory", "report_to"})
 EXTENDABLE = frozenset({"steps", "epochs", "patience"})  # what a resumed run may change
 
 
@@ -60,16 +60,19 @@ def prepare(out: str | Path, resume: bool, overwrite: bool) -> Path | None:
         if resume and not overwrite:
             return None
         if not overwrite:
-            raise AftpipeError(f"{out} already holds a finished run; pass --overwrite to replace it or choose another --out")
+            raise AftpipeError(f"{out} already holds a finished run; pass {option_hint('overwrite')} to replace it or "
+                               f"choose another {option_hint('out', 'DIR')}")
         shutil.rmtree(out)
     elif (out / CHECKPOINT).exists() and not resume and not overwrite:
-        raise AftpipeError(f"{out} holds an unfinished run; pass --resume to continue it or --overwrite to restart")
+        raise AftpipeError(f"{out} holds an unfinished run; pass {option_hint('resume')} to continue it or "
+                           f"{option_hint('overwrite')} to restart")
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / ".write-test").write_text("")
         (out / ".write-test").unlink()
     except OSError as e:
-        raise AftpipeError(f"cannot write the run directory {out} ({e.strerror}); pass a writable --out") from None
+        raise AftpipeError(f"cannot write the run directory {out} ({e.strerror}); pass a writable "
+                           f"{option_hint('out', 'DIR')}") from None
     return out
 
 
@@ -80,7 +83,7 @@ def check_resumable(out: Path, new: dict[str, Any]) -> None:
         return
     for k, old, now in config_diff(saved, new, RUNTIME_ONLY | EXTENDABLE)[:1]:
         raise AftpipeError(f"{out} was started with {k}={old!r}, now {now!r}; resume with the same options or pass "
-                           "--overwrite to start again")
+                           f"{option_hint('overwrite')} to start again")
 
 
 def save_checkpoint(out: Path, state: dict[str, Any]) -> None:

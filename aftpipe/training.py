@@ -28,14 +28,15 @@ import torch
 from aftpipe import rundir
 from aftpipe.config import TrainConfig, dump_yaml
 from aftpipe.data import load_dataset
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
 from aftpipe.extraction import resolve_device
 from aftpipe.features import RunData, foundation_params, open_split_features, plan_rows
 from aftpipe.methods import METHODS, Method, build_method
 from aftpipe.metrics import score
 from aftpipe.model import write_model_files
-from aftpipe.progress import Progress, SilentProgress
+from aftpipe.progress import Progress, default_progress
 from aftpipe.students import build_student
+from aftpipe.tracking import RunLog, check_trackers
 
 TEST_SPLIT = {"sst2": "dev", "cola": "dev"}  # GLUE's labelled dev sets are the test splits here
 
@@ -66,15 +67,17 @@ def load_run_data(cfg: TrainConfig, method_cls: type[Method]) -> RunData:
     train_split = dataset.split(cfg.train_split)
     if test_split not in dataset.splits:
         raise AftpipeError(f"dataset `{dataset.spec}` has no split `{test_split}` to test on (it has: "
-                           f"{', '.join(dataset.splits)}); pass --test-split NAME")
+                           f"{', '.join(dataset.splits)}); pass {option_hint('test_split', 'NAME')}")
     num_classes = cfg.num_classes or dataset.num_classes
     for split in (train_split, dataset.split(test_split)):
         bad = np.flatnonzero(split.labels >= num_classes)
         if len(bad):
             raise AftpipeError(f"split `{split.name}` row {int(bad[0])} ({split.ids[bad[0]]}) has label "
                                f"{int(split.labels[bad[0]])}, outside 0..{num_classes - 1}; fix the label or raise "
-                               "--num-classes")
+                               f"{option_hint('num_classes', 'N')}")
     feats = open_split_features(cfg.features, dataset, cfg.train_split, cfg.in_memory) if cfg.features else None
+    if feats is not None:
+        feats.apply_control(cfg.phi_control)
     examples = np.arange(len(train_split)) if feats is None else feats.examples
     plan = plan_rows(examples, train_split.labels, cfg.labels, cfg.holdout, cfg.data_seed, train_split.origin)
     if feats is not None and cfg.phi_norm == "standardize" and method_cls.uses_student:  # the probe's head standardises itself
@@ -85,8 +88,10 @@ def load_run_data(cfg: TrainConfig, method_cls: type[Method]) -> RunData:
 def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Train one run; writes config.yaml, metrics.json and the weights into `cfg.out`; returns the metrics."""
     from aftpipe.probe import fit_probe
+    from aftpipe.provenance import run_record
 
-    progress = progress or SilentProgress()
+    progress = default_progress(progress, "step")
+    check_trackers(cfg.report_to)
     method_cls = METHODS.get(cfg.method)
     out = rundir.prepare(cfg.out, cfg.resume, cfg.overwrite)
     if out is None:
@@ -107,8 +112,12 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
         trainer = Trainer(cfg, data, device, out, progress)
         metrics, student = trainer.run(), trainer.student
     else:
-        metrics = fit_probe(cfg.features, data, cfg.seed, cfg.in_memory, out, progress)
+        metrics = fit_probe(cfg.features, data, cfg.in_memory, out, progress)
+        with RunLog(out, cfg.report_to, cfg.to_dict()) as log:
+            log.log({"step": 0, **{f"holdout_{k}": v for k, v in metrics["holdout"].items()},
+                     **{f"test_{k}": v for k, v in metrics["test"].items()}})
     metrics["wall_s"] = time.perf_counter() - t_start
+    metrics["record"] = run_record(cfg.features, [cfg.train_split, data.test.name])
     write_model_files(out, cfg, data, metrics, student)  # the run directory becomes a loadable model folder
     rundir.finish(out, metrics)
     return metrics
@@ -125,8 +134,16 @@ def _lr_lambda(total: int, warmup: int):
 
 
 def _batch(encoded: dict[str, torch.Tensor], idx: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+    """Rows `idx` of the encoded inputs on `device`. Text is right-padded to the student's max_length, and
+    students ignore padding exactly, so the columns no row of this batch uses are cut off: SST-2 sentences
+    are ~11 WordPieces against a max_length of 64."""
     t = torch.from_numpy(idx)
-    return {k: v[t].to(device, non_blocking=True) for k, v in encoded.items()}
+    batch = {k: v[t] for k, v in encoded.items()}
+    mask = batch.get("attention_mask")
+    if mask is not None and mask.ndim == 2 and mask.shape[0]:
+        width = max(1, int(mask.sum(1).max()))
+        batch = {k: v[:, :width] if v.ndim == 2 and v.shape[1] == mask.shape[1] else v for k, v in batch.items()}
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 @torch.no_grad()
@@ -157,10 +174,13 @@ class Trainer:
         dims = feats.dims if feats is not None else [0]
         self.method = build_method(cfg.method, cfg.method_options, self.student.num_features, dims,
                                    data.num_classes).to(device)
-        if self.method.needs_teacher:
+        if self.method.needs_teacher:  # fitted once per (stores, rows, options) and kept (aftpipe.heads)
+            from aftpipe.heads import fitted_head
+
             rows = data.plan.train
-            self.method.fit_teacher(feats(rows).to(device), torch.from_numpy(train.labels[rows]).to(device),
-                                    seed=cfg.seed)
+            head, _ = fitted_head(feats, cfg.features, rows, train.labels, data.num_classes,
+                                  hidden=cfg.method_options.teacher_hidden, seed=cfg.seed, progress=progress)
+            self.method.set_teacher(head, feats(rows).to(device), torch.from_numpy(train.labels[rows]).to(device))
         self.phi = feats if self.method.uses_features else None
         self.use_unlabeled = ((cfg.unlabeled or self.method.always_unlabeled) and self.method.uses_unlabeled
                               and len(data.plan.unlabeled) > 0)
@@ -174,6 +194,7 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(total, int(cfg.warmup * total)))
         self.state = {"step": 0, "best": -1.0, "best_step": 0, "bad_evals": 0, "history": [], "train_time": 0.0}
         self.best_weights: dict[str, torch.Tensor] | None = None
+        self.log: RunLog | None = None  # metrics.jsonl and the trackers, open while `run` runs
         self.is_train = np.zeros(len(train), dtype=bool)
         self.is_train[data.plan.train] = True
         self._perms: dict[tuple[int, int], np.ndarray] = {}
@@ -242,7 +263,8 @@ class Trainer:
         self.state["step"] += 1
         logs = terms.floats()
         if not math.isfinite(logs["loss"]):
-            raise AftpipeError(f"the loss became {logs['loss']} at step {self.state['step']}; lower --lr or --beta")
+            raise AftpipeError(f"the loss became {logs['loss']} at step {self.state['step']}; lower "
+                               f"{option_name('lr')} or {option_name('beta')}")
         return logs
 
     def holdout_scores(self) -> dict[str, float]:
@@ -252,14 +274,40 @@ class Trainer:
         pred = predict(self.student, self.enc_train, hold, self.device)
         return score(pred, self.data.train.labels[hold], self.data.metric)
 
+    @torch.no_grad()
+    def holdout_regulariser(self, max_batches: int = 8) -> dict[str, float]:
+        """The transfer term (and, for AFT, its learned-nothing floor) on up to `max_batches` hold-out batches
+        (training rows when there is no hold-out): the diagnostic that tells transfer from its absence."""
+        if self.phi is None:
+            return {}
+        plan, bs = self.data.plan, self.cfg.batch_size
+        rows = (plan.holdout if len(plan.holdout) else plan.train)[: max_batches * bs]
+        regs, floors = [], []
+        self.student.eval()
+        for i in range(0, len(rows), bs):
+            idx = rows[i:i + bs]
+            if len(idx) < 3:  # a kernel or an angle needs a few rows
+                continue
+            h = self.student.features(_batch(self.enc_train, idx, self.device))
+            phi = self.phi(idx).to(self.device)
+            regs.append(float(self.method.regulariser(h.float(), self.student.head(h).float(), phi)))
+            floor = self.method.regulariser_floor(phi)
+            if floor is not None:
+                floors.append(float(floor))
+        self.student.train()
+        out = {"reg": float(np.mean(regs))} if regs else {}
+        return {**out, "reg_floor": float(np.mean(floors))} if floors else out
+
     def evaluate(self, logs: dict[str, float]) -> float:
         """Score the hold-out, keep the best weights, checkpoint; returns the hold-out metric (NaN: none)."""
         st, metric = self.state, self.data.metric
-        hm = self.holdout_scores()
+        hm = {**self.holdout_scores(), **self.holdout_regulariser()}
         cur = hm.get(metric, -st["step"])  # no hold-out: the last step is the best
         st["history"].append({"step": st["step"], "epoch": round(st["step"] / self.sched_info.steps_per_epoch, 3),
                               **logs, "lr": self.sched.get_last_lr()[0], **{f"holdout_{k}": v for k, v in hm.items()}})
-        if cur > st["best"] or not hm:
+        if self.log is not None:
+            self.log.log({**st["history"][-1], "train_s": round(st["train_time"], 3)})
+        if cur > st["best"] or metric not in hm:
             st["best"], st["best_step"], st["bad_evals"] = cur, st["step"], 0
             self.best_weights = {k: v.detach().clone() for k, v in self.student.state_dict().items()}
         else:
@@ -272,23 +320,34 @@ class Trainer:
         cfg, st, total = self.cfg, self.state, self.sched_info.total
         self.progress.start(f"{cfg.method} · {cfg.student}", total=total, done=st["step"])
         self.student.train()
-        while st["step"] < total:
-            logs = self.step(self.batch_rows(st["step"]))
-            fields = {k: f"{v:.3f}" for k, v in logs.items()}
-            if st["step"] % self.sched_info.eval_every == 0 or st["step"] == total:
-                fields["holdout"] = f"{self.evaluate(logs):.3f}"
-                if cfg.patience is not None and st["bad_evals"] >= cfg.patience:
-                    self.progress.log(f"early stop at step {st['step']}: no hold-out gain for {cfg.patience} evaluations")
-                    break
-            self.progress.advance(1, **fields)
-        self.progress.finish()
+        try:
+            while st["step"] < total:
+                logs = self.step(self.batch_rows(st["step"]))
+                fields = {k: f"{v:.3f}" for k, v in logs.items()}
+                if st["step"] % self.sched_info.eval_every == 0 or st["step"] == total:
+                    fields["holdout"] = f"{self.evaluate(logs):.3f}"
+                    last = st["history"][-1]
+                    if "holdout_reg_floor" in last:  # R next to what a student that learned nothing would score
+                        fields["R/floor"] = f"{last['holdout_reg']:.3f}/{last['holdout_reg_floor']:.3f}"
+                    if cfg.patience is not None and st["bad_evals"] >= cfg.patience:
+                        self.progress.log(f"early stop at step {st['step']}: no hold-out gain for {cfg.patience} "
+                                          "evaluations")
+                        break
+                self.progress.advance(1, **fields)
+        except KeyboardInterrupt:
+            saved = st["history"][-1]["step"] if st["history"] else None
+            kept = (f"{self.out} keeps its checkpoint at step {saved} of {total}" if saved else
+                    f"{self.out} has no checkpoint yet (the first is at step {self.sched_info.eval_every})")
+            raise Interrupted(kept, f"re-run with {option_hint('resume')} to continue") from None
+        finally:
+            self.progress.finish()
 
     def finish(self) -> dict[str, Any]:
         """Score the test split with the best hold-out weights, save the student; returns the metrics."""
         from safetensors.torch import save_file
 
         cfg, data, st, student = self.cfg, self.data, self.state, self.student
-        if self.best_weights is not None:
+        if cfg.select == "best" and self.best_weights is not None:
             student.load_state_dict(self.best_weights)
         test_scores = score(predict(student, self.enc_test, np.arange(len(data.test)), self.device),
                             data.test.labels, data.metric)
@@ -305,11 +364,22 @@ class Trainer:
             "rows": {"train": len(plan.train), "holdout": len(plan.holdout), "unlabeled": len(plan.unlabeled),
                      "test": len(data.test), "unlabeled_used": bool(self.use_unlabeled)},
             "method": {"name": cfg.method, "beta": cfg.method_options.beta, **self._summary()},
+            "regulariser": self._regulariser_trace(), "phi_control": cfg.phi_control, "select": cfg.select,
             "device": str(self.device), "test_split": data.test.name,
         }
         self.progress.log(f"test {data.metric} {test_scores[data.metric]:.4f}  hold-out "
                           f"{hold_scores.get(data.metric, float('nan')):.4f}  → {self.out}")
         return metrics
+
+    def _regulariser_trace(self) -> dict[str, float]:
+        """The hold-out regulariser (and floor) at the first and the last evaluation."""
+        hist = [h for h in self.state["history"] if "holdout_reg" in h]
+        if not hist:
+            return {}
+        out = {"first": hist[0]["holdout_reg"], "last": hist[-1]["holdout_reg"]}
+        if "holdout_reg_floor" in hist[-1]:
+            out |= {"floor_first": hist[0]["holdout_reg_floor"], "floor_last": hist[-1]["holdout_reg_floor"]}
+        return out
 
     def _summary(self) -> dict[str, Any]:
         s = self.method.summary()
@@ -321,8 +391,12 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         if self.cfg.resume:
             self.resume()
-        self.loop()
-        return self.finish()
+        with RunLog(self.out, self.cfg.report_to, self.cfg.to_dict(), resume_step=self.state["step"]) as self.log:
+            self.loop()
+            metrics = self.finish()
+            self.log.log({"step": self.state["step"], **{f"test_{k}": v for k, v in metrics["test"].items()}})
+        self.log = None
+        return metrics
 
 
 __all__ = ["Schedule", "TrainConfig", "Trainer", "load_run_data", "predict", "resolve_test_split", "schedule", "train"]

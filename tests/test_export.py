@@ -71,6 +71,24 @@ def test_other_text_students_export(student, text_runs, tmp_path):
     assert np.abs(onnx_logits(tmp_path / "onnx", SENTENCES, longest=True) - want).max() <= TOLERANCE
 
 
+def test_a_pruned_pretrained_encoder_carries_its_id_map_into_the_graph(text_runs, tiny_hf_dir, tmp_path):
+    from aftpipe.students import rebuild_student
+
+    run = tmp_path / "hf"
+    train(TrainConfig(dataset=f"tsv:{text_runs['data']}", student=f"hf:{tiny_hf_dir}", method="none", steps=3,
+                      batch_size=32, threads=1, student_options=StudentConfig(max_length=16, prune_vocab=True),
+                      out=str(run)))
+    info = json.loads((run / "model.json").read_text())
+    assert info["text"]["id_map"] is True  # tokenizer.json gives BERT's ids; the pruned table has other rows
+    model = load_model(run)
+    student = rebuild_student(json.loads((run / "student.json").read_text()))
+    a, b = model.encode(SENTENCES), student.encode(SENTENCES)  # the folder's tokenizer encodes as the student does
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in ("input_ids", "attention_mask"))
+    r = export_model(run, tmp_path / "onnx")
+    assert r.max_abs_diff <= TOLERANCE
+    assert np.abs(onnx_logits(tmp_path / "onnx", SENTENCES) - model.logits(SENTENCES)).max() <= TOLERANCE
+
+
 def test_image_student_exports(image_run, tmp_path):
     from aftpipe.data import load_dataset
 

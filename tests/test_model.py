@@ -21,8 +21,8 @@ from aftpipe.store.manifest import sha256_file
 
 def test_a_finished_run_is_a_self_describing_folder_without_pickles(text_runs):
     run = text_runs["student"]
-    assert {p.name for p in run.iterdir()} == {"config.yaml", "metrics.json", "model.json", "README.md",
-                                               "student.safetensors", "student.json", "tokenizer.json"}
+    assert {p.name for p in run.iterdir()} == {"config.yaml", "metrics.json", "metrics.jsonl", "model.json",
+                                               "README.md", "student.safetensors", "student.json", "tokenizer.json"}
     info = json.loads((run / "model.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
     assert info["kind"] == "student" and info["modality"] == "text" and info["student"] == "textcnn"

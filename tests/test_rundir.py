@@ -16,7 +16,7 @@ def test_prepare_refuses_to_touch_finished_or_unfinished_runs(tmp_path):
     run = tmp_path / "r"
     assert rundir.prepare(run, resume=False, overwrite=False) == run and run.is_dir()
     (run / rundir.CHECKPOINT).write_bytes(b"x")
-    with pytest.raises(AftpipeError, match="unfinished run; pass --resume"):
+    with pytest.raises(AftpipeError, match="unfinished run; pass resume=True"):
         rundir.prepare(run, resume=False, overwrite=False)
     rundir.finish(run, {"test": {}})
     assert rundir.is_finished(run) and not (run / rundir.CHECKPOINT).exists()

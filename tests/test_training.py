@@ -98,7 +98,7 @@ def test_views_are_an_unlabeled_transfer_set_without_the_hold_outs_copies(review
     m = train(cfg(reviews_dir, tiny_hf_dir, method="tokt", features=(store,), dataset_options=opts, steps=20))
     # 400 originals: 360 train + 40 hold-out; 2 copies each, minus the hold-out's 80 copies
     assert m["rows"] == {"train": 360, "holdout": 40, "unlabeled": 720, "test": 100, "unlabeled_used": True}
-    with pytest.raises(AftpipeError, match="extracted with --views 3.*pass --views 3"):
+    with pytest.raises(AftpipeError, match="extracted with views=3.*pass views=3"):
         train(cfg(reviews_dir, tiny_hf_dir, features=(store,), out=str(reviews_dir / "other")))
 
 
@@ -142,8 +142,8 @@ def test_interrupted_run_resumes_to_the_same_result(reviews_dir, tiny_hf_dir):
     c = cfg(reviews_dir, tiny_hf_dir, method="aft", eval_every=5, out=str(reviews_dir / "r"))
     with pytest.raises(Stop):
         train(c, StopAt(23))  # after the checkpoint at step 20
-    with pytest.raises(AftpipeError, match="unfinished run.*--resume"):
-        train(c)
+    with pytest.raises(AftpipeError, match="unfinished run; pass resume=True to continue it or overwrite=True"):
+        train(c)  # a Python caller is told the keyword, not the flag
     resumed = train(TrainConfig(**{**c.__dict__, "resume": True}))
     clean = train(TrainConfig(**{**c.__dict__, "out": str(reviews_dir / "clean")}))
     assert resumed["test"] == clean["test"]
@@ -170,6 +170,11 @@ def _cli(reviews_dir, tiny_hf_dir, *extra):
     (["--max-length", "0"], ["--max-length must be ≥ 1, got 0"]),
     (["--text-col", "label"], ["--text-col", "`label` is the label column"]),
     (["--method", "aft", "--phi-norm", "zscore"], ["--phi-norm expected one of none, standardize"]),
+    (["--method", "none", "--phi-control", "shuffle"], ["--phi-control: method `none` has no transfer term"]),
+    (["--method", "linear_probe", "--phi-control", "gaussian"], ["--phi-control: method `linear_probe` has no"]),
+    (["--student", "hf:minilm", "--student-layers", "9"], ["--student-layers 9 is out of range", "6 layers"]),
+    (["--student", "hf:/no/such/model"], ["/no/such/model does not exist"]),
+    (["--init-embeddings", "tfidf"], ["--init-embeddings `tfidf`", "minilm"]),
     (["--student", "small-cnn"], ["small-cnn", "text"]),
     (["--student", "tiny-transformer", "--embed-dim", "30"], ["embed_dim divisible by 4"]),
     (["--num-classes", "1"], ["label 1", "outside 0..0"]),
@@ -227,6 +232,118 @@ def test_sigkill_then_resume_finishes(reviews_dir, tiny_hf_dir):
     assert again.returncode == 0, again.stderr
     assert f"resuming {out} at step {step}" in again.stderr
     assert json.loads((out / "metrics.json").read_text())["steps"] == step + 20
+
+
+def test_diagnostics_track_the_transfer_term_and_aft_reports_its_floor(reviews_dir, tiny_hf_dir):
+    m = train(cfg(reviews_dir, tiny_hf_dir, method="aft", method_options=MethodConfig(beta=1.0)))
+    reg = m["regulariser"]
+    hist = [h for h in m["history"] if "holdout_reg" in h]
+    assert reg["first"] == hist[0]["holdout_reg"] and reg["last"] == hist[-1]["holdout_reg"]
+    assert reg["floor_last"] == hist[-1]["holdout_reg_floor"] and 0 < reg["floor_last"] < 1.5
+    kd = train(cfg(reviews_dir, tiny_hf_dir, method="kd_feature", out=str(reviews_dir / "kd")))
+    assert "last" in kd["regulariser"] and "floor_last" not in kd["regulariser"]  # only AFT has a floor
+    none = train(cfg(reviews_dir, tiny_hf_dir, method="none", out=str(reviews_dir / "none")))
+    assert none["regulariser"] == {}
+
+
+def test_controls_train_and_change_what_the_student_sees(reviews_dir, tiny_hf_dir):
+    base = train(cfg(reviews_dir, tiny_hf_dir, method="aft", out=str(reviews_dir / "a")))
+    shuffled = train(cfg(reviews_dir, tiny_hf_dir, method="aft", phi_control="shuffle", out=str(reviews_dir / "b")))
+    assert shuffled["phi_control"] == "shuffle"
+    assert [h["reg"] for h in shuffled["history"]] != [h["reg"] for h in base["history"]]
+
+
+def test_select_last_keeps_the_final_weights(reviews_dir, tiny_hf_dir):
+    from safetensors.torch import load_file
+
+    c = cfg(reviews_dir, tiny_hf_dir, method="none", select="last", patience=None, eval_every=3)
+    m = train(c)
+    assert m["select"] == "last"
+    import torch
+
+    from aftpipe import rundir
+
+    best = train(dataclasses_replace(c, select="best", out=str(reviews_dir / "best")))
+    last_w, best_w = load_file(str(reviews_dir / "run" / "student.safetensors")), load_file(
+        str(reviews_dir / "best" / "student.safetensors"))
+    assert best["best_step"] < best["steps"] or m["test"] == best["test"]  # best differs only if it came earlier
+    if best["best_step"] < best["steps"]:
+        assert any(not torch.equal(last_w[k], best_w[k]) for k in last_w)
+    assert rundir.is_finished(reviews_dir / "run")
+
+
+def dataclasses_replace(c, **kw):
+    import dataclasses
+
+    return dataclasses.replace(c, **kw)
+
+
+def test_metrics_jsonl_grows_per_evaluation_and_a_resume_keeps_it_consistent(reviews_dir, tiny_hf_dir):
+    from aftpipe.tracking import read_log
+
+    c = cfg(reviews_dir, tiny_hf_dir, method="aft", eval_every=5, out=str(reviews_dir / "r"))
+    with pytest.raises(Stop):
+        train(c, StopAt(23))  # checkpoint at step 20
+    assert [r["step"] for r in read_log(c.out)] == [5, 10, 15, 20]
+    with open(f"{c.out}/metrics.jsonl", "a") as f:  # as if killed after logging step 25 but before its checkpoint
+        f.write(json.dumps({"step": 25, "loss": 9.9}) + "\n")
+    resumed = train(TrainConfig(**{**c.__dict__, "resume": True}))
+    rows = read_log(c.out)
+    assert [r["step"] for r in rows] == [h["step"] for h in resumed["history"]] + [36]
+    for row, h in zip(rows, resumed["history"]):
+        assert {k: row[k] for k in ("loss", "ce", "reg", "lr", "holdout_accuracy")} == \
+            {k: h[k] for k in ("loss", "ce", "reg", "lr", "holdout_accuracy")}
+    assert rows[-1] == {"step": 36, **{f"test_{k}": v for k, v in resumed["test"].items()}}
+
+
+def test_a_run_records_where_it_came_from(reviews_dir, tiny_hf_dir):
+    from aftpipe.provenance import manifest_sha256
+    from aftpipe.store import open_features
+
+    m = train(cfg(reviews_dir, tiny_hf_dir, method="none", epochs=1))
+    rec = m["record"]
+    assert {"aftpipe", "torch", "scikit-learn", "numpy", "python"} <= set(rec["packages"])
+    assert rec["created"][:2] == "20" and rec["command"] is None and rec["argv"]  # Python, not the CLI
+    assert rec["git"] is None or len(rec["git"]["commit"]) == 40
+    [store] = rec["stores"]
+    st = open_features(store["path"])
+    assert store["manifest_sha256"] == manifest_sha256(st.manifest)
+    assert store["splits"]["train"]["fingerprint"] == st.split_info("train").fingerprint
+    assert set(store["splits"]) == {"train", "test"}
+    assert json.loads((reviews_dir / "run" / "metrics.json").read_text())["record"] == rec
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(reviews_dir, tiny_hf_dir, cli, monkeypatch):
+    from aftpipe.training import Trainer
+
+    real = Trainer.step
+
+    def step(self, idx):
+        if self.state["step"] == 13:
+            raise KeyboardInterrupt
+        return real(self, idx)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    out = reviews_dir / "ctrl-c"
+    args = ["--out", str(out), "--eval-every", "5", "--epochs", "3", "--batch-size", "32"]  # 12 steps an epoch
+    code, _, err = cli(_cli(reviews_dir, tiny_hf_dir, *args))
+    assert code == 130
+    assert err.strip().splitlines()[-1] == (f"interrupted: {out} keeps its checkpoint at step 10 of 36; "
+                                            "re-run with --resume to continue")
+    monkeypatch.setattr(Trainer, "step", real)
+    code, _, err = cli(_cli(reviews_dir, tiny_hf_dir, *args, "--resume"))
+    assert code == 0 and f"resuming {out} at step 10 of 36" in err, err
+
+
+def test_python_configs_take_python_values_and_refuse_wrong_types():
+    from aftpipe.config import ConfigError
+
+    c = TrainConfig(dataset="sst2", features="cache/sst2/minilm", out="runs/x", method_options={"beta": 0.3})
+    assert c.features == ("cache/sst2/minilm",) and c.method_options.beta == 0.3
+    with pytest.raises(ConfigError, match=r"^lr: expected a number, got '1e-3'$"):
+        TrainConfig(dataset="sst2", features="cache/sst2/minilm", out="runs/x", lr="1e-3")
+    with pytest.raises(ConfigError, match=r"^report_to\[0\]: expected one of tensorboard, wandb, got 'mlflow'$"):
+        TrainConfig(dataset="sst2", out="runs/x", method="none", report_to="mlflow")
 
 
 def test_a_parquet_dataset_trains_exactly_as_the_same_rows_in_tsv(tmp_path, tiny_hf_dir):

@@ -22,7 +22,7 @@ import numpy as np
 
 from aftpipe.config import DatasetOptions
 from aftpipe.data.base import Dataset, Split
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint
 
 TEXT_COLUMNS = ("text", "sentence", "content")  # tried in this order when --text-col is not given
 LABEL_COLUMN = "label"
@@ -95,7 +95,7 @@ def _pick_columns(path: Path, found: Sequence[str], options: DatasetOptions,
         if options.text_col not in found:
             raise AftpipeError(
                 f"{path}: no text column `{options.text_col}`; its columns are {listed}; "
-                "pass --text-col with one of them"
+                f"pass {option_hint('text_col', 'NAME')} with one of them"
             )
         text_col = options.text_col
     else:
@@ -103,14 +103,15 @@ def _pick_columns(path: Path, found: Sequence[str], options: DatasetOptions,
         if not present:
             raise AftpipeError(
                 f"{path}: no text column (looked for `text`, `sentence`, `content`); its columns are {listed}; "
-                "pass --text-col NAME"
+                f"pass {option_hint('text_col', 'NAME')}"
             )
         text_col = present[0]
     label_col = options.label_col or LABEL_COLUMN
     if label_col not in found:
         if not need_label:
             return text_col, None
-        raise AftpipeError(f"{path}: no label column `{label_col}`; its columns are {listed}; pass --label-col NAME")
+        raise AftpipeError(f"{path}: no label column `{label_col}`; its columns are {listed}; pass "
+                           f"{option_hint('label_col', 'NAME')}")
     return text_col, label_col
 
 
@@ -228,8 +229,8 @@ def _read_parquet(path: Path, options: DatasetOptions, need_label: bool = True) 
     kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
             or (hasattr(pa.types, "is_string_view") and pa.types.is_string_view(kind))):
-        raise AftpipeError(f"{path}: text column `{text_col}` holds {column.type}, not strings; pass --text-col "
-                           "with a string column")
+        raise AftpipeError(f"{path}: text column `{text_col}` holds {column.type}, not strings; pass "
+                           f"{option_hint('text_col', 'NAME')} with a string column")
     texts = column.to_pylist()
     missing = next((i for i, t in enumerate(texts) if t is None), None)
     if missing is not None:
@@ -262,7 +263,8 @@ def _class_ids(tables: list[TextTable]) -> tuple[list[np.ndarray], int, list[str
     cells = [(t, c, line) for t in tables for c, line in zip(t.labels or [], t.lines) if c is not None]
     if not cells:
         files = ", ".join(str(t.path) for t in tables)
-        raise AftpipeError(f"{files}: no row has a label; fill the label column or pass --label-col NAME")
+        raise AftpipeError(f"{files}: no row has a label; fill the label column or pass "
+                           f"{option_hint('label_col', 'NAME')}")
     is_int = [bool(_INT.fullmatch(c)) for _, c, _ in cells]
     if all(is_int):
         for t, c, line in cells:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aftpipe.config import MethodConfig
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint
 from aftpipe.methods.teacher import fit_linear_head, head_accuracy
 
 
@@ -66,7 +66,7 @@ class Method(nn.Module):
         self.feature_dims = tuple(int(d) for d in feature_dims)
         self.num_classes = int(num_classes)
         if self.uses_features and sum(self.feature_dims) <= 0:
-            raise AftpipeError(f"method `{self.name}` needs cached features; pass --features STORE")
+            raise AftpipeError(f"method `{self.name}` needs cached features; pass {option_hint('features', 'STORE')}")
 
     @property
     def feature_dim(self) -> int:
@@ -81,6 +81,17 @@ class Method(nn.Module):
     def summary(self) -> dict:
         """JSON-able facts about the learned state, for metrics.json."""
         return {}
+
+    @torch.no_grad()
+    def regulariser(self, h: Tensor, logits: Tensor, phi: Tensor) -> Tensor:
+        """The transfer term alone (unweighted, as if every row were unlabeled and training had just begun):
+        what the diagnostics track on hold-out batches."""
+        y = torch.full((h.shape[0],), -1, dtype=torch.long, device=h.device)
+        return self(h, logits, phi, y, 0.0).reg
+
+    def regulariser_floor(self, phi: Tensor) -> Tensor | None:
+        """The regulariser's value for a student that learned nothing, where that is defined (AFT)."""
+        return None
 
     def extra_repr(self) -> str:
         return f"student_dim={self.student_dim}, feature_dims={list(self.feature_dims)}, beta={self.cfg.beta:g}"
@@ -104,8 +115,11 @@ class TeacherMethod(Method):
         self._teacher_info: dict = {}
 
     def fit_teacher(self, phi: Tensor, y: Tensor, seed: int = 0) -> None:
-        head = fit_linear_head(phi, y, self.num_classes, hidden=self.cfg.teacher_hidden, seed=seed)
-        head.requires_grad_(False)  # frozen: the optimizer never moves it
+        self.set_teacher(fit_linear_head(phi, y, self.num_classes, hidden=self.cfg.teacher_hidden, seed=seed), phi, y)
+
+    def set_teacher(self, head: nn.Module, phi: Tensor, y: Tensor) -> None:
+        """Use `head` (fitted on the training rows (phi, y), or loaded from the head cache) as the teacher."""
+        head = head.to(phi.device).requires_grad_(False)  # frozen: the optimizer never moves it
         self.teacher = head
         self._teacher_info = {"teacher_hidden": self.cfg.teacher_hidden, "teacher_c": head.c,
                               "teacher_train_acc": head_accuracy(head, phi, y)}

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint, option_name
 from aftpipe.store.array import FeatureArray
 from aftpipe.store.manifest import (
     FORMAT_VERSION,
@@ -138,7 +138,7 @@ class FeatureStore(ABC):
         arr = self._open_split(name, entry)
         if verify and (bad := arr.verify()):
             raise AftpipeError(f"store {self.path} split `{name}`: shards {bad} fail their checksums; "
-                               "re-extract with --overwrite")
+                               f"re-extract with {option_hint('overwrite')}")
         return arr
 
     @abstractmethod
@@ -184,7 +184,7 @@ class StoreWriter(ABC):
             diff = describe_key_difference(existing.get("key", {}), self.key)
             raise AftpipeError(
                 f"store {self.path} was built with different arguments ({diff}); "
-                "pass --overwrite to rebuild it, or choose another --cache-dir"
+                f"pass {option_hint('overwrite')} to rebuild it, or choose another {option_name('cache_dir')}"
             )
         self.manifest["splits"] = copy.deepcopy(existing["splits"])
         self.manifest["created"] = existing.get("created", self.manifest["created"])
@@ -198,7 +198,7 @@ class StoreWriter(ABC):
                 raise AftpipeError(
                     f"store {self.path} split `{name}` was extracted from other data ({what}: "
                     f"{entry['n']}×{entry['d']} {entry['fingerprint'][:12]} vs now {plan.n}×{plan.d} "
-                    f"{plan.fingerprint[:12]}); pass --overwrite to re-extract it"
+                    f"{plan.fingerprint[:12]}); pass {option_hint('overwrite')} to re-extract it"
                 )
             entry = None
         if entry is None:

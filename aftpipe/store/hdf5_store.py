@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint
 from aftpipe.store.array import FeatureArray, map_rows
 from aftpipe.store.base import FeatureStore, SplitPlan, StoreWriter
 from aftpipe.fileio import write_json
@@ -136,7 +136,8 @@ def read_h5_manifest(path: Path) -> dict[str, Any]:
         with h5py.File(path, "r") as f:
             raw = f.attrs.get(MANIFEST_KEY)
     except OSError as e:
-        raise AftpipeError(f"{path} is not a readable HDF5 file ({e}); re-extract it with --overwrite") from None
+        raise AftpipeError(f"{path} is not a readable HDF5 file ({e}); re-extract it with "
+                           f"{option_hint('overwrite')}") from None
     if raw is None:
         raise AftpipeError(f"{path} is an HDF5 file but not an aftpipe store (no `{MANIFEST_KEY}` attribute)")
     return json.loads(raw)
