@@ -263,8 +263,8 @@ def predict(
     label_col: Annotated[Optional[str], typer.Option(help="label column; when the file has it, the run's metric on "
                                                      "those rows is printed (default: label)", metavar="TEXT",
                                                      rich_help_panel=DATA)] = None,
-    strict: Annotated[bool, typer.Option(help="refuse an image that does not decode instead of skipping it",
-                                         metavar="", rich_help_panel=DATA)] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="refuse an image that does not decode instead of "
+                                         "skipping it", metavar="", rich_help_panel=DATA)] = False,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="CSV to write (default: stdout)",
                                                   metavar="FILE", rich_help_panel=OUTPUT)] = None,
     batch_size: Annotated[int, typer.Option(help="inputs per forward pass", metavar="INT",
@@ -300,14 +300,15 @@ def predict(
 @app.command(cls=Command)
 def export(
     run: Annotated[str, typer.Argument(help="a finished run directory of a student", metavar="RUN")],
-    out: Annotated[str, typer.Option(help="folder to create: model.onnx, tokenizer.json, config.json, README.md",
-                                     metavar="DIR", rich_help_panel=OUTPUT)],
-    format: Annotated[str, typer.Option(help="export format", metavar="onnx", rich_help_panel=OUTPUT)] = "onnx",
-    overwrite: Annotated[bool, typer.Option(help="replace an existing --out folder", metavar="",
-                                            rich_help_panel=OUTPUT)] = False,
+    *,  # keyword-only: the options in the order of their --help panels
     data_dir: Annotated[Optional[str], typer.Option(help="folder with the dataset files, for the check on the test "
                                                     "split (default: the run's)", metavar="DIR",
                                                     rich_help_panel=DATA)] = None,
+    out: Annotated[str, typer.Option(help="folder to create: model.onnx, tokenizer.json, config.json, README.md",
+                                     metavar="DIR", rich_help_panel=OUTPUT)],
+    format: Annotated[str, typer.Option(help="export format", metavar="onnx", rich_help_panel=OUTPUT)] = "onnx",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --out folder", metavar="",
+                                            rich_help_panel=OUTPUT)] = False,
 ) -> None:
     """Export a trained student to ONNX (dynamic batch and sequence axes) for runtimes without torch.
 
