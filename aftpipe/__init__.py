@@ -19,7 +19,7 @@ except PackageNotFoundError:  # running from a source tree without an install
 
 _API = ("DatasetOptions", "ExtractConfig", "MethodConfig", "SourceOptions", "StudentConfig", "TrainConfig",
         "check_run", "evaluate", "extract", "load_dataset", "load_pipeline", "open_features", "plan_pipeline",
-        "run_pipeline", "train", "validate", "verify_store")
+        "repair_store", "run_pipeline", "train", "validate", "verify_store")
 
 
 def __getattr__(name: str):

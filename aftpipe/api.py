@@ -12,6 +12,7 @@ from aftpipe.config import ExtractConfig, TrainConfig
 from aftpipe.data import DatasetOptions, load_dataset
 from aftpipe.evaluation import check_run, evaluate
 from aftpipe.extraction import extract
+from aftpipe.extraction import repair as repair_store
 from aftpipe.methods import MethodConfig
 from aftpipe.pipeline import load_pipeline, plan_pipeline, run_pipeline, validate
 from aftpipe.sources import SourceOptions
@@ -21,4 +22,4 @@ from aftpipe.training import train
 
 __all__ = ["DatasetOptions", "ExtractConfig", "MethodConfig", "SourceOptions", "StudentConfig", "TrainConfig",
            "check_run", "evaluate", "extract", "load_dataset", "load_pipeline", "open_features", "plan_pipeline",
-           "run_pipeline", "train", "validate", "verify_store"]
+           "repair_store", "run_pipeline", "train", "validate", "verify_store"]

@@ -242,20 +242,34 @@ def inspect_(
 
 
 @app.command()
-def verify(store: Annotated[str, typer.Argument(help="a store: cache/<dataset>/<source> or its .h5 file")]) -> None:
-    """Re-hash every shard of every split against the manifest's checksums; exit 1 on any mismatch."""
-    from aftpipe.api import verify_store
+def verify(
+    store: Annotated[str, typer.Argument(help="a store: cache/<dataset>/<source> or its .h5 file")],
+    repair: Annotated[bool, typer.Option(help="recompute exactly the damaged or missing shards (and rewrite damaged "
+                                              "metadata) by re-running the extraction the manifest records")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bars during --repair")] = False,
+) -> None:
+    """Check a store in full: each split's array metadata and index against the manifest, every shard's file and
+    bytes against its checksum. Prints every problem by name and exits 1 when there is any."""
+    from aftpipe.api import repair_store, verify_store
+    from aftpipe.progress import RichProgress
 
     report = verify_store(store)
-    for name, (done, total) in report.unfinished.items():
-        typer.echo(f"{name}: unfinished ({done}/{total} shards)")
+    if repair and not report.ok:
+        for d in report.damage:
+            typer.echo(f"found: {d}")
+        for r in repair_store(store, RichProgress(quiet=quiet)):
+            typer.echo(f"{r.split}: recomputed shards {list(r.recomputed) or 'none'}"
+                       + (f" ({len(r.repaired)} problems repaired)" if r.repaired else ""))
+        report = verify_store(store)
     if not report.ok:
-        for name, shards in report.bad.items():
-            if shards:
-                typer.echo(f"{name}: shards {shards} do not match their checksums", err=True)
-        typer.echo(f"error: {report.path} is corrupt; re-extract it with --overwrite", err=True)
+        for d in report.damage:
+            typer.echo(str(d), err=True)
+        how = "resume it by re-running the extract command" if all(d.kind == "unfinished" for d in report.damage) \
+            else f"repair it with `aftpipe verify {store} --repair`"
+        typer.echo(f"error: {report.path} fails verification ({len(report.damage)} problems); {how}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"ok: {report.path}: {report.shards_checked} shards in {len(report.bad)} splits match their checksums")
+    typer.echo(f"ok: {report.path}: {report.shards_checked} shards in {len(report.splits)} splits match the manifest "
+               "(metadata, index, checksums)")
 
 
 FLAGS = {"sources": "--source", "out": "--out"}  # config fields whose flag is not simply --field-name

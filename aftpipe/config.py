@@ -278,6 +278,31 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any =
     return field(default_factory=factory, metadata=meta) if factory else field(default=default, metadata=meta)
 
 
+def cli_args(cfg: Config) -> list[str]:
+    """`cfg` as the command-line options that rebuild it: every option field (nested configs included)
+    whose value is not its default, repeated for lists (`--source a --source b`), `--flag` for a true bool."""
+    out: list[str] = []
+    for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
+        value = getattr(cfg, f.name)
+        if isinstance(value, Config):
+            out += cli_args(value)
+            continue
+        if not f.metadata.get("help"):
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if value == default or value is None:
+            continue
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            out.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, tuple):
+            for v in value:
+                out += [flag, str(v)]
+        else:
+            out += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return out
+
+
 def at_least(cfg: Config, lo: float, *names: str) -> None:
     """Each named field (None passes: "the default") must be ≥ lo."""
     for name in names:
@@ -465,5 +490,5 @@ class TrainConfig(Config):
 
 
 __all__ = ["Config", "ConfigError", "DatasetOptions", "ExtractConfig", "MethodConfig", "Partial", "SourceOptions",
-           "StudentConfig", "TrainConfig", "check_keys", "convert", "dump_yaml", "format_path", "from_dict",
+           "StudentConfig", "TrainConfig", "check_keys", "cli_args", "convert", "dump_yaml", "format_path", "from_dict",
            "load_config", "load_yaml", "option", "registered", "require", "to_plain"]

@@ -30,11 +30,17 @@ def load_source(spec: str, options: SourceOptions = SourceOptions()) -> FeatureS
     return cls.create(arg, options)
 
 
+def check_source(spec: str, options: SourceOptions = SourceOptions()) -> None:
+    """Refuse a source that cannot load here, without loading it (see `FeatureSource.check`)."""
+    cls, arg = SOURCES.resolve(spec)
+    cls.check(arg, options)
+
+
 def store_name(spec: str, options: SourceOptions = SourceOptions()) -> str:
     """The name of `spec`'s store under `<cache>/<dataset>/`, without loading the model."""
     cls, arg = SOURCES.resolve(spec)
     return cls.store_name(arg, options)
 
 
-__all__ = ["SOURCES", "FeatureSource", "SourceOptions", "load_source", "minilm_dir", "pool", "store_name",
+__all__ = ["SOURCES", "FeatureSource", "SourceOptions", "check_source", "load_source", "minilm_dir", "pool", "store_name",
            "weights_sha256"]
