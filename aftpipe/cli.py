@@ -281,10 +281,34 @@ def _flag(path: tuple) -> str:
     return FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
+def _click_errors() -> tuple[type[Exception], type[Exception]]:
+    """(ClickException, NoArgsIsHelpError): typer vendors click from 0.2x on, older typer uses click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions  # type: ignore[no-redef]
+    return exceptions.ClickException, getattr(exceptions, "NoArgsIsHelpError", ())  # type: ignore[return-value]
+
+
 def main() -> None:
+    ClickException, NoArgsIsHelpError = _click_errors()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we parallelise with DataLoader workers instead
     try:
-        app()
+        # not standalone: usage errors (unknown flag, a value that is not a number) come back to us, to be
+        # printed as one line like every other error instead of typer's usage box
+        code = app(prog_name="aftpipe", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except NoArgsIsHelpError as e:
+        e.show()  # type: ignore[attr-defined]
+        sys.exit(e.exit_code)  # type: ignore[attr-defined]
+    except ClickException as e:
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        typer.echo(f"error: {e.format_message().rstrip('.')}{hint}", err=True)  # type: ignore[attr-defined]
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):
+        typer.echo("interrupted; re-run the same command to resume", err=True)
+        sys.exit(130)
     except ConfigError as e:
         sep = " " if e.message.startswith(("must", "expected", "is ")) else ": "
         typer.echo(f"error: {_flag(e.path)}{sep}{e.message}", err=True)
@@ -292,9 +316,6 @@ def main() -> None:
     except AftpipeError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; re-run the same command to resume", err=True)
-        sys.exit(130)
 
 
 if __name__ == "__main__":

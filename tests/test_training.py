@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from aftpipe import rundir
 from aftpipe.config import ExtractConfig, TrainConfig
 from aftpipe.errors import AftpipeError
 from aftpipe.extraction import extract
@@ -212,16 +213,15 @@ def test_sigkill_then_resume_finishes(reviews_dir, tiny_hf_dir):
     args = [a for a in args if a != "--quiet"] + ["--quiet"]
     proc = subprocess.Popen(args, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
+    work = rundir.work_dir(out)
     deadline = time.time() + 120
-    while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+    while not (work / rundir.CHECKPOINT).exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (out / "metrics.json").exists()
-    import torch
-
-    step = torch.load(out / "checkpoint.pt", weights_only=False)["state"]["step"]
+    assert not out.exists()  # a run is published under its name only when finished
+    step = rundir.load_checkpoint(work)["state"]["step"]
     again = subprocess.run([a if a != "400" else "400" for a in args] + ["--resume", "--steps", str(step + 20)],
                            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert again.returncode == 0, again.stderr
