@@ -41,8 +41,9 @@ def evaluate(run_dir: str | Path) -> dict[str, float]:
         return score(predict_head(head, feats, rows), test.labels[rows], dataset.metric)
     from safetensors.torch import load_file
 
+    spec = rundir.read_json(run / "student.json", "the student spec")
     with _reading(run, "student"):
-        student = rebuild_student(rundir.read_json(run / "student.json", "the student spec"))
+        student = rebuild_student(spec)
         student.load_state_dict(load_file(str(run / "student.safetensors")))
     rows = test_rows(cfg, dataset, test)
     pred = predict(student, student.encode(test.inputs), rows, torch.device("cpu"))

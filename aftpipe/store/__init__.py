@@ -61,15 +61,6 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.damage
 
-    @property
-    def bad_shards(self) -> dict[str, list[int]]:
-        """split → the shard numbers found damaged (the ones a repair recomputes, unless more is wrong)."""
-        out: dict[str, list[int]] = {}
-        for d in self.damage:
-            if d.shard is not None:
-                out.setdefault(d.split, []).append(d.shard)
-        return out
-
 
 def verify_store(path: str | Path) -> VerifyReport:
     """Check a store in full: manifest entries, each split's array metadata and index, each shard's file and

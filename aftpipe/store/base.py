@@ -355,6 +355,8 @@ def disk_errors(fn: F) -> F:
         try:
             return fn(self, *args, **kwargs)
         except OSError as e:
+            if e.errno is None and "No space left" not in str(e):
+                raise  # an OSError subclass without an errno (zarr's "array not found"): a bug, not the disk
             if e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e):
                 raise AftpipeError(f"no space left on the device holding {self.path} ({_human(free_bytes(self.path))} "
                                    "free); free some space and re-run the same command: finished shards are kept") from None
