@@ -126,9 +126,9 @@ def writing(out: str | Path, resume: bool, overwrite: bool) -> Iterator[Path | N
         elif out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
             if (out / LEGACY_CHECKPOINT).exists():
                 raise AftpipeError(f"{out} holds a {LEGACY_CHECKPOINT} written by an older aftpipe (a pickle, which "
-                                   "aftpipe never loads); pass --overwrite to train the run again")
-            raise AftpipeError(f"{out} exists but holds no finished run (no {METRICS}); pass --overwrite to replace "
-                               "it or choose another --out")
+                                   "aftpipe never loads); delete the folder or pass --overwrite to train the run again")
+            raise AftpipeError(f"{out} exists but holds no finished run (no {METRICS}); delete it, pass --overwrite to "
+                               "replace it, or choose another --out")
         if work.exists():
             if overwrite or not (work / CHECKPOINT).exists():
                 shutil.rmtree(work)  # a run replaced, or one that failed before its first checkpoint

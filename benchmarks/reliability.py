@@ -15,6 +15,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -73,6 +74,12 @@ def counts(tcs: list[dict]) -> dict[str, tuple[int, int]]:
     return {k: (v[0], v[1]) for k, v in c.items()}
 
 
+def normalise(message: str) -> str:
+    """A message without what differs from run to run: temp folders, a lock holder's pid, host and time."""
+    message = re.sub(r"/[^ ]*/pytest-of-[^/ ]+/pytest-\d+/[^/ ]+", "…", message)
+    return re.sub(r"pid \d+ on \S+ \(since [^)]+\)", "pid PID on HOST (since TIME)", message)
+
+
 def errors_doc(tcs: list[dict]) -> str:
     from test_bad_inputs import CASES  # the catalogue itself: each case's command
 
@@ -84,7 +91,7 @@ def errors_doc(tcs: list[dict]) -> str:
         case = by_id[t["name"].split("[", 1)[1].rstrip("]")]
         command = " ".join(case.args).replace("{tmp}", "…").replace("{data}", "DATA").replace("{run}", "RUN") \
             .replace("{store}", "STORE").replace("{model}", "MODEL").replace("{h5}", "STORE.h5")
-        message = t["props"].get("message", "(failed)").replace("|", "\\|")
+        message = normalise(t["props"].get("message", "(failed)")).replace("|", "\\|")
         rows.append(f"| `{case.id}` | `aftpipe {command}` | {message} | 2 |")
     return "\n".join([
         "# Error catalogue",
