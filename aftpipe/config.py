@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint
 
 PathPart = Union[str, int]
 T = TypeVar("T")
@@ -166,7 +166,7 @@ def convert(value: Any, tp: Any, path: tuple[PathPart, ...] = ()) -> Any:
             return value
         return from_dict(tp, value, path)
     if origin in (tuple, list):
-        if isinstance(value, (str, os.PathLike)) and args[0] is str:
+        if isinstance(value, (str, os.PathLike)) and (args[0] is str or get_origin(args[0]) is Literal):
             value = [value]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(path, f"expected {_describe(tp)}, got {value!r}")
@@ -271,16 +271,25 @@ def registered(registry: Any, spec: str, path: tuple[PathPart, ...]) -> None:
         raise ConfigError(path, str(e)) from None
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, flag: str | None = None) -> Any:
+def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, flag: str | None = None,
+           panel: str | None = None, aliases: tuple[str, ...] = (), metavar: str | None = None) -> Any:
     """A config field that is also a command-line option: `help` is its `--help` line (fields without one
-    stay off the CLI), `flag` its name where that is not `--field-name`."""
-    meta = {"help": help, "flag": flag}
+    stay off the CLI), `flag` its name where that is not `--field-name`, `aliases` other spellings it also
+    accepts (`--output-dir` for `--out`), `panel` the `--help` panel it is listed in (a nested config's
+    panel is that of its fields without their own) and `metavar` what its value is called in `--help`
+    (default: from its type)."""
+    meta = {"help": help, "flag": flag, "panel": panel, "aliases": tuple(aliases), "metavar": metavar}
     return field(default_factory=factory, metadata=meta) if factory else field(default=default, metadata=meta)
+
+
+# The --help panels, in the order they are shown
+DATA, MODEL, METHOD, OPTIMISATION, OUTPUT, SYSTEM = "Data", "Model", "Method", "Optimisation", "Output", "System"
 
 
 def cli_args(cfg: Config) -> list[str]:
     """`cfg` as the command-line options that rebuild it: every option field (nested configs included)
-    whose value is not its default, repeated for lists (`--source a --source b`), `--flag` for a true bool."""
+    whose value is not its default, repeated for lists (`--source a --source b`) and mappings (`--opt k=v`),
+    `--flag` for a true bool."""
     out: list[str] = []
     for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
         value = getattr(cfg, f.name)
@@ -298,6 +307,9 @@ def cli_args(cfg: Config) -> list[str]:
         elif isinstance(value, tuple):
             for v in value:
                 out += [flag, str(v)]
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                out += [flag, f"{k}={v}"]
         else:
             out += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return out
@@ -315,13 +327,22 @@ def at_least(cfg: Config, lo: float, *names: str) -> None:
 class DatasetOptions(Config):
     """Options for generic file datasets (columns) and for any text dataset (views)."""
 
-    text_col: str | None = option(None, "text column of tsv/csv/jsonl files (default: text, sentence or content)")
-    label_col: str | None = option(None, "label column of tsv/csv/jsonl files (default: label)")
+    text_col: str | None = option(None, "text column of tsv/csv/jsonl/hf data (default: text, sentence or content)",
+                                  metavar="NAME")
+    label_col: str | None = option(None, "label column of tsv/csv/jsonl/hf data (default: label)", metavar="NAME")
+    # hub datasets name their splits train/validation/test; GLUE's test has no labels, so its validation is the test
+    split_map: dict[str, str] = option(help="hf: keep only these splits, renamed: --split-map validation=test "
+                                       "(repeatable; default: every split under its own name)",
+                                       factory=dict, metavar="FROM=TO")
     # K > 1: K − 1 augmented, unlabeled copies of each train example (text; data/views.py), with their own stores
-    views: int = option(1, "text: K views per train example (K − 1 augmented, unlabeled copies)")
+    views: int = option(1, "text: K views per train example (K − 1 augmented, unlabeled copies)", metavar="K")
 
     def validate(self) -> None:
         at_least(self, 1, "views")
+        for old, new in self.split_map.items():
+            require(bool(old) and bool(new), ("split_map", old), "split names must not be empty")
+        twice = [v for v in set(self.split_map.values()) if list(self.split_map.values()).count(v) > 1]
+        require(not twice, "split_map", f"maps two splits to `{twice[0] if twice else ''}`; give each its own name")
         require(self.text_col != (self.label_col or "label"), "text_col",
                 f"`{self.text_col}` is the label column; name the column that holds the text")
 
@@ -344,26 +365,32 @@ class SourceOptions(Config):
 @dataclass(frozen=True)
 class ExtractConfig(Config):
     dataset: str = option(help="dataset name (`aftpipe datasets`), e.g. sst2, or tsv:PATH / csv:PATH / jsonl:PATH / "
-                          "imagefolder:PATH")
+                          "imagefolder:PATH / hf:DIR_OR_HUB_NAME[:CONFIG]", panel=DATA, metavar="NAME")
     sources: tuple[str, ...] = option(("minilm",), "feature source (`aftpipe sources`); repeat for several: "
-                                      "--source minilm --source tfidf", flag="--source")
-    splits: tuple[str, ...] | None = option(None, "splits to extract, e.g. train,dev (default: all)")
-    data_dir: str | None = option(None, "folder with the dataset files (default: $AFTPIPE_DATA_DIR, else ../shared/data)")
-    cache_dir: str = option("cache", "stores land at <cache-dir>/<dataset>/<source> (.h5 for hdf5)")
-    format: Literal["zarr", "hdf5"] = option("zarr", "store format: zarr (v3, sharded) or hdf5")
+                                      "--source minilm --source tfidf", flag="--source", panel=MODEL, metavar="SOURCE")
+    splits: tuple[str, ...] | None = option(None, "splits to extract, e.g. train,dev (default: all)", panel=DATA,
+                                            metavar="SPLIT")
+    data_dir: str | None = option(None, "folder with the dataset files (default: $AFTPIPE_DATA_DIR, else ../shared/data)",
+                                  panel=DATA, metavar="DIR")
+    cache_dir: str = option("cache", "stores land at <cache-dir>/<dataset>/<source> (.h5 for hdf5)", panel=OUTPUT,
+                            metavar="DIR")
+    format: Literal["zarr", "hdf5"] = option("zarr", "store format: zarr (v3, sharded) or hdf5", panel=OUTPUT)
     # fp16 halves the store and loses nothing a student can use
-    dtype: Literal["float16", "bfloat16", "float32"] = option("float16", "stored dtype: float16, bfloat16 or float32")
-    batch_size: int = option(128, "examples per forward pass")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    dtype: Literal["float16", "bfloat16", "float32"] = option("float16", "stored dtype: float16, bfloat16 or float32",
+                                                              panel=OUTPUT)
+    batch_size: int = option(128, "examples per forward pass", panel=SYSTEM)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N", panel=SYSTEM, metavar="DEVICE")
     # 1 on CPU, where the cores belong to the forward pass
-    workers: int | None = option(None, "DataLoader workers for tokenising/decoding (default: 1 on CPU, 4 on GPU)")
-    chunk_rows: int = option(256, "rows per zarr chunk, the unit of reading")  # 256 × 384 fp16 = 192 KiB
+    workers: int | None = option(None, "DataLoader workers for tokenising/decoding (default: 1 on CPU, 4 on GPU)",
+                                 panel=SYSTEM)
+    chunk_rows: int = option(256, "rows per zarr chunk, the unit of reading", panel=OUTPUT)  # 256 × 384 fp16 = 192 KiB
     # None: ~16 MiB per shard, a multiple of 2048 rows (page-aligned for mapping)
-    shard_rows: int | None = option(None, "rows per shard, the unit of writing and resuming (default: ~16 MiB)")
-    limit: int | None = option(None, "extract only the first N rows of each split")
-    overwrite: bool = option(False, "rebuild a store that was built with other arguments")
-    source_options: SourceOptions = option(factory=SourceOptions)
-    dataset_options: DatasetOptions = option(factory=DatasetOptions)
+    shard_rows: int | None = option(None, "rows per shard, the unit of writing and resuming (default: ~16 MiB)",
+                                    panel=OUTPUT)
+    limit: int | None = option(None, "extract only the first N rows of each split", panel=DATA)
+    overwrite: bool = option(False, "rebuild a store that was built with other arguments", panel=OUTPUT)
+    source_options: SourceOptions = option(factory=SourceOptions, panel=MODEL)
+    dataset_options: DatasetOptions = option(factory=DatasetOptions, panel=DATA)
 
     def validate(self) -> None:
         from aftpipe.data import DATASETS
@@ -436,46 +463,68 @@ class StudentConfig(Config):
 
 @dataclass(frozen=True)
 class TrainConfig(Config):
-    dataset: str = option(help="dataset name or tsv:/csv:/jsonl:/imagefolder: path (as for extract)")
-    out: str = option(help="run directory: config.yaml, metrics.json, the student's weights")
+    """One training run. Method options (β, τ, ...) live in `method_options`, a `MethodConfig` or a plain
+    mapping: `TrainConfig(..., method="aft", method_options={"beta": 0.3})`. They are not repeated as flat
+    fields: the command line flattens them (`--beta 0.3`), Python keeps one place per option."""
+
+    dataset: str = option(help="dataset name or tsv:/csv:/jsonl:/imagefolder:/hf: path (as for extract)", panel=DATA,
+                          metavar="NAME")
+    out: str = option(help="run directory: config.yaml, metrics.json, metrics.jsonl, the student's weights",
+                      panel=OUTPUT, aliases=("--output-dir",), metavar="DIR")
     # several stores are concatenated per row (multi-source)
-    features: tuple[str, ...] = option((), "feature store(s) from `aftpipe extract`; repeat for multi-source")
-    student: str = option("textcnn", "student model (`aftpipe students`)")
-    method: str = option("aft", "transfer method (`aftpipe methods`)")
-    method_options: MethodConfig = option(factory=MethodConfig)
-    student_options: StudentConfig = option(factory=StudentConfig)
-    epochs: int = option(5, "passes over the labeled training rows")
-    steps: int | None = option(None, "optimizer steps (overrides --epochs)")
+    features: tuple[str, ...] = option((), "feature store(s) from `aftpipe extract`; repeat for multi-source",
+                                       panel=DATA, metavar="STORE")
+    student: str = option("textcnn", "student model (`aftpipe students`)", panel=MODEL, metavar="NAME")
+    method: str = option("aft", "transfer method (`aftpipe methods`)", panel=METHOD, metavar="NAME")
+    method_options: MethodConfig = option(factory=MethodConfig, panel=METHOD)
+    student_options: StudentConfig = option(factory=StudentConfig, panel=MODEL)
+    epochs: int = option(5, "passes over the labeled training rows", panel=OPTIMISATION, aliases=("--num-train-epochs",))
+    steps: int | None = option(None, "optimizer steps (overrides --epochs)", panel=OPTIMISATION,
+                               aliases=("--max-steps",))
     # the official AFT batch; the kernel is a per-batch statistic, so it matters
-    batch_size: int = option(128, "labeled rows per step")
-    lr: float = option(1e-3, "student learning rate (AdamW, warm-up then cosine)")
-    weight_decay: float = option(0.01, "AdamW weight decay of the student")
-    warmup: float = option(0.05, "fraction of the steps of linear warm-up before the cosine decay")
-    grad_clip: float = option(1.0, "clip the student's gradient norm to this (0: off)")
-    holdout: float = option(0.1, "fraction of the labeled rows held out for early stopping and β tuning")
-    labels: int | None = option(None, "label budget: use this many labeled rows, the rest of train as unlabeled")
-    unlabeled: bool = option(False, "semi-supervised: add a batch of unlabeled rows per step (regulariser only)")
-    phi_norm: Literal["none", "standardize"] = option("none", "none or standardize (z-score each cached feature)")
-    eval_every: int | None = option(None, "steps between hold-out evaluations (default: 10 per run, ≥ 1 per epoch)")
-    patience: int | None = option(None, "early stop after this many evaluations without hold-out gain")
-    seed: int = option(0, "training seed (init, batch order, dropout)")
+    batch_size: int = option(128, "labeled rows per step", panel=OPTIMISATION)
+    lr: float = option(1e-3, "student learning rate (AdamW, warm-up then cosine)", panel=OPTIMISATION,
+                       aliases=("--learning-rate",))
+    weight_decay: float = option(0.01, "AdamW weight decay of the student", panel=OPTIMISATION)
+    warmup: float = option(0.05, "fraction of the steps of linear warm-up before the cosine decay", panel=OPTIMISATION,
+                           aliases=("--warmup-ratio",))
+    grad_clip: float = option(1.0, "clip the student's gradient norm to this (0: off)", panel=OPTIMISATION,
+                              aliases=("--max-grad-norm",))
+    holdout: float = option(0.1, "fraction of the labeled rows held out for early stopping and β tuning", panel=DATA)
+    labels: int | None = option(None, "label budget: use this many labeled rows, the rest of train as unlabeled",
+                                panel=DATA)
+    unlabeled: bool = option(False, "semi-supervised: add a batch of unlabeled rows per step (regulariser only)",
+                             panel=METHOD)
+    phi_norm: Literal["none", "standardize"] = option("none", "none or standardize (z-score each cached feature)",
+                                                      panel=METHOD)
+    eval_every: int | None = option(None, "steps between hold-out evaluations (default: 10 per run, ≥ 1 per epoch)",
+                                    panel=OPTIMISATION, aliases=("--eval-steps",))
+    patience: int | None = option(None, "early stop after this many evaluations without hold-out gain",
+                                  panel=OPTIMISATION)
+    seed: int = option(0, "training seed (init, batch order, dropout)", panel=OPTIMISATION)
     # fixed across seeds so seeds vary only the training
-    data_seed: int = option(0, "seed of the labeled/hold-out row split")
-    train_split: str = option("train", "split to train on (labeled rows; the hold-out comes from it)")
-    test_split: str | None = option(None, "split to report (default: dev for sst2/cola, else test)")
-    num_classes: int | None = option(None, "number of classes (default: the dataset's)")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
-    amp: bool = option(True, "bf16 autocast on CUDA (ignored on CPU)")
-    in_memory: bool = option(False, "load the features into RAM instead of memory-mapping them")
+    data_seed: int = option(0, "seed of the labeled/hold-out row split", panel=DATA)
+    train_split: str = option("train", "split to train on (labeled rows; the hold-out comes from it)", panel=DATA,
+                              metavar="SPLIT")
+    test_split: str | None = option(None, "split to report (default: dev for sst2/cola, else test)", panel=DATA,
+                                    metavar="SPLIT")
+    num_classes: int | None = option(None, "number of classes (default: the dataset's)", panel=DATA)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N", panel=SYSTEM, metavar="DEVICE")
+    amp: bool = option(True, "bf16 autocast on CUDA (ignored on CPU)", panel=SYSTEM)
+    in_memory: bool = option(False, "load the features into RAM instead of memory-mapping them", panel=SYSTEM)
     # A store extracted with --limit holds part of a split; training on it silently would change the rows and
     # the test set without a word, so it is refused unless asked for (and metrics.json then says how many).
     stored_rows_only: bool = option(False, "train and test on only the rows the stores hold when they cover part "
-                                    "of a split (extracted with --limit); metrics.json records the counts")
-    threads: int | None = option(None, "torch CPU threads (default: torch's own choice)")
-    data_dir: str | None = option(None, "folder with the dataset files")
-    dataset_options: DatasetOptions = option(factory=DatasetOptions)
-    overwrite: bool = option(False, "replace a finished run in --out")
-    resume: bool = option(False, "continue an interrupted run from its last checkpoint")
+                                    "of a split (extracted with --limit); metrics.json records the counts", panel=DATA)
+    threads: int | None = option(None, "torch CPU threads (default: torch's own choice)", panel=SYSTEM)
+    data_dir: str | None = option(None, "folder with the dataset files", panel=DATA, metavar="DIR")
+    dataset_options: DatasetOptions = option(factory=DatasetOptions, panel=DATA)
+    # metrics.jsonl is always written; these are extra sinks, each an optional package
+    report_to: tuple[Literal["tensorboard", "wandb"], ...] = option(
+        (), "also log each evaluation to tensorboard (<out>/tensorboard) or wandb (offline with WANDB_MODE=offline); "
+        "repeatable", panel=OUTPUT, metavar="TRACKER")
+    overwrite: bool = option(False, "replace a finished run in --out", panel=OUTPUT)
+    resume: bool = option(False, "continue an interrupted run from its last checkpoint", panel=OUTPUT)
 
     def validate(self) -> None:
         from aftpipe.data import DATASETS
@@ -485,7 +534,8 @@ class TrainConfig(Config):
         for name, registry in (("dataset", DATASETS), ("method", METHODS), ("student", STUDENTS)):
             registered(registry, getattr(self, name), (name,))
         require(not METHODS.get(self.method).uses_features or len(self.features) > 0, "features",
-                f"method `{self.method}` needs cached features; pass --features cache/<dataset>/<source>")
+                f"method `{self.method}` needs cached features; pass "
+                f"{option_hint('features', 'cache/<dataset>/<source>')}")
         at_least(self, 1, "epochs", "batch_size", "steps", "labels", "eval_every", "patience", "num_classes", "threads")
         at_least(self, 0, "weight_decay", "grad_clip", "seed", "data_seed")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr:g}")
@@ -495,4 +545,5 @@ class TrainConfig(Config):
 
 __all__ = ["Config", "ConfigError", "DatasetOptions", "ExtractConfig", "MethodConfig", "Partial", "SourceOptions",
            "StudentConfig", "TrainConfig", "check_keys", "cli_args", "convert", "dump_yaml", "format_path", "from_dict",
-           "load_config", "load_yaml", "option", "registered", "require", "to_plain"]
+           "load_config", "load_yaml", "option", "registered", "require", "to_plain", "DATA", "MODEL", "METHOD",
+           "OPTIMISATION", "OUTPUT", "SYSTEM"]

@@ -13,7 +13,7 @@ import torch
 from aftpipe import rundir
 from aftpipe.config import TrainConfig, load_config
 from aftpipe.data import load_dataset
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint
 from aftpipe.features import open_split_features, test_rows
 from aftpipe.methods import METHODS
 from aftpipe.metrics import score
@@ -60,7 +60,7 @@ def _reading(run: Path, what: str) -> Iterator[None]:
     except (AftpipeError, SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise AftpipeError(f"the {what} saved in {run} cannot be loaded ({first}); train the run again with "
-                           "--overwrite") from None
+                           f"{option_hint('overwrite')}") from None
 
 
 def check_run(run_dir: str | Path) -> dict[str, Any]:

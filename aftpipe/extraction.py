@@ -27,8 +27,8 @@ import torch
 from aftpipe.config import DatasetOptions, ExtractConfig, SourceOptions, cli_args
 from aftpipe.data import default_data_dir, load_dataset
 from aftpipe.data.base import Dataset, Split
-from aftpipe.errors import AftpipeError
-from aftpipe.progress import Progress, SilentProgress
+from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
+from aftpipe.progress import Progress, default_progress
 from aftpipe.sources import FeatureSource, check_source, load_source
 from aftpipe.store import SplitPlan, StoreLock, StoreWriter, make_writer, open_features, store_path
 from aftpipe.store.manifest import STORAGE_DTYPES, package_versions
@@ -57,9 +57,10 @@ def resolve_device(device: str) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise AftpipeError(f"unknown --device {device}; use auto, cpu, cuda or cuda:N") from None
+        raise AftpipeError(f"unknown {option_hint('device', device)}; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise AftpipeError("--device cuda asked for but no CUDA device is visible; use --device cpu")
+        raise AftpipeError(f"{option_hint('device', 'cuda')} asked for but no CUDA device is visible; use "
+                           f"{option_hint('device', 'cpu')}")
     return dev
 
 
@@ -130,14 +131,15 @@ def _check_writable(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise AftpipeError(f"cannot create {path.parent} ({e.strerror}); pass a writable --cache-dir") from None
+        raise AftpipeError(f"cannot create {path.parent} ({e.strerror}); pass a writable "
+                           f"{option_name('cache_dir')}") from None
     if not os.access(path.parent, os.W_OK):
-        raise AftpipeError(f"{path.parent} is not writable; pass a writable --cache-dir")
+        raise AftpipeError(f"{path.parent} is not writable; pass a writable {option_name('cache_dir')}")
 
 
 def extract(config: ExtractConfig, progress: Progress | None = None) -> list[SplitResult]:
     """Extract every (source, split) of `config` into `<cache_dir>/<dataset>/<source>`; resumable."""
-    progress = progress or SilentProgress()
+    progress = default_progress(progress, "ex")
     device = resolve_device(config.device)
     dataset = load_dataset(config.dataset, config.data_dir, config.dataset_options)
     split_names = list(config.splits) if config.splits else list(dataset.splits)
@@ -242,7 +244,7 @@ def _splits_in(path: Path) -> list[str]:
 def repair(path: str | Path, progress: Progress | None = None) -> list[SplitResult]:
     """Re-run the extraction that built the store at `path`, as its manifest records it: every damaged or
     missing shard is recomputed and every damaged array rewritten, nothing else (`aftpipe verify --repair`)."""
-    progress = progress or SilentProgress()
+    progress = default_progress(progress, "ex")
     store = open_features(path)
     rec = store.manifest.get("extract")
     if not isinstance(rec, dict) or "source" not in rec:
@@ -288,19 +290,24 @@ def _extract_split(config: ExtractConfig, writer: StoreWriter, name: str, split:
     n_todo = sum(ranges[i][1] - ranges[i][0] for i in todo)
     progress.start(label, total=info.n, done=info.n - n_todo)
     t0 = time.perf_counter()
-    if todo:
-        batches = [(i, b) for i in todo for b in shard_batches(split, source, *ranges[i], config.batch_size)]
-        workers = config.workers if config.workers is not None else (4 if source_device(source) == "cuda" else 1)
-        loader = torch.utils.data.DataLoader(
-            _Batches(split, source, batches), batch_size=None, shuffle=False, num_workers=workers,
-            pin_memory=source_device(source) == "cuda", prefetch_factor=4 if workers else None,
-            persistent_workers=False,
-        )
-        shard_writer = _ShardWriter(writer, name)
-        try:
-            _run_batches(loader, ranges, info.d, writer.np_dtype, shard_writer, progress)
-        finally:
-            shard_writer.close()
+    try:
+        if todo:
+            batches = [(i, b) for i in todo for b in shard_batches(split, source, *ranges[i], config.batch_size)]
+            workers = config.workers if config.workers is not None else (4 if source_device(source) == "cuda" else 1)
+            loader = torch.utils.data.DataLoader(
+                _Batches(split, source, batches), batch_size=None, shuffle=False, num_workers=workers,
+                pin_memory=source_device(source) == "cuda", prefetch_factor=4 if workers else None,
+                persistent_workers=False,
+            )
+            shard_writer = _ShardWriter(writer, name)
+            try:
+                _run_batches(loader, ranges, info.d, writer.np_dtype, shard_writer, progress)
+            finally:
+                shard_writer.close()  # shards already queued are written and marked done
+    except KeyboardInterrupt:
+        progress.finish()
+        done = writer.split_info(name).shards_done
+        raise Interrupted(f"{writer.path}: {done} of {len(ranges)} shards of `{name}` are written and kept") from None
     wall = time.perf_counter() - t0
     writer.record_timing(name, wall, n_todo)
     progress.finish()

@@ -10,6 +10,8 @@ views): training on features of other data is the silent failure this module exi
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +19,7 @@ import torch
 
 from aftpipe.config import TrainConfig
 from aftpipe.data.base import Dataset, Split
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint, option_name
 from aftpipe.store import FeatureArray, open_features
 
 
@@ -41,14 +43,16 @@ def plan_rows(examples: np.ndarray, labels: np.ndarray, budget: int | None, hold
     perm = rng.permutation(labeled)
     if budget is not None:
         if budget > len(perm):
-            raise AftpipeError(f"--labels {budget} is more than the {len(perm)} labeled training rows; lower it")
+            raise AftpipeError(f"{option_hint('labels', budget)} is more than the {len(perm)} labeled training rows; "
+                               "lower it")
         perm, unl = perm[:budget], np.concatenate([unl, perm[budget:]])
     n_hold = int(round(len(perm) * holdout))
     if holdout > 0 and n_hold == 0 and len(perm) > 1:
         n_hold = 1
     hold, train = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
     if len(train) == 0:
-        raise AftpipeError("no labeled rows are left to train on after the hold-out; lower --holdout or add labels")
+        raise AftpipeError(f"no labeled rows are left to train on after the hold-out; lower {option_name('holdout')} "
+                           "or add labels")
     if origin is not None and len(hold):
         unl = unl[~np.isin(origin[unl], hold)]
     return RowPlan(train, hold, np.sort(unl))
@@ -57,8 +61,11 @@ def plan_rows(examples: np.ndarray, labels: np.ndarray, budget: int | None, hold
 class Features:
     """φ for dataset examples of one split: the stores' rows concatenated, optionally standardised."""
 
-    def __init__(self, arrays: list[FeatureArray], example_to_row: np.ndarray, dims: list[int]) -> None:
+    def __init__(self, arrays: list[FeatureArray], example_to_row: np.ndarray, dims: list[int],
+                 identity: list[dict] | None = None) -> None:
         self.arrays, self.example_to_row, self.dims = arrays, example_to_row, dims
+        # what each store's rows are: its key, the split's fingerprint and shard checksums (heads are cached by it)
+        self.identity = identity or []
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
 
@@ -80,11 +87,11 @@ class Features:
 
 
 def coverage_error(path: str, held: int, split: Split, limit: int | None) -> AftpipeError:
-    why = f" (it was extracted with --limit {limit:,})" if limit else ""
+    why = f" (it was extracted with {option_hint('limit', limit)})" if limit else ""
     return AftpipeError(
         f"store {path} holds {held:,} of the {len(split):,} rows of split `{split.name}`{why}; extract the whole "
-        f"split (the same extract command without --limit, plus --overwrite) or pass --stored-rows-only to train "
-        "and test on the rows it holds")
+        f"split (the same extract without {option_name('limit')}, with {option_hint('overwrite')}) or pass "
+        f"{option_hint('stored_rows_only')} to train and test on the rows it holds")
 
 
 def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in_memory: bool = False,
@@ -92,14 +99,15 @@ def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in
     """Open `split` of every store, checking each against the dataset's rows; refuse any mismatch, and a store
     that holds only some of the split's rows unless `stored_rows_only`."""
     ds_split = dataset.split(split)
-    arrays, index, dims = [], None, []
+    arrays, index, dims, identity = [], None, [], []
     for p in paths:
         store = open_features(p)
         arr = store.split(split, verify=True)
         info = store.split_info(split)
         if store.views != dataset.views:
-            raise AftpipeError(f"store {p} was extracted with --views {store.views}, the dataset is loaded with "
-                               f"--views {dataset.views}; pass --views {store.views} (or use the store of the other)")
+            raise AftpipeError(f"store {p} was extracted with {option_hint('views', store.views)}, the dataset is "
+                               f"loaded with {option_hint('views', dataset.views)}; pass "
+                               f"{option_hint('views', store.views)} (or use the store of the other)")
         if arr.index.max(initial=-1) >= len(ds_split):
             raise AftpipeError(f"store {p} split `{split}` has {len(arr)} rows indexing up to {arr.index.max()}, but "
                                f"dataset `{dataset.spec}` has only {len(ds_split)}; it was extracted from other data")
@@ -119,9 +127,12 @@ def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in
         index = arr.index
         arrays.append(arr.to_memory() if in_memory else arr)
         dims.append(arr.shape[1])
+        identity.append({"key": hashlib.sha256(json.dumps(store.manifest.get("key"), sort_keys=True).encode()).hexdigest(),
+                         "split": split, "fingerprint": info.fingerprint, "n": info.n, "d": info.d,
+                         "shards": hashlib.sha256("".join(s.sha256 or "" for s in info.shards).encode()).hexdigest()})
     example_to_row = np.full(len(ds_split), -1, dtype=np.int64)
     example_to_row[index] = np.arange(len(index))
-    return Features(arrays, example_to_row, dims)
+    return Features(arrays, example_to_row, dims, identity)
 
 
 def stores_hold(paths: tuple[str, ...], split: str) -> bool:
@@ -148,12 +159,12 @@ def check_labels(train: Split, test: Split, num_classes: int) -> None:
         if len(bad):
             raise AftpipeError(f"split `{split.name}` row {int(bad[0])} ({split.ids[bad[0]]}) has label "
                                f"{int(split.labels[bad[0]])}, outside 0..{num_classes - 1}; fix the label or raise "
-                               "--num-classes")
+                               f"{option_hint('num_classes', 'N')}")
     unlabeled = np.flatnonzero(test.labels < 0)
     if len(unlabeled):
         raise AftpipeError(f"test split `{test.name}` has {len(unlabeled):,} of {len(test):,} rows without a label "
-                           f"(first: {test.ids[unlabeled[0]]}); label them, remove them, or pass --test-split with a "
-                           "labelled split")
+                           f"(first: {test.ids[unlabeled[0]]}); label them, remove them, or pass "
+                           f"{option_hint('test_split', 'NAME')} with a labelled split")
 
 
 @dataclass

@@ -34,16 +34,17 @@ from aftpipe import rundir
 from aftpipe.config import (Config, ConfigError, ExtractConfig, Partial, TrainConfig, from_dict, load_yaml, registered,
                             require)
 from aftpipe.data.base import Dataset
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, Interrupted
 from aftpipe.features import RowPlan, check_labels, coverage_error, plan_rows
 from aftpipe.fileio import write_if_changed
 from aftpipe.methods import METHODS, MethodConfig
-from aftpipe.progress import Progress, SilentProgress
-from aftpipe.report import PROBE, PROBE_STUDENT, RunRecord, csv_text, markdown_report, plot_png, record_from_metrics
+from aftpipe.progress import Progress
+from aftpipe.report import (PROBE, PROBE_STUDENT, RunRecord, csv_text, markdown_report, plot_png, plot_svg,
+                            record_from_metrics)
 from aftpipe.training import resolve_test_split, schedule
 
 NO_BETA = ("none", PROBE)  # methods without a regulariser: their β grid is [0]
-MIN_SEEDS = 3  # a mean ± std over fewer seeds says little about a method; refuse it for the final runs
+MIN_SEEDS = 3  # a mean ± std over fewer seeds says little about a method: allowed (smoke sweeps), with a warning
 NAME_RE = re.compile(r"^[A-Za-z0-9_.+=-]+$")  # names that become path components
 
 # TrainConfig fields the pipeline sets itself, and where the YAML says them instead
@@ -140,8 +141,7 @@ class PipelineConfig(Config):
         require(len(self.students) > 0, "students", "empty list; name at least one student (`aftpipe students`)")
         for i, s in enumerate(self.students):
             registered(STUDENTS, s, ("students", i))
-        require(len(self.seeds) >= MIN_SEEDS, "seeds",
-                f"the final runs need at least {MIN_SEEDS} seeds for a mean ± std, got {list(self.seeds)}")
+        require(len(self.seeds) > 0, "seeds", "expected at least one seed (3 or more for a mean ± std)")
         require(len(set(self.seeds)) == len(self.seeds) and min(self.seeds) >= 0 and self.tune_seed >= 0, "seeds",
                 f"seeds must be distinct and ≥ 0, got {list(self.seeds)} (tune_seed {self.tune_seed})")
         require(len(self.methods) > 0, "methods", "expected a non-empty list of methods")
@@ -185,6 +185,14 @@ class PipelineConfig(Config):
 
     def source_sets(self, m: MethodSpec) -> tuple[str, ...]:
         return m.sources or (next(iter(self.sources)),)
+
+    def seeds_warning(self) -> str | None:
+        """The warning a sweep with fewer than MIN_SEEDS seeds carries in its report, else None."""
+        n = len(self.seeds)
+        if n >= MIN_SEEDS:
+            return None
+        return (f"n={n}: no std. The final runs use {n} seed{'s' if n > 1 else ''}; a spread needs at least "
+                f"{MIN_SEEDS}, so these means are a smoke test, not a comparison of methods.")
 
     def grid(self, m: MethodSpec) -> list[tuple[float, float]]:
         """The (β, lr) settings of method `m`, β-major in the order written."""
@@ -270,6 +278,18 @@ class PipelinePlan:
     def steps(self, g: Group) -> int:
         return schedule(self.train_config(g, *g.grid[0], self.cfg.tune_seed), len(self.rows.train)).total
 
+    def runs(self, g: Group) -> int:
+        """How many distinct runs group `g` trains: its tuning grid (if it has one) and one per seed, the
+        tuning run of the chosen setting counted once."""
+        seeds = len(self.cfg.seeds)
+        if len(g.grid) == 1:
+            return seeds
+        return len(g.grid) + seeds - (self.cfg.tune_seed in self.cfg.seeds)
+
+    @property
+    def total_runs(self) -> int:
+        return sum(self.runs(g) for g in self.groups)
+
     def describe(self) -> str:
         """What `run_pipeline` would do, in a few lines (the `aftpipe validate` output)."""
         cfg, rows, ds = self.cfg, self.rows, self.dataset
@@ -300,7 +320,8 @@ class PipelinePlan:
             f"{' or '.join(f'{n:,}' for n in sorted({self.steps(g) for g in students}))} steps = "
             f"{sum(self.steps(g) * n for g, n in runs):,} steps "
             f"(batch {cfg.train_template().batch_size}{unlabeled})",
-            f"already finished in {self.runs_dir}: {done} runs",
+            f"already finished in {self.runs_dir}: {done} of {self.total_runs} runs",
+            *([f"warning: {w}"] if (w := cfg.seeds_warning()) else []),
         ])
 
 
@@ -395,18 +416,24 @@ def _same_run(out: Path, tc: TrainConfig) -> None:
 
 
 def _run(p: PipelinePlan, g: Group, beta: float, lr: float, seed: int, progress: Progress,
-         counter: list[int]) -> RunRecord:
+         seen: dict[Path, str], report_to: tuple[str, ...] = ()) -> RunRecord:
+    """Train (or read, when finished) one run. `seen` maps every run met so far to `trained`, `reused` or
+    `running`, so `[k/N]` counts distinct runs and an interruption can say how many are finished."""
     from aftpipe.training import train
 
     tc = p.train_config(g, beta, lr, seed)
+    if report_to:
+        tc = dataclasses.replace(tc, report_to=tuple(dict.fromkeys(tc.report_to + report_to)))
     out = Path(tc.out)
     _same_run(out, tc)
-    counter[0] += 1
     if rundir.is_finished(out):
         metrics = rundir.read_metrics(out)
+        seen.setdefault(out, "reused")
     else:
-        progress.log(f"[{counter[0]}] {out.name}")
+        seen[out] = "running"
+        progress.log(f"[{len(seen)}/{p.total_runs}] {out.name}")
         metrics = train(tc, progress)
+        seen[out] = "trained"
     return record_from_metrics(metrics, method=g.method, sources=g.sources, student=g.student, beta=beta, lr=lr,
                                seed=seed, run=str(out))
 
@@ -416,45 +443,75 @@ def _pick(records: list[RunRecord]) -> RunRecord:
     return max(records, key=lambda r: -math.inf if math.isnan(r.holdout) else r.holdout)
 
 
-def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir: str | Path = "results",
-                 runs_dir: str | Path = "runs", progress: Progress | None = None) -> Path:
-    """Run a pipeline end to end (see the module docstring); returns `results/<name>`."""
-    from aftpipe.extraction import extract
+def reproduce_command(path: str | Path, cache_dir: str | Path, results_dir: str | Path, runs_dir: str | Path) -> str:
+    """The full `aftpipe run` command that produces these results again, every location spelled out."""
+    import shlex
 
-    progress = progress or SilentProgress()
+    return shlex.join(["aftpipe", "run", str(path), "--cache-dir", str(cache_dir), "--runs-dir", str(runs_dir),
+                       "--results-dir", str(results_dir)])
+
+
+def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir: str | Path = "results",
+                 runs_dir: str | Path = "runs", progress: Progress | None = None,
+                 report_to: tuple[str, ...] = ()) -> Path:
+    """Run a pipeline end to end (see the module docstring); returns `results/<name>`. `report_to` adds
+    trackers (tensorboard, wandb) to every run, on top of the pipeline's own `train.report_to`."""
+    from aftpipe.extraction import extract
+    from aftpipe.progress import counting, default_progress
+    from aftpipe.tracking import check_trackers
+
+    progress = default_progress(progress, "step")
     p = plan_pipeline(path, cache_dir, runs_dir)
     cfg = p.cfg
+    report_to = tuple(report_to)
+    TrainConfig(dataset=cfg.dataset, out=".", method="none", report_to=report_to)  # names checked like any option
+    check_trackers(report_to + cfg.train_template().report_to)
+    if (warning := cfg.seeds_warning()) is not None:
+        progress.log(f"warning: {warning}")
     missing = tuple(p.missing_stores())  # extract itself skips finished shards
     if missing:
         progress.log(f"extracting {', '.join(missing)} over {', '.join(p.splits)}")
-        extract(dataclasses.replace(cfg.extract_config(missing, cache_dir), splits=p.splits), progress)
-    counter = [0]
+        with counting(progress, "ex"):
+            extract(dataclasses.replace(cfg.extract_config(missing, cache_dir), splits=p.splits), progress)
+    seen: dict[Path, str] = {}
     tuning: list[RunRecord] = []
     final: list[RunRecord] = []
-    for g in p.groups:
-        if len(g.grid) > 1:  # tune on the hold-out with tune_seed
-            progress.log(f"tuning {g.label}: {len(g.grid)} settings")
-            tried = [_run(p, g, b, lr, cfg.tune_seed, progress, counter) for b, lr in g.grid]
-            tuning += tried
-            best = _pick(tried)
-            beta, lr = best.beta, best.lr
-            progress.log(f"{g.label}: chose β={beta:g} lr={lr:g} (hold-out {best.holdout:.4f})")
-        else:
-            beta, lr = g.grid[0]
-        for seed in cfg.seeds:  # final runs; the tuning run with tune_seed is found finished and reused
-            final.append(_run(p, g, beta, lr, seed, progress, counter))
+    try:
+        for g in p.groups:
+            if len(g.grid) > 1:  # tune on the hold-out with tune_seed
+                progress.log(f"tuning {g.label}: {len(g.grid)} settings")
+                tried = [_run(p, g, b, lr, cfg.tune_seed, progress, seen, report_to) for b, lr in g.grid]
+                tuning += tried
+                best = _pick(tried)
+                beta, lr = best.beta, best.lr
+                progress.log(f"{g.label}: chose β={beta:g} lr={lr:g} (hold-out {best.holdout:.4f})")
+            else:
+                beta, lr = g.grid[0]
+            for seed in cfg.seeds:  # final runs; the tuning run with tune_seed is found finished and reused
+                final.append(_run(p, g, beta, lr, seed, progress, seen, report_to))
+    except KeyboardInterrupt as e:
+        finished = sum(v != "running" for v in seen.values())
+        detail = f"; {e.kept}" if isinstance(e, Interrupted) else ""
+        raise Interrupted(f"{finished} of {p.total_runs} runs of `{cfg.name}` are finished and kept{detail}",
+                          "re-run the same command to resume") from None
+    trained = sum(v == "trained" for v in seen.values())
+    progress.log(f"{len(seen)} runs finished: {trained} trained now, {len(seen) - trained} already finished before")
 
     out = Path(results_dir) / cfg.name
     intro = (f"Pipeline `{cfg.name}` ({Path(path).name}): dataset `{cfg.dataset}`, "
              f"{f'{cfg.labels:,} labels' if cfg.labels else 'every label'}, seeds {', '.join(map(str, cfg.seeds))}. "
-             f"Reproduce with `aftpipe run {path}`; runs are in `{p.runs_dir}`.")
+             f"Reproduce with `{reproduce_command(path, cache_dir, results_dir, runs_dir)}`; runs are in "
+             f"`{p.runs_dir}`.")
+    if (warning := cfg.seeds_warning()) is not None:
+        intro += f"\n\n**Warning — {warning}**"
     write_if_changed(out / "results.csv", csv_text(final))
     write_if_changed(out / "tuning.csv", csv_text(tuning))
     write_if_changed(out / "results.md", markdown_report(final, tuning, title=f"Results: {cfg.name}", intro=intro))
     write_if_changed(out / "plot.png", plot_png(final, title=cfg.name))
+    write_if_changed(out / "plot.svg", plot_svg(final, title=cfg.name))
     progress.log(f"results → {out}")
     return out
 
 
-__all__ = ["MethodSpec", "PipelineConfig", "PipelinePlan", "load_pipeline", "plan", "plan_pipeline", "run_name",
-           "run_pipeline", "validate"]
+__all__ = ["MethodSpec", "PipelineConfig", "PipelinePlan", "load_pipeline", "plan", "plan_pipeline",
+           "reproduce_command", "run_name", "run_pipeline", "validate"]

@@ -1,13 +1,14 @@
 """The linear probe: a classifier head on φ itself, the reference every student tries to approach.
 
 It needs the foundation model at inference (its parameter count includes that model's), so it is a
-reference rather than a product. The head is `methods.teacher.fit_linear_head` (L2 strength chosen by
-cross-validation), saved as `head.safetensors` beside `head.json`, the spec that rebuilds it.
+reference rather than a product. The head is `methods.teacher.fit_linear_head` (scikit-learn's logistic
+regression, L2 strength chosen by cross-validation), fitted once per (stores, rows) and reused by every
+seed (`aftpipe.heads`), and saved in the run as `head.safetensors` beside `head.json`, the spec that
+rebuilds it.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,11 @@ import numpy as np
 import torch
 
 from aftpipe.features import Features, RunData, foundation_params, open_split_features
-from aftpipe.methods import FeatureHead, fit_linear_head
+from aftpipe.heads import fitted_head
+from aftpipe.methods import FeatureHead
+from aftpipe.methods.teacher import HEAD_SPEC, HEAD_WEIGHTS, load_head, save_head
 from aftpipe.metrics import score
 from aftpipe.progress import Progress
-
-HEAD_WEIGHTS, HEAD_SPEC = "head.safetensors", "head.json"
 
 
 def predict_head(head: FeatureHead, feats: Features, examples: np.ndarray) -> np.ndarray:
@@ -28,32 +29,13 @@ def predict_head(head: FeatureHead, feats: Features, examples: np.ndarray) -> np
         return head(feats(examples)).argmax(-1).numpy()
 
 
-def save_head(out: Path, head: FeatureHead) -> None:
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(out / HEAD_WEIGHTS))
-    spec = {"in_dim": head.mean.numel(), "num_classes": head.num_classes, "hidden": head.hidden, "c": head.c}
-    (out / HEAD_SPEC).write_text(json.dumps(spec, sort_keys=True))
-
-
-def load_head(run: Path) -> FeatureHead:
-    from safetensors.torch import load_file
-
-    spec = json.loads((run / HEAD_SPEC).read_text())
-    head = FeatureHead(spec["in_dim"], spec["num_classes"], spec["hidden"])
-    head.load_state_dict(load_file(str(run / HEAD_WEIGHTS)))
-    head.c = spec["c"]
-    return head.eval()
-
-
-def fit_probe(features: tuple[str, ...], data: RunData, seed: int, in_memory: bool, out: Path,
+def fit_probe(features: tuple[str, ...], data: RunData, in_memory: bool, out: Path,
               progress: Progress) -> dict[str, Any]:
     """Fit the probe on the labeled training rows, score it on the hold-out and every test row the stores
     hold, save it to `out`; returns the run's metrics."""
     t_start = time.perf_counter()
     feats, plan = data.features, data.plan  # raw φ: the head standardises it itself (and must, at inference)
-    head = fit_linear_head(feats(plan.train), torch.from_numpy(data.train.labels[plan.train]), data.num_classes,
-                           seed=seed)
+    head, origin = fitted_head(feats, features, plan.train, data.train.labels, data.num_classes, progress=progress)
     fit_s = time.perf_counter() - t_start
     test_feats = open_split_features(features, data.dataset, data.test.name, in_memory,
                                      stored_rows_only=data.coverage is not None)
@@ -64,15 +46,17 @@ def fit_probe(features: tuple[str, ...], data: RunData, seed: int, in_memory: bo
     save_head(out, head)
     head_params = sum(p.numel() for p in head.parameters())
     fm = foundation_params(features)
-    chosen = "cross-validated" if head.cv else "given"
-    progress.log(f"linear probe (C={head.c:g}, {chosen}): test {data.metric} {test_scores[data.metric]:.4f} → {out}")
+    how = "reused" if origin["cached"] else f"fitted in {fit_s:.1f}s"
+    progress.log(f"linear probe (C={head.c:g}, cross-validated; {how}): test {data.metric} "
+                 f"{test_scores[data.metric]:.4f} → {out}")
     return {"test": test_scores, "holdout": hold, "metric": data.metric,
             "params": fm + head_params, "head_params": head_params, "foundation_params": fm,
             "ms_per_step": float("nan"), "wall_s": time.perf_counter() - t_start, "fit_s": fit_s, "history": [],
             "rows": {"train": len(plan.train), "holdout": len(plan.holdout), "test": len(rows),
                      **({"stored_rows_only": data.coverage} if data.coverage else {})},
-            "method": {"name": "linear_probe", "c": head.c, "cv_accuracy": {f"{c:g}": a for c, a in head.cv.items()}},
+            "method": {"name": "linear_probe", "c": head.c, "cv_accuracy": {f"{c:g}": a for c, a in head.cv.items()},
+                       "head_cache": origin},
             "device": "cpu", "test_split": data.test.name}
 
 
-__all__ = ["fit_probe", "load_head", "predict_head", "save_head"]
+__all__ = ["HEAD_SPEC", "HEAD_WEIGHTS", "fit_probe", "load_head", "predict_head", "save_head"]

@@ -1,11 +1,26 @@
-"""How long-running API calls report: the `Progress` protocol, a silent default, and the rich bars the CLI
-shows (one bar per task, with a rate (examples/s while extracting) or training fields (loss, CE,
-regulariser, hold-out metric), elapsed time and ETA). The API takes any object with these four methods,
-so notebooks can pass their own."""
+"""How long-running API calls report: the `Progress` protocol and its displays.
+
+- `RichProgress`: live bars on a terminal or in a notebook (one bar per task, with a rate (examples/s while
+  extracting) or training fields (loss, CE, regulariser, hold-out metric), elapsed time and ETA).
+- `LogProgress`: plain lines for log files, CI and Slurm jobs, where a live bar prints nothing useful: one
+  line every `every_s` seconds and one per evaluation (an `advance` whose fields include `holdout`), each
+  with the count, rate and ETA.
+- `SilentProgress`: the API's default in scripts.
+
+`make_progress()` picks the display that fits where the output goes; `default_progress()` is what the API
+uses when the caller passes none (a live display in a notebook, else silent). The API takes any object
+with these four methods, so callers can pass their own.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any, Protocol, TextIO
+
+EVAL_FIELD = "holdout"  # an advance carrying this field is an evaluation: LogProgress always prints it
 
 
 class Progress(Protocol):
@@ -23,8 +38,15 @@ class SilentProgress:
     def finish(self) -> None: ...
     def log(self, message: str) -> None: ...
 
+    def __enter__(self) -> SilentProgress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None: ...
+
 
 class RichProgress:
+    """Live rich bars (stderr); `finish()` (also on leaving a `with` block) stops the bar and restores the cursor."""
+
     def __init__(self, quiet: bool = False, unit: str = "ex") -> None:
         from rich.console import Console
 
@@ -42,6 +64,7 @@ class RichProgress:
             return
         from rich import progress as rp
 
+        self.finish()  # one bar at a time
         self._bar = rp.Progress(
             rp.TextColumn("[bold]{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(),
             rp.TextColumn("{task.fields[rate]} " + self.unit + "/s"), rp.TextColumn("{task.fields[info]}"),
@@ -62,3 +85,127 @@ class RichProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+    def __enter__(self) -> RichProgress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.finish()
+
+
+def _clock(seconds: float) -> str:
+    if seconds != seconds or seconds == float("inf"):
+        return "-"
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class LogProgress:
+    """One plain line per `every_s` seconds and per evaluation, for output that is not a terminal:
+
+        aft · textcnn: 120/300 (40%)  31.5 step/s  elapsed 0:04  ETA 0:06  loss 0.512  ce 0.489  reg 0.023  holdout 0.781
+
+    and a last line when the task finishes. `quiet` keeps the log lines and drops the progress lines."""
+
+    def __init__(self, every_s: float = 30.0, unit: str = "ex", quiet: bool = False, stream: TextIO | None = None,
+                 clock: Any = time.monotonic) -> None:
+        self.every_s, self.unit, self.quiet = every_s, unit, quiet
+        self.stream = stream
+        self.clock = clock
+        self._task: dict[str, Any] | None = None
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.stream or sys.stderr, flush=True)
+
+    def log(self, message: str) -> None:
+        self._print(message)
+
+    def start(self, label: str, total: int, done: int) -> None:
+        t = self.clock()
+        self._task = {"label": label, "total": total, "done": done, "done0": done, "t0": t, "last": t, "fields": {},
+                      "printed": None}
+
+    def line(self) -> str:
+        """The progress line of the current task as of now."""
+        task = self._task
+        assert task is not None
+        elapsed = self.clock() - task["t0"]
+        made = task["done"] - task["done0"]
+        rate = made / elapsed if elapsed > 0 else float("nan")
+        left = task["total"] - task["done"]
+        eta = left / rate if rate and rate == rate else float("nan")
+        pct = 100 * task["done"] / task["total"] if task["total"] else 100.0
+        parts = [f"{task['label']}: {task['done']:,}/{task['total']:,} ({pct:.0f}%)",
+                 f"{rate:,.1f} {self.unit}/s" if rate == rate else f"- {self.unit}/s",
+                 f"elapsed {_clock(elapsed)}", f"ETA {_clock(eta) if left else '0:00'}"]
+        parts += [f"{k} {v}" for k, v in task["fields"].items()]
+        return "  ".join(parts)
+
+    def advance(self, n: int, **fields: Any) -> None:
+        task = self._task
+        if task is None:
+            return
+        task["done"] += n
+        if fields:
+            task["fields"] = fields
+        now = self.clock()
+        if not self.quiet and (EVAL_FIELD in fields or now - task["last"] >= self.every_s):
+            task["last"], task["printed"] = now, task["done"]
+            self._print(self.line())
+
+    def finish(self) -> None:
+        task = self._task
+        if task is not None and not self.quiet and task["done"] > task["done0"] and task["printed"] != task["done"]:
+            self._print(self.line())  # the last count, unless the last line already said it
+        self._task = None
+
+    def __enter__(self) -> LogProgress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._task = None  # an interrupted task gets no final line: the interruption says where it stopped
+
+
+@contextlib.contextmanager
+def counting(progress: Progress, unit: str) -> Iterator[Progress]:
+    """`progress` counting in `unit` for a while (a pipeline's display counts steps, its extraction rows), when
+    it has a unit to change."""
+    old = getattr(progress, "unit", None)
+    if old is None:
+        yield progress
+        return
+    progress.unit = unit  # type: ignore[attr-defined]
+    try:
+        yield progress
+    finally:
+        progress.unit = old  # type: ignore[attr-defined]
+
+
+def make_progress(quiet: bool = False, unit: str = "ex", every_s: float = 30.0) -> RichProgress | LogProgress:
+    """Live bars when stderr is a terminal or a notebook, plain periodic lines otherwise (log files, CI, Slurm)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if console.is_terminal or console.is_jupyter:
+        return RichProgress(quiet=quiet, unit=unit)
+    return LogProgress(every_s=every_s, unit=unit, quiet=quiet)
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter/Colab kernel (rich renders its bars as a notebook widget there)."""
+    from rich.console import Console
+
+    return Console().is_jupyter
+
+
+def default_progress(progress: Progress | None, unit: str = "ex") -> Progress:
+    """The caller's progress; if none, a live display when running in a notebook (where a call can run for
+    minutes with nothing to show otherwise), else silence, as a library should be in scripts."""
+    if progress is not None:
+        return progress
+    return RichProgress(unit=unit) if in_notebook() else SilentProgress()
+
+
+__all__ = ["EVAL_FIELD", "LogProgress", "Progress", "RichProgress", "SilentProgress", "counting", "default_progress",
+           "in_notebook", "make_progress"]

@@ -9,8 +9,10 @@ Pure functions over `RunRecord`s, so they are tested on synthetic records withou
     png = plot_png(final, title="demo")  # bytes; Agg backend, no display needed
 
 A group is (method, sources, student, β, lr): its seeds are summarised as mean ± sample std (ddof=1, the
-spread one expects from a new seed; 0 for a single seed). Groups keep the order in which they first appear,
-which is the order of the pipeline file, so tables read like the YAML that produced them.
+spread one expects from a new seed; 0 for a single seed). The tables show a std only over at least
+`MIN_SEEDS_FOR_STD` seeds (fewer give a number that says little: "n=2: no std"). Groups keep the order in
+which they first appear, which is the order of the pipeline file, so tables read like the YAML that
+produced them. The plot (PNG at 200 dpi and SVG) shows each group's mean and std and every seed as a point.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 PROBE = "linear_probe"
 PROBE_STUDENT = "head"  # the linear probe trains no student: a linear head on φ itself
+MIN_SEEDS_FOR_STD = 3  # below this a table shows the mean alone
 
 RESULT_COLUMNS = ["method", "sources", "student", "params", "beta", "lr", "seed", "metric", "test", "holdout",
                   "ms_per_step", "wall_s", "steps", "foundation_params", "sigma", "run"]
@@ -166,6 +169,10 @@ def _fmt(x: float, spec: str = ".4f") -> str:
     return "–" if x is None or math.isnan(x) else format(x, spec)
 
 
+def _std(s: Summary) -> str:
+    return _fmt(s.std) if s.n >= MIN_SEEDS_FOR_STD else f"– (n={s.n}: no std)"
+
+
 def gap_closed(s: Summary, summaries: Sequence[Summary]) -> float:
     """The share of the gap from `none` (same student) to the linear probe (same sources, else the first
     probe) that group `s` closes: (mean − none) / (probe − none). NaN for `none`, the probe, or when either
@@ -193,7 +200,7 @@ def results_table(final: Iterable[RunRecord]) -> str:
         sigma = ", ".join(f"{k} {v:.3f}" for k, v in s.sigma.items()) or "–"
         gap = gap_closed(s, summaries)
         lines.append(
-            f"| {s.method} | {s.sources} | {s.student} | {_fmt(s.mean)} ± {_fmt(s.std)} "
+            f"| {s.method} | {s.sources} | {s.student} | {_fmt(s.mean)} ± {_std(s)} "
             f"| {'–' if math.isnan(gap) else f'{100 * gap:.0f}%'} | {s.n} "
             f"| {'–' if s.is_probe else f'{s.beta:g}'} | {'–' if s.is_probe else f'{s.lr:g}'} | {s.params:,} "
             f"| {_fmt(s.ms_per_step, '.1f')} | {_fmt(s.wall_s, '.1f')} | {sigma} |"
@@ -230,9 +237,13 @@ def markdown_report(final: Sequence[RunRecord], tuning: Sequence[RunRecord], *, 
     return "\n".join(parts)
 
 
-# --- plot --------------------------------------------------------------------------------------------------
-def plot_png(final: Sequence[RunRecord], *, title: str = "") -> bytes:
-    """A bar per group (mean test metric, std error bars); each linear probe is a dashed reference line."""
+# --- plot ----------------------------------------------------------------------------------------------------
+PLOT_DPI = 200  # ~1,100×840 px for a few bars: sharp in a README or a slide
+
+
+def _figure(final: Sequence[RunRecord], title: str) -> Any:
+    """A bar per group (mean test metric, std error bars, each seed a point); each linear probe is a dashed
+    reference line."""
     # a bare Figure on the Agg canvas: no display, and no pyplot state to disturb in a notebook
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -246,22 +257,31 @@ def plot_png(final: Sequence[RunRecord], *, title: str = "") -> bytes:
     labels = ["\n".join(p[i] for p in varying) for i in range(len(bars))]
     metric = METRIC_LABEL.get(summaries[0].metric, summaries[0].metric) if summaries else "metric"
 
-    fig = Figure(figsize=(max(5.0, 1.1 * len(bars) + 2), 4.2), dpi=100)
+    fig = Figure(figsize=(max(5.0, 1.1 * len(bars) + 2), 4.2), dpi=PLOT_DPI)
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     xs = list(range(len(bars)))
     means = [s.mean for s in bars]
-    stds = [s.std for s in bars]
-    ax.bar(xs, means, yerr=stds, capsize=4, color="#4C72B0", edgecolor="black", linewidth=0.6)
-    for x, m, sd in zip(xs, means, stds):
-        top = m + (0 if math.isnan(sd) else sd)  # above the error bar
+    stds = [s.std if s.n >= MIN_SEEDS_FOR_STD else math.nan for s in bars]
+    ax.bar(xs, means, yerr=[0 if math.isnan(sd) else sd for sd in stds], capsize=4, color="#4C72B0",
+           edgecolor="black", linewidth=0.6, alpha=0.85)
+    per_seed = [[r.test for r in final if (r.method, r.sources, r.student, r.beta, r.lr) ==
+                 (s.method, s.sources, s.student, s.beta, s.lr)] for s in bars]
+    for x, values in zip(xs, per_seed):  # every seed a point, spread evenly across the middle of its bar
+        offsets = [0.0] if len(values) == 1 else [-0.2 + 0.4 * i / (len(values) - 1) for i in range(len(values))]
+        ax.scatter([x + o for o in offsets], values, s=14, color="black", zorder=3,
+                   label="each seed" if x == 0 else None)
+    for x, m, sd, values in zip(xs, means, stds, per_seed):  # the mean, above its error bar and its points
+        top = max([m + (0 if math.isnan(sd) else sd), *values])
         ax.annotate(f"{m:.3f}", (x, top), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
                     fontsize=8)
     for i, p in enumerate(probes):
         ax.axhline(p.mean, linestyle="--", linewidth=1.2, color=f"C{(i + 1) % 10}",
                    label=f"linear probe ({p.sources}): {p.mean:.3f}")
     # zoom on the range the numbers live in: accuracy differences of a point are invisible from 0
-    values = [m - s for m, s in zip(means, stds)] + [m + s for m, s in zip(means, stds)] + [p.mean for p in probes]
+    values = [m - (0 if math.isnan(sd) else sd) for m, sd in zip(means, stds)]
+    values += [m + (0 if math.isnan(sd) else sd) for m, sd in zip(means, stds)] + [p.mean for p in probes]
+    values += [v for vs in per_seed for v in vs]
     values = [v for v in values if not math.isnan(v)]
     if values:
         lo, hi = min(values), max(values)
@@ -271,14 +291,29 @@ def plot_png(final: Sequence[RunRecord], *, title: str = "") -> bytes:
     ax.set_ylabel(f"test {metric} (mean ± std over seeds)")
     const = [p[0] for p in parts if p not in varying and p]
     ax.set_title(" · ".join([title] + const) if title else " · ".join(const), fontsize=10)
-    if probes:
+    if bars or probes:
         ax.legend(fontsize=8, loc="best")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def plot_png(final: Sequence[RunRecord], *, title: str = "") -> bytes:
+    """The results plot as PNG bytes (Agg PNGs carry no timestamp: the same results give the same bytes)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")  # Agg PNGs carry no timestamp: the same results give the same bytes
+    _figure(final, title).savefig(buf, format="png")
     return buf.getvalue()
 
 
-__all__ = ["RESULT_COLUMNS", "RunRecord", "Summary", "csv_rows", "csv_text", "markdown_report", "mean_std",
-           "plot_png", "record_from_metrics", "results_table", "summarize", "tuning_table"]
+def plot_svg(final: Sequence[RunRecord], *, title: str = "") -> bytes:
+    """The results plot as SVG: no date, and element ids salted by a constant, so it is deterministic too."""
+    import matplotlib
+
+    buf = io.BytesIO()
+    with matplotlib.rc_context({"svg.hashsalt": "aftpipe"}):
+        _figure(final, title).savefig(buf, format="svg", metadata={"Date": None})
+    return buf.getvalue()
+
+
+__all__ = ["MIN_SEEDS_FOR_STD", "RESULT_COLUMNS", "RunRecord", "Summary", "csv_rows", "csv_text", "markdown_report",
+           "mean_std", "plot_png", "plot_svg", "record_from_metrics", "results_table", "summarize", "tuning_table"]

@@ -33,14 +33,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint
 from aftpipe.fileio import write_atomic, write_json
 
 CONFIG, METRICS, CHECKPOINT = "config.yaml", "metrics.json", "checkpoint.safetensors"
 LEGACY_CHECKPOINT = "checkpoint.pt"  # a pickle, written by aftpipe before 0.2; refused, never loaded
 PARTIAL = ".partial"
 # where things are and how fast to run, never what is computed
-RUNTIME_ONLY = frozenset({"out", "data_dir", "resume", "overwrite", "device", "threads", "in_memory"})
+RUNTIME_ONLY = frozenset({"out", "data_dir", "resume", "overwrite", "device", "threads", "in_memory", "report_to"})
 EXTENDABLE = frozenset({"steps", "epochs", "patience"})  # what a resumed run may change
 
 
@@ -59,25 +59,26 @@ def _read(path: Path, what: str) -> str:
         return path.read_text()
     except FileNotFoundError:
         raise AftpipeError(f"{path} is missing, so {path.parent} is not a complete run; train it again with "
-                           f"`aftpipe train --out {path.parent} --overwrite`") from None
+                           f"{option_hint('overwrite')}") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise AftpipeError(f"cannot read {what} {path} ({e}); train the run again with --overwrite") from None
+        raise AftpipeError(f"cannot read {what} {path} ({e}); train the run again with {option_hint('overwrite')}") from None
 
 
 def read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(_read(path, what))
     except ValueError as e:
-        raise AftpipeError(f"{what} {path} is not valid JSON ({e}); train the run again with --overwrite") from None
+        raise AftpipeError(f"{what} {path} is not valid JSON ({e}); train the run again with "
+                           f"{option_hint('overwrite')}") from None
 
 
 def read_metrics(run: str | Path) -> dict[str, Any]:
     if not is_finished(run):
-        raise AftpipeError(f"{run} holds no finished run (no {METRICS}); train one with `aftpipe train --out {run}`")
+        raise AftpipeError(f"{run} holds no finished run (no {METRICS}); train one with {option_hint('out', str(run))}")
     metrics = read_json(Path(run) / METRICS, "the metrics file")
     if not isinstance(metrics, dict) or not isinstance(metrics.get("test"), dict) or "test_split" not in metrics:
         raise AftpipeError(f"the metrics file {Path(run) / METRICS} lacks its `test` scores or `test_split`; train the "
-                           "run again with --overwrite")
+                           f"run again with {option_hint('overwrite')}")
     return metrics
 
 
@@ -106,39 +107,42 @@ def writing(out: str | Path, resume: bool, overwrite: bool) -> Iterator[Path | N
 
     out = Path(os.path.abspath(Path(out).expanduser()))
     if out.name in ("", ".", ".."):
-        raise AftpipeError(f"--out {out} names no run folder; pass a path such as runs/my-run")
+        raise AftpipeError(f"{option_hint('out', str(out))} names no run folder; pass a path such as runs/my-run")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise AftpipeError(f"cannot create the run directory {out} ({e.strerror}); pass a writable --out") from None
+        raise AftpipeError(f"cannot create the run directory {out} ({e.strerror}); pass a writable "
+                           f"{option_hint('out', 'DIR')}") from None
     if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
         raise AftpipeError(f"cannot write the run directory {out} (its parent is not a writable folder); pass a "
-                           "writable --out")
-    with WriterLock(out, "run folder", "or pass another --out"):
+                           f"writable {option_hint('out', 'DIR')}")
+    with WriterLock(out, "run folder", f"or pass another {option_hint('out', 'DIR')}"):
         work = work_dir(out)
         if is_finished(out):
             if resume and not overwrite:
                 yield None
                 return
             if not overwrite:
-                raise AftpipeError(f"{out} already holds a finished run; pass --overwrite to replace it or choose "
-                                   "another --out")
+                raise AftpipeError(f"{out} already holds a finished run; pass {option_hint('overwrite')} to replace it "
+                                   f"or choose another {option_hint('out', 'DIR')}")
         elif out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
             if (out / LEGACY_CHECKPOINT).exists():
                 raise AftpipeError(f"{out} holds a {LEGACY_CHECKPOINT} written by an older aftpipe (a pickle, which "
-                                   "aftpipe never loads); delete the folder or pass --overwrite to train the run again")
-            raise AftpipeError(f"{out} exists but holds no finished run (no {METRICS}); delete it, pass --overwrite to "
-                               "replace it, or choose another --out")
+                                   f"aftpipe never loads); delete the folder or pass {option_hint('overwrite')} to train "
+                                   "the run again")
+            raise AftpipeError(f"{out} exists but holds no finished run (no {METRICS}); delete it, pass "
+                               f"{option_hint('overwrite')} to replace it, or choose another {option_hint('out', 'DIR')}")
         if work.exists():
             if overwrite or not (work / CHECKPOINT).exists():
                 shutil.rmtree(work)  # a run replaced, or one that failed before its first checkpoint
             elif not resume:
-                raise AftpipeError(f"{out} holds an unfinished run ({work.name}); pass --resume to continue it or "
-                                   "--overwrite to restart")
+                raise AftpipeError(f"{out} holds an unfinished run ({work.name}); pass {option_hint('resume')} to "
+                                   f"continue it or {option_hint('overwrite')} to restart")
         try:
             work.mkdir(exist_ok=True)
         except OSError as e:
-            raise AftpipeError(f"cannot write the run directory {work} ({e.strerror}); pass a writable --out") from None
+            raise AftpipeError(f"cannot write the run directory {work} ({e.strerror}); pass a writable "
+                               f"{option_hint('out', 'DIR')}") from None
         try:
             yield work
         except BaseException as e:
@@ -146,8 +150,8 @@ def writing(out: str | Path, resume: bool, overwrite: bool) -> Iterator[Path | N
                 shutil.rmtree(work, ignore_errors=True)
             if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
                 raise AftpipeError(f"cannot write the run directory {work} ({e.strerror}); free some space (or fix "
-                                   "its permissions) and train again (--resume continues from the last "
-                                   "checkpoint)") from None
+                                   f"its permissions) and train again ({option_hint('resume')} continues from the "
+                                   "last checkpoint)") from None
             raise
 
 
@@ -158,7 +162,7 @@ def check_resumable(work: Path, new: dict[str, Any]) -> None:
         return
     for k, old, now in config_diff(saved, new, RUNTIME_ONLY | EXTENDABLE)[:1]:
         raise AftpipeError(f"{work} was started with {k}={old!r}, now {now!r}; resume with the same options or pass "
-                           "--overwrite to start again")
+                           f"{option_hint('overwrite')} to start again")
 
 
 def write_config(work: Path, text: str) -> None:
@@ -197,7 +201,7 @@ def _write(work: Path, fn: Any) -> None:
         fn()
     except OSError as e:
         raise AftpipeError(f"cannot write the run directory {work} ({e.strerror or e}); free some space (or fix "
-                           "its permissions) and continue with --resume") from None
+                           f"its permissions) and continue with {option_hint('resume')}") from None
 
 
 # --- checkpoints ------------------------------------------------------------------------------------------
@@ -288,5 +292,5 @@ def load_checkpoint(work: Path) -> Any | None:
         return unpack(tree, tensors)
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise AftpipeError(f"the checkpoint {path} is damaged ({first}); pass --overwrite to train the run "
-                           "again") from None
+        raise AftpipeError(f"the checkpoint {path} is damaged ({first}); pass {option_hint('overwrite')} to train "
+                           "the run again") from None

@@ -28,13 +28,14 @@ import torch
 from aftpipe import rundir
 from aftpipe.config import TrainConfig, dump_yaml
 from aftpipe.data import load_dataset
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
 from aftpipe.extraction import resolve_device
 from aftpipe.features import RunData, check_labels, foundation_params, open_split_features, plan_rows, test_rows
 from aftpipe.methods import METHODS, Method, build_method
 from aftpipe.metrics import score
-from aftpipe.progress import Progress, SilentProgress
+from aftpipe.progress import Progress, default_progress
 from aftpipe.students import build_student
+from aftpipe.tracking import RunLog, check_trackers
 
 TEST_SPLIT = {"sst2": "dev", "cola": "dev"}  # GLUE's labelled dev sets are the test splits here
 
@@ -65,7 +66,7 @@ def load_run_data(cfg: TrainConfig, method_cls: type[Method]) -> RunData:
     train_split = dataset.split(cfg.train_split)
     if test_split not in dataset.splits:
         raise AftpipeError(f"dataset `{dataset.spec}` has no split `{test_split}` to test on (it has: "
-                           f"{', '.join(dataset.splits)}); pass --test-split NAME")
+                           f"{', '.join(dataset.splits)}); pass {option_hint('test_split', 'NAME')}")
     test = dataset.split(test_split)
     num_classes = cfg.num_classes or dataset.num_classes
     check_labels(train_split, test, num_classes)
@@ -87,8 +88,10 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     The run is built in `<out>.partial` under a lock and renamed to `<out>` only when it finishes (rundir.py),
     so a second train on the same --out is refused and a failed one leaves nothing half-made."""
     from aftpipe.probe import fit_probe
+    from aftpipe.provenance import run_record
 
-    progress = progress or SilentProgress()
+    progress = default_progress(progress, "step")
+    check_trackers(cfg.report_to)
     method_cls = METHODS.get(cfg.method)
     with rundir.writing(cfg.out, cfg.resume, cfg.overwrite) as work:
         if work is None:
@@ -107,8 +110,12 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
         if method_cls.uses_student:
             metrics = Trainer(cfg, data, device, work, progress).run()
         else:
-            metrics = fit_probe(cfg.features, data, cfg.seed, cfg.in_memory, work, progress)
+            metrics = fit_probe(cfg.features, data, cfg.in_memory, work, progress)
+            with RunLog(work, cfg.report_to, cfg.to_dict()) as log:
+                log.log({"step": 0, **{f"holdout_{k}": v for k, v in metrics["holdout"].items()},
+                         **{f"test_{k}": v for k, v in metrics["test"].items()}})
         metrics["wall_s"] = time.perf_counter() - t_start
+        metrics["record"] = run_record(cfg.features, [cfg.train_split, data.test.name])
         rundir.finish(work, metrics)
     return metrics
 
@@ -156,10 +163,13 @@ class Trainer:
         dims = feats.dims if feats is not None else [0]
         self.method = build_method(cfg.method, cfg.method_options, self.student.num_features, dims,
                                    data.num_classes).to(device)
-        if self.method.needs_teacher:
+        if self.method.needs_teacher:  # fitted once per (stores, rows, options) and kept (aftpipe.heads)
+            from aftpipe.heads import fitted_head
+
             rows = data.plan.train
-            self.method.fit_teacher(feats(rows).to(device), torch.from_numpy(train.labels[rows]).to(device),
-                                    seed=cfg.seed)
+            head, _ = fitted_head(feats, cfg.features, rows, train.labels, data.num_classes,
+                                  hidden=cfg.method_options.teacher_hidden, seed=cfg.seed, progress=progress)
+            self.method.set_teacher(head, feats(rows).to(device), torch.from_numpy(train.labels[rows]).to(device))
         self.phi = feats if self.method.uses_features else None
         self.use_unlabeled = ((cfg.unlabeled or self.method.always_unlabeled) and self.method.uses_unlabeled
                               and len(data.plan.unlabeled) > 0)
@@ -173,6 +183,7 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(total, int(cfg.warmup * total)))
         self.state = {"step": 0, "best": -1.0, "best_step": 0, "bad_evals": 0, "history": [], "train_time": 0.0}
         self.best_weights: dict[str, torch.Tensor] | None = None
+        self.log: RunLog | None = None  # metrics.jsonl and the trackers, open while `run` runs
         self.is_train = np.zeros(len(train), dtype=bool)
         self.is_train[data.plan.train] = True
         self._perms: dict[tuple[int, int], np.ndarray] = {}
@@ -196,8 +207,8 @@ class Trainer:
                 torch.cuda.set_rng_state_all(rng["cuda"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a checkpoint of another model, or edited
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise AftpipeError(f"the checkpoint in {self.out} does not fit this run ({first}); pass --overwrite to "
-                               "train it again") from None
+            raise AftpipeError(f"the checkpoint in {self.out} does not fit this run ({first}); pass "
+                               f"{option_hint('overwrite')} to train it again") from None
         self.progress.log(f"resuming {self.cfg.out} at step {self.state['step']} of {self.sched_info.total}")
 
     def save(self) -> None:
@@ -252,7 +263,8 @@ class Trainer:
         self.state["step"] += 1
         logs = terms.floats()
         if not math.isfinite(logs["loss"]):
-            raise AftpipeError(f"the loss became {logs['loss']} at step {self.state['step']}; lower --lr or --beta")
+            raise AftpipeError(f"the loss became {logs['loss']} at step {self.state['step']}; lower "
+                               f"{option_name('lr')} or {option_name('beta')}")
         return logs
 
     def holdout_scores(self) -> dict[str, float]:
@@ -269,6 +281,8 @@ class Trainer:
         cur = hm.get(metric, -st["step"])  # no hold-out: the last step is the best
         st["history"].append({"step": st["step"], "epoch": round(st["step"] / self.sched_info.steps_per_epoch, 3),
                               **logs, "lr": self.sched.get_last_lr()[0], **{f"holdout_{k}": v for k, v in hm.items()}})
+        if self.log is not None:
+            self.log.log({**st["history"][-1], "train_s": round(st["train_time"], 3)})
         if cur > st["best"] or not hm:
             st["best"], st["best_step"], st["bad_evals"] = cur, st["step"], 0
             self.best_weights = {k: v.detach().clone() for k, v in self.student.state_dict().items()}
@@ -282,16 +296,24 @@ class Trainer:
         cfg, st, total = self.cfg, self.state, self.sched_info.total
         self.progress.start(f"{cfg.method} · {cfg.student}", total=total, done=st["step"])
         self.student.train()
-        while st["step"] < total:
-            logs = self.step(self.batch_rows(st["step"]))
-            fields = {k: f"{v:.3f}" for k, v in logs.items()}
-            if st["step"] % self.sched_info.eval_every == 0 or st["step"] == total:
-                fields["holdout"] = f"{self.evaluate(logs):.3f}"
-                if cfg.patience is not None and st["bad_evals"] >= cfg.patience:
-                    self.progress.log(f"early stop at step {st['step']}: no hold-out gain for {cfg.patience} evaluations")
-                    break
-            self.progress.advance(1, **fields)
-        self.progress.finish()
+        try:
+            while st["step"] < total:
+                logs = self.step(self.batch_rows(st["step"]))
+                fields = {k: f"{v:.3f}" for k, v in logs.items()}
+                if st["step"] % self.sched_info.eval_every == 0 or st["step"] == total:
+                    fields["holdout"] = f"{self.evaluate(logs):.3f}"
+                    if cfg.patience is not None and st["bad_evals"] >= cfg.patience:
+                        self.progress.log(f"early stop at step {st['step']}: no hold-out gain for {cfg.patience} "
+                                          "evaluations")
+                        break
+                self.progress.advance(1, **fields)
+        except KeyboardInterrupt:
+            saved = st["history"][-1]["step"] if st["history"] else None
+            kept = (f"{self.out} keeps its checkpoint at step {saved} of {total}" if saved else
+                    f"{self.out} has no checkpoint yet (the first is at step {self.sched_info.eval_every})")
+            raise Interrupted(kept, f"re-run with {option_hint('resume')} to continue") from None
+        finally:
+            self.progress.finish()
 
     def finish(self) -> dict[str, Any]:
         """Score the test split with the best hold-out weights, save the student; returns the metrics."""
@@ -332,8 +354,12 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         if self.cfg.resume:
             self.resume()
-        self.loop()
-        return self.finish()
+        with RunLog(self.out, self.cfg.report_to, self.cfg.to_dict(), resume_step=self.state["step"]) as self.log:
+            self.loop()
+            metrics = self.finish()
+            self.log.log({"step": self.state["step"], **{f"test_{k}": v for k, v in metrics["test"].items()}})
+        self.log = None
+        return metrics
 
 
 __all__ = ["Schedule", "TrainConfig", "Trainer", "load_run_data", "predict", "resolve_test_split", "schedule", "train"]

@@ -127,3 +127,66 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tiny_hf_dir, data_dir, tmp
     a = open_features(store).split("train", verify=True)
     b = open_features(tmp_path / "b" / "sst2" / f"hf-{tiny_hf_dir.name}").split("train")
     assert np.array_equal(a[np.arange(3000)], b[np.arange(3000)])
+
+
+def test_version_and_short_help(cli):
+    from aftpipe import __version__
+
+    code, out, _ = cli(["--version"])
+    assert code == 0 and out.strip() == f"aftpipe {__version__}"
+    code, out, _ = cli(["-h"])
+    assert code == 0 and "Commands" in out and "extract" in out and "--version" in out
+    code, out, _ = cli(["train", "-h"])
+    assert code == 0 and "--output-dir" in out
+
+
+def test_train_help_groups_options_in_panels_with_clean_types(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "160")
+    code, out, _ = cli(["train", "--help"])
+    assert code == 0
+    panels = [line.split("─ ")[1].split(" ─")[0] for line in out.splitlines() if line.startswith("╭─ ")]
+    assert panels == ["Data", "Model", "Method", "Optimisation", "Output", "System"]
+    for bad in ("<str>", "<int>", "<bool>", "<float>", "list[", "<list"):
+        assert bad not in out
+    def panel_of(flag):
+        current = None
+        for line in out.splitlines():
+            if line.startswith("╭─ "):
+                current = line.split("─ ")[1].split(" ─")[0]
+            elif f" {flag} " in line or f" {flag}," in line:
+                return current
+    assert [panel_of(f) for f in ("--dataset", "--student", "--beta", "--lr", "--out", "--device", "--help")] == \
+        ["Data", "Model", "Method", "Optimisation", "Output", "System", "System"]
+    assert "--phi-norm" in out and "none|standardize" in out and "--amp" in out and "--no-amp" in out
+
+
+def test_familiar_spellings_are_aliases(tiny_hf_dir, reviews_tsv, tmp_path, cli):
+    base = ["train", "--dataset", f"tsv:{reviews_tsv}", "--test-split", "train", "--method", "none", "--student",
+            "bow-mlp", "--vocab-size", "100", "--quiet"]
+    code, _, err = cli([*base, "--output-dir", str(tmp_path / "a"), "--max-steps", "3", "--learning-rate", "0.01",
+                        "--warmup-ratio", "0.2", "--eval-steps", "3", "--max-grad-norm", "0.5", "-q"])
+    assert code == 0, err
+    import yaml
+
+    saved = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
+    assert (saved["out"], saved["steps"], saved["lr"], saved["warmup"], saved["eval_every"], saved["grad_clip"]) == \
+        (str(tmp_path / "a"), 3, 0.01, 0.2, 3, 0.5)
+
+
+def test_errors_name_the_option_as_the_caller_spells_it(reviews_tsv, tmp_path, cli, one_line_error):
+    from aftpipe.config import TrainConfig
+    from aftpipe.errors import AftpipeError
+    from aftpipe.training import train
+
+    args = ["train", "--dataset", f"tsv:{reviews_tsv}", "--test-split", "train", "--method", "none", "--student",
+            "bow-mlp", "--steps", "2", "--vocab-size", "100", "--quiet", "--out", str(tmp_path / "r")]
+    assert cli(args)[0] == 0
+    code, _, err = cli(args)
+    one_line_error(code, err, "already holds a finished run; pass --overwrite to replace it or choose another --out DIR")
+    cfg = TrainConfig(dataset=f"tsv:{reviews_tsv}", test_split="train", method="none", student="bow-mlp", steps=2,
+                      out=str(tmp_path / "r"))
+    with pytest.raises(AftpipeError, match=r"pass overwrite=True to replace it or choose another out=DIR$"):
+        train(cfg)
+    code, _, err = cli(["train", "--dataset", f"tsv:{reviews_tsv}", "--test-split", "train", "--labels", "100000",
+                        "--method", "none", "--out", str(tmp_path / "q"), "--quiet"])
+    one_line_error(code, err, "--labels 100000 is more than the 300 labeled training rows")

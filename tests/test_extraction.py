@@ -88,7 +88,7 @@ def test_changed_dataset_rows_are_refused(tiny_hf_dir, reviews_tsv, tmp_path):
     lines = reviews_tsv.read_text().splitlines()
     lines[10] = "a different sentence\t1"
     reviews_tsv.write_text("\n".join(lines) + "\n")
-    with pytest.raises(AftpipeError, match="other data.*fingerprint.*--overwrite"):
+    with pytest.raises(AftpipeError, match="other data.*fingerprint.*pass overwrite=True"):
         extract(cfg(tiny_hf_dir, reviews_tsv, tmp_path))
     [r] = extract(cfg(tiny_hf_dir, reviews_tsv, tmp_path, overwrite=True))
     assert r.shards_done == 5
@@ -97,7 +97,7 @@ def test_changed_dataset_rows_are_refused(tiny_hf_dir, reviews_tsv, tmp_path):
 def test_other_arguments_are_refused_unless_overwrite(tiny_hf_dir, reviews_tsv, tmp_path):
     [r] = extract(cfg(tiny_hf_dir, reviews_tsv, tmp_path))
     manifest = json.loads((r.path / "zarr.json").read_text())
-    with pytest.raises(AftpipeError, match="different arguments.*dtype.*--overwrite"):
+    with pytest.raises(AftpipeError, match="different arguments.*dtype.*pass overwrite=True"):
         extract(cfg(tiny_hf_dir, reviews_tsv, tmp_path, dtype="float32"))
     assert json.loads((r.path / "zarr.json").read_text()) == manifest  # untouched
     extract(cfg(tiny_hf_dir, reviews_tsv, tmp_path, dtype="float32", overwrite=True))
@@ -119,7 +119,7 @@ def test_unknown_split_and_unwritable_cache(tiny_hf_dir, reviews_tsv, tmp_path):
         extract(cfg(tiny_hf_dir, reviews_tsv, tmp_path, splits=("dev",)))
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(AftpipeError, match="cannot create.*writable --cache-dir"):
+    with pytest.raises(AftpipeError, match="cannot create.*writable `cache_dir`"):
         extract(cfg(tiny_hf_dir, reviews_tsv, tmp_path, cache_dir=str(blocker / "cache")))
 
 

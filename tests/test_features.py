@@ -20,7 +20,7 @@ def test_plan_rows_is_seeded_disjoint_and_keeps_a_holdout_row():
 
 def test_plan_rows_refuses_an_impossible_budget():
     labels = np.array([0, 1, 0, -1])
-    with pytest.raises(AftpipeError, match="--labels 5 is more than the 3 labeled training rows"):
+    with pytest.raises(AftpipeError, match="labels=5 is more than the 3 labeled training rows"):
         plan_rows(np.arange(4), labels, budget=5, holdout=0.1, seed=0)
     with pytest.raises(AftpipeError, match="no labeled rows are left"):
         plan_rows(np.arange(4), labels, budget=None, holdout=0.9, seed=0)

@@ -44,7 +44,7 @@ def test_a_failed_run_leaves_nothing_unless_it_has_a_checkpoint(tmp_path):
             rundir.save_checkpoint(work, {"step": 3})
             raise RuntimeError("failed after a checkpoint")
     assert rundir.work_dir(out).exists() and not out.exists()  # resumable
-    with pytest.raises(AftpipeError, match="holds an unfinished run.*--resume"):
+    with pytest.raises(AftpipeError, match="holds an unfinished run.*resume=True"):
         with rundir.writing(out, resume=False, overwrite=False):
             pass
     with rundir.writing(out, resume=True, overwrite=False) as work:
@@ -68,7 +68,7 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_finishes(tmp_path):
 def test_a_second_writer_is_refused_with_the_holder_named(tmp_path):
     out = tmp_path / "r"
     with WriterLock(out, "run folder", "or pass another --out"):
-        with pytest.raises(AftpipeError, match=r"run folder .*/r is being written by pid \d+ on .*or pass another --out"):
+        with pytest.raises(AftpipeError, match=r"run folder .*/r is being written by pid \d+ on .*or pass another out=DIR"):
             with rundir.writing(out, False, False):
                 pass
     with rundir.writing(out, False, False) as work:  # released with its holder
@@ -79,12 +79,12 @@ def test_legacy_pickle_checkpoints_and_stray_folders_are_refused(tmp_path):
     old = tmp_path / "old"
     old.mkdir()
     (old / rundir.LEGACY_CHECKPOINT).write_bytes(b"not loaded")
-    with pytest.raises(AftpipeError, match="checkpoint.pt written by an older aftpipe.*never loads.*--overwrite"):
+    with pytest.raises(AftpipeError, match="checkpoint.pt written by an older aftpipe.*never loads.*overwrite=True"):
         with rundir.writing(old, resume=True, overwrite=False):
             pass
     (tmp_path / "stray").mkdir()
     (tmp_path / "stray" / "notes.txt").write_text("mine")
-    with pytest.raises(AftpipeError, match="holds no finished run.*--overwrite"):
+    with pytest.raises(AftpipeError, match="holds no finished run.*overwrite=True"):
         with rundir.writing(tmp_path / "stray", False, False):
             pass
 
@@ -124,6 +124,6 @@ def test_a_damaged_checkpoint_is_one_line(tmp_path):
     rundir.save_checkpoint(tmp_path, {"w": torch.ones(100)})
     path = tmp_path / rundir.CHECKPOINT
     path.write_bytes(path.read_bytes()[:60])
-    with pytest.raises(AftpipeError, match="checkpoint .* is damaged.*--overwrite") as e:
+    with pytest.raises(AftpipeError, match="checkpoint .* is damaged.*overwrite=True") as e:
         rundir.load_checkpoint(tmp_path)
     assert "\n" not in str(e.value)

@@ -99,7 +99,7 @@ def test_views_are_an_unlabeled_transfer_set_without_the_hold_outs_copies(review
     m = train(cfg(reviews_dir, tiny_hf_dir, method="tokt", features=(store,), dataset_options=opts, steps=20))
     # 400 originals: 360 train + 40 hold-out; 2 copies each, minus the hold-out's 80 copies
     assert m["rows"] == {"train": 360, "holdout": 40, "unlabeled": 720, "test": 100, "unlabeled_used": True}
-    with pytest.raises(AftpipeError, match="extracted with --views 3.*pass --views 3"):
+    with pytest.raises(AftpipeError, match="extracted with views=3.*pass views=3"):
         train(cfg(reviews_dir, tiny_hf_dir, features=(store,), out=str(reviews_dir / "other")))
 
 
@@ -143,8 +143,8 @@ def test_interrupted_run_resumes_to_the_same_result(reviews_dir, tiny_hf_dir):
     c = cfg(reviews_dir, tiny_hf_dir, method="aft", eval_every=5, out=str(reviews_dir / "r"))
     with pytest.raises(Stop):
         train(c, StopAt(23))  # after the checkpoint at step 20
-    with pytest.raises(AftpipeError, match="unfinished run.*--resume"):
-        train(c)
+    with pytest.raises(AftpipeError, match=r"unfinished run \(r.partial\); pass resume=True to continue it or overwrite=True"):
+        train(c)  # a Python caller is told the keyword, not the flag
     resumed = train(TrainConfig(**{**c.__dict__, "resume": True}))
     clean = train(TrainConfig(**{**c.__dict__, "out": str(reviews_dir / "clean")}))
     assert resumed["test"] == clean["test"]
@@ -227,3 +227,72 @@ def test_sigkill_then_resume_finishes(reviews_dir, tiny_hf_dir):
     assert again.returncode == 0, again.stderr
     assert f"resuming {out} at step {step}" in again.stderr
     assert json.loads((out / "metrics.json").read_text())["steps"] == step + 20
+
+
+def test_metrics_jsonl_grows_per_evaluation_and_a_resume_keeps_it_consistent(reviews_dir, tiny_hf_dir):
+    from aftpipe.tracking import read_log
+
+    c = cfg(reviews_dir, tiny_hf_dir, method="aft", eval_every=5, out=str(reviews_dir / "r"))
+    with pytest.raises(Stop):
+        train(c, StopAt(23))  # checkpoint at step 20
+    work = rundir.work_dir(c.out)  # an unfinished run lives in <out>.partial
+    assert [r["step"] for r in read_log(work)] == [5, 10, 15, 20]
+    with open(work / "metrics.jsonl", "a") as f:  # as if killed after logging step 25 but before its checkpoint
+        f.write(json.dumps({"step": 25, "loss": 9.9}) + "\n")
+    resumed = train(TrainConfig(**{**c.__dict__, "resume": True}))
+    rows = read_log(c.out)
+    assert [r["step"] for r in rows] == [h["step"] for h in resumed["history"]] + [36]
+    for row, h in zip(rows, resumed["history"]):
+        assert {k: row[k] for k in ("loss", "ce", "reg", "lr", "holdout_accuracy")} == \
+            {k: h[k] for k in ("loss", "ce", "reg", "lr", "holdout_accuracy")}
+    assert rows[-1] == {"step": 36, **{f"test_{k}": v for k, v in resumed["test"].items()}}
+
+
+def test_a_run_records_where_it_came_from(reviews_dir, tiny_hf_dir):
+    from aftpipe.provenance import manifest_sha256
+    from aftpipe.store import open_features
+
+    m = train(cfg(reviews_dir, tiny_hf_dir, method="none", epochs=1))
+    rec = m["record"]
+    assert {"aftpipe", "torch", "scikit-learn", "numpy", "python"} <= set(rec["packages"])
+    assert rec["created"][:2] == "20" and rec["command"] is None and rec["argv"]  # Python, not the CLI
+    assert rec["git"] is None or len(rec["git"]["commit"]) == 40
+    [store] = rec["stores"]
+    st = open_features(store["path"])
+    assert store["manifest_sha256"] == manifest_sha256(st.manifest)
+    assert store["splits"]["train"]["fingerprint"] == st.split_info("train").fingerprint
+    assert set(store["splits"]) == {"train", "test"}
+    assert json.loads((reviews_dir / "run" / "metrics.json").read_text())["record"] == rec
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(reviews_dir, tiny_hf_dir, cli, monkeypatch):
+    from aftpipe.training import Trainer
+
+    real = Trainer.step
+
+    def step(self, idx):
+        if self.state["step"] == 13:
+            raise KeyboardInterrupt
+        return real(self, idx)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    out = reviews_dir / "ctrl-c"
+    args = ["--out", str(out), "--eval-every", "5", "--epochs", "3", "--batch-size", "32"]  # 12 steps an epoch
+    code, _, err = cli(_cli(reviews_dir, tiny_hf_dir, *args))
+    assert code == 130
+    assert err.strip().splitlines()[-1] == (f"interrupted: {rundir.work_dir(out)} keeps its checkpoint at step 10 "
+                                            "of 36; re-run with --resume to continue")
+    monkeypatch.setattr(Trainer, "step", real)
+    code, _, err = cli(_cli(reviews_dir, tiny_hf_dir, *args, "--resume"))
+    assert code == 0 and f"resuming {out} at step 10 of 36" in err, err
+
+
+def test_python_configs_take_python_values_and_refuse_wrong_types():
+    from aftpipe.config import ConfigError
+
+    c = TrainConfig(dataset="sst2", features="cache/sst2/minilm", out="runs/x", method_options={"beta": 0.3})
+    assert c.features == ("cache/sst2/minilm",) and c.method_options.beta == 0.3
+    with pytest.raises(ConfigError, match=r"^lr: expected a number, got '1e-3'$"):
+        TrainConfig(dataset="sst2", features="cache/sst2/minilm", out="runs/x", lr="1e-3")
+    with pytest.raises(ConfigError, match=r"^report_to\[0\]: expected one of tensorboard, wandb, got 'mlflow'$"):
+        TrainConfig(dataset="sst2", out="runs/x", method="none", report_to="mlflow")

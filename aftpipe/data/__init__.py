@@ -17,6 +17,8 @@ from aftpipe.data.base import Dataset, Split
 from aftpipe.data.digits import load_digits
 from aftpipe.data.files import load_csv, load_imagefolder, load_jsonl, load_tsv
 from aftpipe.data.glue import load_cola, load_sst2
+from aftpipe.data.hf import load_hf
+from aftpipe.errors import AftpipeError, option_name
 from aftpipe.registry import Registry
 
 Loader = Callable[[str | None, Path | None, DatasetOptions], Dataset]
@@ -30,6 +32,7 @@ DATASETS.register("tsv:", load_tsv)
 DATASETS.register("csv:", load_csv)
 DATASETS.register("jsonl:", load_jsonl)
 DATASETS.register("imagefolder:", load_imagefolder)
+DATASETS.register("hf:", load_hf)
 
 __all__ = ["DATASETS", "Dataset", "DatasetOptions", "Loader", "Split", "default_data_dir", "load_dataset"]
 
@@ -57,5 +60,8 @@ def load_dataset(spec: str, data_dir: str | Path | None = None, options: Dataset
     from aftpipe.data.views import with_views
 
     loader, arg = DATASETS.resolve(spec)
+    if options.split_map and loader is not load_hf:
+        raise AftpipeError(f"{option_name('split_map')} renames the splits of hf: datasets; dataset `{spec}` names "
+                           f"its splits itself, so drop it")
     folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     return with_views(loader(arg, folder, options), options.views)

@@ -21,7 +21,7 @@ import numpy as np
 from aftpipe.config import DatasetOptions
 from aftpipe.data.base import Dataset, Split, hub_allowed, seeded_split
 from aftpipe.data.files import read_text
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint
 
 CLASS_NAMES = ["World", "Sports", "Business", "Sci/Tech"]
 FILE = Path("ag_news_test") / "test.csv"
@@ -79,7 +79,7 @@ def _from_hub() -> tuple[list[str], list[str], list[int]]:
 
 def load_ag_news(arg: str | None, data_dir: Path | None, options: DatasetOptions) -> Dataset:
     """AG News: 4-topic news classification; the official test set split train 6,000 / test 1,600 (seed 0)."""
-    fix = f"pass --data-dir (or set AFTPIPE_DATA_DIR) to a folder holding {FILE.as_posix()}"
+    fix = f"pass {option_hint('data_dir', 'DIR')} (or set AFTPIPE_DATA_DIR) to a folder holding {FILE.as_posix()}"
     path = data_dir / FILE if data_dir is not None else None
     if path is not None and path.is_file():
         ids, texts, labels = read_ag_news_csv(path)

@@ -91,7 +91,7 @@ class Dataset:
         from pathlib import Path
 
         prefix, sep, arg = self.spec.partition(":")
-        name = Path(arg.rstrip("/")).stem if sep else prefix
+        name = Path(arg.rstrip("/")).stem.replace(":", "-") if sep else prefix  # hf:glue:sst2 → glue-sst2
         return f"{name}-views{self.views}" if self.views > 1 else name  # other rows: their own stores
 
 

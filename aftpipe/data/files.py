@@ -20,7 +20,7 @@ import numpy as np
 
 from aftpipe.config import DatasetOptions
 from aftpipe.data.base import Dataset, Split
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint
 
 TEXT_COLUMNS = ("text", "sentence", "content")  # tried in this order when --text-col is not given
 LABEL_COLUMN = "label"
@@ -84,7 +84,7 @@ def _pick_columns(path: Path, found: Sequence[str], options: DatasetOptions) -> 
         if options.text_col not in found:
             raise AftpipeError(
                 f"{path}: no text column `{options.text_col}`; its columns are {listed}; "
-                "pass --text-col with one of them"
+                f"pass {option_hint('text_col', 'NAME')} with one of them"
             )
         text_col = options.text_col
     else:
@@ -92,12 +92,13 @@ def _pick_columns(path: Path, found: Sequence[str], options: DatasetOptions) -> 
         if not present:
             raise AftpipeError(
                 f"{path}: no text column (looked for `text`, `sentence`, `content`); its columns are {listed}; "
-                "pass --text-col NAME"
+                f"pass {option_hint('text_col', 'NAME')}"
             )
         text_col = present[0]
     label_col = options.label_col or LABEL_COLUMN
     if label_col not in found:
-        raise AftpipeError(f"{path}: no label column `{label_col}`; its columns are {listed}; pass --label-col NAME")
+        raise AftpipeError(f"{path}: no label column `{label_col}`; its columns are {listed}; pass "
+                           f"{option_hint('label_col', 'NAME')}")
     return text_col, label_col
 
 
@@ -200,7 +201,8 @@ def _class_ids(tables: list[_Table]) -> tuple[list[np.ndarray], int, list[str] |
     cells = [(t, c, line) for t in tables for c, line in zip(t.labels, t.lines) if c is not None]
     if not cells:
         files = ", ".join(str(t.path) for t in tables)
-        raise AftpipeError(f"{files}: no row has a label; fill the label column or pass --label-col NAME")
+        raise AftpipeError(f"{files}: no row has a label; fill the label column or pass "
+                           f"{option_hint('label_col', 'NAME')}")
     is_int = [bool(_INT.fullmatch(c)) for _, c, _ in cells]
     if all(is_int):
         for t, c, line in cells:

@@ -19,7 +19,7 @@ import numpy as np
 from aftpipe.config import DatasetOptions
 from aftpipe.data.base import Dataset, Split, hub_allowed
 from aftpipe.data.files import read_text
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint
 
 SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv"}  # split name → file; GLUE's dev set is our test split
 TEXT_COLUMNS = ("sentence", "content")  # SST-2 names the text column `sentence` in train.tsv, `content` in dev.tsv
@@ -82,7 +82,7 @@ def read_glue_tsv(path: Path, *, header: bool, num_classes: int) -> tuple[list[s
 def _missing_message(task: str, data_dir: Path | None) -> str | None:
     """The error for absent local files, or None when they are all there."""
     need = " and ".join(f"{task}/{f}" for f in SPLIT_FILES.values())
-    fix = f"pass --data-dir (or set AFTPIPE_DATA_DIR) to a folder holding {need}"
+    fix = f"pass {option_hint('data_dir', 'DIR')} (or set AFTPIPE_DATA_DIR) to a folder holding {need}"
     if data_dir is None:
         return f"{task}: no data folder found; {fix}"
     for file in SPLIT_FILES.values():

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from aftpipe.data.base import Dataset, Split
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_name
 
 SPAN_PROB = 0.5  # chance a copy keeps only a contiguous span of the words
 SPAN_MIN = 0.5  # ... of at least this fraction of them
@@ -46,7 +46,8 @@ def with_views(dataset: Dataset, views: int, split: str = "train") -> Dataset:
     if views == 1:
         return dataset
     if dataset.modality != "text":
-        raise AftpipeError(f"--views augments text; dataset `{dataset.spec}` is {dataset.modality}. Drop --views")
+        raise AftpipeError(f"{option_name('views')} augments text; dataset `{dataset.spec}` is {dataset.modality}. "
+                           f"Drop {option_name('views')}")
     base = dataset.split(split)
     n = len(base)
     ids, inputs = list(base.ids), list(base.inputs)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aftpipe.config import MethodConfig
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint
 from aftpipe.methods.teacher import fit_linear_head, head_accuracy
 
 
@@ -66,7 +66,7 @@ class Method(nn.Module):
         self.feature_dims = tuple(int(d) for d in feature_dims)
         self.num_classes = int(num_classes)
         if self.uses_features and sum(self.feature_dims) <= 0:
-            raise AftpipeError(f"method `{self.name}` needs cached features; pass --features STORE")
+            raise AftpipeError(f"method `{self.name}` needs cached features; pass {option_hint('features', 'STORE')}")
 
     @property
     def feature_dim(self) -> int:
@@ -104,8 +104,11 @@ class TeacherMethod(Method):
         self._teacher_info: dict = {}
 
     def fit_teacher(self, phi: Tensor, y: Tensor, seed: int = 0) -> None:
-        head = fit_linear_head(phi, y, self.num_classes, hidden=self.cfg.teacher_hidden, seed=seed)
-        head.requires_grad_(False)  # frozen: the optimizer never moves it
+        self.set_teacher(fit_linear_head(phi, y, self.num_classes, hidden=self.cfg.teacher_hidden, seed=seed), phi, y)
+
+    def set_teacher(self, head: nn.Module, phi: Tensor, y: Tensor) -> None:
+        """Use `head` (fitted on the training rows (phi, y), or loaded from the head cache) as the teacher."""
+        head = head.to(phi.device).requires_grad_(False)  # frozen: the optimizer never moves it
         self.teacher = head
         self._teacher_info = {"teacher_hidden": self.cfg.teacher_hidden, "teacher_c": head.c,
                               "teacher_train_acc": head_accuracy(head, phi, y)}

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint, option_name
 from aftpipe.store.array import FeatureArray
 from aftpipe.store.manifest import (
     FORMAT_VERSION,
@@ -322,7 +322,7 @@ def unreadable_message(path: Path, why: str, command: str | None) -> str:
     if command:  # recorded without --cache-dir: the store may have moved since
         how = f"`{command} --cache-dir {shlex.quote(str(path.parent.parent))}`"
     else:
-        how = "the `aftpipe extract` command that made it, with --overwrite"
+        how = f"the `aftpipe extract` command that made it, with {option_hint('overwrite')}"
     return (f"store {path} has an unreadable manifest ({why}), so none of it can be checked or repaired in place; "
             f"rebuild it with {how}")
 
@@ -361,7 +361,7 @@ def disk_errors(fn: F) -> F:
                 raise AftpipeError(f"no space left on the device holding {self.path} ({_human(free_bytes(self.path))} "
                                    "free); free some space and re-run the same command: finished shards are kept") from None
             raise AftpipeError(f"cannot write the store {self.path} ({e.strerror or summary(e)}); check that "
-                               "--cache-dir is writable, then re-run the same command") from None
+                               f"{option_name('cache_dir')} is writable, then re-run the same command") from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -404,7 +404,7 @@ class StoreWriter(ABC):
             diff = describe_key_difference(existing.get("key", {}), self.key)
             raise AftpipeError(
                 f"store {self.path} was built with different arguments ({diff}); "
-                "pass --overwrite to rebuild it, or choose another --cache-dir"
+                f"pass {option_hint('overwrite')} to rebuild it, or choose another {option_name('cache_dir')}"
             )
         for name, problems in reader.entry_damage.items():
             for p in problems:
@@ -427,7 +427,7 @@ class StoreWriter(ABC):
                 raise AftpipeError(
                     f"store {self.path} split `{name}` was extracted from other data ({what}: "
                     f"{entry['n']}×{entry['d']} {entry['fingerprint'][:12]} vs now {plan.n}×{plan.d} "
-                    f"{plan.fingerprint[:12]}); pass --overwrite to re-extract it"
+                    f"{plan.fingerprint[:12]}); pass {option_hint('overwrite')} to re-extract it"
                 )
             entry = None
         if entry is None:
@@ -497,7 +497,7 @@ class StoreWriter(ABC):
         need = self._space_needed()
         if need and need > (free := free_bytes(self.path)):
             raise AftpipeError(f"not enough space for the store {self.path}: it needs {_human(need)}, the device has "
-                               f"{_human(free)} free; free some space or pass another --cache-dir")
+                               f"{_human(free)} free; free some space or pass another {option_name('cache_dir')}")
 
     def _space_needed(self) -> int:
         rows = self.bytes_to_write()

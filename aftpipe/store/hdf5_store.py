@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_name
 from aftpipe.fileio import write_json
 from aftpipe.store.array import FeatureArray, map_rows
 from aftpipe.store.base import (Damage, Damaged, FeatureStore, SplitPlan, StoreWriter, _human,
@@ -130,7 +130,7 @@ class HDF5Writer(StoreWriter):
         need, free = self._file_bytes(), free_bytes(self.path)
         if need > free:
             raise AftpipeError(f"not enough space for the store {self.path}: it needs {_human(need)}, the device has "
-                               f"{_human(free)} free; free some space or pass another --cache-dir")
+                               f"{_human(free)} free; free some space or pass another {option_name('cache_dir')}")
         try:
             self._build_into(self.building)
             os.replace(self.building, self.partial)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_name
 from aftpipe.fileio import write_atomic
 from aftpipe.store.array import ChunkedFeatureArray, FeatureArray, map_rows, map_stitched
 from aftpipe.store.base import (Damage, Damaged, FeatureStore, SplitPlan, StoreWriter, disk_errors,
@@ -87,14 +87,14 @@ class ZarrWriter(StoreWriter):
         if self.path.is_dir() and any(self.path.iterdir()):
             if not looks_like_store(self.path):
                 raise AftpipeError(f"{self.path} exists and is not an aftpipe zarr store; move it away or pick another "
-                                   "--cache-dir")
+                                   f"{option_name('cache_dir')}")
             if self.overwrite:
                 self._discard_existing()
             else:
                 reader = ZarrFeatureStore(self.path)
         elif self.path.exists() and not self.path.is_dir():
             raise AftpipeError(f"{self.path} exists and is not an aftpipe zarr store; move it away or pick another "
-                               "--cache-dir")
+                               f"{option_name('cache_dir')}")
         self.check_existing(reader)
         if self._reader is None:  # a new store: the group and its manifest in one write, so it is never anonymous
             self.group = zarr.create_group(str(self.path), attributes={MANIFEST_KEY: self.manifest}, overwrite=True)

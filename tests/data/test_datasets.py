@@ -174,13 +174,13 @@ def test_missing_local_files_offline(tmp_path: Path, offline: None, task: str, n
     with pytest.raises(AftpipeError) as e:
         load_dataset(task, tmp_path)
     msg = str(e.value)
-    assert f"{task}: no file {tmp_path}" in msg and "--data-dir" in msg and needs in msg
+    assert f"{task}: no file {tmp_path}" in msg and "data_dir=DIR" in msg and needs in msg
 
 
 def test_no_data_folder_at_all_offline(offline: None) -> None:
     from aftpipe.data.glue import load_sst2
 
-    with pytest.raises(AftpipeError, match="sst2: no data folder found; pass --data-dir"):
+    with pytest.raises(AftpipeError, match="sst2: no data folder found; pass data_dir=DIR"):
         load_sst2(None, None, DatasetOptions())
 
 
@@ -350,8 +350,8 @@ def test_unreadable_image_names_the_file(tmp_path: Path) -> None:
             ["reviews.tsv line 3: expected 2 tab-separated fields, got 3", "quote"],
         ),
         ("reviews.csv", "text,label\na,0\nb\n", ["reviews.csv line 3: expected 2 comma-separated fields, got 1"]),
-        ("reviews.tsv", "body\tlabel\na\t0\n", ["no text column", "`body`, `label`", "--text-col"]),
-        ("reviews.tsv", "text\ty\na\t0\n", ["no label column `label`", "`text`, `y`", "--label-col"]),
+        ("reviews.tsv", "body\tlabel\na\t0\n", ["no text column", "`body`, `label`", "text_col=NAME"]),
+        ("reviews.tsv", "text\ty\na\t0\n", ["no label column `label`", "`text`, `y`", "label_col=NAME"]),
         ("reviews.tsv", "", ["reviews.tsv is empty"]),
         ("reviews.csv", "text,label\n", ["reviews.csv has a header but no rows"]),
         ("reviews.tsv", "text\tlabel\na\t0\nb\t-1\n", ["reviews.tsv line 3: label -1 is out of range"]),

@@ -49,7 +49,7 @@ def test_bad_views_are_refused():
     with pytest.raises(AftpipeError, match="views: must be ≥ 1"):
         DatasetOptions(views=0)
     img = Dataset("digits", "image", {"train": Split("train", ["a"], [np.zeros((2, 2), np.uint8)], [0])}, 10)
-    with pytest.raises(AftpipeError, match="augments text.*Drop --views"):
+    with pytest.raises(AftpipeError, match="augments text.*Drop `views`"):
         with_views(img, 2)
 
 

@@ -423,7 +423,7 @@ CASES = [
       setup=changed_data_then_repair),
     C("verify-repair-without-record", "verify --quiet --repair {tmp}/c/data/hf-tiny-bert0",
       "does not record how it was extracted", setup=drop_extract_record),
-    C("verify-missing-argument", "verify", "Missing argument 'store'"),
+    C("verify-missing-argument", "verify", "Missing argument 'STORE'"),
     C("inspect-missing", "inspect {tmp}/none", "no feature store"),
     C("unknown-command", "bogus", "No such command 'bogus'"),
     # pipelines: validate runs the checks run would
@@ -434,7 +434,8 @@ CASES = [
     C("validate-source-path-missing", VALIDATE, "/nonexistent does not exist",
       setup=pipe(**{"hf:{model}": "hf:/nonexistent"})),
     C("validate-train-threads", VALIDATE, "train.threads", "must be ≥ 1, got -2", setup=pipe("train: {{threads: -2}}\n")),
-    C("validate-too-few-seeds", VALIDATE, "at least 3 seeds", setup=pipe(**{"[0, 1, 2]": "[0, 1]"})),
+    C("validate-no-seeds", VALIDATE, "expected at least one seed", setup=pipe(**{"[0, 1, 2]": "[]"})),
+    C("validate-repeated-seed", VALIDATE, "seeds must be distinct", setup=pipe(**{"[0, 1, 2]": "[0, 0, 1]"})),
     C("validate-no-methods", VALIDATE, "non-empty list of methods", setup=pipe(methods="[]")),
     C("validate-unknown-method", VALIDATE, "no method `nope`", setup=pipe(methods="[{{name: nope}}]")),
     C("validate-negative-beta", VALIDATE, "must be ≥ 0, got -1", setup=pipe(methods="[{{name: aft, beta: [-1]}}]")),

@@ -112,6 +112,20 @@ def test_planted_weights_of_a_finished_run_never_run(marker, fault_data, store, 
     record_property("planted", 2)
 
 
+def test_a_planted_cached_head_never_runs(marker, fault_data, store, tmp_path, cli, record_property):
+    """Heads fitted on a store are kept beside it and read back by later runs: a pickle planted there."""
+    shutil.copytree(store.parent.parent, tmp_path / "cache")
+    features = tmp_path / "cache" / store.parent.name / store.name
+    shutil.rmtree(features.parent / "heads", ignore_errors=True)  # heads other tests kept beside the same store
+    assert cli(_train(fault_data, features, tmp_path / "first", "--method", "linear_probe"))[0] == 0
+    [kept] = (features.parent / "heads").iterdir()
+    (kept / "head.safetensors").write_bytes(evil_pickle(marker))
+    code, _, err = cli(_train(fault_data, features, tmp_path / "second", "--method", "linear_probe"))
+    assert code == 0, err  # the damaged head is fitted again, not loaded
+    assert not marker.exists(), "code ran from a planted file"
+    record_property("planted", 1)
+
+
 def test_planted_pretrained_student_weights_never_run(marker, tmp_path, cli, record_property):
     weights = evil_torch_file(tmp_path / "resnet.pth", marker)
     code, _, err = cli(["train", "--dataset", "digits", "--student", "timm:test_resnet", "--pretrained", str(weights),

@@ -139,7 +139,7 @@ def test_partial_stores_are_refused_or_stated_and_every_method_scores_the_same_r
     store = str(store_of(tmp_path / "c", tiny_hf_dir, "zarr"))
     cfg = dict(dataset=f"tsv:{fault_data}", features=(store,), student="bow-mlp", steps=3, threads=1,
                student_options=StudentConfig(vocab_size=200, embed_dim=16, width=16))
-    with pytest.raises(AftpipeError, match="holds 30 of the 120 rows of split `train` .*--limit 30.*--stored-rows-only"):
+    with pytest.raises(AftpipeError, match="holds 30 of the 120 rows of split `train` .*limit=30.*stored_rows_only=True"):
         train(TrainConfig(**cfg, out=str(tmp_path / "refused")))
     student = train(TrainConfig(**cfg, out=str(tmp_path / "s"), stored_rows_only=True))
     probe = train(TrainConfig(**cfg, out=str(tmp_path / "p"), stored_rows_only=True, method="linear_probe"))

