@@ -146,6 +146,9 @@ def convert(value: Any, tp: Any, path: tuple[PathPart, ...] = ()) -> Any:
         if value is None and type(None) in args:
             return None
         arms = [a for a in args if a is not type(None)]
+        mapped = [a for a in arms if isinstance(a, type) and dataclasses.is_dataclass(a)]
+        if isinstance(value, Mapping) and len(mapped) == 1:  # a mapping is meant for the config arm: say what is wrong in it
+            return convert(value, mapped[0], path)
         for arm in arms:
             try:
                 return convert(value, arm, path)
@@ -263,12 +266,26 @@ def load_config(cls: type, path: str | Path) -> Any:
 # (registry names are checked lazily, at construction).
 
 
-def registered(registry: Any, spec: str, path: tuple[PathPart, ...]) -> None:
-    """A name `registry` does not know, as a config error at `path` (its message lists the known names)."""
+def registered(registry: Any, spec: str, path: tuple[PathPart, ...], options: Config | None = None) -> None:
+    """A name `registry` does not know, as a config error at `path` (its message lists the known names);
+    with `options`, the spec's own `@key=value` options are checked against them too."""
     try:
-        registry.resolve(spec)
+        name, extra = registry.split_options(spec)
+        registry.resolve(name)
+        if options is not None:
+            with_overrides(options, extra, spec)
     except AftpipeError as e:
         raise ConfigError(path, str(e)) from None
+
+
+def with_overrides(options: Any, extra: dict[str, Any], spec: str) -> Any:
+    """`options` with the fields a spec's `@key=value` names replaced (converted and checked)."""
+    if not extra:
+        return options
+    try:
+        return from_dict(type(options), {**options.to_dict(), **extra})
+    except ConfigError as e:
+        raise AftpipeError(f"`{spec}`: {e}") from None
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, flag: str | None = None,
@@ -357,9 +374,13 @@ class SourceOptions(Config):
     max_length: int = option(256, "max tokens per text (longer ones are truncated); MiniLM's own limit")
     tfidf_dim: int = option(256, "TruncatedSVD components of the tfidf source")
     image_size: int | None = option(None, "resize images to this size (default: the timm model's own)")
+    # the authors' φ: large LMs' last-token features of a prompted input, e.g. SST-2 as `Review: "{s}"\nSentiment:`
+    prompt: str | None = option(None, "hf: sources: wrap each text in this template first ({text} marks where it goes)")
 
     def validate(self) -> None:
         at_least(self, 1, "max_length", "tfidf_dim", "image_size")
+        require(self.prompt is None or "{text}" in self.prompt, "prompt",
+                f"has no {{text}} to put the text in: {self.prompt!r}; write e.g. 'Review: \"{{text}}\" Sentiment:'")
 
 
 @dataclass(frozen=True)
@@ -399,7 +420,7 @@ class ExtractConfig(Config):
         registered(DATASETS, self.dataset, ("dataset",))
         require(len(self.sources) > 0, "sources", "name at least one source (`aftpipe sources`)")
         for i, spec in enumerate(self.sources):
-            registered(SOURCES, spec, ("sources", i))
+            registered(SOURCES, spec, ("sources", i), self.source_options)
         at_least(self, 0, "workers")
         at_least(self, 1, "batch_size", "chunk_rows", "shard_rows", "limit")
 
@@ -442,13 +463,23 @@ class StudentConfig(Config):
     # textcnn: filters per window, 100 as in Kim 2014; tiny-transformer: feed-forward width, 4 x embed_dim;
     # bow-mlp: hidden width 256; small-cnn: channels of the last block, 128
     width: int | None = option(None, "student body width: filters / hidden units (default: the student's own)")
-    # tiny-transformer 2 encoder layers, bow-mlp 1 hidden layer, small-cnn 3 conv blocks; textcnn has one
-    layers: int | None = option(None, "student body depth (default: the student's own)")
+    # tiny-transformer 2 encoder layers, bow-mlp 1 hidden layer, small-cnn 3 conv blocks; textcnn has one; a
+    # pretrained hf: student keeps its first `layers` layers (MiniLM's first 2: a real pretrained small student)
+    layers: int | None = option(None, "student depth; hf: students keep their first K layers (default: all / the "
+                                "student's own)", flag="--student-layers", metavar="K")
     # Light, because the AFT term already regularises those features; Kim 2014 used 0.5 without such a term.
     dropout: float = option(0.1, "dropout on the student's penultimate features")
     # small-cnn takes the size of the first training image (8x8 digits stay 8x8), timm the model's own
     image_size: int | None = option(None, "image student: square input size")
-    pretrained: str | None = option(None, "timm student: a local weights file or a folder holding one")
+    pretrained: str | None = option(None, "timm student: a local weights file, a folder holding one, or `hub`",
+                                    metavar="PATH")
+    # A pretrained model's input embeddings, PCA-reduced to embed_dim: the words' meaning without the model's
+    # size (a 8000 x 48 table stays a 0.5M-parameter student)
+    init_embeddings: str | None = option(None, "word-level text students: start the embedding table from this "
+                                         "source's input embeddings (e.g. minilm), PCA-reduced to the width",
+                                         metavar="SOURCE")
+    # hf: students: MiniLM's 30,522-row table is 11.7M of its parameters; a task uses a fraction of the rows
+    prune_vocab: bool = option(False, "hf: students: keep only the embedding rows of tokens in the training data")
 
     def validate(self) -> None:
         at_least(self, 1, "max_length", "embed_dim", "width", "image_size")
@@ -497,10 +528,17 @@ class TrainConfig(Config):
                              panel=METHOD)
     phi_norm: Literal["none", "standardize"] = option("none", "none or standardize (z-score each cached feature)",
                                                       panel=METHOD)
+    # Controls keep φ's statistics but destroy its per-example information: a gain that survives one is
+    # regularisation, not transfer (shuffle: rows permuted across examples; gaussian: rows drawn from N(μ, Σ) of φ)
+    phi_control: Literal["none", "shuffle", "gaussian"] = option(
+        "none", "replace φ by a control: shuffle or gaussian (same statistics, no per-example signal)", panel=METHOD)
     eval_every: int | None = option(None, "steps between hold-out evaluations (default: 10 per run, ≥ 1 per epoch)",
                                     panel=OPTIMISATION, aliases=("--eval-steps",))
     patience: int | None = option(None, "early stop after this many evaluations without hold-out gain",
                                   panel=OPTIMISATION)
+    # the official AFT recipe keeps the final model; `best` is the hold-out-selected checkpoint
+    select: Literal["best", "last"] = option("best", "which weights to keep: best on the hold-out, or the last step's",
+                                             panel=OPTIMISATION)
     seed: int = option(0, "training seed (init, batch order, dropout)", panel=OPTIMISATION)
     # fixed across seeds so seeds vary only the training
     data_seed: int = option(0, "seed of the labeled/hold-out row split", panel=DATA)
@@ -531,11 +569,15 @@ class TrainConfig(Config):
         from aftpipe.methods import METHODS
         from aftpipe.students import STUDENTS
 
-        for name, registry in (("dataset", DATASETS), ("method", METHODS), ("student", STUDENTS)):
+        for name, registry in (("dataset", DATASETS), ("method", METHODS)):
             registered(registry, getattr(self, name), (name,))
-        require(not METHODS.get(self.method).uses_features or len(self.features) > 0, "features",
+        registered(STUDENTS, self.student, ("student",), self.student_options)
+        method = METHODS.get(self.method)
+        require(not method.uses_features or len(self.features) > 0, "features",
                 f"method `{self.method}` needs cached features; pass "
                 f"{option_hint('features', 'cache/<dataset>/<source>')}")
+        require(self.phi_control == "none" or (method.uses_features and method.uses_student), "phi_control",
+                f"method `{self.method}` has no transfer term to control; use it with a regularised method")
         at_least(self, 1, "epochs", "batch_size", "steps", "labels", "eval_every", "patience", "num_classes", "threads")
         at_least(self, 0, "weight_decay", "grad_clip", "seed", "data_seed")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr:g}")

@@ -68,6 +68,8 @@ class Features:
         self.identity = identity or []
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
+        self.table: np.ndarray | None = None  # rows that replace the stores' (the gaussian control)
+        self.control = "none"
 
     @property
     def examples(self) -> np.ndarray:
@@ -76,14 +78,37 @@ class Features:
 
     def __call__(self, examples: np.ndarray) -> torch.Tensor:
         rows = self.example_to_row[examples]
-        phi = np.concatenate([a.read(rows) for a in self.arrays], axis=1)
+        if self.table is not None:
+            phi = self.table[rows]
+        else:
+            phi = np.concatenate([a.read(rows) for a in self.arrays], axis=1)
         if self.mean is not None:
             phi = (phi - self.mean) / self.std
         return torch.from_numpy(phi)
 
     def fit_standardizer(self, examples: np.ndarray) -> None:
-        x = np.concatenate([self(examples[i:i + 8192]).numpy() for i in range(0, len(examples), 8192)])
+        x = self.read_all(examples)
         self.mean, self.std = x.mean(0), x.std(0) + 1e-6
+
+    def read_all(self, examples: np.ndarray) -> np.ndarray:
+        return np.concatenate([self(examples[i:i + 8192]).numpy() for i in range(0, len(examples), 8192)])
+
+    def apply_control(self, kind: str, seed: int = 0) -> None:
+        """Replace φ by a control that keeps its statistics and destroys its per-example information
+        (DESIGN.md §2): `shuffle` gives each example another example's row (a seeded permutation of the
+        rows over the examples); `gaussian` gives each one a fresh draw from N(mean, covariance) of φ."""
+        if kind == "none":
+            return
+        self.control = kind
+        ex = self.examples
+        rng = np.random.default_rng([seed, 7])  # fixed: a control is the same whatever the training seed
+        if kind == "shuffle":
+            self.example_to_row[ex] = self.example_to_row[rng.permutation(ex)]
+            return
+        x = self.read_all(ex).astype(np.float64)
+        table = rng.multivariate_normal(x.mean(0), np.cov(x, rowvar=False), size=len(x), method="eigh")
+        self.table = np.empty((int(self.example_to_row.max()) + 1, x.shape[1]), np.float32)
+        self.table[self.example_to_row[ex]] = table
 
 
 def coverage_error(path: str, held: int, split: Split, limit: int | None) -> AftpipeError:

@@ -61,6 +61,7 @@ def head_key(feats: Features, rows: np.ndarray, labels: np.ndarray, num_classes:
         "num_classes": num_classes, "hidden": hidden, "grid": list(grid), "folds": folds or default_folds(len(rows)),
         # the linear head is scikit-learn's and seed-free; the MLP is torch's and seeded
         "solver": f"sklearn-{'.'.join(sklearn)}" if hidden == 0 else f"torch-adam-seed{seed}",
+        **({"control": feats.control} if feats.control != "none" else {}),  # a control's φ is other rows
     }
     return _sha(json.dumps(key, sort_keys=True).encode())[:32]
 

@@ -28,11 +28,11 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aftpipe import rundir
-from aftpipe.config import (Config, ConfigError, ExtractConfig, Partial, TrainConfig, from_dict, load_yaml, registered,
-                            require)
+from aftpipe.config import (Config, ConfigError, ExtractConfig, Partial, SourceOptions, TrainConfig, from_dict,
+                            load_yaml, registered, require)
 from aftpipe.data.base import Dataset
 from aftpipe.errors import AftpipeError, Interrupted
 from aftpipe.features import RowPlan, check_labels, coverage_error, plan_rows
@@ -53,7 +53,8 @@ CONTROLLED = {
     "test_split": "the top-level `test_split:`", "out": "nothing (runs go to runs/<pipeline>/...)",
     "features": "`sources:` and `methods[i].sources`", "student": "`students:`", "method": "`methods:`",
     "method_options": "`methods[i].options` and `methods[i].beta`", "seed": "`seeds:` and `tune_seed:`",
-    "unlabeled": "`methods[i].unlabeled`", "resume": "nothing (pipelines always resume)",
+    "unlabeled": "`methods[i].unlabeled`", "phi_control": "`methods[i].control`",
+    "resume": "nothing (pipelines always resume)",
     "overwrite": "nothing (delete a run directory to redo it)",
 }
 # ExtractConfig fields the pipeline sets itself
@@ -81,6 +82,12 @@ class MethodSpec(Config):
     options: Partial[MethodConfig] = field(default_factory=dict)  # other MethodConfig fields: tau, state_lr, ...
     unlabeled: bool = False  # add a batch of unlabeled rows per step (the transfer set)
     train: Partial[TrainConfig] = field(default_factory=dict)  # TrainConfig fields for this method only (steps, ...)
+    control: Literal["none", "shuffle", "gaussian"] = "none"  # φ replaced by a control: its own group and row
+
+    @property
+    def label(self) -> str:
+        """The method as runs and tables name it: `aft`, or `aft+shuffle` under a control."""
+        return self.name if self.control == "none" else f"{self.name}+{self.control}"
 
     def validate(self) -> None:
         registered(METHODS, self.name, ("name",))
@@ -94,6 +101,9 @@ class MethodSpec(Config):
             require(len({f"{v:g}" for v in grid}) == len(grid), key, f"repeats a value: {list(grid)}")
         require(self.name not in NO_BETA or self.beta is None or not any(self.beta), "beta",
                 f"method `{self.name}` has no regulariser, so no β; drop the key")
+        method = METHODS.get(self.name)
+        require(self.control == "none" or (method.uses_features and method.uses_student), "control",
+                f"method `{self.name}` has no transfer term to control; drop the key")
         require(self.name != PROBE or self.lr is None, "lr",
                 "linear_probe fits its head with its own optimiser and ignores lr; drop the key")
         _refuse_controlled(self.options, {"beta": "`beta` (the β grid)"}, ("options",))
@@ -107,6 +117,21 @@ class MethodSpec(Config):
 
 
 @dataclass(frozen=True)
+class StudentSpec(Config):
+    """A student with settings of its own (YAML: a mapping in `students:`; a plain name is a StudentSpec
+    with nothing of its own). A pretrained transformer and a word CNN want learning rates 100x apart."""
+
+    name: str
+    lr: tuple[float, ...] | None = None  # its lr grid, for methods that give none (default: train.lr)
+    train: Partial[TrainConfig] = field(default_factory=dict)  # TrainConfig fields for this student only
+
+    def validate(self) -> None:
+        require(self.lr is None or (len(self.lr) > 0 and all(v > 0 for v in self.lr)), "lr",
+                f"a non-empty grid of values > 0, got {self.lr}")
+        _refuse_controlled(self.train, {**CONTROLLED, "lr": "`lr` (the student's lr grid)"}, ("train",))
+
+
+@dataclass(frozen=True)
 class PipelineConfig(Config):
     name: str  # results/<name>, runs/<name>; defaults to the file's stem
     dataset: str
@@ -115,7 +140,7 @@ class PipelineConfig(Config):
     test_split: str | None = None  # default: dev for sst2/cola, else test
     extract: Partial[ExtractConfig] = field(default_factory=dict)  # how missing stores are extracted
     sources: dict[str, tuple[str, ...]] = field(default_factory=dict)  # set name → source specs (concatenated)
-    students: tuple[str, ...] = ("textcnn",)
+    students: tuple[str | StudentSpec, ...] = ("textcnn",)  # names, or mappings {name, lr, train}
     methods: tuple[MethodSpec, ...] = ()
     seeds: tuple[int, ...] = (0, 1, 2)
     train: Partial[TrainConfig] = field(default_factory=dict)  # TrainConfig fields shared by every run
@@ -137,10 +162,16 @@ class PipelineConfig(Config):
                     "use letters, digits and _ . + = -")
             require(len(specs) > 0, ("sources", set_name), "empty set; list at least one source spec")
             for j, spec in enumerate(specs):
-                registered(SOURCES, spec, ("sources", set_name, j))
+                registered(SOURCES, spec, ("sources", set_name, j),
+                           self.extract.get("source_options") or SourceOptions())
         require(len(self.students) > 0, "students", "empty list; name at least one student (`aftpipe students`)")
+        object.__setattr__(self, "students", tuple(StudentSpec(s) if isinstance(s, str) else s for s in self.students))
         for i, s in enumerate(self.students):
-            registered(STUDENTS, s, ("students", i))
+            registered(STUDENTS, s.name, ("students", i), self.train_template().student_options)
+            try:
+                dataclasses.replace(self.train_template(), **s.train)
+            except ConfigError as e:
+                raise e.under("students", i, "train") from None
         require(len(self.seeds) > 0, "seeds", "expected at least one seed (3 or more for a mean ± std)")
         require(len(set(self.seeds)) == len(self.seeds) and min(self.seeds) >= 0 and self.tune_seed >= 0, "seeds",
                 f"seeds must be distinct and ≥ 0, got {list(self.seeds)} (tune_seed {self.tune_seed})")
@@ -161,14 +192,14 @@ class PipelineConfig(Config):
                 require(s in self.sources, ("methods", i, "sources"),
                         f"no source set `{s}`; the sets are {', '.join(self.sources)}")
             for s in self.source_sets(m):
-                require((m.name, s) not in seen, ("methods", i),
-                        f"repeats methods[{seen.get((m.name, s))}] ({m.name} on {s}); merge their grids")
-                seen[m.name, s] = i
+                require((m.label, s) not in seen, ("methods", i),
+                        f"repeats methods[{seen.get((m.label, s))}] ({m.label} on {s}); merge their grids")
+                seen[m.label, s] = i
             try:
                 dataclasses.replace(template, **m.train)
             except ConfigError as e:
                 raise e.under("methods", i, "train") from None
-            require(len(self.grid(m)) == 1 or template.holdout > 0, "train.holdout",
+            require(all(len(self.grid(m, st)) == 1 for st in self.students) or template.holdout > 0, "train.holdout",
                     f"methods[{i}] has a grid to tune but there is no hold-out; set holdout > 0")
 
     def train_template(self) -> TrainConfig:
@@ -194,10 +225,11 @@ class PipelineConfig(Config):
         return (f"n={n}: no std. The final runs use {n} seed{'s' if n > 1 else ''}; a spread needs at least "
                 f"{MIN_SEEDS}, so these means are a smoke test, not a comparison of methods.")
 
-    def grid(self, m: MethodSpec) -> list[tuple[float, float]]:
-        """The (β, lr) settings of method `m`, β-major in the order written."""
+    def grid(self, m: MethodSpec, student: StudentSpec | None = None) -> list[tuple[float, float]]:
+        """The (β, lr) settings of method `m` for `student`, β-major in the order written; the lr grid is the
+        method's, else the student's, else train.lr."""
         betas = m.beta if m.beta is not None else ((0.0,) if m.name in NO_BETA else (MethodConfig().beta,))
-        lrs = m.lr if m.lr is not None else (self.train_template().lr,)
+        lrs = m.lr or (student.lr if student is not None and student.lr else None) or (self.train_template().lr,)
         return [(b, lr) for b in betas for lr in lrs]
 
 
@@ -223,10 +255,12 @@ class Group:
     sources: str
     student: str  # `head` for the linear probe
     grid: tuple[tuple[float, float], ...]
+    student_train: tuple[tuple[str, Any], ...] = ()  # the student's own TrainConfig settings
 
     @property
     def method(self) -> str:
-        return self.spec.name
+        """The method's name in runs and tables (with its control, if any)."""
+        return self.spec.label
 
     @property
     def label(self) -> str:
@@ -234,9 +268,10 @@ class Group:
 
 
 def plan(cfg: PipelineConfig) -> list[Group]:
-    return [Group(m, s, student, tuple(cfg.grid(m)))
+    probe = StudentSpec(PROBE_STUDENT)
+    return [Group(m, s, st.name, tuple(cfg.grid(m, st)), tuple(st.train.items()))
             for m in cfg.methods for s in cfg.source_sets(m)
-            for student in ((PROBE_STUDENT,) if m.name == PROBE else cfg.students)]
+            for st in ((probe,) if m.name == PROBE else cfg.students)]
 
 
 def run_name(method: str, sources: str, student: str, beta: float, lr: float, seed: int) -> str:
@@ -266,10 +301,11 @@ class PipelinePlan:
         return tuple(str(self.stores[spec]) for spec in self.cfg.sources[sources])
 
     def train_config(self, g: Group, beta: float, lr: float, seed: int) -> TrainConfig:
-        tc = dataclasses.replace(self.cfg.train_template(), **g.spec.train)
+        tc = dataclasses.replace(self.cfg.train_template(), **{**dict(g.student_train), **g.spec.train})
         return dataclasses.replace(
-            tc, out=str(self.run_dir(g, beta, lr, seed)), features=self.features(g.sources), method=g.method,
+            tc, out=str(self.run_dir(g, beta, lr, seed)), features=self.features(g.sources), method=g.spec.name,
             student=tc.student if g.method == PROBE else g.student, seed=seed, lr=lr, unlabeled=g.spec.unlabeled,
+            phi_control=g.spec.control,
             method_options=MethodConfig(beta=beta, **g.spec.options), resume=True)
 
     def run_dir(self, g: Group, beta: float, lr: float, seed: int) -> Path:
@@ -356,8 +392,8 @@ def _load_checked(cfg: PipelineConfig) -> Dataset:
     dataset = load_dataset(cfg.dataset, cfg.data_dir, template.dataset_options)
     for split in (template.train_split, resolve_test_split(dataset.name, cfg.test_split), *(cfg.extract.get("splits") or ())):
         dataset.split(split)  # an unknown split names the ones there are
-    for i, s in enumerate(cfg.students):
-        cls = STUDENTS.get(s)
+    for i, s in enumerate(st.name for st in cfg.students):
+        cls = STUDENTS.get(STUDENTS.split_options(s)[0])
         if cls.modality != dataset.modality:
             raise AftpipeError(f"students[{i}]: `{s}` is for {cls.modality} but dataset `{cfg.dataset}` is "
                                f"{dataset.modality}; pick a {dataset.modality} student (`aftpipe students`)")
@@ -513,5 +549,5 @@ def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir:
     return out
 
 
-__all__ = ["MethodSpec", "PipelineConfig", "PipelinePlan", "load_pipeline", "plan", "plan_pipeline",
+__all__ = ["MethodSpec", "PipelineConfig", "PipelinePlan", "StudentSpec", "load_pipeline", "plan", "plan_pipeline",
            "reproduce_command", "run_name", "run_pipeline", "validate"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from aftpipe.errors import AftpipeError
 
@@ -56,6 +56,21 @@ class Registry(Generic[T]):
             return self._entries[prefix + ":"], arg
         known = ", ".join(self.names()) or "(none)"
         raise UnknownNameError(f"no {self.kind} `{spec}`; known: {known}")
+
+    @staticmethod
+    def split_options(spec: str) -> tuple[str, dict[str, Any]]:
+        """`name@key=value,key=value` → (name, {key: value}), values read as YAML scalars (`2` is an int);
+        a spec without `@key=value` is (spec, {}). How a pipeline gives one source or student its own options
+        (`minilm@layer=2`, `textcnn@init_embeddings=minilm`)."""
+        name, sep, extra = spec.rpartition("@")
+        if not sep or "=" not in extra:
+            return spec, {}
+        import yaml
+
+        pairs = [kv.partition("=") for kv in extra.split(",")]
+        if any(not k.strip() or not eq for k, eq, _ in pairs):
+            raise AftpipeError(f"`{spec}`: write its options as NAME@key=value,key=value")
+        return name, {k.strip(): yaml.safe_load(v) for k, _, v in pairs}
 
     def __getitem__(self, name: str) -> T:
         """The entry registered under exactly `name` (`hf:` included), without resolving arguments."""

@@ -30,7 +30,7 @@ PROBE_STUDENT = "head"  # the linear probe trains no student: a linear head on �
 MIN_SEEDS_FOR_STD = 3  # below this a table shows the mean alone
 
 RESULT_COLUMNS = ["method", "sources", "student", "params", "beta", "lr", "seed", "metric", "test", "holdout",
-                  "ms_per_step", "wall_s", "steps", "foundation_params", "sigma", "run"]
+                  "ms_per_step", "wall_s", "steps", "foundation_params", "sigma", "reg_last", "reg_floor", "run"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ class RunRecord:
     wall_s: float = math.nan
     steps: int = 0
     sigma: dict[str, float] = field(default_factory=dict)  # AFT: mean σ(s) per source store
+    reg_last: float = math.nan  # the transfer term on hold-out batches at the last evaluation
+    reg_floor: float = math.nan  # AFT: the same for a student that learned nothing (identity kernel)
     run: str = ""
 
 
@@ -71,6 +73,8 @@ def record_from_metrics(metrics: dict[str, Any], *, method: str, sources: str, s
         params=int(metrics.get("params") or 0), foundation_params=int(metrics.get("foundation_params") or 0),
         ms_per_step=float(metrics.get("ms_per_step", math.nan)), wall_s=float(metrics.get("wall_s", math.nan)),
         steps=int(metrics.get("steps") or 0), sigma=sigma, run=run,
+        reg_last=float((metrics.get("regulariser") or {}).get("last", math.nan)),
+        reg_floor=float((metrics.get("regulariser") or {}).get("floor_last", math.nan)),
     )
 
 
@@ -90,7 +94,8 @@ def csv_rows(records: Iterable[RunRecord]) -> list[dict[str, str]]:
             "beta": _num(r.beta), "lr": _num(r.lr), "seed": _num(r.seed), "metric": r.metric,
             "test": _num(r.test), "holdout": _num(r.holdout), "ms_per_step": _num(r.ms_per_step),
             "wall_s": _num(r.wall_s), "steps": _num(r.steps), "foundation_params": _num(r.foundation_params),
-            "sigma": " ".join(f"{k}={v:.4f}" for k, v in r.sigma.items()), "run": r.run,
+            "sigma": " ".join(f"{k}={v:.4f}" for k, v in r.sigma.items()), "reg_last": _num(r.reg_last),
+            "reg_floor": _num(r.reg_floor), "run": r.run,
         })
     return rows
 
@@ -121,6 +126,8 @@ class Summary:
     ms_per_step: float  # mean over seeds
     wall_s: float  # mean per run
     sigma: dict[str, float]  # mean over seeds, per source
+    reg_last: float  # mean over seeds
+    reg_floor: float
 
     @property
     def is_probe(self) -> bool:
@@ -157,6 +164,7 @@ def summarize(records: Iterable[RunRecord]) -> list[Summary]:
             mean=mean, std=std, n=len(rs), params=rs[0].params,
             ms_per_step=_nanmean([r.ms_per_step for r in rs]), wall_s=_nanmean([r.wall_s for r in rs]),
             sigma={k: _nanmean([r.sigma[k] for r in rs if k in r.sigma]) for k in stores},
+            reg_last=_nanmean([r.reg_last for r in rs]), reg_floor=_nanmean([r.reg_floor for r in rs]),
         ))
     return out
 
@@ -194,8 +202,8 @@ def results_table(final: Iterable[RunRecord]) -> str:
     summaries = [s for s in summaries if not s.is_probe] + [s for s in summaries if s.is_probe]
     metric = METRIC_LABEL.get(summaries[0].metric, summaries[0].metric) if summaries else "metric"
     lines = [f"| method | sources | student | test {metric} (mean ± std) | gap closed | seeds | β | lr | params "
-             "| ms/step | wall s/run | mean σ(s) per source |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| ms/step | wall s/run | mean σ(s) per source | R / floor |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         sigma = ", ".join(f"{k} {v:.3f}" for k, v in s.sigma.items()) or "–"
         gap = gap_closed(s, summaries)
@@ -203,9 +211,16 @@ def results_table(final: Iterable[RunRecord]) -> str:
             f"| {s.method} | {s.sources} | {s.student} | {_fmt(s.mean)} ± {_std(s)} "
             f"| {'–' if math.isnan(gap) else f'{100 * gap:.0f}%'} | {s.n} "
             f"| {'–' if s.is_probe else f'{s.beta:g}'} | {'–' if s.is_probe else f'{s.lr:g}'} | {s.params:,} "
-            f"| {_fmt(s.ms_per_step, '.1f')} | {_fmt(s.wall_s, '.1f')} | {sigma} |"
+            f"| {_fmt(s.ms_per_step, '.1f')} | {_fmt(s.wall_s, '.1f')} | {sigma} | {_reg(s)} |"
         )
     return "\n".join(lines)
+
+
+def _reg(s: Summary) -> str:
+    """The hold-out transfer term at the end of training, beside AFT's learned-nothing floor."""
+    if math.isnan(s.reg_last):
+        return "–"
+    return f"{s.reg_last:.3f}" + ("" if math.isnan(s.reg_floor) else f" / {s.reg_floor:.3f}")
 
 
 def tuning_table(tuning: Iterable[RunRecord], chosen: set[tuple[str, str, str, float, float]]) -> str:

@@ -72,6 +72,8 @@ def load_run_data(cfg: TrainConfig, method_cls: type[Method]) -> RunData:
     check_labels(train_split, test, num_classes)
     feats = (open_split_features(cfg.features, dataset, cfg.train_split, cfg.in_memory, cfg.stored_rows_only)
              if cfg.features else None)
+    if feats is not None:
+        feats.apply_control(cfg.phi_control)
     examples = np.arange(len(train_split)) if feats is None else feats.examples
     plan = plan_rows(examples, train_split.labels, cfg.labels, cfg.holdout, cfg.data_seed, train_split.origin)
     if feats is not None and cfg.phi_norm == "standardize" and method_cls.uses_student:  # the probe's head standardises itself
@@ -131,8 +133,16 @@ def _lr_lambda(total: int, warmup: int):
 
 
 def _batch(encoded: dict[str, torch.Tensor], idx: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+    """Rows `idx` of the encoded inputs on `device`. Text is right-padded to the student's max_length, and
+    students ignore padding exactly, so the columns no row of this batch uses are cut off: SST-2 sentences
+    are ~11 WordPieces against a max_length of 64."""
     t = torch.from_numpy(idx)
-    return {k: v[t].to(device, non_blocking=True) for k, v in encoded.items()}
+    batch = {k: v[t] for k, v in encoded.items()}
+    mask = batch.get("attention_mask")
+    if mask is not None and mask.ndim == 2 and mask.shape[0]:
+        width = max(1, int(mask.sum(1).max()))
+        batch = {k: v[:, :width] if v.ndim == 2 and v.shape[1] == mask.shape[1] else v for k, v in batch.items()}
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 @torch.no_grad()
@@ -274,16 +284,40 @@ class Trainer:
         pred = predict(self.student, self.enc_train, hold, self.device)
         return score(pred, self.data.train.labels[hold], self.data.metric)
 
+    @torch.no_grad()
+    def holdout_regulariser(self, max_batches: int = 8) -> dict[str, float]:
+        """The transfer term (and, for AFT, its learned-nothing floor) on up to `max_batches` hold-out batches
+        (training rows when there is no hold-out): the diagnostic that tells transfer from its absence."""
+        if self.phi is None:
+            return {}
+        plan, bs = self.data.plan, self.cfg.batch_size
+        rows = (plan.holdout if len(plan.holdout) else plan.train)[: max_batches * bs]
+        regs, floors = [], []
+        self.student.eval()
+        for i in range(0, len(rows), bs):
+            idx = rows[i:i + bs]
+            if len(idx) < 3:  # a kernel or an angle needs a few rows
+                continue
+            h = self.student.features(_batch(self.enc_train, idx, self.device))
+            phi = self.phi(idx).to(self.device)
+            regs.append(float(self.method.regulariser(h.float(), self.student.head(h).float(), phi)))
+            floor = self.method.regulariser_floor(phi)
+            if floor is not None:
+                floors.append(float(floor))
+        self.student.train()
+        out = {"reg": float(np.mean(regs))} if regs else {}
+        return {**out, "reg_floor": float(np.mean(floors))} if floors else out
+
     def evaluate(self, logs: dict[str, float]) -> float:
         """Score the hold-out, keep the best weights, checkpoint; returns the hold-out metric (NaN: none)."""
         st, metric = self.state, self.data.metric
-        hm = self.holdout_scores()
+        hm = {**self.holdout_scores(), **self.holdout_regulariser()}
         cur = hm.get(metric, -st["step"])  # no hold-out: the last step is the best
         st["history"].append({"step": st["step"], "epoch": round(st["step"] / self.sched_info.steps_per_epoch, 3),
                               **logs, "lr": self.sched.get_last_lr()[0], **{f"holdout_{k}": v for k, v in hm.items()}})
         if self.log is not None:
             self.log.log({**st["history"][-1], "train_s": round(st["train_time"], 3)})
-        if cur > st["best"] or not hm:
+        if cur > st["best"] or metric not in hm:
             st["best"], st["best_step"], st["bad_evals"] = cur, st["step"], 0
             self.best_weights = {k: v.detach().clone() for k, v in self.student.state_dict().items()}
         else:
@@ -302,6 +336,9 @@ class Trainer:
                 fields = {k: f"{v:.3f}" for k, v in logs.items()}
                 if st["step"] % self.sched_info.eval_every == 0 or st["step"] == total:
                     fields["holdout"] = f"{self.evaluate(logs):.3f}"
+                    last = st["history"][-1]
+                    if "holdout_reg_floor" in last:  # R next to what a student that learned nothing would score
+                        fields["R/floor"] = f"{last['holdout_reg']:.3f}/{last['holdout_reg_floor']:.3f}"
                     if cfg.patience is not None and st["bad_evals"] >= cfg.patience:
                         self.progress.log(f"early stop at step {st['step']}: no hold-out gain for {cfg.patience} "
                                           "evaluations")
@@ -320,7 +357,7 @@ class Trainer:
         from safetensors.torch import save_file
 
         cfg, data, st, student = self.cfg, self.data, self.state, self.student
-        if self.best_weights is not None:
+        if cfg.select == "best" and self.best_weights is not None:
             student.load_state_dict(self.best_weights)
         test_scores = score(predict(student, self.enc_test, data.test_rows, self.device),
                             data.test.labels[data.test_rows], data.metric)
@@ -338,11 +375,22 @@ class Trainer:
                      "test": len(data.test_rows), "unlabeled_used": bool(self.use_unlabeled),
                      **({"stored_rows_only": data.coverage} if data.coverage else {})},
             "method": {"name": cfg.method, "beta": cfg.method_options.beta, **self._summary()},
+            "regulariser": self._regulariser_trace(), "phi_control": cfg.phi_control, "select": cfg.select,
             "device": str(self.device), "test_split": data.test.name,
         }
         self.progress.log(f"test {data.metric} {test_scores[data.metric]:.4f}  hold-out "
                           f"{hold_scores.get(data.metric, float('nan')):.4f}  → {cfg.out}")
         return metrics
+
+    def _regulariser_trace(self) -> dict[str, float]:
+        """The hold-out regulariser (and floor) at the first and the last evaluation."""
+        hist = [h for h in self.state["history"] if "holdout_reg" in h]
+        if not hist:
+            return {}
+        out = {"first": hist[0]["holdout_reg"], "last": hist[-1]["holdout_reg"]}
+        if "holdout_reg_floor" in hist[-1]:
+            out |= {"floor_first": hist[0]["holdout_reg_floor"], "floor_last": hist[-1]["holdout_reg_floor"]}
+        return out
 
     def _summary(self) -> dict[str, Any]:
         s = self.method.summary()

@@ -27,6 +27,7 @@ import pytest
     (["--dataset", "sst2", "--tfidf-dim", "0"], ["--tfidf-dim must be ≥ 1, got 0"]),
     (["--dataset", "sst2", "--pooling", "max"], ["--pooling expected one of mean, cls, last, got 'max'"]),
     (["--dataset", "digits", "--source", "minilm"], ["reads text", "image"]),
+    (["--dataset", "sst2", "--prompt", "Review:"], ["--prompt: has no {text}"]),
 ])
 def test_extract_bad_input(args, needles, tmp_path, cli, one_line_error):
     code, _, err = cli(["extract", "--cache-dir", str(tmp_path), *args])

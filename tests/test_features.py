@@ -24,3 +24,41 @@ def test_plan_rows_refuses_an_impossible_budget():
         plan_rows(np.arange(4), labels, budget=5, holdout=0.1, seed=0)
     with pytest.raises(AftpipeError, match="no labeled rows are left"):
         plan_rows(np.arange(4), labels, budget=None, holdout=0.9, seed=0)
+
+
+def _features(n=400, d=6, seed=0):
+    from aftpipe.features import Features
+    from aftpipe.store.array import FeatureArray
+
+    x = (np.random.default_rng(seed).standard_normal((n, d)) @ np.diag(np.arange(1, d + 1))).astype(np.float32)
+    index = np.arange(n)
+    return Features([FeatureArray([x], n, index, "float32")], index.copy(), [d]), x
+
+
+def test_shuffle_control_keeps_every_row_but_not_whose_it_is():
+    feats, x = _features()
+    feats.apply_control("shuffle")
+    got = feats(np.arange(400)).numpy()
+    assert sorted(map(tuple, got)) == sorted(map(tuple, x))  # the same rows: the same statistics
+    assert (got == x).all(axis=1).mean() < 0.02  # almost no example keeps its own row
+    again, _ = _features()
+    again.apply_control("shuffle", seed=0)
+    assert np.array_equal(again(np.arange(400)).numpy(), got)  # fixed: the same whatever the training seed
+
+
+def test_gaussian_control_matches_mean_and_covariance_only():
+    feats, x = _features(n=4000)
+    feats.apply_control("gaussian")
+    got = feats(np.arange(4000)).numpy()
+    np.testing.assert_allclose(got.mean(0), x.mean(0), atol=0.15)
+    np.testing.assert_allclose(np.cov(got, rowvar=False), np.cov(x, rowvar=False), atol=0.25 * np.var(x, 0).max() ** 0.5)
+    assert abs(np.corrcoef(got[:, -1], x[:, -1])[0, 1]) < 0.05  # nothing of each example's own row is left
+
+
+def test_a_control_needs_a_transfer_term_to_control():
+    from aftpipe.config import ConfigError, TrainConfig
+
+    for method in ("none", "linear_probe"):
+        with pytest.raises(ConfigError, match=f"^phi_control: method `{method}` has no transfer term to control"):
+            TrainConfig(dataset="sst2", out="r", features=("s",), method=method, phi_control="shuffle")
+    assert TrainConfig(dataset="sst2", out="r", features=("s",), method="aft", phi_control="gaussian")

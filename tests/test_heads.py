@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from aftpipe.config import DatasetOptions, ExtractConfig
+from aftpipe.config import ExtractConfig
 from aftpipe.data import load_dataset
 from aftpipe.extraction import extract
 from aftpipe.features import open_split_features
@@ -63,3 +63,22 @@ def test_the_cache_folder_can_move_and_an_unwritable_one_only_costs_the_reuse(fe
     monkeypatch.setenv("AFTPIPE_HEAD_CACHE", str(blocked))
     head, where = fitted_head(f, (store,), rows, labels, 2)
     assert where["cached"] is False and where["folder"] is None and head.c in head.cv
+
+
+def test_a_control_is_part_of_the_heads_key():
+    import numpy as np
+
+    from aftpipe.features import Features
+    from aftpipe.heads import head_key
+    from aftpipe.store.array import FeatureArray
+
+    x = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    def feats():
+        f = Features([FeatureArray([x], 50, np.arange(50), "float32")], np.arange(50), [4])
+        f.identity = ["store-a"]
+        return f
+    rows, labels = np.arange(40), np.arange(50) % 2
+    plain, shuffled = feats(), feats()
+    shuffled.apply_control("shuffle")
+    assert head_key(plain, rows, labels, 2, 0, 0) != head_key(shuffled, rows, labels, 2, 0, 0)
+    assert head_key(plain, rows, labels, 2, 0, 0) == head_key(feats(), rows, labels, 2, 0, 0)

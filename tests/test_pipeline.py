@@ -59,6 +59,31 @@ def test_a_good_pipeline_loads_with_its_defaults(tmp_path):
         "aft-minilm+tfidf-hf-config__x_c.json-b0.1-lr0.001-s2"
 
 
+def test_a_control_is_its_own_group_with_its_own_runs(tmp_path, data_dir):
+    path = write(tmp_path, BASE.replace("  - name: linear_probe\n", "  - name: aft\n    control: shuffle\n"
+                                                                   "  - name: linear_probe\n"))
+    p = plan_pipeline(path, cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs")
+    g = p.groups[3]
+    assert g.method == "aft+shuffle" and g.spec.name == "aft" and g.label == "aft+shuffle · minilm · textcnn"
+    tc = p.train_config(g, 1.0, 1e-3, 0)
+    assert tc.method == "aft" and tc.phi_control == "shuffle" and "aft+shuffle-minilm-textcnn" in tc.out
+    assert p.train_config(p.groups[1], 1.0, 1e-3, 0).phi_control == "none"
+
+
+def test_a_student_may_bring_its_own_lr_grid_and_settings(tmp_path, data_dir):
+    text = BASE.replace("students: [textcnn]", "students:\n  - textcnn\n  - {name: bow-mlp, lr: [0.01, 0.03], "
+                        "train: {weight_decay: 0.0}}")
+    p = plan_pipeline(write(tmp_path, text), cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs")
+    by = {(g.method, g.student): g for g in p.groups}
+    assert by["none", "textcnn"].grid == ((0.0, 0.001),) and by["none", "bow-mlp"].grid == ((0.0, 0.01), (0.0, 0.03))
+    assert len(by["aft", "bow-mlp"].grid) == 3 * 2  # the method's β grid × the student's lr grid
+    tc = p.train_config(by["aft", "bow-mlp"], 0.1, 0.03, 0)
+    assert (tc.student, tc.lr, tc.weight_decay, tc.epochs) == ("bow-mlp", 0.03, 0.0, 2)
+    assert p.train_config(by["aft", "textcnn"], 0.1, 1e-3, 0).weight_decay == 0.01
+    with pytest.raises(AftpipeError, match=r"students\[1\]\.train\.lr: set by the pipeline"):
+        load_pipeline(write(tmp_path, text.replace("weight_decay: 0.0", "lr: 0.1")))
+
+
 def test_a_method_may_override_the_shared_training_settings(tmp_path, data_dir):
     path = write(tmp_path, BASE.replace("{state_lr: 1e-2}", "{state_lr: 1e-2}\n    train: {steps: 900}"))
     p = plan_pipeline(path, cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs")
@@ -99,6 +124,9 @@ def test_a_method_may_override_the_shared_training_settings(tmp_path, data_dir):
     (("train: {epochs: 2,", "train: {seed: 3, epochs: 2,"), ["train.seed: set by the pipeline", "seeds:"]),
     (("train: {epochs: 2,", "train: {epochs: two,"), ["train.epochs: expected an integer, got 'two'"]),
     (("  - name: none\n", "  - name: none\n    beta: [1.0]\n"), ["methods[0].beta: method `none` has no"]),
+    (("  - name: none\n", "  - name: none\n    control: shuffle\n"), ["methods[0].control: method `none` has no transfer"]),
+    (("    options: {state_lr: 1e-2}\n", "    options: {state_lr: 1e-2}\n  - name: aft\n    control: noise\n"),
+     ["methods[2].control: expected one of none, shuffle, gaussian, got 'noise'"]),
     (("  - name: linear_probe\n", "  - name: linear_probe\n    lr: [0.1]\n"), ["methods[2].lr: linear_probe"]),
     (("dataset: sst2", "dataset: sst3"), ["dataset: no dataset `sst3`"]),
     (("{state_lr: 1e-2}", "{state_lr: 1e-2}\n    train: {steps: 0}"), ["methods[1].train.steps: must be ≥ 1"]),

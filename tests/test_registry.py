@@ -38,3 +38,12 @@ def test_misses_and_duplicates_are_refused():
         reg["hf:x"]  # indexing takes registered names only, no argument resolution
     with pytest.raises(ValueError, match="already registered"):
         reg.register("plain", "again")
+
+
+def test_a_spec_may_carry_options_after_an_at_sign():
+    reg, _ = make()
+    assert reg.split_options("plain") == ("plain", {})
+    assert reg.split_options("hf:/m@home/x") == ("hf:/m@home/x", {})  # an @ without key=value is part of the name
+    assert reg.split_options("hf:/x@layer=2,pooling=cls,on=true") == ("hf:/x", {"layer": 2, "pooling": "cls", "on": True})
+    with pytest.raises(AftpipeError, match="write its options as NAME@key=value"):
+        reg.split_options("plain@=3")

@@ -1,6 +1,5 @@
 """A run's live log: metrics.jsonl (resume-safe), TensorBoard and W&B (offline) sinks."""
 
-import json
 
 import pytest
 

@@ -171,6 +171,11 @@ def _cli(reviews_dir, tiny_hf_dir, *extra):
     (["--max-length", "0"], ["--max-length must be ≥ 1, got 0"]),
     (["--text-col", "label"], ["--text-col", "`label` is the label column"]),
     (["--method", "aft", "--phi-norm", "zscore"], ["--phi-norm expected one of none, standardize"]),
+    (["--method", "none", "--phi-control", "shuffle"], ["--phi-control: method `none` has no transfer term"]),
+    (["--method", "linear_probe", "--phi-control", "gaussian"], ["--phi-control: method `linear_probe` has no"]),
+    (["--student", "hf:minilm", "--student-layers", "9"], ["--student-layers 9 is out of range", "6 layers"]),
+    (["--student", "hf:/no/such/model"], ["/no/such/model does not exist"]),
+    (["--init-embeddings", "tfidf"], ["--init-embeddings `tfidf`", "minilm"]),
     (["--student", "small-cnn"], ["small-cnn", "text"]),
     (["--student", "tiny-transformer", "--embed-dim", "30"], ["embed_dim divisible by 4"]),
     (["--num-classes", "1"], ["label 1", "outside 0..0"]),
@@ -227,6 +232,50 @@ def test_sigkill_then_resume_finishes(reviews_dir, tiny_hf_dir):
     assert again.returncode == 0, again.stderr
     assert f"resuming {out} at step {step}" in again.stderr
     assert json.loads((out / "metrics.json").read_text())["steps"] == step + 20
+
+
+def test_diagnostics_track_the_transfer_term_and_aft_reports_its_floor(reviews_dir, tiny_hf_dir):
+    m = train(cfg(reviews_dir, tiny_hf_dir, method="aft", method_options=MethodConfig(beta=1.0)))
+    reg = m["regulariser"]
+    hist = [h for h in m["history"] if "holdout_reg" in h]
+    assert reg["first"] == hist[0]["holdout_reg"] and reg["last"] == hist[-1]["holdout_reg"]
+    assert reg["floor_last"] == hist[-1]["holdout_reg_floor"] and 0 < reg["floor_last"] < 1.5
+    kd = train(cfg(reviews_dir, tiny_hf_dir, method="kd_feature", out=str(reviews_dir / "kd")))
+    assert "last" in kd["regulariser"] and "floor_last" not in kd["regulariser"]  # only AFT has a floor
+    none = train(cfg(reviews_dir, tiny_hf_dir, method="none", out=str(reviews_dir / "none")))
+    assert none["regulariser"] == {}
+
+
+def test_controls_train_and_change_what_the_student_sees(reviews_dir, tiny_hf_dir):
+    base = train(cfg(reviews_dir, tiny_hf_dir, method="aft", out=str(reviews_dir / "a")))
+    shuffled = train(cfg(reviews_dir, tiny_hf_dir, method="aft", phi_control="shuffle", out=str(reviews_dir / "b")))
+    assert shuffled["phi_control"] == "shuffle"
+    assert [h["reg"] for h in shuffled["history"]] != [h["reg"] for h in base["history"]]
+
+
+def test_select_last_keeps_the_final_weights(reviews_dir, tiny_hf_dir):
+    from safetensors.torch import load_file
+
+    c = cfg(reviews_dir, tiny_hf_dir, method="none", select="last", patience=None, eval_every=3)
+    m = train(c)
+    assert m["select"] == "last"
+    import torch
+
+    from aftpipe import rundir
+
+    best = train(dataclasses_replace(c, select="best", out=str(reviews_dir / "best")))
+    last_w, best_w = load_file(str(reviews_dir / "run" / "student.safetensors")), load_file(
+        str(reviews_dir / "best" / "student.safetensors"))
+    assert best["best_step"] < best["steps"] or m["test"] == best["test"]  # best differs only if it came earlier
+    if best["best_step"] < best["steps"]:
+        assert any(not torch.equal(last_w[k], best_w[k]) for k in last_w)
+    assert rundir.is_finished(reviews_dir / "run")
+
+
+def dataclasses_replace(c, **kw):
+    import dataclasses
+
+    return dataclasses.replace(c, **kw)
 
 
 def test_metrics_jsonl_grows_per_evaluation_and_a_resume_keeps_it_consistent(reviews_dir, tiny_hf_dir):

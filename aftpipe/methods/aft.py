@@ -16,7 +16,7 @@ from torch import Tensor
 
 from aftpipe.config import MethodConfig
 from aftpipe.methods.base import LossTerms, Method, masked_cross_entropy
-from aftpipe.methods.losses import aft_kernel_loss, aft_primal_loss
+from aftpipe.methods.losses import aft_kernel_floor, aft_kernel_loss, aft_primal_loss
 
 __all__ = ["AFT", "AFTPrimal", "aft_kernel_loss", "aft_primal_loss"]
 
@@ -44,6 +44,9 @@ class AFT(Method):
         ce = masked_cross_entropy(logits, y)
         reg = aft_kernel_loss(h, phi, self.s)
         return LossTerms(total=ce + self.cfg.beta * reg, ce=ce, reg=reg)
+
+    def regulariser_floor(self, phi: Tensor) -> Tensor:
+        return aft_kernel_floor(phi, self.s.detach())
 
     def summary(self) -> dict:
         """Per source (in feature_dims order): mean σ(s) and the fraction of its features with σ(s) > 0.5 —

@@ -82,6 +82,17 @@ class Method(nn.Module):
         """JSON-able facts about the learned state, for metrics.json."""
         return {}
 
+    @torch.no_grad()
+    def regulariser(self, h: Tensor, logits: Tensor, phi: Tensor) -> Tensor:
+        """The transfer term alone (unweighted, as if every row were unlabeled and training had just begun):
+        what the diagnostics track on hold-out batches."""
+        y = torch.full((h.shape[0],), -1, dtype=torch.long, device=h.device)
+        return self(h, logits, phi, y, 0.0).reg
+
+    def regulariser_floor(self, phi: Tensor) -> Tensor | None:
+        """The regulariser's value for a student that learned nothing, where that is defined (AFT)."""
+        return None
+
     def extra_repr(self) -> str:
         return f"student_dim={self.student_dim}, feature_dims={list(self.feature_dims)}, beta={self.cfg.beta:g}"
 

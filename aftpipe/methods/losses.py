@@ -135,6 +135,19 @@ def aft_kernel_loss(
 
 
 @_full_precision
+def aft_kernel_floor(phi: Tensor, s: Tensor | None, eps: float = NORM_EPS) -> Tensor:
+    """R of a student that learned nothing: the identity kernel (every example like itself only) against
+    the kernel of φ ⊙ σ(s). A trained student's R near this level says the kernel term carried nothing over.
+
+        R_floor = sqrt(mean((I − t̂t̂ᵀ)²) + 1e-8)
+    """
+    phi, s = _upcast(phi, s)
+    tn = _centre_normalise(phi if s is None else phi * torch.sigmoid(s), eps)
+    dk = torch.eye(tn.shape[0], dtype=tn.dtype, device=tn.device) - tn @ tn.T
+    return torch.sqrt(dk.pow(2).mean() + RMS_EPS)
+
+
+@_full_precision
 def aft_primal_loss(h: Tensor, phi: Tensor, s: Tensor | None, V: Linear | Tensor) -> Tensor:
     """AFT's primal (feature-space) regulariser: R = mean((V t̄ − h̄)²), t = φ (or φ ⊙ σ(s) if s is given),
     bars = centred over the batch, mean over batch *and* the d student features; V: D → d is learned

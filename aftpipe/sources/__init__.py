@@ -25,22 +25,34 @@ SOURCES.register("timm:", TimmSource)
 SOURCES.register("tfidf", TfidfSource)
 
 
+def resolve(spec: str, options: SourceOptions = SourceOptions()) -> tuple[type[FeatureSource], str | None,
+                                                                         SourceOptions]:
+    """(class, argument, options) of a source spec. A spec may carry its own options after `@`
+    (`minilm@layer=2`, `hf:/models/e5@pooling=cls,max_length=128`), so one pipeline can read several
+    layers or poolings of one model; they override `options`."""
+    from aftpipe.config import with_overrides
+
+    name, extra = SOURCES.split_options(spec)
+    cls, arg = SOURCES.resolve(name)
+    return cls, arg, with_overrides(options, extra, spec)
+
+
 def load_source(spec: str, options: SourceOptions = SourceOptions()) -> FeatureSource:
-    cls, arg = SOURCES.resolve(spec)
+    cls, arg, options = resolve(spec, options)
     return cls.create(arg, options)
 
 
 def check_source(spec: str, options: SourceOptions = SourceOptions()) -> None:
     """Refuse a source that cannot load here, without loading it (see `FeatureSource.check`)."""
-    cls, arg = SOURCES.resolve(spec)
+    cls, arg, options = resolve(spec, options)
     cls.check(arg, options)
 
 
 def store_name(spec: str, options: SourceOptions = SourceOptions()) -> str:
     """The name of `spec`'s store under `<cache>/<dataset>/`, without loading the model."""
-    cls, arg = SOURCES.resolve(spec)
+    cls, arg, options = resolve(spec, options)
     return cls.store_name(arg, options)
 
 
-__all__ = ["SOURCES", "FeatureSource", "SourceOptions", "check_source", "load_source", "minilm_dir", "pool", "store_name",
-           "weights_sha256"]
+__all__ = ["SOURCES", "FeatureSource", "SourceOptions", "check_source", "load_source", "minilm_dir", "pool", "resolve",
+           "store_name", "weights_sha256"]

@@ -46,9 +46,12 @@ def minilm_dir() -> Path:
 
 
 def pooling_suffix(options: SourceOptions) -> str:
-    """Non-default pooling/layer go into the store name, so variants never collide on disk."""
+    """Non-default pooling/layer/prompt go into the store name, so variants never collide on disk."""
+    import hashlib
+
+    prompt = f"-prompt{hashlib.sha256(options.prompt.encode()).hexdigest()[:8]}" if options.prompt else ""
     return ("" if options.pooling == "mean" else f"-{options.pooling}") + (
-        "" if options.layer == -1 else f"-layer{options.layer}")
+        "" if options.layer == -1 else f"-layer{options.layer}") + prompt
 
 
 def resolve_model_dir(model_id: str) -> Path | None:
@@ -120,6 +123,8 @@ class HFSource(FeatureSource):
         return len(x)
 
     def collate(self, inputs: list[str]) -> dict[str, torch.Tensor]:
+        if self.options.prompt:  # str.replace, not format: texts and templates may hold other braces
+            inputs = [self.options.prompt.replace("{text}", x) for x in inputs]
         return dict(self.tokenizer(inputs, padding=True, truncation=True, max_length=self.options.max_length,
                                    return_tensors="pt"))
 
@@ -148,6 +153,7 @@ class HFSource(FeatureSource):
             "weights_sha256": self.weights,
             "layer": self.options.layer,
             "pooling": self.options.pooling,
+            **({"prompt": self.options.prompt} if self.options.prompt else {}),  # older stores have no key
             "normalize": False,
             "max_length": self.options.max_length,
             "forward_dtype": str(self.autocast).replace("torch.", "") if self.autocast else "float32",

@@ -20,6 +20,7 @@ from aftpipe.errors import AftpipeError
 from aftpipe.registry import Registry
 from aftpipe.students.base import Modality, Student
 from aftpipe.students.image import SmallCNN, Timm
+from aftpipe.students.pretrained import HFPretrained, init_word_embeddings
 from aftpipe.students.text import BowMLP, HFConfig, TextCNN, TinyTransformer
 
 __all__ = ["STUDENTS", "Student", "StudentConfig", "build_student", "rebuild_student", "student_class", "students_for"]
@@ -31,6 +32,8 @@ STUDENTS.register("bow-mlp", BowMLP, help="mean of token embeddings, then an MLP
 STUDENTS.register(
     "hf-config:", HFConfig, help="any transformers config (JSON, config.json or folder), random init (text)"
 )
+STUDENTS.register("hf:", HFPretrained, help="a pretrained transformers encoder (hub id, dir or minilm), "
+                  "fine-tuned whole; --student-layers K keeps its first K layers (text)")
 STUDENTS.register("small-cnn", SmallCNN, help="a few conv-BN-ReLU blocks + global average pool (image)")
 STUDENTS.register("timm:", Timm, help="any timm model by name or folder; local weights with `pretrained` (image)")
 
@@ -63,7 +66,11 @@ def build_student(
     `train_inputs` are the training split's inputs: text students build their vocabulary from them, small-cnn
     reads channels and size from the first one. `cfg` defaults to `StudentConfig()`; `modality` to what the
     inputs are (str → text)."""
-    cls, arg = STUDENTS.resolve(spec)
+    from aftpipe.config import with_overrides
+
+    name, extra = STUDENTS.split_options(spec)  # `textcnn@init_embeddings=minilm`: this student's own options
+    cls, arg = STUDENTS.resolve(name)
+    cfg = with_overrides(cfg or StudentConfig(), extra, spec)
     modality = modality or _infer_modality(train_inputs)
     if modality is not None and modality not in ("text", "image"):
         raise AftpipeError(f"unknown modality `{modality}`; use `text` or `image`.")
@@ -77,12 +84,17 @@ def build_student(
     cfg = cfg or StudentConfig()
     if cfg.pretrained is not None and cls is not Timm:
         raise AftpipeError(f"student `{spec}` has no pretrained weights to load; drop `pretrained` or use timm:NAME.")
-    return cls.create(spec, arg, num_classes, train_inputs, cfg)
+    if cfg.prune_vocab and cls is not HFPretrained:
+        raise AftpipeError(f"--prune-vocab is for hf: students; `{spec}` already keeps a compact vocabulary")
+    student = cls.create(spec, arg, num_classes, train_inputs, cfg)
+    if cfg.init_embeddings:
+        init_word_embeddings(student, cfg.init_embeddings)
+    return student
 
 
 def rebuild_student(spec: dict[str, Any]) -> Student:
     """The architecture `spec` (from `Student.spec()`) describes, ready for `load_state_dict`."""
     if not isinstance(spec, dict) or "student" not in spec:
         raise AftpipeError("a student spec must be the dict written by Student.spec(); pass the saved spec JSON.")
-    cls, _ = STUDENTS.resolve(spec["student"])
+    cls, _ = STUDENTS.resolve(STUDENTS.split_options(spec["student"])[0])
     return cls.from_spec(spec)

@@ -155,7 +155,7 @@ class SmallCNN(Student):
 # --- timm -------------------------------------------------------------------------------------------------
 class Timm(Student):
     """timm:<name | folder>: `timm.create_model(name, num_classes=C)`, random init unless `pretrained` names
-    local weights; features = `forward_head(forward_features(x), pre_logits=True)`, head = `get_classifier()`.
+    local weights (or is `hub`: the weights timm's registry names, fetched by timm); features = `forward_head(forward_features(x), pre_logits=True)`, head = `get_classifier()`.
     A folder is a timm model folder (config.json with `architecture`, e.g. written by timm's save_for_hf).
     Pixels follow the model's data config (mean/std, input size unless image_size is set), 3 channels."""
 
@@ -175,23 +175,31 @@ class Timm(Student):
         import timm
 
         overlay = None
-        if weights is not None:
+        if weights not in (None, "hub"):
             # read here, safely, and handed to timm as a state dict (its highest-priority source)
             overlay = dict(state_dict=read_weights(weights), file=None, source=None, custom_load=False)
+        tag = pretrained_cfg.get("tag")
         try:
-            model = timm.create_model(
-                architecture,
-                pretrained=weights is not None,
-                pretrained_cfg=dict(pretrained_cfg),
-                pretrained_cfg_overlay=overlay,
-                num_classes=num_classes,
-                drop_rate=cfg.dropout,
-                **model_args,
-            )
-        except (RuntimeError, ValueError, KeyError, OSError) as e:
+            if weights == "hub":  # the registry's own weights (hub id or url): needs the network or the HF cache
+                model = timm.create_model(f"{architecture}.{tag}" if tag else architecture, pretrained=True,
+                                          num_classes=num_classes, drop_rate=cfg.dropout, **model_args)
+            else:
+                model = timm.create_model(
+                    architecture,
+                    pretrained=weights is not None,
+                    pretrained_cfg=dict(pretrained_cfg),
+                    pretrained_cfg_overlay=overlay,
+                    num_classes=num_classes,
+                    drop_rate=cfg.dropout,
+                    **model_args,
+                )
+        except Exception as e:  # noqa: BLE001 - timm and the hub raise many kinds; a failed load is the user's to fix
             if weights is None:
                 raise
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if weights == "hub":
+                raise AftpipeError(f"timm weights for `{architecture}` could not be fetched from the hub ({first[:200]}); "
+                                   "offline machines: pass a local weights file as --pretrained") from None
             raise AftpipeError(
                 f"weights `{weights}` do not load into timm model `{architecture}` ({first[:300]}); "
                 "pass weights saved from this architecture."
@@ -301,9 +309,10 @@ def read_weights(path: str) -> dict[str, Tensor]:
 
 
 def _resolve_weights(path: str | None) -> str | None:
-    """The weights file for `pretrained`: the path itself, or the weights file inside a folder."""
-    if path is None:
-        return None
+    """The weights file for `pretrained`: the path itself, or the weights file inside a folder (`hub`: the
+    weights timm's registry names, fetched by timm)."""
+    if path is None or path == "hub":
+        return path
     p = Path(path).expanduser()
     if not p.exists():
         raise AftpipeError(

@@ -83,6 +83,11 @@ def wordpiece_ids(texts: Sequence[Any], max_length: int) -> tuple[np.ndarray, np
 _last: list[Any] = [None, None]  # (key, result) of the last call: the tokenisation is the slow part
 
 
+def base_vocab() -> dict[str, int]:
+    """The WordPiece vocabulary (token → id) the students' compact ids index into."""
+    return _minilm_tokenizer().get_vocab()
+
+
 def tokenizer_vocab_size() -> int:
     return _minilm_tokenizer().get_vocab_size()
 

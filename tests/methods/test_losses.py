@@ -406,3 +406,17 @@ def test_cross_validation_lands_near_the_best_c_in_hindsight():
     hindsight = [head_accuracy(fit_linear_head(x, y, 2, c=c), xt, yt) for c in C_GRID]
     assert max(hindsight) - min(hindsight) > 0.10
     assert head_accuracy(chosen, xt, yt) >= max(hindsight) - 0.015
+
+
+def test_aft_floor_is_the_kernel_distance_of_a_student_that_knows_nothing():
+    from aftpipe.methods.losses import aft_kernel_floor
+
+    g = torch.Generator().manual_seed(3)
+    phi, s = torch.randn(16, 10, generator=g, dtype=torch.float64), torch.randn(10, generator=g, dtype=torch.float64)
+    t = phi * torch.sigmoid(s)
+    t = t - t.mean(0)
+    t = t / (t.norm(dim=1, keepdim=True) + 1e-8)
+    naive = torch.sqrt(((torch.eye(16, dtype=torch.float64) - t @ t.T) ** 2).mean() + 1e-8)
+    torch.testing.assert_close(aft_kernel_floor(phi, s), naive)
+    # a student whose features are φ ⊙ σ(s) itself scores 0; one that knows nothing sits at the floor
+    assert aft_kernel_loss(phi * torch.sigmoid(s), phi, s) < 1e-3 < aft_kernel_floor(phi, s)

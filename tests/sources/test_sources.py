@@ -103,3 +103,36 @@ def test_bad_sources_are_user_errors(spec, msg):
 
 def test_registry_lists_every_source():
     assert {"minilm", "hf:", "timm:", "tfidf"} <= set(SOURCES.names())
+
+
+def test_prompted_last_token_features_as_the_authors_extract_them(tiny_hf_dir):
+    from transformers import AutoModel, AutoTokenizer
+
+    template = 'Review: "{text}"\nSentiment:'
+    opts = SourceOptions(pooling="last", prompt=template)
+    src = load_source(f"hf:{tiny_hf_dir}", opts)
+    assert src.name == store_name(f"hf:{tiny_hf_dir}", opts) != store_name(f"hf:{tiny_hf_dir}")
+    assert src.name.startswith(f"hf-{tiny_hf_dir.name}-last-prompt") and src.spec()["prompt"] == template
+    texts = ["a film {with braces}", "dull"]
+    got = src.forward(src.collate(texts)).numpy()
+    tok, model = AutoTokenizer.from_pretrained(tiny_hf_dir), AutoModel.from_pretrained(tiny_hf_dir).eval()
+    for i, t in enumerate(texts):  # one at a time: no padding, so the last token is the last position
+        enc = tok(template.replace("{text}", t), return_tensors="pt")
+        with torch.no_grad():
+            want = model(**enc).last_hidden_state[0, -1].numpy()
+        np.testing.assert_allclose(got[i], want, atol=1e-5)
+    with pytest.raises(AftpipeError, match="^prompt: has no {text}"):
+        SourceOptions(prompt="Review:")
+    assert "prompt" not in load_source(f"hf:{tiny_hf_dir}").spec()  # stores built before prompts keep their key
+
+
+def test_a_spec_may_carry_its_own_options():
+    from aftpipe.config import ConfigError, ExtractConfig
+
+    assert store_name("minilm@layer=2") == "minilm-layer2"
+    assert store_name("minilm@pooling=cls,layer=4") == "minilm-cls-layer4"
+    assert store_name("minilm@layer=2", SourceOptions(pooling="last")) == "minilm-last-layer2"  # the spec wins where it speaks
+    with pytest.raises(ConfigError, match=r"^sources\[0\]: `minilm@layr=2`: layr: unknown key; did you mean `layer`"):
+        ExtractConfig(dataset="sst2", sources=("minilm@layr=2",))
+    with pytest.raises(AftpipeError, match="write its options as NAME@key=value"):
+        store_name("minilm@=2")

