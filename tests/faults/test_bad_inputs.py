@@ -330,7 +330,7 @@ CASES = [
     C("train-rkd-angle-weight", f"{TRAIN} --rkd-angle-weight -1", "--rkd-angle-weight must be ≥ 0"),
     C("train-dropout", f"{TRAIN} --dropout 1", "--dropout must be in [0, 1), got 1"),
     C("train-vocab-size", f"{TRAIN} --vocab-size 2", "--vocab-size must be ≥ 3, got 2"),
-    C("train-layers", f"{TRAIN} --layers -1", "--layers must be ≥ 0, got -1"),
+    C("train-layers", f"{TRAIN} --student-layers -1", "--student-layers must be ≥ 0, got -1"),
     C("train-width", f"{TRAIN} --width 0", "--width must be ≥ 1, got 0"),
     C("train-embed-dim", f"{TRAIN} --embed-dim 0", "--embed-dim must be ≥ 1, got 0"),
     C("train-student-max-length", f"{TRAIN} --max-length 0", "--max-length must be ≥ 1, got 0"),
