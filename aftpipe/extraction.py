@@ -13,7 +13,6 @@ import dataclasses
 import os
 import platform
 import queue
-import shlex
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aftpipe.config import DatasetOptions, ExtractConfig, SourceOptions, cli_args
+from aftpipe.config import DatasetOptions, ExtractConfig, SourceOptions, command_line
 from aftpipe.data import default_data_dir, load_dataset
 from aftpipe.data.base import Dataset, Split
 from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
@@ -176,7 +175,7 @@ def rebuild_command(config: ExtractConfig, spec: str, splits: list[str], limit: 
     cfg = dataclasses.replace(config, sources=(spec,), splits=tuple(splits), limit=limit, shard_rows=shard_rows,
                               overwrite=True, workers=None, device="auto", batch_size=ExtractConfig.batch_size,
                               cache_dir=ExtractConfig.cache_dir, data_dir=str(folder) if folder else None)
-    return shlex.join(["aftpipe", "extract", *cli_args(cfg)])
+    return command_line(cfg, "extract", skip=frozenset())
 
 
 def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, Split], source: FeatureSource,

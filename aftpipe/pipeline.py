@@ -38,6 +38,7 @@ from aftpipe.errors import AftpipeError, Interrupted
 from aftpipe.features import RowPlan, check_labels, coverage_error, plan_rows
 from aftpipe.fileio import write_if_changed
 from aftpipe.methods import METHODS, MethodConfig
+from aftpipe.model import add_seed_summary
 from aftpipe.progress import Progress
 from aftpipe.report import (PROBE, PROBE_STUDENT, RunRecord, csv_text, markdown_report, plot_png, plot_svg,
                             record_from_metrics)
@@ -523,8 +524,10 @@ def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir:
                 progress.log(f"{g.label}: chose β={beta:g} lr={lr:g} (hold-out {best.holdout:.4f})")
             else:
                 beta, lr = g.grid[0]
-            for seed in cfg.seeds:  # final runs; the tuning run with tune_seed is found finished and reused
-                final.append(_run(p, g, beta, lr, seed, progress, seen, report_to))
+            # final runs; the tuning run with tune_seed is found finished and reused
+            runs = [_run(p, g, beta, lr, seed, progress, seen, report_to) for seed in cfg.seeds]
+            final += runs
+            add_seed_summary([r.run for r in runs], runs[0].metric, [r.test for r in runs], cfg.seeds)  # cards' ±
     except KeyboardInterrupt as e:
         finished = sum(v != "running" for v in seen.values())
         detail = f"; {e.kept}" if isinstance(e, Interrupted) else ""

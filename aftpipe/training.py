@@ -33,6 +33,7 @@ from aftpipe.extraction import resolve_device
 from aftpipe.features import RunData, check_labels, foundation_params, open_split_features, plan_rows, test_rows
 from aftpipe.methods import METHODS, Method, build_method
 from aftpipe.metrics import score
+from aftpipe.model import write_model_files
 from aftpipe.progress import Progress, default_progress
 from aftpipe.students import build_student
 from aftpipe.tracking import RunLog, check_trackers
@@ -109,8 +110,10 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
         if cfg.resume:
             rundir.check_resumable(work, cfg.to_dict())
         rundir.write_config(work, dump_yaml(cfg))
+        student = None
         if method_cls.uses_student:
-            metrics = Trainer(cfg, data, device, work, progress).run()
+            trainer = Trainer(cfg, data, device, work, progress)
+            metrics, student = trainer.run(), trainer.student
         else:
             metrics = fit_probe(cfg.features, data, cfg.in_memory, work, progress)
             with RunLog(work, cfg.report_to, cfg.to_dict()) as log:
@@ -118,6 +121,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
                          **{f"test_{k}": v for k, v in metrics["test"].items()}})
         metrics["wall_s"] = time.perf_counter() - t_start
         metrics["record"] = run_record(cfg.features, [cfg.train_split, data.test.name])
+        write_model_files(work, cfg, data, metrics, student)  # the run directory becomes a loadable model folder
         rundir.finish(work, metrics)
     return metrics
 

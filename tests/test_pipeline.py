@@ -219,11 +219,17 @@ def test_run_pipeline_end_to_end_and_rerun_changes_nothing(tiny_pipeline, tmp_pa
     assert len(runs) == 3 + 2 + 2 + 3  # the tuning run of the chosen β is the final seed-0 run
     assert (tmp_path / "runs" / "tiny" / "none-tiny-bow-mlp-b0-lr0.001-s1" / "metrics.json").exists()
     assert "0 to extract" in validate(tiny_pipeline, cache_dir=dirs["cache_dir"], runs_dir=dirs["runs_dir"])
+    # every final run's model card carries its setting's mean ± std over the seeds, as results.md does
+    for r in rows:
+        card = (Path(r["run"]) / "README.md").read_text()
+        [line] = [ln for ln in card.splitlines() if "over seeds" in ln]
+        assert "(seeds 0, 1, 2, same settings)" in line and line.split("| ")[2].split(" ±")[0] in md
+    cards = sorted((tmp_path / "runs" / "tiny").glob("*/README.md"))
 
-    before = {p: p.stat().st_mtime_ns for p in runs}
+    before = {p: p.stat().st_mtime_ns for p in runs + cards}
     files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
     run_pipeline(tiny_pipeline, **dirs)
-    assert {p: p.stat().st_mtime_ns for p in runs} == before  # nothing retrained
+    assert {p: p.stat().st_mtime_ns for p in runs + cards} == before  # nothing retrained, no card rewritten
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == files  # nothing rewritten
 
     # a changed setting is not silently answered with the old runs

@@ -7,11 +7,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shlex
 
 import h5py
 import pytest
 
-from aftpipe.config import cli_args
+from aftpipe.config import command_line
 from aftpipe.extraction import extract
 from aftpipe.store import open_features, verify_store
 
@@ -56,7 +57,7 @@ def instrument(mp: pytest.MonkeyPatch, disk: DiskFull) -> None:
 
 
 def command(cfg) -> list[str]:
-    return ["extract", *cli_args(cfg), "--quiet"]
+    return [*shlex.split(command_line(cfg, "extract"))[1:], "--quiet"]
 
 
 @pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
