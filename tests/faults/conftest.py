@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from faultkit import extract_config, write_dataset
+from .faultkit import extract_config, write_dataset
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import pytest
 from aftpipe import rundir
 from aftpipe.store import StoreLock, WriterLock
 
-from faultkit import store_of
+from .faultkit import store_of
 
 
 @dataclass

@@ -23,7 +23,7 @@ from aftpipe.store import ManifestError, verify_store
 from aftpipe.students import StudentConfig
 from aftpipe.training import train
 
-from faultkit import copy_cache, differences, snapshot, store_of
+from .faultkit import copy_cache, differences, snapshot, store_of
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from aftpipe.config import command_line
 from aftpipe.extraction import extract
 from aftpipe.store import open_features, verify_store
 
-from faultkit import differences, extract_config, snapshot, store_of
+from .faultkit import differences, extract_config, snapshot, store_of
 
 
 class DiskFull:

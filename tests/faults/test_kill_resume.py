@@ -19,7 +19,7 @@ import pytest
 from aftpipe.extraction import extract
 from aftpipe.store import verify_store
 
-from faultkit import differences, extract_config, snapshot, store_of
+from .faultkit import differences, extract_config, snapshot, store_of
 
 
 class Steps:

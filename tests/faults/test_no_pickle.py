@@ -16,7 +16,7 @@ import torch
 
 from aftpipe import rundir
 
-from faultkit import store_of
+from .faultkit import store_of
 
 
 class Payload:

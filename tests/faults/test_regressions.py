@@ -22,7 +22,7 @@ from aftpipe.extraction import extract
 from aftpipe.store import open_features, verify_store
 from aftpipe.students import StudentConfig
 
-from faultkit import copy_cache, differences, extract_config, snapshot, store_of
+from .faultkit import copy_cache, differences, extract_config, snapshot, store_of
 
 SMALL = ["--student", "bow-mlp", "--vocab-size", "200", "--embed-dim", "16", "--width", "16", "--threads", "1",
          "--quiet"]
