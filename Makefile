@@ -5,7 +5,7 @@ AFT := HF_HUB_OFFLINE=1 $(VENV)/bin/aftpipe
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench-speed bench-quality bench-reliability clean-cache
+.PHONY: setup demo test bench-speed bench-quality bench-science bench-reliability clean-cache
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,11 @@ demo: setup
 QUALITY := sst2-2k sst2-full agnews-6k cola
 bench-quality: setup
 	for p in $(QUALITY); do $(AFT) run pipelines/$$p.yaml --quiet || exit 1; done
+
+# Does AFT transfer? The paper's regime (pretrained students, with φ controls) and the stronger-source claim.
+SCIENCE := sst2-2k-pretrained sources-strength
+bench-science: setup
+	for p in $(SCIENCE); do $(AFT) run pipelines/$$p.yaml --quiet || exit 1; done
 
 test: setup
 	$(PY) -m pytest

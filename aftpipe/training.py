@@ -180,9 +180,11 @@ class Trainer:
         if self.method.needs_teacher:  # fitted once per (stores, rows, options) and kept (aftpipe.heads)
             from aftpipe.heads import fitted_head
 
+            # The teacher belongs to the transfer set-up, not to the student's seed: one teacher (an MLP's init
+            # seeded with data_seed) serves every seed of a group, so seeds measure the student's spread alone.
             rows = data.plan.train
             head, _ = fitted_head(feats, cfg.features, rows, train.labels, data.num_classes,
-                                  hidden=cfg.method_options.teacher_hidden, seed=cfg.seed, progress=progress)
+                                  hidden=cfg.method_options.teacher_hidden, seed=cfg.data_seed, progress=progress)
             self.method.set_teacher(head, feats(rows).to(device), torch.from_numpy(train.labels[rows]).to(device))
         self.phi = feats if self.method.uses_features else None
         self.use_unlabeled = ((cfg.unlabeled or self.method.always_unlabeled) and self.method.uses_unlabeled

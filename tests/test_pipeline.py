@@ -82,6 +82,15 @@ def test_a_student_may_bring_its_own_lr_grid_and_settings(tmp_path, data_dir):
     assert p.train_config(by["aft", "textcnn"], 0.1, 1e-3, 0).weight_decay == 0.01
     with pytest.raises(AftpipeError, match=r"students\[1\]\.train\.lr: set by the pipeline"):
         load_pipeline(write(tmp_path, text.replace("weight_decay: 0.0", "lr: 0.1")))
+    # a method may run on some students only; the same method twice on one student is refused
+    only = text.replace("  - name: linear_probe\n", "  - name: tokt\n    students: bow-mlp\n  - name: linear_probe\n")
+    assert [g.student for g in plan(load_pipeline(write(tmp_path, only))) if g.method == "tokt"] == ["bow-mlp"]
+    with pytest.raises(AftpipeError, match=r"methods\[2\]\.students: no student `cnn`"):
+        load_pipeline(write(tmp_path, only.replace("students: bow-mlp", "students: cnn")))
+    twice = only.replace("  - name: linear_probe\n", "  - name: tokt\n    students: [textcnn, bow-mlp]\n"
+                                                      "  - name: linear_probe\n")
+    with pytest.raises(AftpipeError, match=r"methods\[3\]: repeats methods\[2\] \(tokt on minilm with bow-mlp\)"):
+        load_pipeline(write(tmp_path, twice))
 
 
 def test_a_method_may_override_the_shared_training_settings(tmp_path, data_dir):
