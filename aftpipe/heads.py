@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from aftpipe.features import Features
 from aftpipe.methods.teacher import C_GRID, FeatureHead, default_folds, fit_linear_head, load_head, save_head
@@ -91,7 +92,7 @@ def fitted_head(feats: Features, features: Sequence[str], rows: np.ndarray, labe
             head = load_head(folder / key)
             progress.log(f"head: reusing {folder / key}")
             return head, {"key": key, "cached": True, "folder": str(folder / key)}
-        except (OSError, ValueError, KeyError, RuntimeError):  # unreadable: fit again and replace it
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):  # unreadable: fit again, replace it
             shutil.rmtree(folder / key, ignore_errors=True)
     head = fit_linear_head(feats(rows), torch.from_numpy(labels[rows]), num_classes, hidden=hidden, seed=seed)
     kept = folder is not None and _keep(folder, key, head)

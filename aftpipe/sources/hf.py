@@ -6,6 +6,7 @@ all-MiniLM-L6-v2 pipeline ends in L2-normalisation; a plain mean-pool (what this
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,10 @@ class HFSource(FeatureSource):
     def store_name(cls, arg: str | None, options: SourceOptions) -> str:
         return "hf-" + Path((arg or "").rstrip("/")).name.replace("/", "-") + pooling_suffix(options)
 
+    @classmethod
+    def check(cls, arg: str | None, options: SourceOptions) -> None:
+        resolve_model_dir(arg or "")
+
     def __init__(self, model_id: str, options: SourceOptions, label: str | None = None) -> None:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -86,11 +91,11 @@ class HFSource(FeatureSource):
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(ref)
             self.model = AutoModel.from_pretrained(ref).eval()
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, pickle.UnpicklingError) as e:  # transformers unpickles weights_only=True
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise AftpipeError(
                 f"could not load model `{model_id}` ({first[:160]}); offline machines need a local directory: "
-                "`--source hf:/path/to/model`"
+                "`--source hf:/path/to/model` (with safetensors weights, or a pytorch_model.bin of tensors only)"
             ) from None
         self.options = options
         self.model_id = label or model_id
@@ -167,3 +172,7 @@ class MiniLMSource(HFSource):
     @classmethod
     def store_name(cls, arg: str | None, options: SourceOptions) -> str:
         return "minilm" + pooling_suffix(options)
+
+    @classmethod
+    def check(cls, arg: str | None, options: SourceOptions) -> None:
+        minilm_dir()
