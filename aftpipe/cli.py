@@ -224,9 +224,11 @@ def extract(cfg: ExtractConfig, quiet: Quiet = False, log_every: LogEvery = 30.0
     Re-running the same command resumes: finished shards are skipped and the result is bit-identical.
     """
     from aftpipe.api import extract as run_extract
+    from aftpipe.distributed import is_main_process
 
     with long_running(quiet, "ex", log_every) as progress:
-        for r in run_extract(cfg, progress):
+        results = run_extract(cfg, progress)
+        for r in results if is_main_process() else ():  # several processes: rank 0 reports the job
             rate = f"{r.rows_computed / max(r.wall_s, 1e-9):,.0f} ex/s" if r.rows_computed else "cached"
             progress.log(f"{r.path}  {r.split}: ({r.rows}, {r.dim})  shards written {r.shards_done}, "
                          f"skipped {r.shards_skipped}  {r.wall_s:.1f}s  {rate}")
@@ -236,12 +238,14 @@ def extract(cfg: ExtractConfig, quiet: Quiet = False, log_every: LogEvery = 30.0
 def train(cfg: TrainConfig, quiet: Quiet = False, log_every: LogEvery = 30.0) -> None:
     """Train a small student against cached features with AFT or a baseline; writes its run folder to --out."""
     from aftpipe.api import train as run_train
+    from aftpipe.distributed import is_main_process
 
     with long_running(quiet, "step", log_every) as progress:
         m = run_train(cfg, progress)
-    typer.echo(json.dumps({"test": m["test"], "holdout": m["holdout"], "params": m["params"],
-                           "ms_per_step": round(m["ms_per_step"], 2) if m["ms_per_step"] == m["ms_per_step"] else None,
-                           "wall_s": round(m["wall_s"], 1)}))
+    if is_main_process():  # several processes: rank 0 reports the run
+        typer.echo(json.dumps({"test": m["test"], "holdout": m["holdout"], "params": m["params"],
+                               "ms_per_step": round(m["ms_per_step"], 2) if m["ms_per_step"] == m["ms_per_step"] else None,
+                               "wall_s": round(m["wall_s"], 1)}))
 
 
 @app.command(cls=Command)

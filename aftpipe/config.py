@@ -365,7 +365,8 @@ class ExtractConfig(Config):
                                             metavar="SPLIT")
     data_dir: str | None = option(None, "folder with the dataset files (default: $AFTPIPE_DATA_DIR, else ../shared/data)",
                                   panel=DATA, metavar="DIR")
-    cache_dir: str = option("cache", "stores land at <cache-dir>/<dataset>/<source> (.h5 for hdf5)", panel=OUTPUT,
+    cache_dir: str = option("cache", "stores land at <cache-dir>/<dataset>/<source> (.h5 for hdf5); a folder or an "
+                            "fsspec URL (s3://bucket/prefix, gs://..., file:///abs/path) for zarr", panel=OUTPUT,
                             metavar="DIR")
     format: Literal["zarr", "hdf5"] = option("zarr", "store format: zarr (v3, sharded) or hdf5", panel=OUTPUT)
     # fp16 halves the store and loses nothing a student can use
@@ -382,6 +383,10 @@ class ExtractConfig(Config):
                                     panel=OUTPUT)
     limit: int | None = option(None, "extract only the first N rows of each split", panel=DATA)
     overwrite: bool = option(False, "rebuild a store that was built with other arguments", panel=OUTPUT)
+    # a rank may be a whole shard ahead of the others at a synchronisation point: generous by default
+    dist_timeout: float = option(1800.0, "several processes (torchrun): seconds a rank waits for the others at a "
+                                 "synchronisation point before stopping with an error", panel=SYSTEM,
+                                 metavar="SECONDS")
     source_options: SourceOptions = option(factory=SourceOptions, panel=MODEL)
     dataset_options: DatasetOptions = option(factory=DatasetOptions, panel=DATA)
 
@@ -395,6 +400,13 @@ class ExtractConfig(Config):
             registered(SOURCES, spec, ("sources", i), self.source_options)
         at_least(self, 0, "workers")
         at_least(self, 1, "batch_size", "chunk_rows", "shard_rows", "limit")
+        require(self.dist_timeout > 0, "dist_timeout", f"must be > 0, got {self.dist_timeout:g}")
+        from aftpipe.store.location import is_url
+
+        require(not (self.format == "hdf5" and is_url(self.cache_dir) and not self.cache_dir.startswith("file://")),
+                "format", "hdf5 cannot be written to an object store (it is written in place at fixed offsets and "
+                "memory-mapped, which object storage cannot do); use --format zarr for a URL --cache-dir, or a local "
+                "folder for hdf5")
 
 
 @dataclass(frozen=True)
@@ -475,7 +487,8 @@ class TrainConfig(Config):
     out: str = option(help="run directory: config.yaml, metrics.json, metrics.jsonl, the model folder",
                       panel=OUTPUT, aliases=("--output-dir",), metavar="DIR")
     # several stores are concatenated per row (multi-source)
-    features: tuple[str, ...] = option((), "feature store(s) from `aftpipe extract`; repeat for multi-source",
+    features: tuple[str, ...] = option((), "feature store(s) from `aftpipe extract`, a folder, .h5 file or fsspec URL "
+                                       "(s3://..., read through a local cache); repeat for multi-source",
                                        panel=DATA, metavar="STORE")
     student: str = option("textcnn", "student model (`aftpipe students`)", panel=MODEL, metavar="NAME")
     method: str = option("aft", "transfer method (`aftpipe methods`)", panel=METHOD, metavar="NAME")
@@ -527,6 +540,9 @@ class TrainConfig(Config):
     stored_rows_only: bool = option(False, "train and test on only the rows the stores hold when they cover part "
                                     "of a split (extracted with --limit); metrics.json records the counts", panel=DATA)
     threads: int | None = option(None, "torch CPU threads (default: torch's own choice)", panel=SYSTEM)
+    dist_timeout: float = option(1800.0, "several processes (torchrun): seconds a rank waits for the others at a "
+                                 "synchronisation point before stopping with an error", panel=SYSTEM,
+                                 metavar="SECONDS")
     data_dir: str | None = option(None, "folder with the dataset files", panel=DATA, metavar="DIR")
     dataset_options: DatasetOptions = option(factory=DatasetOptions, panel=DATA)
     # metrics.jsonl is always written; these are extra sinks, each an optional package
@@ -553,6 +569,7 @@ class TrainConfig(Config):
         at_least(self, 1, "epochs", "batch_size", "steps", "labels", "eval_every", "patience", "num_classes", "threads")
         at_least(self, 0, "weight_decay", "grad_clip", "seed", "data_seed")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr:g}")
+        require(self.dist_timeout > 0, "dist_timeout", f"must be > 0, got {self.dist_timeout:g}")
         require(0 <= self.warmup < 1, "warmup", f"is a fraction of the steps, in [0, 1); got {self.warmup:g}")
         require(0 <= self.holdout < 1, "holdout", f"must be in [0, 1), got {self.holdout:g}")
 

@@ -5,10 +5,17 @@ batches *within* each shard (rows sorted by length so padding is short), tokenis
 workers, run the forward pass, place each row at its shard position, and hand finished shards to a
 background writer thread so storage overlaps compute. Batches depend only on the shard, never on what ran
 before, so a resumed run writes bit-identical rows.
+
+Several processes (`torchrun ... -m aftpipe extract`, aftpipe/distributed.py) split a store's unfinished
+shards between them round robin; each rank computes and writes only its own, and rank 0, which alone plans the
+store and writes its manifest, merges the others' done-records once every rank has finished. Since batches
+are formed within a shard, the number of processes never changes which rows share a batch: the store is
+bit-identical to a one-process run, and a store left half-done by 4 processes is finished by 2 or by 1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import platform
@@ -23,13 +30,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from aftpipe import distributed
 from aftpipe.config import DatasetOptions, ExtractConfig, SourceOptions, command_line
 from aftpipe.data import default_data_dir, load_dataset
 from aftpipe.data.base import Dataset, Split
 from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
-from aftpipe.progress import Progress, default_progress
+from aftpipe.progress import Progress, SilentProgress, default_progress
 from aftpipe.sources import FeatureSource, check_source, load_source
 from aftpipe.store import SplitPlan, StoreLock, StoreWriter, make_writer, open_features, store_path
+from aftpipe.store.location import is_remote
 from aftpipe.store.manifest import STORAGE_DTYPES, package_versions
 
 DEFAULT_SHARD_BYTES = 16 << 20  # ~16 MiB shards: a 67k×384 fp16 split is 4 files, a million rows ~50
@@ -120,10 +129,11 @@ class _ShardWriter:
             raise self.error
 
 
-def _device_name(device: torch.device) -> str:
+def _device_name(device: torch.device, ctx: distributed.Context = distributed.SINGLE) -> str:
+    ranks = f" × {ctx.world} processes" if ctx.active else ""
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        return torch.cuda.get_device_name(device) + ranks
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads){ranks}"
 
 
 def _check_writable(path: Path) -> None:
@@ -137,21 +147,28 @@ def _check_writable(path: Path) -> None:
 
 
 def extract(config: ExtractConfig, progress: Progress | None = None) -> list[SplitResult]:
-    """Extract every (source, split) of `config` into `<cache_dir>/<dataset>/<source>`; resumable."""
+    """Extract every (source, split) of `config` into `<cache_dir>/<dataset>/<source>`; resumable. Launched as
+    several processes (WORLD_SIZE set, e.g. by torchrun), the processes share the work; each returns the
+    results of the whole job."""
     progress = default_progress(progress, "ex")
-    device = resolve_device(config.device)
-    dataset = load_dataset(config.dataset, config.data_dir, config.dataset_options)
-    split_names = list(config.splits) if config.splits else list(dataset.splits)
-    splits = {name: dataset.split(name) for name in split_names}  # unknown split fails before any compute
-    for spec in config.sources:
-        check_source(spec, config.source_options)  # every model path checked before the first one loads
-    results = []
-    for spec in config.sources:
-        source = load_source(spec, config.source_options)
-        if source.modality != dataset.modality:
-            raise AftpipeError(f"source `{spec}` reads {source.modality} but dataset `{config.dataset}` is "
-                               f"{dataset.modality}; pick a {dataset.modality} source (`aftpipe sources`)")
-        results += _extract_source(config, dataset, splits, source, device, progress, spec)
+    with distributed.launch(config.device, config.dist_timeout) as ctx:
+        if not ctx.is_main:
+            progress = SilentProgress()  # one display for the job: rank 0's
+        with ctx.together("loading the dataset"):
+            device = resolve_device(distributed.device_for(config.device, ctx))
+            dataset = load_dataset(config.dataset, config.data_dir, config.dataset_options)
+            split_names = list(config.splits) if config.splits else list(dataset.splits)
+            splits = {name: dataset.split(name) for name in split_names}  # unknown split fails before any compute
+            for spec in config.sources:
+                check_source(spec, config.source_options)  # every model path checked before the first one loads
+        results = []
+        for spec in config.sources:
+            with ctx.together(f"loading source `{spec}`"):
+                source = load_source(spec, config.source_options)
+                if source.modality != dataset.modality:
+                    raise AftpipeError(f"source `{spec}` reads {source.modality} but dataset `{config.dataset}` is "
+                                       f"{dataset.modality}; pick a {dataset.modality} source (`aftpipe sources`)")
+            results += _extract_source(config, dataset, splits, source, device, progress, spec, ctx)
     return results
 
 
@@ -179,57 +196,117 @@ def rebuild_command(config: ExtractConfig, spec: str, splits: list[str], limit: 
 
 
 def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, Split], source: FeatureSource,
-                    device: torch.device, progress: Progress, spec: str = "") -> list[SplitResult]:
+                    device: torch.device, progress: Progress, spec: str = "",
+                    ctx: distributed.Context = distributed.SINGLE) -> list[SplitResult]:
     path = store_path(config.cache_dir, dataset.name, source.name, config.format)
-    _check_writable(path)
-    with StoreLock(path):
-        if type(source).fit is not FeatureSource.fit:
-            if "train" not in dataset.splits:
-                raise AftpipeError(f"source `{source.name}` is fitted on a split named `train`, which dataset "
-                                   f"`{dataset.spec}` lacks; name one of its files train")
-            progress.log(f"{source.name}: fitting on the train split")
-            source.fit(dataset.split("train").inputs)
-        source_spec = source.spec()
-        # the store's identity: a moved model directory with the same weights is the same source
-        identity = {k: v for k, v in source_spec.items()
-                    if k != "path" and not (k == "model_id" and source_spec.get("weights_sha256"))}
-        shard_rows = config.shard_rows or default_shard_rows(source.dim, config.dtype)
+    if ctx.active and is_remote(path) and path.protocol == "memory":
+        raise AftpipeError(f"{path} lives in one process's memory; several processes need a location they all "
+                           f"see (a shared folder, s3://, gs://) as {option_name('cache_dir')}")
+    with contextlib.ExitStack() as held:
+        with ctx.together(f"preparing the store {path}"):
+            if not is_remote(path):
+                _check_writable(path)
+            if type(source).fit is not FeatureSource.fit:
+                if "train" not in dataset.splits:
+                    raise AftpipeError(f"source `{source.name}` is fitted on a split named `train`, which dataset "
+                                       f"`{dataset.spec}` lacks; name one of its files train")
+                progress.log(f"{source.name}: fitting on the train split")
+                source.fit(dataset.split("train").inputs)
+            source_spec = source.spec()
+            # the store's identity: a moved model directory with the same weights is the same source
+            identity = {k: v for k, v in source_spec.items()
+                        if k != "path" and not (k == "model_id" and source_spec.get("weights_sha256"))}
+            shard_rows = config.shard_rows or default_shard_rows(source.dim, config.dtype)
+            key = {"source": identity, "dataset": {"name": dataset.spec, "info": dataset.info}}
+            plans = {}
+            for name, split in splits.items():  # rows 0..limit: every shard then lies in the first `limit` rows
+                rows = np.arange(len(split) if config.limit is None else min(config.limit, len(split)))
+                plans[name] = SplitPlan(len(rows), source.dim, rows, split.fingerprint(rows),
+                                        config.limit if config.limit is not None and config.limit < len(split) else None)
+        # every rank must be about to write the same store: same key, storage and rows
+        ctx.agree([key, str(path), config.format, config.dtype, config.chunk_rows, shard_rows, config.overwrite,
+                   {n: (p.n, p.d, p.fingerprint) for n, p in plans.items()}], f"the store key of {path}")
         dataset_spec = {"name": dataset.spec, "modality": dataset.modality, "num_classes": dataset.num_classes,
                         "metric": dataset.metric, "class_names": dataset.class_names, "info": dataset.info}
-        all_splits = list(dict.fromkeys([*_splits_in(path), *splits]))
+        all_splits = list(dict.fromkeys([*(_splits_in(path) if ctx.is_main else []), *splits]))
         writer = make_writer(
-            path, config.format,
-            key={"source": identity, "dataset": {"name": dataset.spec, "info": dataset.info}},
+            path, config.format, key=key,
             provenance={"source": source_spec, "dataset": dataset_spec, "packages": package_versions(),
-                        "device": _device_name(device), "extract": _recorded(config, dataset, spec),
+                        "device": _device_name(device, ctx), "extract": _recorded(config, dataset, spec),
                         "command": rebuild_command(config, spec, all_splits, config.limit, shard_rows)},
             dtype=config.dtype, chunk_rows=config.chunk_rows, shard_rows=shard_rows, overwrite=config.overwrite,
             log=progress.log,
         )
-        writer.open()
-        fresh = writer.resumed_from is None
-        results, wrote = [], False
+        state: dict[str, Any] = {}
+
+        def plan() -> dict[str, Any]:
+            """Rank 0 (or the only process): lock, open or create the store, plan every split, make the planned
+            changes; what the other ranks need to write their shards."""
+            if not is_remote(path):  # object stores have no advisory locks (README: one extract per store)
+                held.enter_context(StoreLock(path))
+            writer.open()
+            state["fresh"] = writer.resumed_from is None
+            held.callback(writer.close)
+            try:
+                for name, p in plans.items():
+                    writer.plan_split(name, p)
+                writer.begin()
+                return writer.shared_state() if ctx.active else {}
+            except BaseException:
+                if state["fresh"] and not writer.shards_done():
+                    writer.abandon()  # a new store that never got a shard: leave nothing behind
+                raise
+
+        shared = ctx.from_main(f"planning the store {path}", plan)
+        if not ctx.is_main:
+            writer.follow(shared)
+        results: list[SplitResult] = []
+        failed: BaseException | None = None
         try:
-            for name, split in splits.items():  # rows 0..limit: every shard then lies in the first `limit` rows
-                rows = np.arange(len(split) if config.limit is None else min(config.limit, len(split)))
-                writer.plan_split(name, SplitPlan(len(rows), source.dim, rows, split.fingerprint(rows),
-                                                  config.limit if config.limit is not None and config.limit < len(split)
-                                                  else None))
-            writer.begin()
-            source.to(device)
-            for name, split in splits.items():
-                res = _extract_split(config, writer, name, split, source, progress)
-                results.append(res)
-                wrote |= res.shards_done > 0
-            if wrote or writer.dirty or fresh or writer.resumed_from.get("state") != "complete":
-                writer.finish({"packages": package_versions(), "device": _device_name(device)})
-        except BaseException:
-            writer.close()
-            if fresh and not writer.shards_done():  # a new store that never got a shard: leave nothing behind
-                writer.abandon()
+            with ctx.together(f"writing the store {path}"):
+                source.to(device)
+                todo = [(name, i) for name in splits for i, s in enumerate(writer.split_info(name).shards)
+                        if not s.done and s.rows[1] > s.rows[0]]
+                mine = [t for k, t in enumerate(todo) if ctx.owns(k)]  # round robin: shards are of equal size
+                for name, split in splits.items():
+                    results.append(_extract_split(config, writer, name, split, source, progress,
+                                                  [i for n, i in mine if n == name], ctx))
+        except BaseException as e:
+            failed = e
             raise
-        writer.close()
+        finally:
+            if ctx.is_main and (failed is None or ctx.active):
+                writer.merge_journal()  # what the other ranks finished is kept, even when the job failed
+            if ctx.is_main and failed is not None and state.get("fresh") and not writer.shards_done():
+                writer.close()
+                writer.abandon()
+        every = ctx.gather(results, f"the end of the store {path}")
+        results = _merged(every) if ctx.active else results
+
+        def publish() -> None:
+            for r in results:
+                if ctx.active:
+                    writer.record_timing(r.split, r.wall_s, r.rows_computed)
+            wrote = any(r.shards_done for r in results)
+            if wrote or writer.dirty or state["fresh"] or writer.resumed_from.get("state") != "complete":
+                writer.finish({"packages": package_versions(), "device": _device_name(device, ctx)})
+
+        ctx.from_main(f"publishing the store {path}", publish)
         return results
+
+
+def _merged(every: list[list[SplitResult]]) -> list[SplitResult]:
+    """The job's results from each rank's (same splits, in the same order): counts summed, the slowest rank's
+    wall time (the job's)."""
+    out = []
+    for parts in zip(*every):
+        first = parts[0]
+        out.append(dataclasses.replace(
+            first, shards_done=sum(p.shards_done for p in parts), shards_skipped=first.shards_skipped,
+            wall_s=max(p.wall_s for p in parts), rows_computed=sum(p.rows_computed for p in parts),
+            recomputed=tuple(sorted(i for p in parts for i in p.recomputed)),
+            repaired=tuple(dict.fromkeys(x for p in parts for x in p.repaired))))
+    return out
 
 
 def _splits_in(path: Path) -> list[str]:
@@ -276,18 +353,24 @@ def repair(path: str | Path, progress: Progress | None = None) -> list[SplitResu
 
 
 def _extract_split(config: ExtractConfig, writer: StoreWriter, name: str, split: Split, source: FeatureSource,
-                   progress: Progress) -> SplitResult:
+                   progress: Progress, shards: list[int] | None = None,
+                   ctx: distributed.Context = distributed.SINGLE) -> SplitResult:
+    """Compute and write the unfinished shards of one split (with several processes: `shards`, this rank's)."""
     info = writer.split_info(name)
     ranges = [s.rows for s in info.shards]
-    todo = [i for i, s in enumerate(info.shards) if not s.done and s.rows[1] > s.rows[0]]
-    skipped = len(ranges) - len(todo)
-    label = f"{source.name} · {name}"
-    if skipped and todo:
+    unfinished = [i for i, s in enumerate(info.shards) if not s.done and s.rows[1] > s.rows[0]]
+    todo = unfinished if shards is None else shards
+    skipped = len(ranges) - len(unfinished)
+    label = f"{source.name} · {name}" + (f" · {ctx.name}" if ctx.active else "")
+    if ctx.active and unfinished:
+        progress.log(f"{label}: {len(todo)} of the {len(unfinished)} unfinished shards are this rank's")
+    if skipped and unfinished:
         progress.log(f"{label}: resuming, {skipped} of {len(ranges)} shards already done (skipped)")
-    elif not todo:
+    elif not unfinished:
         progress.log(f"{label}: all {len(ranges)} shards already done, nothing to compute")
     n_todo = sum(ranges[i][1] - ranges[i][0] for i in todo)
-    progress.start(label, total=info.n, done=info.n - n_todo)
+    total = info.n if not ctx.active else n_todo  # with several processes: this rank's share
+    progress.start(label, total=total, done=total - n_todo)
     t0 = time.perf_counter()
     try:
         if todo:
@@ -308,7 +391,8 @@ def _extract_split(config: ExtractConfig, writer: StoreWriter, name: str, split:
         done = writer.split_info(name).shards_done
         raise Interrupted(f"{writer.path}: {done} of {len(ranges)} shards of `{name}` are written and kept") from None
     wall = time.perf_counter() - t0
-    writer.record_timing(name, wall, n_todo)
+    if not ctx.active:  # with several processes rank 0 records the job's timing once every rank is done
+        writer.record_timing(name, wall, n_todo)
     progress.finish()
     return SplitResult(source.name, name, writer.path, info.n, info.d, len(todo), skipped, wall, n_todo, tuple(todo),
                        tuple(writer.repaired.get(name, ())))

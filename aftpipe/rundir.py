@@ -40,7 +40,8 @@ CONFIG, METRICS, CHECKPOINT = "config.yaml", "metrics.json", "checkpoint.safeten
 LEGACY_CHECKPOINT = "checkpoint.pt"  # a pickle, written by aftpipe before 0.2; refused, never loaded
 PARTIAL = ".partial"
 # where things are and how fast to run, never what is computed
-RUNTIME_ONLY = frozenset({"out", "data_dir", "resume", "overwrite", "device", "threads", "in_memory", "report_to"})
+RUNTIME_ONLY = frozenset({"out", "data_dir", "resume", "overwrite", "device", "threads", "in_memory", "report_to",
+                          "dist_timeout"})
 EXTENDABLE = frozenset({"steps", "epochs", "patience"})  # what a resumed run may change
 
 

@@ -15,6 +15,7 @@ from aftpipe.errors import AftpipeError
 from aftpipe.store.array import FeatureArray
 from aftpipe.store.base import Damage, FeatureStore, ShardStatus, SplitInfo, SplitPlan, StoreWriter
 from aftpipe.store.hdf5_store import HDF5FeatureStore, HDF5Writer, is_hdf5
+from aftpipe.store.location import is_remote, location, remote_errors
 from aftpipe.store.lock import StoreLock, WriterLock
 from aftpipe.store.manifest import ManifestError
 from aftpipe.store.zarr_store import ZarrFeatureStore, ZarrWriter, looks_like_store
@@ -23,14 +24,18 @@ FORMATS = {"zarr": ZarrWriter, "hdf5": HDF5Writer}
 SUFFIX = {"zarr": "", "hdf5": ".h5"}
 
 
-def store_path(cache_dir: str | Path, dataset: str, source: str, format: str = "zarr") -> Path:
-    """Where the store of `dataset` × `source` lives: `<cache>/<dataset>/<source>[.h5]`."""
-    return Path(cache_dir) / dataset / f"{source}{SUFFIX[format]}"
+def store_path(cache_dir: str | Path, dataset: str, source: str, format: str = "zarr") -> Any:
+    """Where the store of `dataset` × `source` lives: `<cache>/<dataset>/<source>[.h5]`; a `Path`, or a `UPath`
+    when `cache_dir` is an fsspec URL (store/location.py)."""
+    return location(cache_dir) / dataset / f"{source}{SUFFIX[format]}"
 
 
 def open_features(path: str | Path) -> FeatureStore:
-    """Open a finished (or partly finished) store for reading; `.split(name)` gives mapped rows."""
-    p = Path(path)
+    """Open a finished (or partly finished) store for reading; `.split(name)` gives mapped rows. `path` may
+    be an fsspec URL (s3://bucket/cache/sst2/minilm) of a zarr store."""
+    p = location(path)
+    if is_remote(p):
+        return _open_remote(p)
     if not p.exists() and p.with_name(p.name + ".h5").exists():
         p = p.with_name(p.name + ".h5")
     if not p.exists():
@@ -45,6 +50,17 @@ def open_features(path: str | Path) -> FeatureStore:
         raise AftpipeError(f"{p} is not a feature store (neither a zarr directory nor an HDF5 file); pass a store made "
                            "by `aftpipe extract`")
     return HDF5FeatureStore(p)
+
+
+def _open_remote(p: Any) -> FeatureStore:
+    with remote_errors(p, "read the store"):
+        p.fs.invalidate_cache()
+        if not p.exists():
+            raise AftpipeError(f"no feature store at {p}; create it with `aftpipe extract --cache-dir URL`")
+        if not p.is_dir() or not looks_like_store(p):
+            raise AftpipeError(f"{p} is not a zarr store (no zarr.json); a store on object storage is a zarr store "
+                               "made by `aftpipe extract --cache-dir URL` (HDF5 stores are local files)")
+    return ZarrFeatureStore(p)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ import numpy as np
 
 from aftpipe.errors import AftpipeError, option_hint, option_name
 from aftpipe.store.array import FeatureArray
+from aftpipe.store.journal import ShardJournal
+from aftpipe.store.location import is_remote
 from aftpipe.store.manifest import (
     FORMAT_VERSION,
     INDEX_DTYPE,
@@ -367,13 +369,20 @@ def disk_errors(fn: F) -> F:
 
 
 class StoreWriter(ABC):
-    """Creates, resumes or repairs a store. Subclasses own the bytes; this class owns the manifest's rules."""
+    """Creates, resumes or repairs a store. Subclasses own the bytes; this class owns the manifest's rules.
+
+    Several processes may write one store (a multi-process extract): the writer of rank 0 owns the manifest
+    (`open`, `plan_split`, `begin`, `finish`, as alone) and hands `shared_state()` to the others, whose
+    writers `follow` it: they write only the shards given to them and record each in the store's journal
+    (store/journal.py), which rank 0 merges (`merge_journal`) once every rank is done."""
 
     format: str
 
     def __init__(self, path: Path, key: dict[str, Any], provenance: dict[str, Any], dtype: str,
                  chunk_rows: int, shard_rows: int, overwrite: bool, log: Callable[[str], None] | None = None) -> None:
         self.path = path
+        self.journal = ShardJournal(path)
+        self.follower = False  # a writer of rank > 0: shards and journal records only, never the manifest
         self.dtype = dtype
         self.np_dtype = STORAGE_DTYPES[dtype]
         self.chunk_rows = chunk_rows
@@ -395,6 +404,8 @@ class StoreWriter(ABC):
         """Adopt the existing store `reader` opened (None: there is none) if it was built with the same
         arguments; refuse otherwise. `plan_split` later checks the adopted splits' arrays through it."""
         self._reader = None
+        if reader is None or self.overwrite:
+            self.journal.clear()  # records of a store that is gone, or being replaced
         if reader is None:
             return
         if self.overwrite:
@@ -431,6 +442,7 @@ class StoreWriter(ABC):
                 )
             entry = None
         if entry is None:
+            self.journal.forget([r for r in self.journal.records() if r["split"] == name])
             entry = new_split_entry(plan.n, plan.d, plan.fingerprint, self.shard_rows)
             self.manifest["splits"][name] = entry
             self._bind(entry, plan)
@@ -452,6 +464,7 @@ class StoreWriter(ABC):
             self.dirty = True  # a manifest from before bindings, or a damaged binding: record the right one
         if self._reader is None:
             return
+        self._adopt_records(name, entry)
         check = self._reader.check_split(name, full=True, expected_index=np.asarray(plan.index, INDEX_DTYPE))
         for d in check.damage:
             if d.kind != "entry":
@@ -469,6 +482,25 @@ class StoreWriter(ABC):
             entry["complete"] = split_complete(entry)
             self.dirty = True
 
+    def _adopt_records(self, name: str, entry: dict[str, Any]) -> None:
+        """Mark done the shards of `name` that the journal says a rank finished (a multi-process run that
+        stopped before its manifest was written): they are re-hashed next, like every done shard."""
+        adopted = []
+        for r in self.journal.records():
+            if r["split"] != name:
+                continue
+            adopted.append(r)
+            shards = entry["shards"]
+            i = r["shard"]
+            if (r.get("fingerprint") == entry["fingerprint"] and 0 <= i < len(shards)
+                    and list(r["rows"]) == list(shards[i]["rows"]) and not shards[i]["done"]):
+                for e in (entry, self._reader.manifest["splits"][name]):
+                    e["shards"][i].update(done=True, sha256=r["sha256"])
+                    e["complete"] = split_complete(e)
+        if adopted:
+            self._adopted = [*getattr(self, "_adopted", []), *adopted]
+            self.dirty = True
+
     @disk_errors
     def begin(self) -> None:
         """After every split is planned: refuse when the shards still to compute cannot fit, then make the
@@ -479,6 +511,38 @@ class StoreWriter(ABC):
         self._todo.clear()
         if self.dirty:
             self._save_manifest(final=False)
+        self.journal.forget(getattr(self, "_adopted", []))  # the manifest on disk holds them now
+        self._adopted = []
+
+    # -- several processes ------------------------------------------------------------------------
+    def shared_state(self) -> dict[str, Any]:
+        """What the writers of the other ranks need after `begin`: the planned splits (JSON-able)."""
+        return {"splits": copy.deepcopy(self.manifest["splits"])}
+
+    def follow(self, state: dict[str, Any]) -> None:
+        """Become a writer of rank > 0 of the store rank 0 planned (`state` from its `shared_state`)."""
+        self.follower = True
+        self.manifest["splits"] = copy.deepcopy(state["splits"])
+
+    @disk_errors
+    def merge_journal(self) -> int:
+        """Rank 0, once every rank has finished: take the other ranks' finished shards into the manifest
+        (and save it); returns how many."""
+        records = self.journal.records()
+        merged = 0
+        for r in records:
+            entry = self.manifest["splits"].get(r["split"])
+            if entry is None or r.get("fingerprint") != entry["fingerprint"] or not 0 <= r["shard"] < len(entry["shards"]):
+                continue
+            shard = entry["shards"][r["shard"]]
+            if list(r["rows"]) == list(shard["rows"]):
+                shard.update(done=True, sha256=r["sha256"])
+                entry["complete"] = split_complete(entry)
+                merged += 1
+        if records:
+            self._save_manifest(final=False)
+            self.journal.forget(records)
+        return merged
 
     def split_info(self, name: str) -> SplitInfo:
         return SplitInfo.from_entry(name, self.manifest["splits"][name])
@@ -494,6 +558,8 @@ class StoreWriter(ABC):
 
     def check_space(self) -> None:
         """Refuse to start when the shards still to write cannot fit, rather than fail half way."""
+        if is_remote(self.path):
+            return  # an object store has no free space to read; a full quota is the client's error
         need = self._space_needed()
         if need and need > (free := free_bytes(self.path)):
             raise AftpipeError(f"not enough space for the store {self.path}: it needs {_human(need)}, the device has "
@@ -518,9 +584,13 @@ class StoreWriter(ABC):
         if rows.shape != (b - a, entry["d"]):
             raise ValueError(f"shard {shard} of {name}: expected {(b - a, entry['d'])} rows, got {rows.shape}")
         self._write_rows(name, a, rows)
-        entry["shards"][shard].update(sha256=sha256_bytes(rows), done=True)
+        sha = sha256_bytes(rows)
+        if self.follower:  # rank 0 owns the manifest: say it in the journal, which it merges
+            self.journal.record(name, shard, (a, b), sha, entry["fingerprint"])
+        entry["shards"][shard].update(sha256=sha, done=True)
         entry["complete"] = split_complete(entry)
-        self._save_manifest(final=False)
+        if not self.follower:
+            self._save_manifest(final=False)
 
     @disk_errors
     def finish(self, extra: dict[str, Any]) -> None:
@@ -535,10 +605,9 @@ class StoreWriter(ABC):
         self._discard_existing()
 
     def _discard_existing(self) -> None:
-        if self.path.is_dir():
-            shutil.rmtree(self.path)
-        elif self.path.exists():
-            self.path.unlink()
+        from aftpipe.store.location import remove
+
+        remove(self.path)
 
     # -- the bytes ----------------------------------------------------------------------------------
     @abstractmethod

@@ -6,9 +6,19 @@ metadata while rows are being written, and never touches a finished file at all:
 1. the work file `<name>.h5.partial` is built whole under `<name>.h5.partial.new`: every split's datasets
    created full size (early allocation, so the blocks are on disk before any row is), the finished store's
    shards copied in after their checksums pass, then renamed into place; the free space is checked first;
-2. rows go in through a memory map at each dataset's byte offset, and progress (the manifest) goes to the
-   JSON sidecar `<name>.h5.partial.json` after each shard: the sidecar is what makes a partial file valid;
+2. rows go in with plain positioned writes (pwrite) at each dataset's byte offset, and progress (the manifest)
+   goes to the JSON sidecar `<name>.h5.partial.json` after each shard: the sidecar makes a partial file valid;
 3. when every shard is done the manifest is set as a file attribute and the file renamed over `<name>.h5`.
+
+Several processes write one store the same way (a multi-process extract): the HDF5 library is used by rank 0
+alone, which creates the work file with every dataset at full size and later publishes it; every rank writes
+its own shards' bytes straight into the data region at their offsets, and records them in the journal. This
+is neither of the usual answers to "HDF5 has one writer per file". One file per rank joined by a Virtual
+Dataset is not contiguous, so it could not be memory-mapped as one array (training would fall back to h5py's
+reads, ~100x slower at random batches) and the store would become several files that must move together.
+Gathering every row to one writer sends all the features through rank 0's network link and disk: the bottleneck
+with many GPUs. Disjoint positioned writes into preallocated space need no HDF5 call at all, and pwrite (not a
+shared mmap, which writes back whole pages) is safe from several nodes on a shared POSIX filesystem.
 
 A kill at any point leaves the finished store untouched and either nothing or a partial file that the next
 run checks (every dataset against its binding, the file long enough) before resuming from it.
@@ -28,7 +38,7 @@ from aftpipe.fileio import write_json
 from aftpipe.store.array import FeatureArray, map_rows
 from aftpipe.store.base import (Damage, Damaged, FeatureStore, SplitPlan, StoreWriter, _human,
                                 disk_errors, free_bytes, summary, unreadable_message)
-from aftpipe.store.manifest import FILL_VALUES, INDEX_DTYPE, MANIFEST_KEY, STORAGE_DTYPES, ManifestError, sha256_bytes
+from aftpipe.store.manifest import FILL_VALUES, INDEX_DTYPE, MANIFEST_KEY, ManifestError, sha256_bytes
 
 
 class HDF5Writer(StoreWriter):
@@ -48,7 +58,12 @@ class HDF5Writer(StoreWriter):
 
     @disk_errors
     def open(self) -> None:
-        self._maps: dict[str, np.memmap] = {}
+        from aftpipe.store.location import is_remote
+
+        if is_remote(self.path):
+            raise AftpipeError(f"an HDF5 store cannot live at {self.path}: it is written in place at fixed offsets and "
+                               "memory-mapped, which object storage cannot do; use the zarr format there")
+        self._offset_of: dict[str, int] = {}
         self._plans: dict[str, SplitPlan] = {}
         self._fresh: set[str] = set()  # splits whose old bytes are not to be copied (new, or unreadable)
         self._rebuild = False  # the work file must be (re)built before anything is written
@@ -137,7 +152,7 @@ class HDF5Writer(StoreWriter):
         except BaseException:
             self.building.unlink(missing_ok=True)  # never leave a half-built file taking the space
             raise
-        self._source, self._rebuild, self._maps = self.partial, False, {}
+        self._source, self._rebuild, self._offset_of = self.partial, False, {}
         write_json(self.progress, self.manifest)
 
     def _build_into(self, target: Path) -> None:
@@ -192,19 +207,33 @@ class HDF5Writer(StoreWriter):
         old.clear()
         _fsync(target)
 
-    def _map(self, name: str) -> np.memmap:
-        if name not in self._maps:
-            offset = _offsets(self.partial)[name]
-            n, d = self.manifest["splits"][name]["n"], self.manifest["splits"][name]["d"]
-            self._maps[name] = np.memmap(self.partial, mode="r+", dtype=STORAGE_DTYPES[self.dtype],
-                                         offset=offset, shape=(n, d))
-        return self._maps[name]
+    @disk_errors
+    def shared_state(self) -> dict[str, Any]:
+        if self._needs_work_file():
+            self._ensure_partial()  # the other ranks write into it: it must exist before they start
+        state = super().shared_state()
+        state["offsets"] = _offsets(self.partial) if self.partial.exists() else {}
+        return state
+
+    def follow(self, state: dict[str, Any]) -> None:
+        super().follow(state)
+        self._source, self._rebuild, self._plans, self._fresh = self.partial, False, {}, set()
+        self._offset_of = dict(state["offsets"])
 
     def _write_rows(self, name: str, start: int, rows: np.ndarray) -> None:
         self._ensure_partial()
-        m = self._map(name)
-        m[start:start + len(rows)] = rows
-        m.flush()  # the shard is on disk before the progress file says it is done
+        if name not in self._offset_of:
+            self._offset_of = _offsets(self.partial)
+        offset = self._offset_of[name] + start * self.manifest["splits"][name]["d"] * self.np_dtype.itemsize
+        data = memoryview(np.ascontiguousarray(rows, dtype=self.np_dtype)).cast("B")
+        fd = os.open(self.partial, os.O_WRONLY)
+        try:
+            while data:
+                n = os.pwrite(fd, data, offset)
+                data, offset = data[n:], offset + n
+            os.fsync(fd)  # the shard is on disk before the progress file says it is done
+        finally:
+            os.close(fd)
 
     def _save_manifest(self, final: bool) -> None:
         import h5py
@@ -230,9 +259,7 @@ class HDF5Writer(StoreWriter):
         self._drop_partial()
 
     def close(self) -> None:
-        for m in self._maps.values():
-            m.flush()
-        self._maps.clear()
+        self._offset_of = {}
 
 
 def _fsync(path: Path) -> None:

@@ -6,23 +6,26 @@ is its chunks back to back in row order followed by an index of (offset, nbytes)
 each shard maps straight onto an (S, D) array. Before mapping, every shard file's size, index and index
 checksum are checked against the layout the manifest binds; a store someone recompressed (same chunks and
 shards) falls back to zarr's own reads.
+
+A store may live behind an fsspec URL (store/location.py): it is written through zarr's FsspecStore, and read
+through a local cache of its shard files, each downloaded once and named by its checksum, then mapped.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from aftpipe.errors import AftpipeError, option_name
-from aftpipe.fileio import write_atomic
 from aftpipe.store.array import ChunkedFeatureArray, FeatureArray, map_rows, map_stitched
 from aftpipe.store.base import (Damage, Damaged, FeatureStore, SplitPlan, StoreWriter, disk_errors,
                                 summary, unreadable_message)
+from aftpipe.store.location import cache_folder, fresh, is_remote, remote_errors, remove, write_bytes, zarr_store
 from aftpipe.store.manifest import (FILL_VALUES, INDEX_DTYPE, MANIFEST_KEY, STORAGE_DTYPES, ManifestError,
                                     zarr_layout)
 
@@ -77,14 +80,18 @@ class ZarrWriter(StoreWriter):
 
     @disk_errors
     def open(self) -> None:
+        with remote_errors(self.path, "write the store"):
+            self._open()
+
+    def _open(self) -> None:
         zarr = _zarr()
         self._arrays: dict[str, Any] = {}
         reader = None
-        if self.path.is_dir():
+        if not is_remote(self.path) and self.path.is_dir():
             for tmp in self.path.rglob("*.partial"):  # a killed write's temp file; the file it replaces is intact
                 if _ZARR_TEMP.search(tmp.name):
                     tmp.unlink(missing_ok=True)
-        if self.path.is_dir() and any(self.path.iterdir()):
+        if fresh(self.path).is_dir() and any(self.path.iterdir()):
             if not looks_like_store(self.path):
                 raise AftpipeError(f"{self.path} exists and is not an aftpipe zarr store; move it away or pick another "
                                    f"{option_name('cache_dir')}")
@@ -97,9 +104,14 @@ class ZarrWriter(StoreWriter):
                                f"{option_name('cache_dir')}")
         self.check_existing(reader)
         if self._reader is None:  # a new store: the group and its manifest in one write, so it is never anonymous
-            self.group = zarr.create_group(str(self.path), attributes={MANIFEST_KEY: self.manifest}, overwrite=True)
+            self.group = zarr.create_group(zarr_store(self.path), attributes={MANIFEST_KEY: self.manifest},
+                                           overwrite=True)
         else:  # mode="a" never deletes: open_group(mode="w") would wipe a store we are resuming
-            self.group = zarr.open_group(str(self.path), mode="a")
+            self.group = zarr.open_group(zarr_store(self.path), mode="a")
+
+    def follow(self, state: dict[str, Any]) -> None:
+        super().follow(state)
+        self._arrays = {}
 
     def _array_args(self, plan: SplitPlan) -> dict[str, Any]:
         chunks, shards = zarr_layout(plan.n, plan.d, self.chunk_rows, self.shard_rows)
@@ -109,7 +121,7 @@ class ZarrWriter(StoreWriter):
                     attributes={"aftpipe_dtype": self.dtype, "aftpipe_command": self.manifest.get("command")})
 
     def _create_split(self, name: str, plan: SplitPlan) -> None:
-        shutil.rmtree(self.path / name, ignore_errors=True)  # whatever was there, readable or not
+        remove(self.path / name)  # whatever was there, readable or not
         self._arrays.pop(name, None)
         g = self.group.require_group(name)
         g.create_array("features", **self._array_args(plan))
@@ -117,7 +129,7 @@ class ZarrWriter(StoreWriter):
         self._save_manifest(final=False)
 
     def _write_index(self, name: str, plan: SplitPlan) -> None:
-        _zarr().create_array(str(self.path), name=f"{name}/index", data=np.asarray(plan.index, dtype=INDEX_DTYPE),
+        _zarr().create_array(zarr_store(self.path), name=f"{name}/index", data=np.asarray(plan.index, dtype=INDEX_DTYPE),
                              chunks=(max(plan.n, 1),), overwrite=True)
 
     def _repair_features(self, name: str, plan: SplitPlan) -> None:
@@ -128,10 +140,11 @@ class ZarrWriter(StoreWriter):
         mem = zarr.storage.MemoryStore()
         zarr.create_array(mem, name="features", **self._array_args(plan))
         doc = mem._store_dict["features/zarr.json"].to_bytes()
-        (self.path / name / "features").mkdir(parents=True, exist_ok=True)
+        if not is_remote(self.path):
+            (self.path / name / "features").mkdir(parents=True, exist_ok=True)
         if not (self.path / name / "zarr.json").exists():
             self.group.require_group(name)
-        write_atomic(self.path / name / "features" / "zarr.json", doc)
+        write_bytes(self.path / name / "features" / "zarr.json", doc)
         self._arrays.pop(name, None)
 
     def _repair_index(self, name: str, plan: SplitPlan) -> None:
@@ -139,11 +152,11 @@ class ZarrWriter(StoreWriter):
 
     def _drop_shard(self, name: str, shard: int) -> None:
         # zarr reads a shard file it is about to overwrite whole and fails on a damaged one: remove it first
-        (self.path / name / "features" / "c" / str(shard) / "0").unlink(missing_ok=True)
+        remove(self.path / name / "features" / "c" / str(shard) / "0")
 
     def _write_rows(self, name: str, start: int, rows: np.ndarray) -> None:
         if name not in self._arrays:
-            self._arrays[name] = _zarr().open_array(str(self.path), path=f"{name}/features", mode="r+")
+            self._arrays[name] = _zarr().open_array(zarr_store(self.path), path=f"{name}/features", mode="r+")
         self._arrays[name][start:start + len(rows)] = rows  # a whole shard: zarr rewrites exactly one shard file
 
     def _save_manifest(self, final: bool) -> None:
@@ -154,14 +167,18 @@ class ZarrWriter(StoreWriter):
 class ZarrFeatureStore(FeatureStore):
     def __init__(self, path: Path, manifest: Any = None) -> None:
         self.path = path
-        self._adopt(read_manifest(path) if manifest is None else manifest, "zarr.json")
+        with remote_errors(path, "read the store"):
+            self._adopt(read_manifest(fresh(path)) if manifest is None else manifest, "zarr.json")
+        self._zarr_store: Any = None
 
     def _rebuild_command(self) -> str | None:
         return recorded_command(self.path)
 
     def _array(self, name: str, part: str) -> Any:
+        if self._zarr_store is None:
+            self._zarr_store = zarr_store(self.path, read_only=True)
         try:
-            return _zarr().open_array(str(self.path), path=f"{name}/{part}", mode="r")
+            return _zarr().open_array(self._zarr_store, path=f"{name}/{part}", mode="r")
         except Exception as e:  # noqa: BLE001 - zarr raises many types for a damaged zarr.json; all mean "unreadable"
             raise Damaged(f"{name}/{part}/zarr.json: {summary(e)}") from None
 
@@ -190,9 +207,11 @@ class ZarrFeatureStore(FeatureStore):
 
             return ChunkedFeatureArray(read_rows, arr.shape, arr.dtype, index, logical, name, ranges, checksums), []
         dtype, d = np.dtype(want["dtype"]), entry["d"]
-        maps, damage = [], []
+        maps, damage, files = [], [], []
         for i, (a, b) in enumerate(ranges):
-            f = self.path / name / "features" / "c" / str(i) / "0"
+            f = self._shard_file(name, i, checksums[i], lambda f: _shard_file_problem(
+                f, b - a, want["chunks"][0], want["shards"][0], d, dtype))
+            files.append(f)
             problem = _shard_file_problem(f, b - a, want["chunks"][0], want["shards"][0], d, dtype)
             if problem:
                 damage.append(Damage(name, "shard", f"shard {i} {problem}", i))
@@ -201,13 +220,38 @@ class ZarrFeatureStore(FeatureStore):
                 maps.append(map_rows(f, 0, b - a, d, dtype))
         shard_rows = want["shards"][0]
         if not damage and len(maps) > 1:
-            files = [(self.path / name / "features" / "c" / str(i) / "0", len(m)) for i, m in enumerate(maps)]
-            stitched = map_stitched(files, d, dtype)
+            stitched = map_stitched([(f, len(m)) for f, m in zip(files, maps)], d, dtype)
             if stitched is not None:
                 maps = [stitched]
         if len(maps) == 1:
             shard_rows = max(entry["n"], 1)
         return FeatureArray(maps, shard_rows, index, logical, ranges, checksums, name), damage
+
+    def _shard_file(self, name: str, i: int, sha256: str | None, problem: Any) -> Path:
+        """The local file holding shard i: the store's own, or for a remote store its copy in the read-through
+        cache, downloaded once (checked by `problem` before it is kept) and named by the shard's checksum."""
+        f = self.path / name / "features" / "c" / str(i) / "0"
+        if not is_remote(self.path):
+            return f
+        local = cache_folder(self.path) / name / f"{i}-{sha256 or 'unfinished'}"
+        if local.exists():
+            return local
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.{os.getpid()}.tmp")
+        try:
+            with remote_errors(self.path, "read the store"):
+                data = f.read_bytes() if f.exists() else None
+            if data is None:
+                return local  # missing: reported as such by the caller
+            tmp.write_bytes(data)
+            if problem(tmp) is None:
+                os.replace(tmp, local)
+            else:
+                return tmp  # damaged remotely: reported, never cached
+        finally:
+            if tmp.exists() and local.exists():
+                tmp.unlink(missing_ok=True)
+        return local
 
     def _plain(self, name: str) -> bool:
         """Whether the features are uncompressed, index-at-end shards with `/` keys: the mappable layout."""
@@ -237,7 +281,7 @@ def _shard_file_problem(f: Path, rows: int, chunk_rows: int, shard_rows: int, d:
         return "file is missing"
     if (got := f.stat().st_size) != size:
         return f"file has {got} bytes, expected {size} (truncated or overwritten)"
-    with open(f, "rb") as fh:
+    with f.open("rb") as fh:
         fh.seek(used * chunk_bytes)
         tail = fh.read(per_shard * 16 + 4)
     idx = np.frombuffer(tail[:-4], dtype="<u8").reshape(per_shard, 2)

@@ -1,0 +1,220 @@
+"""Several processes, one job, launched the way torchrun and Slurm launch them: every rank is a real
+`python -m aftpipe` process with WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT set (and one run
+through torchrun itself). CPU and gloo, one thread per process, a 200-row dataset and a 32-wide random BERT,
+so the whole file stays small.
+
+Extraction with 2 or 3 processes is bit-identical to one process (zarr and HDF5); a store left half-written by
+4 processes is finished by 2, then 1, bit-identical, with a rank killed in each; a rank that dies takes the
+others down at once with one line; ranks launched with different arguments are refused on every rank."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aftpipe.config import ExtractConfig
+from aftpipe.extraction import extract
+from aftpipe.store import open_features, verify_store
+
+SHARD_ROWS, CHUNK_ROWS = 16, 16  # train 150 rows → 10 shards, test 50 → 4: 14 shards, no world size divides them
+
+# A rank that SIGKILLs itself after writing its k-th shard (KILL_AFTER_SHARDS=k): a real crash, no cleanup.
+KILLER = """
+import os, signal, sys
+from aftpipe.store.base import StoreWriter
+limit, real, done = int(os.environ.get("KILL_AFTER_SHARDS", "0")), StoreWriter.write_shard, []
+def write_shard(self, *a, **k):
+    real(self, *a, **k)
+    done.append(1)
+    if len(done) == limit:
+        os.kill(os.getpid(), signal.SIGKILL)
+StoreWriter.write_shard = write_shard
+sys.argv = ["aftpipe", *sys.argv[1:]]
+from aftpipe.cli import main
+main()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ranks(args: list[str], world: int, rank_env: dict[int, dict[str, str]] | None = None,
+          timeout: float = 300) -> list[tuple[int, str, str]]:
+    """Run `aftpipe ARGS` as `world` processes of one job (a rank given KILL_AFTER_SHARDS dies on cue);
+    returns (exit code, stdout, stderr) per rank."""
+    port, procs = free_port(), []
+    for r in range(world):
+        env = {**os.environ, "WORLD_SIZE": str(world), "RANK": str(r), "LOCAL_RANK": str(r),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+               "HF_HUB_OFFLINE": "1", **(rank_env or {}).get(r, {})}
+        procs.append(subprocess.Popen([sys.executable, "-c", KILLER, *args], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    out = []
+    for p in procs:
+        o, e = p.communicate(timeout=timeout)
+        out.append((p.returncode, o, e))
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """train.tsv (150 rows) and test.tsv (50 rows) with a word signal."""
+    folder = tmp_path_factory.mktemp("dist") / "data"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    pos, neg = ["good", "great", "superb", "fine"], ["bad", "awful", "dull", "boring"]
+    for name, n in (("train", 150), ("test", 50)):
+        rows = ["text\tlabel"]
+        for i in range(n):
+            y = int(rng.integers(2))
+            rows.append(f"{' '.join(rng.choice(pos if y else neg, 1 + i % 6))} film {i}\t{y}")
+        (folder / f"{name}.tsv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def extract_args(data: Path, cache: Path | str, model: Path, fmt: str = "zarr", *extra: str) -> list[str]:
+    return ["extract", "--dataset", f"tsv:{data}", "--source", f"hf:{model}", "--cache-dir", str(cache), "--format", fmt,
+            "--shard-rows", str(SHARD_ROWS), "--chunk-rows", str(CHUNK_ROWS), "--batch-size", "8", "--workers", "0",
+            "--quiet", *extra]
+
+
+def error_line(err: str) -> str:
+    """The one `error:` line of a failed command (log lines may precede it), with no traceback."""
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    return lines[0]
+
+
+def store_of(cache: Path, model: Path, fmt: str) -> Path:
+    return cache / "data" / (f"hf-{model.name}" + (".h5" if fmt == "hdf5" else ""))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data, tiny_hf_dir) -> dict[str, Path]:
+    """The one-process stores everything is compared with."""
+    import torch
+
+    torch.set_num_threads(1)
+    out = {}
+    for fmt in ("zarr", "hdf5"):
+        cache = tmp_path_factory.mktemp(f"ref-{fmt}")
+        extract(ExtractConfig(dataset=f"tsv:{data}", sources=(f"hf:{tiny_hf_dir}",), cache_dir=str(cache), format=fmt,
+                              shard_rows=SHARD_ROWS, chunk_rows=CHUNK_ROWS, batch_size=8, workers=0))
+        out[fmt] = store_of(cache, tiny_hf_dir, fmt)
+    return out
+
+
+def same_store(a: Path, b: Path) -> None:
+    """Every split's feature bytes, index and shard checksums equal, and for zarr every array file."""
+    sa, sb = open_features(a), open_features(b)
+    assert sorted(sa.splits) == sorted(sb.splits) == ["test", "train"]
+    for name in sa.splits:
+        xa, xb = sa.split(name, verify=True), sb.split(name, verify=True)
+        assert xa._raw_rows(0, len(xa)).tobytes() == xb._raw_rows(0, len(xb)).tobytes(), name
+        assert np.array_equal(xa.index, xb.index)
+        assert [s.sha256 for s in sa.split_info(name).shards] == [s.sha256 for s in sb.split_info(name).shards]
+    if a.is_dir():
+        files = sorted(str(p.relative_to(a)) for p in a.rglob("c/*/*"))
+        assert files == sorted(str(p.relative_to(b)) for p in b.rglob("c/*/*")) and files
+        assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    assert verify_store(b).ok
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_several_processes_write_the_store_one_process_writes(world, data, tiny_hf_dir, reference, tmp_path):
+    cache = tmp_path / "cache"
+    out = ranks(extract_args(data, cache, tiny_hf_dir), world)
+    assert [code for code, _, _ in out] == [0] * world, [e[-2000:] for _, _, e in out]
+    same_store(reference["zarr"], store_of(cache, tiny_hf_dir, "zarr"))
+    m = open_features(store_of(cache, tiny_hf_dir, "zarr")).manifest
+    assert f"× {world} processes" in m["device"] and m["state"] == "complete"
+    # rank 0 alone reports the job: every shard written, counted once
+    assert "shards written 10" in out[0][1] + out[0][2] and all("shards written" not in o + e for _, o, e in out[1:])
+    assert not list(cache.rglob("*.journal")) and not list(cache.rglob("*.lock"))
+
+
+def test_hdf5_with_two_processes_is_one_mappable_file_identical_to_one_process(data, tiny_hf_dir, reference,
+                                                                               tmp_path):
+    cache = tmp_path / "cache"
+    out = ranks(extract_args(data, cache, tiny_hf_dir, "hdf5"), 2)
+    assert [code for code, _, _ in out] == [0, 0], [e[-2000:] for _, _, e in out]
+    store = store_of(cache, tiny_hf_dir, "hdf5")
+    same_store(reference["hdf5"], store)
+    assert sorted(p.name for p in store.parent.iterdir()) == [store.name]  # no partial, sidecar, journal or lock
+    arr = open_features(store).split("train")
+    assert len(arr._shards) == 1  # one contiguous dataset, memory-mapped whole
+
+
+def test_torchrun_runs_the_same_extract(data, tiny_hf_dir, reference, tmp_path):
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "aftpipe",
+           *extract_args(data, cache, tiny_hf_dir)]
+    p = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    same_store(reference["zarr"], store_of(cache, tiny_hf_dir, "zarr"))
+
+
+def test_a_store_half_written_by_4_processes_is_finished_by_2_then_1(data, tiny_hf_dir, reference, tmp_path):
+    cache = tmp_path / "cache"
+    store = store_of(cache, tiny_hf_dir, "zarr")
+    args = extract_args(data, cache, tiny_hf_dir, "zarr", "--dist-timeout", "600")
+    # 4 processes, each killed after its first shard: nobody writes the manifest's done-list but rank 0
+    out = ranks(args, 4, {r: {"KILL_AFTER_SHARDS": "1"} for r in range(4)})
+    assert [code for code, _, _ in out] == [-9] * 4
+    done = sum(s.done for i in open_features(store).split_infos() for s in i.shards)
+    journal = store.with_name(store.name + ".journal")
+    assert done == 1 and len(list(journal.iterdir())) == 3  # rank 0's in the manifest, the others' journaled
+    # 2 processes resume it (the journal adopted after its shards are re-hashed); rank 1 dies after 2 shards and
+    # rank 0 stops as soon as it needs rank 1, on the closed connection, not after the 600 s timeout
+    out = ranks(args, 2, {1: {"KILL_AFTER_SHARDS": "2"}})
+    assert out[1][0] == -9 and out[0][0] == 2
+    line = error_line(out[0][2])
+    assert line.startswith("error: rank 0 of 2: lost the other ranks at") and "Connection closed" in line, line
+    assert "re-run the same command" in line
+    done = sum(s.done for i in open_features(store).split_infos() for s in i.shards)
+    assert done == 4 + 5 + 2 and not journal.exists()  # 10 left: rank 0 did its 5, rank 1 two of its 5
+    # one process finishes it: bit-identical to a one-process run
+    code = subprocess.run([sys.executable, "-m", "aftpipe", *args], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert code.returncode == 0, code.stderr[-2000:]
+    same_store(reference["zarr"], store)
+
+
+def test_ranks_launched_with_different_arguments_are_refused_on_every_rank(data, tiny_hf_dir, tmp_path):
+    cache = tmp_path / "cache"
+    args = extract_args(data, cache, tiny_hf_dir)
+    port, procs = free_port(), []
+    for r, dtype in enumerate(("float16", "float32")):
+        env = {**os.environ, "WORLD_SIZE": "2", "RANK": str(r), "LOCAL_RANK": str(r), "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, "-m", "aftpipe", *args, "--dtype", dtype], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 2 and "launched with different arguments" in error_line(err)
+    assert not store_of(cache, tiny_hf_dir, "zarr").exists()  # nothing written
+
+
+def test_without_a_rendezvous_address_the_error_says_how_to_launch(data, tiny_hf_dir, tmp_path, cli, one_line_error,
+                                                                   monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    code, _, err = cli(extract_args(data, tmp_path / "cache", tiny_hf_dir))
+    one_line_error(code, err, "WORLD_SIZE=2 is set but MASTER_ADDR is not", "torchrun")
+
+
+def test_memory_urls_are_refused_with_several_processes(data, tiny_hf_dir, tmp_path):
+    out = ranks(extract_args(data, "memory://x", tiny_hf_dir), 2)
+    for code, _, err in out:
+        assert code == 2 and "lives in one process's memory" in error_line(err)
