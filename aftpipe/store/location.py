@@ -44,8 +44,8 @@ def is_remote(path: Any) -> bool:
 
 def location(where: str | os.PathLike) -> Any:
     """A local `Path`, or a `UPath` for a URL other than `file://`."""
-    if isinstance(where, Path):
-        return where
+    if isinstance(where, Path) or (not isinstance(where, str) and is_remote(where) and hasattr(where, "fs")):
+        return where  # already a location (a UPath is not a Path)
     if not is_url(where):
         return Path(where)
     where = str(where)

@@ -27,7 +27,7 @@ from aftpipe.store.base import (Damage, Damaged, FeatureStore, SplitPlan, StoreW
                                 summary, unreadable_message)
 from aftpipe.store.location import cache_folder, fresh, is_remote, remote_errors, remove, write_bytes, zarr_store
 from aftpipe.store.manifest import (FILL_VALUES, INDEX_DTYPE, MANIFEST_KEY, STORAGE_DTYPES, ManifestError,
-                                    zarr_layout)
+                                    sha256_bytes, zarr_layout)
 
 _EMPTY = 2**64 - 1  # shard-index marker of a chunk that was never written
 _ZARR_TEMP = re.compile(r"\.[0-9a-f]{32}\.partial$")  # zarr's atomic-write temp files, left by a kill
@@ -99,6 +99,7 @@ class ZarrWriter(StoreWriter):
                 self._discard_existing()
             else:
                 reader = ZarrFeatureStore(self.path)
+                reader.read_through = False  # what the store holds now decides which shards are done
         elif self.path.exists() and not self.path.is_dir():
             raise AftpipeError(f"{self.path} exists and is not an aftpipe zarr store; move it away or pick another "
                                f"{option_name('cache_dir')}")
@@ -170,6 +171,14 @@ class ZarrFeatureStore(FeatureStore):
         with remote_errors(path, "read the store"):
             self._adopt(read_manifest(fresh(path)) if manifest is None else manifest, "zarr.json")
         self._zarr_store: Any = None
+        self.read_through = True  # remote shards: reuse the local copies (see _shard_file)
+
+    def verify(self) -> list[Damage]:
+        self.read_through = False
+        try:
+            return super().verify()
+        finally:
+            self.read_through = True
 
     def _rebuild_command(self) -> str | None:
         return recorded_command(self.path)
@@ -210,7 +219,7 @@ class ZarrFeatureStore(FeatureStore):
         maps, damage, files = [], [], []
         for i, (a, b) in enumerate(ranges):
             f = self._shard_file(name, i, checksums[i], lambda f: _shard_file_problem(
-                f, b - a, want["chunks"][0], want["shards"][0], d, dtype))
+                f, b - a, want["chunks"][0], want["shards"][0], d, dtype), b - a, d, dtype)
             files.append(f)
             problem = _shard_file_problem(f, b - a, want["chunks"][0], want["shards"][0], d, dtype)
             if problem:
@@ -227,32 +236,29 @@ class ZarrFeatureStore(FeatureStore):
             shard_rows = max(entry["n"], 1)
         return FeatureArray(maps, shard_rows, index, logical, ranges, checksums, name), damage
 
-    def _shard_file(self, name: str, i: int, sha256: str | None, problem: Any) -> Path:
+    def _shard_file(self, name: str, i: int, sha256: str | None, problem: Any, rows: int, d: int,
+                    dtype: np.dtype) -> Path:
         """The local file holding shard i: the store's own, or for a remote store its copy in the read-through
-        cache, downloaded once (checked by `problem` before it is kept) and named by the shard's checksum."""
+        cache, downloaded once and kept (named by the shard's checksum) only when its layout and checksum
+        pass. `verify` and a resuming writer read the remote bytes afresh (`read_through` off): they must
+        see what the store holds now, not what it held when the copy was made."""
         f = self.path / name / "features" / "c" / str(i) / "0"
         if not is_remote(self.path):
             return f
         local = cache_folder(self.path) / name / f"{i}-{sha256 or 'unfinished'}"
-        if local.exists():
+        if self.read_through and sha256 and local.exists():
             return local
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.{os.getpid()}.tmp")
-        try:
-            with remote_errors(self.path, "read the store"):
-                data = f.read_bytes() if f.exists() else None
-            if data is None:
-                return local  # missing: reported as such by the caller
-            tmp.write_bytes(data)
-            if problem(tmp) is None:
-                os.replace(tmp, local)
-            else:
-                return tmp  # damaged remotely: reported, never cached
-        finally:
-            if tmp.exists() and local.exists():
-                tmp.unlink(missing_ok=True)
-        return local
-
+        with remote_errors(self.path, "read the store"):
+            data = f.read_bytes() if f.exists() else None
+        if data is None:
+            return tmp  # missing: the caller reports it
+        tmp.write_bytes(data)
+        if sha256 and problem(tmp) is None and sha256_bytes(map_rows(tmp, 0, rows, d, dtype)) == sha256:
+            os.replace(tmp, local)
+            return local
+        return tmp  # unfinished, or damaged remotely: served (or reported) from a file never reused
     def _plain(self, name: str) -> bool:
         """Whether the features are uncompressed, index-at-end shards with `/` keys: the mappable layout."""
         meta = json.loads((self.path / name / "features" / "zarr.json").read_text())

@@ -1,0 +1,152 @@
+"""Stores behind fsspec URLs, against a real S3-compatible server (moto's, started here on a free port):
+extract writes the same bytes as to a local folder and resumes; train reads through the local cache (or
+--in-memory) and learns what it learns from the local store; hdf5 to a URL and missing credentials are one
+line; `file://` is a local path and `memory://` works in one process."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aftpipe.config import ExtractConfig, TrainConfig
+from aftpipe.extraction import extract
+from aftpipe.store import open_features, verify_store
+from aftpipe.training import train
+
+from aftpipe.students import StudentConfig
+from conftest import SMALL_STUDENT, write_named_reviews
+
+SHARDING = dict(shard_rows=32, chunk_rows=32)  # 300 train rows → 10 shards, 80 test rows → 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, tmp_path) -> str:
+    """A fresh bucket on the server, with this process's AWS settings pointing at it; returns its URL."""
+    import boto3
+    import s3fs
+
+    for var, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": s3_server,
+                       "AWS_EC2_METADATA_DISABLED": "true", "AFTPIPE_REMOTE_CACHE": str(tmp_path / "remote-cache"),
+                       "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+                       "AWS_CONFIG_FILE": str(tmp_path / "none")}.items():
+        monkeypatch.setenv(var, value)
+    s3fs.S3FileSystem.clear_instance_cache()  # a filesystem cached with another test's settings
+    bucket = f"b{tmp_path.name.replace('_', '-').lower()}"[:60].rstrip("-")
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}"
+
+
+@pytest.fixture(scope="module")
+def reviews(tmp_path_factory) -> Path:
+    return write_named_reviews(tmp_path_factory.mktemp("remote") / "reviews")
+
+
+@pytest.fixture(scope="module")
+def local_store(tmp_path_factory, reviews, tiny_hf_dir) -> Path:
+    cache = tmp_path_factory.mktemp("remote-local")
+    extract(ExtractConfig(dataset=f"tsv:{reviews}", sources=(f"hf:{tiny_hf_dir}",), cache_dir=str(cache),
+                          workers=0, **SHARDING))
+    return cache / "reviews" / f"hf-{tiny_hf_dir.name}"
+
+
+def _extract(reviews: Path, model: Path, cache: str) -> list:
+    return extract(ExtractConfig(dataset=f"tsv:{reviews}", sources=(f"hf:{model}",), cache_dir=cache, workers=0,
+                                 **SHARDING))
+
+
+def _same_features(a, b) -> None:
+    sa, sb = open_features(a), open_features(b)
+    assert sorted(sa.splits) == sorted(sb.splits) == ["test", "train"]
+    for name in sa.splits:
+        xa, xb = sa.split(name, verify=True), sb.split(name, verify=True)
+        assert xa._raw_rows(0, len(xa)).tobytes() == xb._raw_rows(0, len(xb)).tobytes(), name
+        assert [s.sha256 for s in sa.split_info(name).shards] == [s.sha256 for s in sb.split_info(name).shards]
+
+
+def test_extract_to_s3_writes_the_local_bytes_and_resumes(s3, reviews, tiny_hf_dir, local_store):
+    url = f"{s3}/cache/reviews/hf-{tiny_hf_dir.name}"
+    first = _extract(reviews, tiny_hf_dir, f"{s3}/cache")
+    assert [(r.split, r.shards_done) for r in first] == [("test", 3), ("train", 10)]
+    _same_features(local_store, url)
+    assert verify_store(url).ok
+    # a shard object gone from the bucket: the re-run recomputes exactly that one, and the store is whole again
+    import s3fs
+
+    s3fs.S3FileSystem().rm(url.removeprefix("s3://") + "/train/features/c/4/0")
+    assert not verify_store(url).ok
+    again = _extract(reviews, tiny_hf_dir, f"{s3}/cache")
+    assert [(r.split, r.shards_done, r.recomputed) for r in again] == [("test", 0, ()), ("train", 1, (4,))]
+    _same_features(local_store, url)
+
+
+def test_training_from_s3_learns_what_the_local_store_teaches(s3, reviews, tiny_hf_dir, local_store, tmp_path):
+    _extract(reviews, tiny_hf_dir, f"{s3}/cache")
+    url = f"{s3}/cache/reviews/hf-{tiny_hf_dir.name}"
+    common = dict(dataset=f"tsv:{reviews}", epochs=2, batch_size=32, lr=3e-3, threads=1, student="textcnn",
+                  method="aft", student_options=StudentConfig(**SMALL_STUDENT))
+    local = train(TrainConfig(**common, features=(str(local_store),), out=str(tmp_path / "local")))
+    remote = train(TrainConfig(**common, features=(url,), out=str(tmp_path / "remote")))
+    in_memory = train(TrainConfig(**common, features=(url,), in_memory=True, out=str(tmp_path / "in-memory")))
+    assert remote["test"] == local["test"] == in_memory["test"]
+    assert json.loads((tmp_path / "remote" / "metrics.json").read_text())["test"] == local["test"]
+    # the read-through cache holds each train shard once, named by its checksum
+    cached = sorted(p.name for p in (tmp_path / "remote-cache").rglob("train/*"))
+    shas = [s.sha256 for s in open_features(url).split_info("train").shards]
+    assert cached == sorted(f"{i}-{sha}" for i, sha in enumerate(shas))
+
+
+def test_hdf5_to_an_object_store_is_refused(s3, reviews, tiny_hf_dir, cli, one_line_error):
+    code, _, err = cli(["extract", "--dataset", f"tsv:{reviews}", "--source", f"hf:{tiny_hf_dir}", "--format", "hdf5",
+                        "--cache-dir", f"{s3}/cache"])
+    one_line_error(code, err, "--format", "hdf5 cannot be written to an object store", "--format zarr")
+
+
+def test_missing_s3_credentials_are_the_clients_message_on_one_line(s3, reviews, tiny_hf_dir, tmp_path, monkeypatch,
+                                                                    cli, one_line_error):
+    import s3fs
+
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    s3fs.S3FileSystem.clear_instance_cache()
+    code, _, err = cli(["train", "--dataset", f"tsv:{reviews}", "--features", f"{s3}/cache/reviews/x",
+                        "--out", str(tmp_path / "run")])
+    one_line_error(code, err, f"cannot read the store {s3}/cache/reviews/x", "NoCredentialsError",
+                   "check the s3 credentials")
+    assert not (tmp_path / "run").exists()
+
+
+def test_file_urls_are_local_paths_and_memory_urls_work_in_one_process(reviews, tiny_hf_dir, local_store, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _extract(reviews, tiny_hf_dir, f"file://{tmp_path}/abs")
+    assert not (tmp_path / "file:").exists()
+    _same_features(local_store, tmp_path / "abs" / "reviews" / f"hf-{tiny_hf_dir.name}")
+    _extract(reviews, tiny_hf_dir, "memory://aftpipe-test/cache")
+    store = open_features(f"memory://aftpipe-test/cache/reviews/hf-{tiny_hf_dir.name}")
+    _same_features(local_store, store.path)
+    assert np.asarray(store.split("train")[np.arange(5)]).shape == (5, 32)
