@@ -73,7 +73,7 @@ class Context:
         mine = {"what": what, "error": None if failed is None else _one_line(failed), "value": value}
         out: list[Any] = [None] * self.world
         try:
-            dist.all_gather_object(out, mine, group=_control_group())
+            dist.all_gather_object(out, mine, group=control_group())
         except RuntimeError as e:  # gloo: a peer closed its connection, or the timeout passed
             if failed is not None:
                 return [mine]  # already failing: our own error is the one to show
@@ -138,6 +138,20 @@ class Context:
                                f"{odd[0]} differs from rank 0's); start every rank with the same command")
 
     @contextlib.contextmanager
+    def collective(self, what: str) -> Iterator[None]:
+        """Around tensor collectives (DDP's gradient all-reduce): a peer that died or timed out there is one
+        line naming what was going on, not the backend's traceback."""
+        if not self.active:
+            yield
+            return
+        try:
+            yield
+        except RuntimeError as e:
+            if not _lost_peer(e):
+                raise
+            raise AftpipeError(self._lost(what, e)) from None
+
+    @contextlib.contextmanager
     def main_first(self, what: str) -> Iterator[None]:
         """Rank 0 runs the block first (filling caches: heads, downloaded shards), then the others."""
         if not self.active:
@@ -153,7 +167,16 @@ class Context:
 _CONTROL: list[Any] = []
 
 
-def _control_group() -> Any:
+def _lost_peer(e: RuntimeError) -> bool:
+    """Whether a collective failed because a peer went away or did not arrive (not a bug of our own)."""
+    import torch.distributed as dist
+
+    text = str(e)
+    return isinstance(e, getattr(dist, "DistError", ())) or any(
+        w in text for w in ("gloo", "Gloo", "NCCL", "Connection closed", "Connection reset", "imed out"))
+
+
+def control_group() -> Any:
     """The gloo group of the control messages (created once per process group)."""
     import torch.distributed as dist
 

@@ -11,10 +11,19 @@ the method's own state (AFT's s, KD's W) in a second parameter group with its ow
 warm-up then cosine decay, evaluation on a hold-out carved from the labeled training rows (what β is tuned
 on) with early stopping, and the test split scored once at the end with the best hold-out checkpoint.
 Features are read from the memory-mapped stores by row index, per batch.
+
+Several processes (`torchrun ... -m aftpipe train`) train one run with DistributedDataParallel: every rank
+draws the same global batch of `--batch-size` rows and computes on its own share of them (every world-th
+row), and DDP averages the gradients, so a run of N processes follows the one-process run with the same
+batch size. The student and the method's state (AFT's s, so σ(s)) are DDP's parameters and stay identical on
+every rank. AFT's kernel is a per-batch statistic (the paper computes it on each mini-batch): with several
+processes it is each rank's kernel over its local rows, the same estimator on a batch 1/N as large. Rank 0
+alone evaluates, checkpoints and writes the run directory; the others follow its early-stopping decision.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -25,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aftpipe import rundir
+from aftpipe import distributed, rundir
 from aftpipe.config import TrainConfig, dump_yaml
 from aftpipe.data import load_dataset
 from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
@@ -34,7 +43,7 @@ from aftpipe.features import RunData, check_labels, foundation_params, open_spli
 from aftpipe.methods import METHODS, Method, build_method
 from aftpipe.metrics import score
 from aftpipe.model import write_model_files
-from aftpipe.progress import Progress, default_progress
+from aftpipe.progress import Progress, SilentProgress, default_progress
 from aftpipe.students import build_student
 from aftpipe.tracking import RunLog, check_trackers
 
@@ -89,31 +98,52 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Train one run; writes config.yaml, metrics.json and the weights into `cfg.out`; returns the metrics.
 
     The run is built in `<out>.partial` under a lock and renamed to `<out>` only when it finishes (rundir.py),
-    so a second train on the same --out is refused and a failed one leaves nothing half-made."""
-    from aftpipe.probe import fit_probe
-    from aftpipe.provenance import run_record
-
+    so a second train on the same --out is refused and a failed one leaves nothing half-made. Launched as
+    several processes (WORLD_SIZE set, e.g. by torchrun), they train the run together (DDP); each returns
+    rank 0's metrics."""
     progress = default_progress(progress, "step")
     check_trackers(cfg.report_to)
     method_cls = METHODS.get(cfg.method)
-    with rundir.writing(cfg.out, cfg.resume, cfg.overwrite) as work:
+    with distributed.launch(cfg.device, cfg.dist_timeout) as ctx:
+        if not ctx.is_main:
+            progress = SilentProgress()  # one display for the job: rank 0's
+        if ctx.active and not method_cls.uses_student:  # a closed-form fit: nothing to share between processes
+            return ctx.from_main("fitting the linear probe", lambda: _train(cfg, method_cls, progress))
+        return _train(cfg, method_cls, progress, ctx)
+
+
+def _train(cfg: TrainConfig, method_cls: type[Method], progress: Progress,
+           ctx: distributed.Context = distributed.SINGLE) -> dict[str, Any]:
+    from aftpipe.probe import fit_probe
+    from aftpipe.provenance import run_record
+
+    with contextlib.ExitStack() as held:
+        # rank 0 alone owns the run directory; the others learn where it is (to resume from its checkpoint)
+        work = ctx.from_main(f"preparing the run directory {cfg.out}", lambda: held.enter_context(
+            rundir.writing(cfg.out, cfg.resume, cfg.overwrite)))
         if work is None:
             progress.log(f"{cfg.out} is already finished; nothing to do")
             return rundir.read_metrics(cfg.out)
         t_start = time.perf_counter()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        device = resolve_device(cfg.device)
+        device = resolve_device(distributed.device_for(cfg.device, ctx))
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
-        data = load_run_data(cfg, method_cls)
-        if cfg.resume:
-            rundir.check_resumable(work, cfg.to_dict())
-        rundir.write_config(work, dump_yaml(cfg))
+        with ctx.together("loading the data"):
+            data = load_run_data(cfg, method_cls)
+            if cfg.resume and ctx.is_main:
+                rundir.check_resumable(work, cfg.to_dict())
+        if ctx.is_main:
+            rundir.write_config(work, dump_yaml(cfg))
         student = None
         if method_cls.uses_student:
-            trainer = Trainer(cfg, data, device, work, progress)
-            metrics, student = trainer.run(), trainer.student
+            with ctx.collective("training"):  # a rank lost inside DDP's all-reduce: one line, not a traceback
+                trainer = Trainer(cfg, data, device, work, progress, ctx)
+                metrics = trainer.run()
+            if not ctx.is_main:
+                return metrics  # rank 0's, which alone writes the run directory
+            student = trainer.student
         else:
             metrics = fit_probe(cfg.features, data, cfg.in_memory, work, progress)
             with RunLog(work, cfg.report_to, cfg.to_dict()) as log:
@@ -124,6 +154,23 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
         write_model_files(work, cfg, data, metrics, student)  # the run directory becomes a loadable model folder
         rundir.finish(work, metrics)
     return metrics
+
+
+class _Step(torch.nn.Module):
+    """The student and the method as one module: what DistributedDataParallel wraps, so the gradients of
+    both (the student's weights, AFT's s) are averaged over the ranks."""
+
+    def __init__(self, student: torch.nn.Module, method: Method) -> None:
+        super().__init__()
+        self.student, self.method = student, method
+
+    def forward(self, batch: dict[str, torch.Tensor], phi: torch.Tensor | None, y: torch.Tensor, progress: float,
+                amp: bool) -> tuple[torch.Tensor, Any]:
+        with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=amp):
+            h = self.student.features(batch)
+            logits = self.student.head(h)
+        terms = self.method(h.float(), logits.float(), phi, y, progress)
+        return terms.total, terms
 
 
 # --- the loop ---------------------------------------------------------------------------------------------
@@ -164,8 +211,9 @@ class Trainer:
     trained by `run()`. Every step's batch depends only on (seed, epoch, position), so a resumed run draws
     the batches the uninterrupted one would have."""
 
-    def __init__(self, cfg: TrainConfig, data: RunData, device: torch.device, out: Path, progress: Progress) -> None:
-        self.cfg, self.data, self.device, self.out, self.progress = cfg, data, device, out, progress
+    def __init__(self, cfg: TrainConfig, data: RunData, device: torch.device, out: Path, progress: Progress,
+                 ctx: distributed.Context = distributed.SINGLE) -> None:
+        self.cfg, self.data, self.device, self.out, self.progress, self.ctx = cfg, data, device, out, progress, ctx
         train = data.train
         self.student = build_student(cfg.student, data.num_classes, list(train.inputs), cfg.student_options,
                                      modality=data.dataset.modality).to(device)
@@ -183,14 +231,25 @@ class Trainer:
             # The teacher belongs to the transfer set-up, not to the student's seed: one teacher (an MLP's init
             # seeded with data_seed) serves every seed of a group, so seeds measure the student's spread alone.
             rows = data.plan.train
-            head, _ = fitted_head(feats, cfg.features, rows, train.labels, data.num_classes,
-                                  hidden=cfg.method_options.teacher_hidden, seed=cfg.data_seed, progress=progress)
+            with ctx.main_first("fitting the teacher"):  # the head is cached: rank 0 fits it, the others load it
+                head, _ = fitted_head(feats, cfg.features, rows, train.labels, data.num_classes,
+                                      hidden=cfg.method_options.teacher_hidden, seed=cfg.data_seed, progress=progress)
             self.method.set_teacher(head, feats(rows).to(device), torch.from_numpy(train.labels[rows]).to(device))
         self.phi = feats if self.method.uses_features else None
         self.use_unlabeled = ((cfg.unlabeled or self.method.always_unlabeled) and self.method.uses_unlabeled
                               and len(data.plan.unlabeled) > 0)
         self.sched_info = schedule(cfg, len(data.plan.train))
         total = self.sched_info.total
+        self.model: torch.nn.Module = _Step(self.student, self.method)
+        if ctx.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            if ctx.is_main:
+                progress.log(f"{ctx.world} processes: each computes every {ctx.world}th row of a {cfg.batch_size}-row "
+                             "batch; gradients averaged (DistributedDataParallel)")
+            # a method may leave a parameter out of a step (no unlabeled rows in it): DDP must not wait for it
+            self.model = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                 find_unused_parameters=True)
         self.opt = torch.optim.AdamW([
             {"params": list(self.student.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
             {"params": [p for p in self.method.parameters() if p.requires_grad], "lr": cfg.method_options.state_lr,
@@ -247,14 +306,17 @@ class Trainer:
         return self._perms[(stream, epoch)]
 
     def batch_rows(self, step: int) -> np.ndarray:
-        """The labeled rows of `step`, followed by its unlabeled rows when the run uses them."""
+        """The labeled rows of `step`, followed by its unlabeled rows when the run uses them; with several
+        processes, this rank's share of them."""
         bs, plan = self.cfg.batch_size, self.data.plan
         epoch, pos = divmod(step, self.sched_info.steps_per_epoch)
         idx = self._permutation(0, epoch, plan.train)[pos * bs:(pos + 1) * bs]
         if self.use_unlabeled:
             u_epoch, upos = divmod(step, max(1, math.ceil(len(plan.unlabeled) / bs)))
             idx = np.concatenate([idx, self._permutation(1, u_epoch, plan.unlabeled)[upos * bs:(upos + 1) * bs]])
-        return idx
+        if self.ctx.active and len(idx) < self.ctx.world:  # an epoch's last few rows: every rank needs one
+            idx = np.resize(idx, self.ctx.world)
+        return self.ctx.local_rows(idx)
 
     def step(self, idx: np.ndarray) -> dict[str, float]:
         """One optimizer step on rows `idx`; returns the loss terms."""
@@ -263,12 +325,10 @@ class Trainer:
         t0 = time.perf_counter()
         batch = _batch(self.enc_train, idx, device)
         phi = self.phi(idx).to(device, non_blocking=True) if self.phi is not None else None
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.cfg.amp and device.type == "cuda"):
-            h = self.student.features(batch)
-            logits = self.student.head(h)
-        terms = self.method(h.float(), logits.float(), phi, y, self.state["step"] / self.sched_info.total)
+        total, terms = self.model(batch, phi, y, self.state["step"] / self.sched_info.total,
+                                  self.cfg.amp and device.type == "cuda")
         self.opt.zero_grad(set_to_none=True)
-        terms.total.backward()
+        total.backward()  # DDP: the gradients are averaged over the ranks here
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.grad_clip)
         self.opt.step()
@@ -278,6 +338,12 @@ class Trainer:
         self.state["train_time"] += time.perf_counter() - t0
         self.state["step"] += 1
         logs = terms.floats()
+        if self.ctx.active:  # the global batch's loss, so every rank sees a diverging run at the same step
+            import torch.distributed as dist
+
+            loss = torch.tensor([logs["loss"]], dtype=torch.float64)
+            dist.all_reduce(loss, group=distributed.control_group())
+            logs["loss"] = float(loss) / self.ctx.world
         if not math.isfinite(logs["loss"]):
             raise AftpipeError(f"the loss became {logs['loss']} at step {self.state['step']}; lower "
                                f"{option_name('lr')} or {option_name('beta')}")
@@ -341,13 +407,8 @@ class Trainer:
                 logs = self.step(self.batch_rows(st["step"]))
                 fields = {k: f"{v:.3f}" for k, v in logs.items()}
                 if st["step"] % self.sched_info.eval_every == 0 or st["step"] == total:
-                    fields["holdout"] = f"{self.evaluate(logs):.3f}"
-                    last = st["history"][-1]
-                    if "holdout_reg_floor" in last:  # R next to what a student that learned nothing would score
-                        fields["R/floor"] = f"{last['holdout_reg']:.3f}/{last['holdout_reg_floor']:.3f}"
-                    if cfg.patience is not None and st["bad_evals"] >= cfg.patience:
-                        self.progress.log(f"early stop at step {st['step']}: no hold-out gain for {cfg.patience} "
-                                          "evaluations")
+                    # rank 0 evaluates and checkpoints; the others wait for its early-stopping decision
+                    if self.ctx.from_main(f"the evaluation at step {st['step']}", lambda: self._evaluate(logs, fields)):
                         break
                 self.progress.advance(1, **fields)
         except KeyboardInterrupt:
@@ -357,6 +418,18 @@ class Trainer:
             raise Interrupted(kept, f"re-run with {option_hint('resume')} to continue") from None
         finally:
             self.progress.finish()
+
+    def _evaluate(self, logs: dict[str, float], fields: dict[str, str]) -> bool:
+        """Evaluate (adding the progress fields); returns whether to stop early."""
+        cfg, st = self.cfg, self.state
+        fields["holdout"] = f"{self.evaluate(logs):.3f}"
+        last = st["history"][-1]
+        if "holdout_reg_floor" in last:  # R next to what a student that learned nothing would score
+            fields["R/floor"] = f"{last['holdout_reg']:.3f}/{last['holdout_reg_floor']:.3f}"
+        if cfg.patience is not None and st["bad_evals"] >= cfg.patience:
+            self.progress.log(f"early stop at step {st['step']}: no hold-out gain for {cfg.patience} evaluations")
+            return True
+        return False
 
     def finish(self) -> dict[str, Any]:
         """Score the test split with the best hold-out weights, save the student; returns the metrics."""
@@ -406,13 +479,22 @@ class Trainer:
         return s
 
     def run(self) -> dict[str, Any]:
+        """Train and finish; with several processes every rank returns rank 0's metrics."""
         if self.cfg.resume:
-            self.resume()
+            self.resume()  # every rank reads rank 0's checkpoint (its run directory is on a shared filesystem)
+        ctx = self.ctx
+        if not ctx.is_main:
+            self.loop()
+            return ctx.from_main("the end of training", lambda: {})
         with RunLog(self.out, self.cfg.report_to, self.cfg.to_dict(), resume_step=self.state["step"]) as self.log:
             self.loop()
-            metrics = self.finish()
-            self.log.log({"step": self.state["step"], **{f"test_{k}": v for k, v in metrics["test"].items()}})
+            metrics = ctx.from_main("the end of training", self._finish_logged)
         self.log = None
+        return metrics
+
+    def _finish_logged(self) -> dict[str, Any]:
+        metrics = self.finish()
+        self.log.log({"step": self.state["step"], **{f"test_{k}": v for k, v in metrics["test"].items()}})
         return metrics
 
 

@@ -9,6 +9,7 @@ others down at once with one line; ranks launched with different arguments are r
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -218,3 +219,45 @@ def test_memory_urls_are_refused_with_several_processes(data, tiny_hf_dir, tmp_p
     out = ranks(extract_args(data, "memory://x", tiny_hf_dir), 2)
     for code, _, err in out:
         assert code == 2 and "lives in one process's memory" in error_line(err)
+
+
+# --- training: DistributedDataParallel ----------------------------------------------------------------------
+def train_args(data: Path, store: Path, out: Path, method: str, *extra: str) -> list[str]:
+    # 135 labeled rows, 16-row batches, 6 steps: every global batch is whole, so each rank gets 8 rows
+    return ["train", "--dataset", f"tsv:{data}", "--features", str(store), "--out", str(out), "--method", method,
+            "--student", "textcnn", "--vocab-size", "200", "--embed-dim", "16", "--width", "16", "--max-length", "16",
+            "--dropout", "0", "--batch-size", "16", "--steps", "6", "--eval-every", "3", "--lr", "3e-3", "--threads",
+            "1", "--quiet", *extra]
+
+
+def student_weights(run: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(run / "student.safetensors"))
+
+
+def test_two_processes_train_what_one_process_trains_at_the_same_global_batch(data, reference, tmp_path, cli):
+    # without transfer the loss is a mean over the batch, so the average of two ranks' gradients over 8 rows
+    # each is the gradient over the 16: the run follows the one-process run up to float rounding
+    code, _, err = cli(train_args(data, reference["zarr"], tmp_path / "one", "none"))
+    assert code == 0, err
+    out = ranks(train_args(data, reference["zarr"], tmp_path / "two", "none"), 2)
+    assert [c for c, _, _ in out] == [0, 0], [e[-2000:] for _, _, e in out]
+    one, two = student_weights(tmp_path / "one"), student_weights(tmp_path / "two")
+    assert one.keys() == two.keys()
+    for k in one:
+        np.testing.assert_allclose(two[k], one[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert m2["steps"] == m1["steps"] == 6 and m2["test"] == m1["test"]
+
+
+def test_aft_with_two_processes_writes_one_run_directory_from_rank_0(data, reference, tmp_path):
+    out = ranks(train_args(data, reference["zarr"], tmp_path / "run", "aft"), 2)
+    assert [c for c, _, _ in out] == [0, 0], [e[-2000:] for _, _, e in out]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no second directory, no .partial left
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["steps"] == 6 and [h["step"] for h in m["history"]] == [3, 6]
+    assert 0 < m["method"]["sigma_mean"] < 1 and m["method"]["sigma_mean"] != 0.5  # σ(s) was trained
+    printed = [json.loads(o) for _, o, _ in out if o.strip()]
+    assert len(printed) == 1 and printed[0]["test"] == m["test"]  # rank 0 alone reports the run
