@@ -151,6 +151,9 @@ def extract(config: ExtractConfig, progress: Progress | None = None) -> list[Spl
     several processes (WORLD_SIZE set, e.g. by torchrun), the processes share the work; each returns the
     results of the whole job."""
     progress = default_progress(progress, "ex")
+    if distributed.env_world() > 1 and config.cache_dir.startswith("memory://"):  # refused before the ranks meet
+        raise AftpipeError(f"{config.cache_dir} lives in one process's memory; several processes need a location "
+                           f"they all see (a shared folder, s3://, gs://) as {option_name('cache_dir')}")
     with distributed.launch(config.device, config.dist_timeout) as ctx:
         if not ctx.is_main:
             progress = SilentProgress()  # one display for the job: rank 0's
@@ -199,9 +202,6 @@ def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, S
                     device: torch.device, progress: Progress, spec: str = "",
                     ctx: distributed.Context = distributed.SINGLE) -> list[SplitResult]:
     path = store_path(config.cache_dir, dataset.name, source.name, config.format)
-    if ctx.active and is_remote(path) and path.protocol == "memory":
-        raise AftpipeError(f"{path} lives in one process's memory; several processes need a location they all "
-                           f"see (a shared folder, s3://, gs://) as {option_name('cache_dir')}")
     with contextlib.ExitStack() as held:
         with ctx.together(f"preparing the store {path}"):
             if not is_remote(path):
