@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aftpipe.store.location import is_remote, remove, write_bytes
+from aftpipe.store.location import fresh, is_remote, remove, write_bytes
 
 
 class ShardJournal:
@@ -28,7 +28,7 @@ class ShardJournal:
 
     def records(self) -> list[dict[str, Any]]:
         """Every readable record (a torn or foreign file is skipped: its shard is simply computed again)."""
-        if not self.folder.exists():
+        if not fresh(self.folder).exists():  # other processes wrote it: no cached listing of an object store
             return []
         out = []
         for f in sorted(self.folder.iterdir(), key=lambda p: p.name):

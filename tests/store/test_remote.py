@@ -6,7 +6,10 @@ line; `file://` is a local path and `memory://` works in one process."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +105,25 @@ def test_extract_to_s3_writes_the_local_bytes_and_resumes(s3, reviews, tiny_hf_d
     again = _extract(reviews, tiny_hf_dir, f"{s3}/cache")
     assert [(r.split, r.shards_done, r.recomputed) for r in again] == [("test", 0, ()), ("train", 1, (4,))]
     _same_features(local_store, url)
+
+
+def test_two_processes_extract_one_s3_store_identical_to_one_local_process(s3, reviews, tiny_hf_dir, local_store):
+    # ranks record their shards in the store's journal on S3; rank 0 merges it into the manifest there
+    port = _free_port()
+    args = ["-m", "aftpipe", "extract", "--dataset", f"tsv:{reviews}", "--source", f"hf:{tiny_hf_dir}", "--cache-dir",
+            f"{s3}/cache", "--shard-rows", "32", "--chunk-rows", "32", "--workers", "0", "--quiet"]
+    procs = [subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "WORLD_SIZE": "2", "RANK": str(r), "LOCAL_RANK": str(r),
+                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"})
+             for r in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
+    url = f"{s3}/cache/reviews/hf-{tiny_hf_dir.name}"
+    _same_features(local_store, url)
+    assert open_features(url).manifest["state"] == "complete" and verify_store(url).ok
+    import s3fs
+
+    assert not s3fs.S3FileSystem().exists(url.removeprefix("s3://") + ".journal")  # merged, then removed
 
 
 def test_training_from_s3_learns_what_the_local_store_teaches(s3, reviews, tiny_hf_dir, local_store, tmp_path):
