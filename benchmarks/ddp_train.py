@@ -1,0 +1,72 @@
+"""DDP training (torchrun, N processes) next to one process at the same global batch, over seeds.
+
+    python benchmarks/ddp_train.py [--features ../cache/sst2/minilm --procs 2 --seeds 0 1 2] [--write BENCHMARKS.md]
+
+Each run is a real `aftpipe train` (through torchrun for N processes) of the TextCNN student with AFT on the
+given store, every run with the same `--batch-size`: N processes each compute on 1/N of every batch and
+average their gradients, and AFT's kernel is each rank's per-batch statistic. The table gives test accuracy,
+mean ± std over the seeds, for 1 and N processes: the two should agree within seed noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _markdown import append_rows
+
+
+def run(procs: int, seed: int, args: argparse.Namespace, out: Path) -> dict:
+    train = ["-m", "aftpipe", "train", "--dataset", args.dataset, "--features", args.features, "--student", "textcnn",
+             "--method", "aft", "--beta", str(args.beta), "--labels", str(args.labels), "--epochs", str(args.epochs),
+             "--batch-size", str(args.batch_size), "--seed", str(seed), "--threads", "1", "--out", str(out), "--quiet"]
+    launcher = [] if procs == 1 else ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    p = subprocess.run([sys.executable, *launcher, *train], env=env, capture_output=True, text=True)
+    if p.returncode:
+        raise SystemExit(f"{procs} process(es), seed {seed} failed:\n{p.stderr[-3000:]}")
+    return json.loads((out / "metrics.json").read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="sst2")
+    ap.add_argument("--features", default="cache/sst2/minilm")
+    ap.add_argument("--labels", type=int, default=2000)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--beta", type=float, default=1.0)
+    ap.add_argument("--procs", type=int, default=2)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--write")
+    args = ap.parse_args()
+
+    acc: dict[int, list[float]] = {1: [], args.procs: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            for n in (1, args.procs):
+                m = run(n, seed, args, Path(tmp) / f"n{n}-s{seed}")
+                acc[n].append(100 * m["test"][m["metric"]])
+                print(f"seed {seed}, {n} process(es): test {acc[n][-1]:.2f}, {m['steps']} steps", flush=True)
+
+    def ms(v: list[float]) -> str:
+        return f"{statistics.mean(v):.2f} ± {statistics.stdev(v) if len(v) > 1 else 0:.2f}"
+
+    line = (f"| {datetime.date.today()} | {args.dataset}, {args.labels} labels, textcnn + aft β={args.beta:g}, "
+            f"{args.epochs} epochs of {args.batch_size} | {len(args.seeds)} | {ms(acc[1])} | {args.procs}: {ms(acc[args.procs])} |")
+    print(line)
+    if args.write:
+        append_rows(args.write, "ddp_train", [line])
+
+
+if __name__ == "__main__":
+    main()
