@@ -5,7 +5,7 @@ AFT := HF_HUB_OFFLINE=1 $(VENV)/bin/aftpipe
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench-speed bench-quality bench-science bench-reliability clean-cache
+.PHONY: setup demo test bench-speed bench-quality bench-science bench-reliability bench-scale clean-cache
 
 setup: $(VENV)/.installed
 
@@ -43,6 +43,12 @@ bench-speed: demo
 	$(PY) benchmarks/extract_speed.py --write BENCHMARKS.md
 	$(PY) benchmarks/probe_speed.py --store cache/sst2/minilm --write BENCHMARKS.md
 	$(PY) benchmarks/inference.py --write BENCHMARKS.md
+
+# Several processes: 2-process extraction vs 1 at one thread each, and DDP training vs one process over 3 seeds
+# (the demo's store). On GPUs: benchmarks/gpu_check.sh.
+bench-scale: demo
+	$(PY) benchmarks/extract_scaling.py --procs 2 --repeats 2 --write BENCHMARKS.md
+	$(PY) benchmarks/ddp_train.py --features cache/sst2/minilm --procs 2 --write BENCHMARKS.md
 
 # Reliability counts from the fault-injection suite (also part of `make test`), and the error catalogue.
 bench-reliability: setup
