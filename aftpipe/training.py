@@ -245,11 +245,9 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             if ctx.is_main:
-                progress.log(f"{ctx.world} processes: each computes every {ctx.world}th row of a {cfg.batch_size}-row "
+                progress.log(f"{ctx.world} processes: each computes on 1/{ctx.world} of every {cfg.batch_size}-row "
                              "batch; gradients averaged (DistributedDataParallel)")
-            # a method may leave a parameter out of a step (no unlabeled rows in it): DDP must not wait for it
-            self.model = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None,
-                                                 find_unused_parameters=True)
+            self.model = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self.opt = torch.optim.AdamW([
             {"params": list(self.student.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
             {"params": [p for p in self.method.parameters() if p.requires_grad], "lr": cfg.method_options.state_lr,
