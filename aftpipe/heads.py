@@ -36,11 +36,18 @@ KEY_VERSION = 1  # bump when the fitting changes what a key's head would be
 
 
 def cache_folder(features: Sequence[str]) -> Path | None:
-    """Where heads on these stores are kept: $AFTPIPE_HEAD_CACHE, else `heads/` beside the first store."""
+    """Where heads on these stores are kept: $AFTPIPE_HEAD_CACHE, else `heads/` beside the first store (for a
+    store on object storage, beside its shards in the local read-through cache)."""
+    from aftpipe.store.location import cache_folder as local_copy
+    from aftpipe.store.location import is_remote, location
+
     env = os.environ.get("AFTPIPE_HEAD_CACHE", "").strip()
     if env:
         return Path(env).expanduser()
-    return Path(features[0]).parent / "heads" if features else None
+    if not features:
+        return None
+    first = location(features[0])
+    return local_copy(first) / "heads" if is_remote(first) else first.parent / "heads"
 
 
 def _sha(data: bytes) -> str:

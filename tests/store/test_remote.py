@@ -142,6 +142,16 @@ def test_training_from_s3_learns_what_the_local_store_teaches(s3, reviews, tiny_
     assert cached == sorted(f"{i}-{sha}" for i, sha in enumerate(shas))
 
 
+def test_a_teacher_fitted_on_an_s3_store_is_kept_in_the_local_cache(s3, reviews, tiny_hf_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _extract(reviews, tiny_hf_dir, f"{s3}/cache")
+    url = f"{s3}/cache/reviews/hf-{tiny_hf_dir.name}"
+    train(TrainConfig(dataset=f"tsv:{reviews}", features=(url,), method="kd_logit", epochs=1, batch_size=32, threads=1,
+                      student_options=StudentConfig(**SMALL_STUDENT), out=str(tmp_path / "run")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["remote-cache", "run"]  # no local folder named `s3:`
+    assert list((tmp_path / "remote-cache").glob("*/heads/*"))
+
+
 def test_hdf5_to_an_object_store_is_refused(s3, reviews, tiny_hf_dir, cli, one_line_error):
     code, _, err = cli(["extract", "--dataset", f"tsv:{reviews}", "--source", f"hf:{tiny_hf_dir}", "--format", "hdf5",
                         "--cache-dir", f"{s3}/cache"])
