@@ -9,6 +9,7 @@ sentences, the same batch size and torch threads (OMP_NUM_THREADS for both). "af
 sentences from the TSV, loads the model, encodes and saves the rows as a float16 .npy. Each is timed from
 process start to exit, peak RSS from wait4; the two alternate `--rounds` times and the medians are compared.
 The rows are checked to agree (sentence-transformers L2-normalises them; the store holds the plain mean).
+`--before DIR` times a third contender in the same rounds: the aftpipe of another checkout.
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ np.save(out, model.encode(texts, batch_size=bs, convert_to_numpy=True).astype(np
 """
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MiB) of `cmd` run to completion."""
+def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of `cmd` run to completion in `cwd` (whose aftpipe `python -m` runs)."""
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
     err = proc.stderr.read().decode(errors="replace")
@@ -64,6 +65,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--before", help="another checkout's aftpipe to time in the same rounds (e.g. the last release)")
     ap.add_argument("--write")
     args = ap.parse_args()
 
@@ -72,7 +74,7 @@ def main() -> None:
 
     tsv = Path(args.data_dir or default_data_dir()) / "sst2" / "train.tsv"
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    runs: dict[str, list[tuple[float, float]]] = {"aftpipe": [], "st": []}
+    runs: dict[str, list[tuple[float, float]]] = {"aftpipe": [], "st": [], "before": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             cache, npy = Path(tmp) / f"cache{r}", Path(tmp) / f"st{r}.npy"
@@ -81,8 +83,11 @@ def main() -> None:
                     "--cache-dir", str(cache), "--quiet"]
             st = [sys.executable, "-c", ST_SCRIPT, str(tsv), str(args.rows), str(args.batch_size), str(args.threads),
                   str(npy)]
-            for name, cmd in (("aftpipe", ours), ("st", st)) if r % 2 == 0 else (("st", st), ("aftpipe", ours)):
-                runs[name].append(timed(cmd, env))
+            order = [("aftpipe", ours, REPO), ("st", st, REPO)]
+            if args.before:
+                order.append(("before", [*ours[:-2], str(Path(tmp) / f"before{r}"), "--quiet"], Path(args.before)))
+            for name, cmd, cwd in order if r % 2 == 0 else order[::-1]:
+                runs[name].append(timed(cmd, env, cwd))
                 print(f"round {r} {name}: {runs[name][-1][0]:.1f} s, {runs[name][-1][1]:.0f} MiB "
                       f"(load {os.getloadavg()[0]:.1f})", flush=True)
         mine = open_features(cache / "sst2" / "minilm").split("train")[np.arange(args.rows)].astype(np.float32)
@@ -94,15 +99,18 @@ def main() -> None:
     ours_s, st_s = (statistics.median(w for w, _ in runs[k]) for k in ("aftpipe", "st"))
     ours_mb, st_mb = (max(m for _, m in runs[k]) for k in ("aftpipe", "st"))
     load = os.getloadavg()[0]
+    before_s = statistics.median(w for w, _ in runs["before"]) if runs["before"] else float("nan")
     print(f"aftpipe extract {ours_s:.1f} s, sentence-transformers {st_s:.1f} s: {st_s / ours_s:.2f}x "
-          f"(max |difference| of the normalised rows {agree:.1e})")
+          f"(before: {before_s:.1f} s, {st_s / before_s:.2f}x; max |difference| of the normalised rows {agree:.1e})")
     if args.write:
         from _markdown import append_rows
 
         append_rows(args.write, "extract_vs_st", [
             f"| {datetime.date.today()} | {platform.machine()} ×{os.cpu_count()}, load {load:.1f} | sst2/train "
-            f"{args.rows:,} rows, batch {args.batch_size}, {args.threads} threads | {ours_s:.1f} | {st_s:.1f} | "
-            f"**{st_s / ours_s:.2f}×** | {ours_mb:.0f} | {st_mb:.0f} | {agree:.0e} |"])
+            f"{args.rows:,} rows, batch {args.batch_size}, {args.threads} threads, {args.rounds} rounds | "
+            f"{st_s:.1f} | {ours_s:.1f} (**{st_s / ours_s:.2f}×**) | "
+            + (f"{before_s:.1f} ({st_s / before_s:.2f}×)" if runs["before"] else "–")
+            + f" | {ours_mb:.0f} | {st_mb:.0f} | {agree:.0e} |"])
 
 
 if __name__ == "__main__":
