@@ -5,6 +5,7 @@
     store = aftpipe.open_features("cache/sst2/minilm")
     rows = store.split("train")[[0, 5, 9]]
     metrics = aftpipe.train(aftpipe.TrainConfig(dataset="sst2", features=("cache/sst2/minilm",), out="runs/x"))
+    model = aftpipe.load_model("runs/x"); model.predict(["a gripping film"])
 
 The names below come from `aftpipe.api`, loaded on first use so that `aftpipe --help` and
 `import aftpipe` do not pay for importing torch.
@@ -17,9 +18,9 @@ try:
 except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0"
 
-_API = ("DatasetOptions", "ExtractConfig", "MethodConfig", "SourceOptions", "StudentConfig", "TrainConfig",
-        "check_run", "evaluate", "extract", "load_dataset", "load_pipeline", "open_features", "plan_pipeline",
-        "run_pipeline", "train", "validate", "verify_store")
+_API = ("DatasetOptions", "ExtractConfig", "MethodConfig", "Model", "SourceOptions", "StudentConfig", "TrainConfig",
+        "check_run", "evaluate", "export_model", "extract", "load_dataset", "load_model", "load_pipeline",
+        "open_features", "plan_pipeline", "predict_file", "run_pipeline", "train", "validate", "verify_store")
 
 
 def __getattr__(name: str):

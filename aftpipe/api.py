@@ -6,19 +6,24 @@
                                                 method="aft", out="runs/sst2-aft"))
     store = aftpipe.open_features("cache/sst2/minilm")
     aftpipe.run_pipeline("pipelines/demo.yaml")
+    model = aftpipe.load_model("runs/sst2-aft"); model.predict(["a fine film"])
+    aftpipe.export_model("runs/sst2-aft", "exports/sst2-aft")   # ONNX
 """
 
 from aftpipe.config import ExtractConfig, TrainConfig
 from aftpipe.data import DatasetOptions, load_dataset
 from aftpipe.evaluation import check_run, evaluate
+from aftpipe.export import export_model
 from aftpipe.extraction import extract
 from aftpipe.methods import MethodConfig
+from aftpipe.model import Model, load_model
 from aftpipe.pipeline import load_pipeline, plan_pipeline, run_pipeline, validate
+from aftpipe.predict import predict_file
 from aftpipe.sources import SourceOptions
 from aftpipe.store import open_features, verify_store
 from aftpipe.students import StudentConfig
 from aftpipe.training import train
 
-__all__ = ["DatasetOptions", "ExtractConfig", "MethodConfig", "SourceOptions", "StudentConfig", "TrainConfig",
-           "check_run", "evaluate", "extract", "load_dataset", "load_pipeline", "open_features", "plan_pipeline",
-           "run_pipeline", "train", "validate", "verify_store"]
+__all__ = ["DatasetOptions", "ExtractConfig", "MethodConfig", "Model", "SourceOptions", "StudentConfig", "TrainConfig",
+           "check_run", "evaluate", "export_model", "extract", "load_dataset", "load_model", "load_pipeline",
+           "open_features", "plan_pipeline", "predict_file", "run_pipeline", "train", "validate", "verify_store"]

@@ -252,6 +252,75 @@ def evaluate(run: Annotated[str, typer.Argument(help="a finished run directory",
     typer.echo(json.dumps(check_run(run)))
 
 
+@app.command(cls=Command)
+def predict(
+    run: Annotated[str, typer.Argument(help="a finished run directory (the --out of `aftpipe train`)", metavar="RUN")],
+    input_: Annotated[str, typer.Option("--input", "-i", help="a .tsv, .csv, .jsonl or .parquet file with a text "
+                                        "column, a folder of images, or - for one text per line on stdin",
+                                        metavar="PATH", rich_help_panel=DATA)],
+    text_col: Annotated[Optional[str], typer.Option(help="text column (default: text, sentence or content)",
+                                                    metavar="TEXT", rich_help_panel=DATA)] = None,
+    label_col: Annotated[Optional[str], typer.Option(help="label column; when the file has it, the run's metric on "
+                                                     "those rows is printed (default: label)", metavar="TEXT",
+                                                     rich_help_panel=DATA)] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="refuse an image that does not decode instead of "
+                                         "skipping it", metavar="", rich_help_panel=DATA)] = False,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="CSV to write (default: stdout)",
+                                                  metavar="FILE", rich_help_panel=OUTPUT)] = None,
+    batch_size: Annotated[int, typer.Option(help="inputs per forward pass", metavar="INT",
+                                            rich_help_panel=SYSTEM)] = 64,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto", metavar="TEXT",
+                                        rich_help_panel=SYSTEM)] = "cpu",
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's own choice)",
+                                                   metavar="INT", rich_help_panel=SYSTEM)] = None,
+    quiet: Quiet = False,
+    log_every: LogEvery = 30.0,
+) -> None:
+    """Predict every row of a file with a trained model: a CSV of id, label and one prob_<label> column per class."""
+    from aftpipe.api import DatasetOptions, predict_file
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    with long_running(quiet, "ex", log_every) as progress:
+        r = predict_file(run, input_, output, batch_size=batch_size, strict=strict, device=device, progress=progress,
+                         options=DatasetOptions(text_col=text_col, label_col=label_col))
+        if r.output is not None:
+            progress.log(f"{r.rows:,} predictions → {r.output}")
+        if r.skipped:
+            shown = ", ".join(r.skipped[:5]) + (", …" if len(r.skipped) > 5 else "")
+            progress.log(f"skipped {len(r.skipped)} unreadable image{'s' if len(r.skipped) > 1 else ''}: {shown} "
+                         "(--strict refuses them)")
+        if r.scores:
+            progress.log("  ".join(f"{k} {v:.4f}" for k, v in r.scores.items())
+                         + f" on the {r.labelled:,} labelled rows")
+
+
+@app.command(cls=Command)
+def export(
+    run: Annotated[str, typer.Argument(help="a finished run directory of a student", metavar="RUN")],
+    *,  # keyword-only: the options in the order of their --help panels
+    data_dir: Annotated[Optional[str], typer.Option(help="folder with the dataset files, for the check on the test "
+                                                    "split (default: the run's)", metavar="DIR",
+                                                    rich_help_panel=DATA)] = None,
+    out: Annotated[str, typer.Option(help="folder to create: model.onnx, tokenizer.json, config.json, README.md",
+                                     metavar="DIR", rich_help_panel=OUTPUT)],
+    format: Annotated[str, typer.Option(help="export format", metavar="onnx", rich_help_panel=OUTPUT)] = "onnx",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --out folder", metavar="",
+                                            rich_help_panel=OUTPUT)] = False,
+) -> None:
+    """Export a trained student to ONNX (dynamic batch and sequence axes) for runtimes without torch.
+
+    The export is checked before it is written: ONNX Runtime's logits on 64 test rows must equal the torch
+    student's within 1e-4 with the same argmax."""
+    from aftpipe.api import export_model
+
+    r = export_model(run, out, format=format, overwrite=overwrite, data_dir=data_dir)
+    typer.echo(f"{r.path}: {_human(r.bytes)}; ONNX Runtime's logits match the torch student's within "
+               f"{r.max_abs_diff:.1e} on {r.rows} rows of `{r.split}`")
+
+
 @app.command("run", cls=Command)
 def run_(
     pipeline: Annotated[str, typer.Argument(help="a pipeline YAML, e.g. pipelines/demo.yaml", metavar="PIPELINE")],

@@ -315,9 +315,10 @@ def at_least(cfg: Config, lo: float, *names: str) -> None:
 class DatasetOptions(Config):
     """Options for generic file datasets (columns) and for any text dataset (views)."""
 
-    text_col: str | None = option(None, "text column of tsv/csv/jsonl/hf data (default: text, sentence or content)",
-                                  metavar="NAME")
-    label_col: str | None = option(None, "label column of tsv/csv/jsonl/hf data (default: label)", metavar="NAME")
+    text_col: str | None = option(None, "text column of tsv/csv/jsonl/parquet/hf data (default: text, sentence or "
+                                  "content)", metavar="NAME")
+    label_col: str | None = option(None, "label column of tsv/csv/jsonl/parquet/hf data (default: label)",
+                                   metavar="NAME")
     # hub datasets name their splits train/validation/test; GLUE's test has no labels, so its validation is the test
     split_map: dict[str, str] = option(help="hf: keep only these splits, renamed: --split-map validation=test "
                                        "(repeatable; default: every split under its own name)",
@@ -357,7 +358,7 @@ class SourceOptions(Config):
 @dataclass(frozen=True)
 class ExtractConfig(Config):
     dataset: str = option(help="dataset name (`aftpipe datasets`), e.g. sst2, or tsv:PATH / csv:PATH / jsonl:PATH / "
-                          "imagefolder:PATH / hf:DIR_OR_HUB_NAME[:CONFIG]", panel=DATA, metavar="NAME")
+                          "parquet:PATH / imagefolder:PATH / hf:DIR_OR_HUB_NAME[:CONFIG]", panel=DATA, metavar="NAME")
     sources: tuple[str, ...] = option(("minilm",), "feature source (`aftpipe sources`); repeat for several: "
                                       "--source minilm --source tfidf", flag="--source", panel=MODEL, metavar="SOURCE")
     splits: tuple[str, ...] | None = option(None, "splits to extract, e.g. train,dev (default: all)", panel=DATA,
@@ -469,9 +470,9 @@ class TrainConfig(Config):
     mapping: `TrainConfig(..., method="aft", method_options={"beta": 0.3})`. They are not repeated as flat
     fields: the command line flattens them (`--beta 0.3`), Python keeps one place per option."""
 
-    dataset: str = option(help="dataset name or tsv:/csv:/jsonl:/imagefolder:/hf: path (as for extract)", panel=DATA,
-                          metavar="NAME")
-    out: str = option(help="run directory: config.yaml, metrics.json, metrics.jsonl, the student's weights",
+    dataset: str = option(help="dataset name or tsv:/csv:/jsonl:/parquet:/imagefolder:/hf: path (as for extract)",
+                          panel=DATA, metavar="NAME")
+    out: str = option(help="run directory: config.yaml, metrics.json, metrics.jsonl, the model folder",
                       panel=OUTPUT, aliases=("--output-dir",), metavar="DIR")
     # several stores are concatenated per row (multi-source)
     features: tuple[str, ...] = option((), "feature store(s) from `aftpipe extract`; repeat for multi-source",
@@ -552,7 +553,40 @@ class TrainConfig(Config):
         require(0 <= self.holdout < 1, "holdout", f"must be in [0, 1), got {self.holdout:g}")
 
 
+def command_line(cfg: Config, command: str, skip: frozenset[str] = frozenset({"resume", "overwrite"})) -> str:
+    """The `aftpipe COMMAND ...` line that builds `cfg`: a flag for every CLI field (nested configs included)
+    whose value is not its default, except those in `skip`. The inverse of the CLI's generated options."""
+    import shlex
+
+    parts = ["aftpipe", command]
+
+    def add(obj: Config) -> None:
+        for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+            value = getattr(obj, f.name)
+            if isinstance(value, Config):
+                add(value)
+                continue
+            if not f.metadata.get("help") or f.name in skip:
+                continue
+            default = f.default
+            if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            if value == default:
+                continue
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            if isinstance(value, bool):
+                parts.append(flag if value else "--no-" + flag[2:])
+            elif value is not None:
+                items = (value if isinstance(value, tuple) else
+                         [f"{k}={v}" for k, v in value.items()] if isinstance(value, dict) else (value,))
+                for v in items:
+                    parts.extend([flag, shlex.quote(repr(v) if isinstance(v, float) else str(v))])
+
+    add(cfg)
+    return " ".join(parts)
+
+
 __all__ = ["Config", "ConfigError", "DatasetOptions", "ExtractConfig", "MethodConfig", "Partial", "SourceOptions",
-           "StudentConfig", "TrainConfig", "check_keys", "convert", "dump_yaml", "format_path", "from_dict",
-           "load_config", "load_yaml", "option", "registered", "require", "to_plain", "DATA", "MODEL", "METHOD",
-           "OPTIMISATION", "OUTPUT", "SYSTEM"]
+           "StudentConfig", "TrainConfig", "check_keys", "command_line", "convert", "dump_yaml", "format_path",
+           "from_dict", "load_config", "load_yaml", "option", "registered", "require", "to_plain", "DATA", "MODEL",
+           "METHOD", "OPTIMISATION", "OUTPUT", "SYSTEM"]

@@ -83,6 +83,7 @@ class MethodSpec(Config):
     unlabeled: bool = False  # add a batch of unlabeled rows per step (the transfer set)
     train: Partial[TrainConfig] = field(default_factory=dict)  # TrainConfig fields for this method only (steps, ...)
     control: Literal["none", "shuffle", "gaussian"] = "none"  # φ replaced by a control: its own group and row
+    students: tuple[str, ...] = ()  # the `students:` it runs on (YAML: one name or a list); () = every one
 
     @property
     def label(self) -> str:
@@ -191,10 +192,15 @@ class PipelineConfig(Config):
             for s in m.sources:
                 require(s in self.sources, ("methods", i, "sources"),
                         f"no source set `{s}`; the sets are {', '.join(self.sources)}")
+            names = [st.name for st in self.students]
+            for st in m.students:
+                require(st in names, ("methods", i, "students"), f"no student `{st}` in `students:` ({', '.join(names)})")
             for s in self.source_sets(m):
-                require((m.label, s) not in seen, ("methods", i),
-                        f"repeats methods[{seen.get((m.label, s))}] ({m.label} on {s}); merge their grids")
-                seen[m.label, s] = i
+                for st in self.students_of(m):
+                    require((m.label, s, st.name) not in seen, ("methods", i),
+                            f"repeats methods[{seen.get((m.label, s, st.name))}] ({m.label} on {s} with {st.name}); "
+                            "merge their grids")
+                    seen[m.label, s, st.name] = i
             try:
                 dataclasses.replace(template, **m.train)
             except ConfigError as e:
@@ -216,6 +222,11 @@ class PipelineConfig(Config):
 
     def source_sets(self, m: MethodSpec) -> tuple[str, ...]:
         return m.sources or (next(iter(self.sources)),)
+
+    def students_of(self, m: MethodSpec) -> tuple[StudentSpec, ...]:
+        if m.name == PROBE:  # the probe trains no student: a head on φ itself
+            return (StudentSpec(PROBE_STUDENT),)
+        return tuple(st for st in self.students if not m.students or st.name in m.students)
 
     def seeds_warning(self) -> str | None:
         """The warning a sweep with fewer than MIN_SEEDS seeds carries in its report, else None."""
@@ -268,10 +279,8 @@ class Group:
 
 
 def plan(cfg: PipelineConfig) -> list[Group]:
-    probe = StudentSpec(PROBE_STUDENT)
     return [Group(m, s, st.name, tuple(cfg.grid(m, st)), tuple(st.train.items()))
-            for m in cfg.methods for s in cfg.source_sets(m)
-            for st in ((probe,) if m.name == PROBE else cfg.students)]
+            for m in cfg.methods for s in cfg.source_sets(m) for st in cfg.students_of(m)]
 
 
 def run_name(method: str, sources: str, student: str, beta: float, lr: float, seed: int) -> str:

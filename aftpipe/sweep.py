@@ -190,6 +190,11 @@ class Sweep:
                 self.progress.log(f"{st.group.label}: chose β={best.beta:g} lr={best.lr:g} (hold-out {best.holdout:.4f})")
         else:
             st.final[seed] = rec
+            if len(st.final) == len(self.p.cfg.seeds):  # every seed of the chosen setting: the cards' mean ± std
+                from aftpipe.model import add_seed_summary
+
+                runs = [st.final[s] for s in self.p.cfg.seeds]
+                add_seed_summary([r.run for r in runs], runs[0].metric, [r.test for r in runs], self.p.cfg.seeds)
 
     def _next(self) -> tuple[_GroupState, float, float, int] | None:
         for st in self.states:

@@ -33,6 +33,7 @@ from aftpipe.extraction import resolve_device
 from aftpipe.features import RunData, foundation_params, open_split_features, plan_rows
 from aftpipe.methods import METHODS, Method, build_method
 from aftpipe.metrics import score
+from aftpipe.model import write_model_files
 from aftpipe.progress import Progress, default_progress
 from aftpipe.students import build_student
 from aftpipe.tracking import RunLog, check_trackers
@@ -106,8 +107,10 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     if cfg.resume:
         rundir.check_resumable(out, cfg.to_dict())
     (out / rundir.CONFIG).write_text(dump_yaml(cfg))
+    student = None
     if method_cls.uses_student:
-        metrics = Trainer(cfg, data, device, out, progress).run()
+        trainer = Trainer(cfg, data, device, out, progress)
+        metrics, student = trainer.run(), trainer.student
     else:
         metrics = fit_probe(cfg.features, data, cfg.in_memory, out, progress)
         with RunLog(out, cfg.report_to, cfg.to_dict()) as log:
@@ -115,6 +118,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
                      **{f"test_{k}": v for k, v in metrics["test"].items()}})
     metrics["wall_s"] = time.perf_counter() - t_start
     metrics["record"] = run_record(cfg.features, [cfg.train_split, data.test.name])
+    write_model_files(out, cfg, data, metrics, student)  # the run directory becomes a loadable model folder
     rundir.finish(out, metrics)
     return metrics
 
@@ -173,9 +177,11 @@ class Trainer:
         if self.method.needs_teacher:  # fitted once per (stores, rows, options) and kept (aftpipe.heads)
             from aftpipe.heads import fitted_head
 
+            # The teacher belongs to the transfer set-up, not to the student's seed: one teacher (an MLP's init
+            # seeded with data_seed) serves every seed of a group, so seeds measure the student's spread alone.
             rows = data.plan.train
             head, _ = fitted_head(feats, cfg.features, rows, train.labels, data.num_classes,
-                                  hidden=cfg.method_options.teacher_hidden, seed=cfg.seed, progress=progress)
+                                  hidden=cfg.method_options.teacher_hidden, seed=cfg.data_seed, progress=progress)
             self.method.set_teacher(head, feats(rows).to(device), torch.from_numpy(train.labels[rows]).to(device))
         self.phi = feats if self.method.uses_features else None
         self.use_unlabeled = ((cfg.unlabeled or self.method.always_unlabeled) and self.method.uses_unlabeled

@@ -92,3 +92,59 @@ def _one_line_error(code, err, *needles):
 def one_line_error():
     """`one_line_error(code, err, *needles)`: exit 2, one `error: ...` line holding every needle, no traceback."""
     return _one_line_error
+
+
+# --- trained runs: model folders for the predict / export / load_model tests -----------------------------------
+SMALL_STUDENT = dict(vocab_size=200, embed_dim=16, width=16, max_length=16)
+
+
+def write_named_reviews(folder: Path, n_train: int = 300, n_test: int = 80) -> Path:
+    """train.tsv + test.tsv whose labels are names (`neg`, `pos`) and whose words make the task learnable."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    pos, neg = ["good", "great", "superb", "fine"], ["bad", "awful", "dull", "boring"]
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", n_train), ("test", n_test)):
+        rows = ["text\tlabel"]
+        for i in range(n):
+            y = int(rng.integers(2))
+            words = rng.choice(pos if y else neg, 3).tolist() + rng.choice(["film", "plot", "cast"], 2).tolist()
+            rows.append(f"{' '.join(words)} {i}\t{('neg', 'pos')[y]}")
+        (folder / f"{name}.tsv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def text_runs(tmp_path_factory, tiny_hf_dir) -> dict[str, Path]:
+    """Finished runs on a named-label tsv dataset with tiny-BERT features: an AFT TextCNN (`student`) and the
+    linear probe (`probe`). Shared: tests that damage a run copy it first."""
+    from aftpipe.config import ExtractConfig, TrainConfig
+    from aftpipe.extraction import extract
+    from aftpipe.methods import MethodConfig
+    from aftpipe.students import StudentConfig
+    from aftpipe.training import train
+
+    root = tmp_path_factory.mktemp("text-runs")
+    data = write_named_reviews(root / "reviews")
+    extract(ExtractConfig(dataset=f"tsv:{data}", sources=(f"hf:{tiny_hf_dir}",), cache_dir=str(root / "cache"),
+                          workers=0))
+    store = str(root / "cache" / "reviews" / f"hf-{tiny_hf_dir.name}")
+    common = dict(dataset=f"tsv:{data}", features=(store,), epochs=4, batch_size=32, lr=3e-3, threads=1)
+    train(TrainConfig(**common, student="textcnn", method="aft", method_options=MethodConfig(beta=0.5),
+                      student_options=StudentConfig(**SMALL_STUDENT), out=str(root / "student")))
+    train(TrainConfig(**common, method="linear_probe", out=str(root / "probe")))
+    return {"student": root / "student", "probe": root / "probe", "data": data, "store": Path(store)}
+
+
+@pytest.fixture(scope="session")
+def image_run(tmp_path_factory) -> Path:
+    """A finished small-cnn run on scikit-learn's 8x8 digits, without transfer."""
+    from aftpipe.config import TrainConfig
+    from aftpipe.students import StudentConfig
+    from aftpipe.training import train
+
+    out = tmp_path_factory.mktemp("image-run") / "digits"
+    train(TrainConfig(dataset="digits", student="small-cnn", method="none", epochs=2, batch_size=64, lr=3e-3,
+                      threads=1, student_options=StudentConfig(width=16, layers=2), out=str(out)))
+    return out

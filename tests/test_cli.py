@@ -189,3 +189,23 @@ def test_errors_name_the_option_as_the_caller_spells_it(reviews_tsv, tmp_path, c
     code, _, err = cli(["train", "--dataset", f"tsv:{reviews_tsv}", "--test-split", "train", "--labels", "100000",
                         "--method", "none", "--out", str(tmp_path / "q"), "--quiet"])
     one_line_error(code, err, "--labels 100000 is more than the 300 labeled training rows")
+
+
+def test_command_line_is_the_cli_call_that_rebuilds_a_config(cli, monkeypatch):
+    import shlex
+
+    import aftpipe.api
+    from aftpipe.config import DatasetOptions, MethodConfig, StudentConfig, TrainConfig, command_line
+
+    cfg = TrainConfig(dataset="sst2", out="runs/a b", features=("s/one", "s/two"), method="kd_logit", lr=3e-3,
+                      method_options=MethodConfig(beta=0.25, tau=2.0), amp=False, unlabeled=True,
+                      student_options=StudentConfig(vocab_size=300, dropout=0.0), test_split="dev",
+                      dataset_options=DatasetOptions(text_col="body"), resume=True)
+    got = []
+    monkeypatch.setattr(aftpipe.api, "train", lambda c, progress: got.append(c) or {
+        "test": {}, "holdout": {}, "params": 0, "ms_per_step": 0.0, "wall_s": 0.0})
+    line = command_line(cfg, "train")
+    assert "--resume" not in line and "--no-amp" in line and "'runs/a b'" in line
+    code, _, err = cli(shlex.split(line)[1:])
+    assert code == 0, err
+    assert got == [TrainConfig(**{**cfg.__dict__, "resume": False})]

@@ -19,6 +19,7 @@ def test_accuracy_only_unless_the_dataset_scores_mcc_and_nan_for_no_rows():
     assert set(empty) == {"accuracy", "mcc"} and all(np.isnan(v) for v in empty.values())
 
 
+@pytest.mark.filterwarnings("ignore:A single label was found")  # scikit-learn's, on the one-class case
 def test_mcc_equals_scikit_learns_on_multiclass_and_degenerate_labels():
     from sklearn.metrics import matthews_corrcoef as sklearn_mcc
 

@@ -83,6 +83,15 @@ def test_a_student_may_bring_its_own_lr_grid_and_settings(tmp_path, data_dir):
     assert p.train_config(by["aft", "textcnn"], 0.1, 1e-3, 0).weight_decay == 0.01
     with pytest.raises(AftpipeError, match=r"students\[1\]\.train\.lr: set by the pipeline"):
         load_pipeline(write(tmp_path, text.replace("weight_decay: 0.0", "lr: 0.1")))
+    # a method may run on some students only; the same method twice on one student is refused
+    only = text.replace("  - name: linear_probe\n", "  - name: tokt\n    students: bow-mlp\n  - name: linear_probe\n")
+    assert [g.student for g in plan(load_pipeline(write(tmp_path, only))) if g.method == "tokt"] == ["bow-mlp"]
+    with pytest.raises(AftpipeError, match=r"methods\[2\]\.students: no student `cnn`"):
+        load_pipeline(write(tmp_path, only.replace("students: bow-mlp", "students: cnn")))
+    twice = only.replace("  - name: linear_probe\n", "  - name: tokt\n    students: [textcnn, bow-mlp]\n"
+                                                      "  - name: linear_probe\n")
+    with pytest.raises(AftpipeError, match=r"methods\[3\]: repeats methods\[2\] \(tokt on minilm with bow-mlp\)"):
+        load_pipeline(write(tmp_path, twice))
 
 
 def test_a_method_may_override_the_shared_training_settings(tmp_path, data_dir):
@@ -220,11 +229,17 @@ def test_run_pipeline_end_to_end_and_rerun_changes_nothing(tiny_pipeline, tmp_pa
     assert len(runs) == 3 + 2 + 2 + 3  # the tuning run of the chosen β is the final seed-0 run
     assert (tmp_path / "runs" / "tiny" / "none-tiny-bow-mlp-b0-lr0.001-s1" / "metrics.json").exists()
     assert "0 to extract" in validate(tiny_pipeline, cache_dir=dirs["cache_dir"], runs_dir=dirs["runs_dir"])
+    # every final run's model card carries its setting's mean ± std over the seeds, as results.md does
+    for r in rows:
+        card = (Path(r["run"]) / "README.md").read_text()
+        [line] = [ln for ln in card.splitlines() if "over seeds" in ln]
+        assert "(seeds 0, 1, 2, same settings)" in line and line.split("| ")[2].split(" ±")[0] in md
+    cards = sorted((tmp_path / "runs" / "tiny").glob("*/README.md"))
 
-    before = {p: p.stat().st_mtime_ns for p in runs}
+    before = {p: p.stat().st_mtime_ns for p in runs + cards}
     files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
     run_pipeline(tiny_pipeline, **dirs)
-    assert {p: p.stat().st_mtime_ns for p in runs} == before  # nothing retrained
+    assert {p: p.stat().st_mtime_ns for p in runs + cards} == before  # nothing retrained, no card rewritten
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == files  # nothing rewritten
 
     # a changed setting is not silently answered with the old runs

@@ -344,3 +344,27 @@ def test_python_configs_take_python_values_and_refuse_wrong_types():
         TrainConfig(dataset="sst2", features="cache/sst2/minilm", out="runs/x", lr="1e-3")
     with pytest.raises(ConfigError, match=r"^report_to\[0\]: expected one of tensorboard, wandb, got 'mlflow'$"):
         TrainConfig(dataset="sst2", out="runs/x", method="none", report_to="mlflow")
+
+
+def test_a_parquet_dataset_trains_exactly_as_the_same_rows_in_tsv(tmp_path, tiny_hf_dir):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from conftest import write_named_reviews
+
+    tsv = write_named_reviews(tmp_path / "tsv", n_train=200, n_test=50)
+    (tmp_path / "pq").mkdir()
+    for name in ("train", "test"):
+        rows = [line.split("\t") for line in (tsv / f"{name}.tsv").read_text().splitlines()[1:]]
+        pq.write_table(pa.table({"text": [r[0] for r in rows], "label": [r[1] for r in rows]}),
+                       tmp_path / "pq" / f"{name}.parquet")
+    runs = {}
+    for kind, folder in (("parquet", tmp_path / "pq"), ("tsv", tsv)):
+        [r, _] = extract(ExtractConfig(dataset=f"{kind}:{folder}", sources=(f"hf:{tiny_hf_dir}",),
+                                       cache_dir=str(tmp_path / kind / "cache"), workers=0))
+        runs[kind] = train(TrainConfig(dataset=f"{kind}:{folder}", features=(str(r.path),), student="bow-mlp",
+                                       student_options=SMALL, out=str(tmp_path / kind / "run"), epochs=2,
+                                       batch_size=32, threads=1))
+    assert runs["parquet"]["rows"] == runs["tsv"]["rows"] and runs["parquet"]["rows"]["test"] == 50
+    assert [h["loss"] for h in runs["parquet"]["history"]] == [h["loss"] for h in runs["tsv"]["history"]]
+    assert runs["parquet"]["test"] == runs["tsv"]["test"]

@@ -15,7 +15,7 @@ from aftpipe.config import DatasetOptions
 from aftpipe.data.ag_news import load_ag_news
 from aftpipe.data.base import Dataset, Split
 from aftpipe.data.digits import load_digits
-from aftpipe.data.files import load_csv, load_imagefolder, load_jsonl, load_tsv
+from aftpipe.data.files import load_csv, load_imagefolder, load_jsonl, load_parquet, load_tsv
 from aftpipe.data.glue import load_cola, load_sst2
 from aftpipe.data.hf import load_hf
 from aftpipe.errors import AftpipeError, option_name
@@ -31,6 +31,7 @@ DATASETS.register("digits", load_digits)
 DATASETS.register("tsv:", load_tsv)
 DATASETS.register("csv:", load_csv)
 DATASETS.register("jsonl:", load_jsonl)
+DATASETS.register("parquet:", load_parquet)
 DATASETS.register("imagefolder:", load_imagefolder)
 DATASETS.register("hf:", load_hf)
 

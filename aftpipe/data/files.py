@@ -1,14 +1,16 @@
-"""Generic datasets from the user's own files: `tsv:PATH`, `csv:PATH`, `jsonl:PATH` and `imagefolder:PATH`.
+"""Generic datasets from the user's own files: `tsv:PATH`, `csv:PATH`, `jsonl:PATH`, `parquet:PATH` and
+`imagefolder:PATH`.
 
 A PATH to one file is a single split named `train`; a PATH to a directory holds one split per file
-(`train.tsv`, `test.tsv` → splits `train`, `test`). Example ids are `<file name>:<line number>`, so an id
-points at the line to look at. Anything wrong with the files is the user's to fix, so every problem raises
+(`train.tsv`, `test.tsv` → splits `train`, `test`). Example ids are `<file name>:<line number>` (for Parquet,
+`<file name>:<row number>`, counted from 0 as pandas and pyarrow count), so an id points at the row to look at. Anything wrong with the files is the user's to fix, so every problem raises
 `AftpipeError` naming the file, the line and the fix rather than a parser traceback.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Sequence
@@ -31,17 +33,26 @@ _INT = re.compile(r"[+-]?\d+")  # not int(): it would accept "1_000" and other n
 # --- shared helpers (also used by the named loaders) ------------------------------------------------------
 
 
-def read_text(path: Path) -> str:
-    """The whole file as text. utf-8-sig drops the byte-order mark spreadsheet exports put in front of
-    the header, which would otherwise rename the first column."""
+def decode_utf8(raw: bytes, where: str | Path) -> str:
+    """`raw` as text, or an error naming the line of the first byte that is not UTF-8. utf-8-sig drops the
+    byte-order mark spreadsheet exports put in front of the header, which would otherwise rename the
+    first column."""
     try:
-        return path.read_bytes().decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        error = AftpipeError(f"{where} line {line} is not UTF-8 text (byte {raw[e.start]:#04x}); re-save it as UTF-8")
+    raise error
+
+
+def read_text(path: Path) -> str:
+    """The whole file as text (see `decode_utf8`)."""
+    try:
+        return decode_utf8(path.read_bytes(), path)
     except FileNotFoundError:
         raise AftpipeError(f"{path} does not exist; check the path") from None
     except IsADirectoryError:
         raise AftpipeError(f"{path} is a folder, not a file; point at the file") from None
-    except UnicodeDecodeError as e:
-        raise AftpipeError(f"{path} is not UTF-8 text (bad byte at offset {e.start}); re-save it as UTF-8") from None
 
 
 def resolve_path(spec: str, arg: str, data_dir: Path | None) -> Path:
@@ -63,18 +74,22 @@ def resolve_path(spec: str, arg: str, data_dir: Path | None) -> Path:
 
 
 @dataclass
-class _Table:
-    """One file's rows before labels become class ids (that needs every split's labels)."""
+class TextTable:
+    """One file's rows before labels become class ids (that needs every split's labels). `labels` is None
+    for a file read without its label column (inputs to predict on)."""
 
     path: Path
     ids: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
-    labels: list[str | None] = field(default_factory=list)  # stripped; None = unlabeled (empty cell / null)
-    lines: list[int] = field(default_factory=list)  # line number of each row, for error messages
+    labels: list[str | None] | None = field(default_factory=list)  # stripped; None = unlabeled (empty / null)
+    lines: list[int] = field(default_factory=list)  # line (or row) number of each row, for error messages
+    unit: str = "line"  # what `lines` count: lines of a text file, rows of a Parquet file
 
 
-def _pick_columns(path: Path, found: Sequence[str], options: DatasetOptions) -> tuple[str, str]:
-    """(text column, label column) among `found`, or an error listing what is there."""
+def _pick_columns(path: Path, found: Sequence[str], options: DatasetOptions,
+                  need_label: bool = True) -> tuple[str, str | None]:
+    """(text column, label column) among `found`, or an error listing what is there. Without `need_label`
+    a missing label column is None."""
     listed = ", ".join(f"`{c}`" for c in found) or "(none)"
     if options.text_col is not None:
         if options.text_col not in found:
@@ -93,6 +108,8 @@ def _pick_columns(path: Path, found: Sequence[str], options: DatasetOptions) -> 
         text_col = present[0]
     label_col = options.label_col or LABEL_COLUMN
     if label_col not in found:
+        if not need_label:
+            return text_col, None
         raise AftpipeError(f"{path}: no label column `{label_col}`; its columns are {listed}; pass "
                            f"{option_hint('label_col', 'NAME')}")
     return text_col, label_col
@@ -103,51 +120,50 @@ def _label_cell(value: str) -> str | None:
     return value or None
 
 
-def _read_delimited(path: Path, delimiter: str, options: DatasetOptions) -> _Table:
+def _read_delimited(path: Path, delimiter: str, options: DatasetOptions, need_label: bool = True) -> TextTable:
     """A tsv/csv file with a header row, read with the csv module so quoted fields may hold the delimiter."""
     kind = "tab-separated" if delimiter == "\t" else "comma-separated"
-    table = _Table(path)
+    table = TextTable(path)
+    label_at: int | None = None
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
+    header: list[str] | None = None
+    text_at = 0
+    end_of_last = 0  # reader.line_num after the previous record: a record starts on the next line
     try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f, delimiter=delimiter)
-            header: list[str] | None = None
-            text_at = label_at = 0
-            end_of_last = 0  # reader.line_num after the previous record: a record starts on the next line
-            for row in reader:
-                line, end_of_last = end_of_last + 1, reader.line_num
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue  # blank lines (a trailing one is common) carry no row
-                if header is None:
-                    header = [c.strip() for c in row]
-                    text_col, label_col = _pick_columns(path, header, options)
-                    text_at, label_at = header.index(text_col), header.index(label_col)
-                    continue
-                if len(row) != len(header):
-                    raise AftpipeError(
-                        f"{path} line {line}: expected {len(header)} {kind} fields, got {len(row)}; "
-                        "fix or quote that row"
-                    )
-                table.ids.append(f"{path.name}:{line}")
-                table.texts.append(row[text_at])
-                table.labels.append(_label_cell(row[label_at]))
-                table.lines.append(line)
-    except FileNotFoundError:
-        raise AftpipeError(f"{path} does not exist; check the path") from None
-    except UnicodeDecodeError:  # its offset is within a read chunk, not the file, so it is left out
-        raise AftpipeError(f"{path} is not UTF-8 text; re-save it as UTF-8") from None
+        for row in reader:
+            line, end_of_last = end_of_last + 1, reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank lines (a trailing one is common) carry no row
+            if header is None:
+                header = [c.strip() for c in row]
+                text_col, label_col = _pick_columns(path, header, options, need_label)
+                text_at = header.index(text_col)
+                label_at = None if label_col is None else header.index(label_col)
+                continue
+            if len(row) != len(header):
+                raise AftpipeError(
+                    f"{path} line {line}: expected {len(header)} {kind} fields, got {len(row)}; fix or quote that row"
+                )
+            table.ids.append(f"{path.name}:{line}")
+            table.texts.append(row[text_at])
+            table.labels.append(None if label_at is None else _label_cell(row[label_at]))
+            table.lines.append(line)
     except csv.Error as e:
         raise AftpipeError(f"{path} line {reader.line_num}: {e}; fix that row") from None
     if header is None:
         raise AftpipeError(f"{path} is empty; it needs a header row and one row per example")
     if not table.ids:
         raise AftpipeError(f"{path} has a header but no rows; add one row per example")
+    if label_at is None:
+        table.labels = None
     return table
 
 
-def _read_jsonl(path: Path, options: DatasetOptions) -> _Table:
+def _read_jsonl(path: Path, options: DatasetOptions, need_label: bool = True) -> TextTable:
     """One JSON object per line; the columns are chosen from the first object's keys."""
-    table = _Table(path)
-    text_col = label_col = ""
+    table = TextTable(path)
+    text_col, label_col = "", None
+    labels: list[str | None] = []
     for line, raw in enumerate(read_text(path).split("\n"), start=1):
         if not raw.strip():
             continue
@@ -158,39 +174,93 @@ def _read_jsonl(path: Path, options: DatasetOptions) -> _Table:
         if not isinstance(obj, dict):
             raise AftpipeError(f"{path} line {line}: expected a JSON object, got {type(obj).__name__}; fix that line")
         if not table.ids:
-            text_col, label_col = _pick_columns(path, list(obj), options)
+            text_col, label_col = _pick_columns(path, list(obj), options, need_label)
         for col in (text_col, label_col):
-            if col not in obj:
+            if col is not None and col not in obj:
                 raise AftpipeError(f"{path} line {line}: no `{col}` field; add it to that line")
-        text, label = obj[text_col], obj[label_col]
+        text = obj[text_col]
         if not isinstance(text, str):
             raise AftpipeError(f"{path} line {line}: `{text_col}` is not a string; fix that line")
-        if label is None:
-            cell = None
-        elif isinstance(label, str):
-            cell = _label_cell(label)
-        elif isinstance(label, int) and not isinstance(label, bool):
-            cell = str(label)
-        else:
-            raise AftpipeError(
-                f"{path} line {line}: label {json.dumps(label)} is neither an integer nor a string; fix that line"
-            )
+        if label_col is not None:
+            labels.append(_json_label(obj[label_col], path, line))
         table.ids.append(f"{path.name}:{line}")
         table.texts.append(text)
-        table.labels.append(cell)
         table.lines.append(line)
     if not table.ids:
         raise AftpipeError(f"{path} is empty; it needs one JSON object per line")
+    table.labels = labels if label_col is not None else None
     return table
 
 
-def _class_ids(tables: list[_Table]) -> tuple[list[np.ndarray], int, list[str] | None]:
+def _json_label(label: Any, path: Path, line: int, unit: str = "line") -> str | None:
+    """A label cell from JSON (jsonl) or Arrow (parquet) data: integers and strings; null is unlabeled.
+    Integral floats pass as integers, NaN as null: pandas stores an integer column with gaps as floats."""
+    if label is None or (isinstance(label, float) and label != label):
+        return None
+    if isinstance(label, str):
+        return _label_cell(label)
+    if isinstance(label, float) and label.is_integer():
+        label = int(label)
+    if isinstance(label, int) and not isinstance(label, bool):
+        return str(label)
+    raise AftpipeError(
+        f"{path} {unit} {line}: label {json.dumps(label, default=str)} is neither an integer nor a string; fix that {unit}"
+    )
+
+
+def _read_parquet(path: Path, options: DatasetOptions, need_label: bool = True) -> TextTable:
+    """A Parquet file (pyarrow): the text column must hold strings; rows are numbered from 0."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except FileNotFoundError:
+        raise AftpipeError(f"{path} does not exist; check the path") from None
+    except (pa.ArrowException, OSError) as e:
+        raise AftpipeError(f"{path} is not a readable Parquet file ({str(e).splitlines()[0]}); check the file") from None
+    text_col, label_col = _pick_columns(path, names, options, need_label)
+    columns = [text_col] + ([label_col] if label_col is not None else [])
+    try:
+        data = pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise AftpipeError(f"{path} could not be read ({str(e).splitlines()[0]}); check the file") from None
+    column = data.column(text_col)
+    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            or (hasattr(pa.types, "is_string_view") and pa.types.is_string_view(kind))):
+        raise AftpipeError(f"{path}: text column `{text_col}` holds {column.type}, not strings; pass "
+                           f"{option_hint('text_col', 'NAME')} with a string column")
+    texts = column.to_pylist()
+    missing = next((i for i, t in enumerate(texts) if t is None), None)
+    if missing is not None:
+        raise AftpipeError(f"{path} row {missing}: `{text_col}` is null; fill or drop that row")
+    if not texts:
+        raise AftpipeError(f"{path} has no rows; add one row per example")
+    table = TextTable(path, ids=[f"{path.name}:{i}" for i in range(len(texts))], texts=texts,
+                      lines=list(range(len(texts))), unit="row")
+    if label_col is None:
+        table.labels = None
+    else:
+        table.labels = [_json_label(v, path, i, "row") for i, v in enumerate(data.column(label_col).to_pylist())]
+    return table
+
+
+def read_text_table(path: Path, options: DatasetOptions, need_label: bool = True) -> TextTable:
+    """One .tsv / .csv / .jsonl / .parquet file by its suffix."""
+    suffix = path.suffix.lower()
+    if suffix not in _READERS:
+        raise AftpipeError(f"{path}: cannot read `{suffix or path.name}` files; use .tsv, .csv, .jsonl or .parquet")
+    return _READERS[suffix](path, options, need_label)
+
+
+def _class_ids(tables: list[TextTable]) -> tuple[list[np.ndarray], int, list[str] | None]:
     """Labels → class ids, decided over all splits at once so train and test share one mapping.
 
     Integer labels are class ids as they are (class count = max + 1). Otherwise labels are names, numbered
     in sorted order. A mix is refused: "0", "1", "x" is far more likely a typo than a three-class task, and
     sorting names would silently renumber the integer ones."""
-    cells = [(t, c, line) for t in tables for c, line in zip(t.labels, t.lines) if c is not None]
+    cells = [(t, c, line) for t in tables for c, line in zip(t.labels or [], t.lines) if c is not None]
     if not cells:
         files = ", ".join(str(t.path) for t in tables)
         raise AftpipeError(f"{files}: no row has a label; fill the label column or pass "
@@ -200,7 +270,7 @@ def _class_ids(tables: list[_Table]) -> tuple[list[np.ndarray], int, list[str] |
         for t, c, line in cells:
             if int(c) < 0:
                 raise AftpipeError(
-                    f"{t.path} line {line}: label {c} is out of range, integer labels are class ids 0, 1, 2, ...; "
+                    f"{t.path} {t.unit} {line}: label {c} is out of range, integer labels are class ids 0, 1, 2, ...; "
                     "fix that row (leave the label empty for an unlabeled row)"
                 )
         class_names = None
@@ -210,15 +280,15 @@ def _class_ids(tables: list[_Table]) -> tuple[list[np.ndarray], int, list[str] |
         first_int = cells[is_int.index(True)]
         first_name = cells[is_int.index(False)]
         raise AftpipeError(
-            f"{first_name[0].path} line {first_name[2]}: label `{first_name[1]}` is a name but "
-            f"{first_int[0].path.name} line {first_int[2]} has the integer label {first_int[1]}; "
+            f"{first_name[0].path} {first_name[0].unit} {first_name[2]}: label `{first_name[1]}` is a name but "
+            f"{first_int[0].path.name} {first_int[0].unit} {first_int[2]} has the integer label {first_int[1]}; "
             "use only class ids or only class names"
         )
     else:
         class_names = sorted({c for _, c, _ in cells})
         num_classes = len(class_names)
         to_id = {name: i for i, name in enumerate(class_names)}.__getitem__
-    ids = [np.array([-1 if c is None else to_id(c) for c in t.labels], dtype=np.int64) for t in tables]
+    ids = [np.array([-1 if c is None else to_id(c) for c in t.labels or []], dtype=np.int64) for t in tables]
     return ids, num_classes, class_names
 
 
@@ -242,14 +312,10 @@ def _data_files(spec: str, path: Path, extensions: tuple[str, ...]) -> list[tupl
 def _load_table(kind: str, arg: str | None, data_dir: Path | None, options: DatasetOptions) -> Dataset:
     spec = f"{kind}:{arg or ''}"
     path = resolve_path(spec, arg or "", data_dir)
-    extensions = {"tsv": (".tsv",), "csv": (".csv",), "jsonl": (".jsonl",)}[kind]
-    tables: list[_Table] = []
+    tables: list[TextTable] = []
     names: list[str] = []
-    for name, file in _data_files(spec, path, extensions):
-        if kind == "jsonl":
-            tables.append(_read_jsonl(file, options))
-        else:
-            tables.append(_read_delimited(file, _DELIMITER[kind], options))
+    for name, file in _data_files(spec, path, (f".{kind}",)):
+        tables.append(_READERS[f".{kind}"](file, options))
         names.append(name)
     labels, num_classes, class_names = _class_ids(tables)
     splits = {
@@ -266,7 +332,15 @@ def _load_table(kind: str, arg: str | None, data_dir: Path | None, options: Data
     )
 
 
-_DELIMITER = {"tsv": "\t", "csv": ","}
+def _read_tsv(path: Path, options: DatasetOptions, need_label: bool = True) -> TextTable:
+    return _read_delimited(path, "\t", options, need_label)
+
+
+def _read_csv(path: Path, options: DatasetOptions, need_label: bool = True) -> TextTable:
+    return _read_delimited(path, ",", options, need_label)
+
+
+_READERS = {".tsv": _read_tsv, ".csv": _read_csv, ".jsonl": _read_jsonl, ".parquet": _read_parquet}
 
 
 def load_tsv(arg: str | None, data_dir: Path | None, options: DatasetOptions) -> Dataset:
@@ -282,6 +356,11 @@ def load_csv(arg: str | None, data_dir: Path | None, options: DatasetOptions) ->
 def load_jsonl(arg: str | None, data_dir: Path | None, options: DatasetOptions) -> Dataset:
     """Your own JSON-lines file, or a folder of them (one split per file); one object per line."""
     return _load_table("jsonl", arg, data_dir, options)
+
+
+def load_parquet(arg: str | None, data_dir: Path | None, options: DatasetOptions) -> Dataset:
+    """Your own Parquet file, or a folder of them (one split per file); text and label columns."""
+    return _load_table("parquet", arg, data_dir, options)
 
 
 # --- image folders ------------------------------------------------------------------------------------------

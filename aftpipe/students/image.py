@@ -142,6 +142,13 @@ class SmallCNN(Student):
         h, w = (cfg.image_size, cfg.image_size) if cfg.image_size else first.shape[:2]
         return cls(student, num_classes, cfg, input_size=[channels, int(h), int(w)])
 
+    @property
+    def data_config(self) -> dict[str, Any]:
+        """Input size and normalisation, in the form of `Timm.data_config` (timm's data config)."""
+        c = self.input_size[0]
+        return {"input_size": self.input_size, "mean": [self.MEAN_STD] * c, "std": [self.MEAN_STD] * c,
+                "interpolation": "bilinear"}
+
     def encode(self, inputs: Sequence[Any]) -> dict[str, Tensor]:
         return {"pixels": to_pixels(inputs, self.input_size, [self.MEAN_STD], [self.MEAN_STD])}
 

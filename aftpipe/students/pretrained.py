@@ -99,11 +99,27 @@ class HFPretrained(Student):
 
     def encode(self, inputs: Sequence[Any]) -> dict[str, Tensor]:
         ids, mask = _tokenize(self.tokenizer_json, inputs, self.cfg.max_length)
-        if self.kept is not None:  # original ids → rows of the pruned table; tokens the training data lacked → UNK
-            lut = np.full(max(int(ids.max(initial=0)), self.kept[-1]) + 1, _unk_row(self.kept, self.tokenizer_json))
-            lut[np.asarray(self.kept)] = np.arange(len(self.kept))
+        lut = self.id_map()
+        if lut is not None:
             ids = lut[ids]
         return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+
+    def inference_tokenizer(self) -> str:
+        """The model's tokenizer.json as `encode` uses it (its special tokens, truncation and padding to
+        max_length), for the `tokenizers` library alone; its ids then go through `id_map`."""
+        return _configured(self.tokenizer_json, self.cfg.max_length).to_str()
+
+    def id_map(self) -> np.ndarray | None:
+        """Tokenizer id → row of the pruned embedding table (tokens the training data lacked → UNK's row);
+        None when the table is whole."""
+        if self.kept is None:
+            return None
+        from tokenizers import Tokenizer
+
+        size = max(Tokenizer.from_str(self.tokenizer_json).get_vocab_size(with_added_tokens=True), self.kept[-1] + 1)
+        lut = np.full(size, _unk_row(self.kept, self.tokenizer_json), dtype=np.int64)
+        lut[np.asarray(self.kept)] = np.arange(len(self.kept))
+        return lut
 
     def features(self, batch: dict[str, Tensor]) -> Tensor:
         mask = batch["attention_mask"]
@@ -122,17 +138,22 @@ def _config_from_dict(d: dict[str, Any]) -> Any:
 
 def _tokenize(tokenizer_json: str, texts: Sequence[Any], max_length: int) -> tuple[np.ndarray, np.ndarray]:
     """(input_ids, attention_mask), (N, max_length) int64, with the model's own special tokens."""
-    from tokenizers import Tokenizer
-
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         raise AftpipeError(f"text students need str inputs, but input {bad} is a {type(texts[bad]).__name__}")
+    enc = _configured(tokenizer_json, max_length).encode_batch(list(texts))
+    return (np.array([e.ids for e in enc], dtype=np.int64), np.array([e.attention_mask for e in enc], dtype=np.int64))
+
+
+def _configured(tokenizer_json: str, max_length: int) -> Any:
+    """The tokenizer truncating and padding (with its [PAD], else id 0) to max_length."""
+    from tokenizers import Tokenizer
+
     tok = Tokenizer.from_str(tokenizer_json)
     tok.enable_truncation(max_length)
     pad_id = tok.token_to_id("[PAD]") if tok.token_to_id("[PAD]") is not None else 0
     tok.enable_padding(length=max_length, pad_id=pad_id)
-    enc = tok.encode_batch(list(texts))
-    return (np.array([e.ids for e in enc], dtype=np.int64), np.array([e.attention_mask for e in enc], dtype=np.int64))
+    return tok
 
 
 def _unk_row(kept: list[int], tokenizer_json: str) -> int:

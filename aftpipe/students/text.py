@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from aftpipe.config import StudentConfig
 from aftpipe.errors import AftpipeError
 from aftpipe.students.base import Student, masked_mean
-from aftpipe.students.tokenizer import PAD, TOKENIZER, build_vocab, encode_texts
+from aftpipe.students.tokenizer import PAD, TOKENIZER, build_vocab, compact_tokenizer_json, encode_texts
 
 EMBED_DIM = 48  # see StudentConfig.embed_dim
 
@@ -55,6 +55,14 @@ class TextStudent(Student):
 
     def encode(self, inputs: Sequence[Any]) -> dict[str, Tensor]:
         return encode_texts(inputs, self.vocab, self.cfg.max_length)
+
+    def inference_tokenizer(self) -> str:
+        """A tokenizer.json that gives exactly `encode`'s input_ids and attention_mask with the `tokenizers`
+        library alone (the compact vocabulary is in it: `id_map` is None)."""
+        return compact_tokenizer_json(self.vocab, self.cfg.max_length)
+
+    def id_map(self) -> None:
+        return None
 
     def _spec_extra(self) -> dict[str, Any]:
         return {"tokenizer": TOKENIZER, "vocab": self.vocab}

@@ -10,6 +10,12 @@ So a student keeps only the `vocab_size - 2` WordPiece ids most frequent in its 
 by the smaller id, so the list is deterministic), maps every other id to UNK, and stores the kept list in its
 spec. Compact ids: PAD = 0, UNK = 1, kept[i] → 2 + i (most frequent first).
 
+The special tokens' strings ("[CLS]", "[SEP]", ...) are plain text to a student: it never sees the markers, so
+a sentence that contains the string "[SEP]" is tokenised like any other ("[", "sep", "]"). That is also what
+lets `compact_tokenizer_json` write a tokenizer.json whose vocabulary maps straight to the compact ids and
+which reproduces `encode_texts` exactly (the `tokenizers` library keys special tokens by id, so five of them
+could not share the UNK id).
+
 Speed: the Rust tokenizer's batch call is used directly, without padding or offsets, and padding is done in
 numpy: about 1 s for SST-2's 67k training sentences on 2 cores. The last few tokenisations are remembered,
 so building a student's vocabulary and then encoding the same training split tokenises it once, and the
@@ -56,6 +62,7 @@ def _wordpiece(max_length: int) -> Any:
     tok = Tokenizer.from_str(_minilm_tokenizer().to_str())
     tok.no_padding()
     tok.enable_truncation(max_length)
+    tok.encode_special_tokens = True  # "[SEP]" in a text is text (see the module docstring)
     return tok
 
 
@@ -115,6 +122,31 @@ def build_vocab(texts: Sequence[Any], vocab_size: int, max_length: int) -> list[
     order = np.lexsort((ids, -counts))  # by count descending, then id ascending
     kept = order[: vocab_size - 2]
     return [int(i) for i in kept[counts[kept] > 0]]
+
+
+def compact_tokenizer_json(kept: Sequence[int], max_length: int) -> str:
+    """A tokenizer.json that turns text into a student's compact ids, for the `tokenizers` library alone:
+    MiniLM's normaliser, pre-tokeniser and WordPiece vocabulary (every piece is still matched as MiniLM
+    matches it) with each piece's id replaced by its compact id (a kept piece 2 + i, [PAD] 0, every other
+    piece UNK), no special tokens added or recognised, truncation at `max_length`, and padding with PAD to
+    `max_length`. `Tokenizer.from_str(...).encode_batch(texts)` gives exactly the ids and masks of
+    `encode_texts`. Fixed-length padding costs a little speed on short texts but never yields a batch without
+    positions (all-empty texts), which convolutions cannot take; `enable_padding()` pads to the longest text
+    instead, and the students give the same logits either way."""
+    import json
+
+    spec = json.loads(_minilm_tokenizer().to_str())
+    pieces = {i: piece for piece, i in spec["model"]["vocab"].items()}
+    vocab = dict.fromkeys(spec["model"]["vocab"], UNK)
+    vocab["[PAD]"] = PAD
+    vocab.update({pieces[int(i)]: 2 + j for j, i in enumerate(kept)})
+    spec["model"]["vocab"] = vocab
+    spec["added_tokens"] = []  # the special tokens' strings are text (see the module docstring)
+    spec["post_processor"] = None  # no [CLS] / [SEP]
+    spec["truncation"] = {"direction": "Right", "max_length": max_length, "strategy": "LongestFirst", "stride": 0}
+    spec["padding"] = {"strategy": {"Fixed": max_length}, "direction": "Right", "pad_to_multiple_of": None,
+                       "pad_id": PAD, "pad_type_id": 0, "pad_token": "[PAD]"}
+    return json.dumps(spec, ensure_ascii=False, separators=(",", ":"))
 
 
 def encode_texts(texts: Sequence[Any], kept: Sequence[int], max_length: int) -> dict[str, Tensor]:

@@ -263,6 +263,53 @@ def test_jsonl_and_column_options(tmp_path: Path) -> None:
     assert train.ids == ["q.jsonl:1", "q.jsonl:3"]
 
 
+def test_parquet_file_and_folder_of_splits(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    pq.write_table(pa.table({"sentence": ["good film", "bad film", "no label"], "label": ["pos", "neg", None],
+                             "n": [1, 2, 3]}), folder / "train.parquet")
+    text = pa.array(["great", "awful"]).dictionary_encode()  # a pandas categorical column
+    pq.write_table(pa.table({"sentence": text, "label": ["pos", "neg"]}), folder / "test.parquet")
+    d = load_dataset(f"parquet:{folder}")
+    assert sorted(d.splits) == ["test", "train"] and d.class_names == ["neg", "pos"] and d.modality == "text"
+    train = d.split("train")
+    assert train.inputs == ["good film", "bad film", "no label"] and train.labels.tolist() == [1, 0, -1]
+    assert train.ids == ["train.parquet:0", "train.parquet:1", "train.parquet:2"]  # rows counted from 0
+    assert d.split("test").inputs == ["great", "awful"]
+    # pandas writes an integer column with gaps as floats: 1.0 is class 1, NaN unlabeled
+    pq.write_table(pa.table({"body": ["a", "b", "c"], "y": [1.0, float("nan"), 0.0]}), tmp_path / "f.parquet")
+    d = load_dataset(f"parquet:{tmp_path / 'f.parquet'}", options=DatasetOptions(text_col="body", label_col="y"))
+    assert d.split("train").labels.tolist() == [1, -1, 0] and d.class_names is None and d.num_classes == 2
+
+
+@pytest.mark.parametrize(("table", "fragments"), [
+    ({"text": [1, 2], "label": [0, 1]}, ["text column `text` holds int64, not strings", "text_col=NAME"]),
+    ({"text": ["a", None], "label": [0, 1]}, ["x.parquet row 1: `text` is null"]),
+    ({"body": ["a"], "label": [0]}, ["no text column", "`body`, `label`"]),
+    ({"text": ["a"], "y": [0]}, ["no label column `label`", "`text`, `y`"]),
+    ({"text": ["a", "b"], "label": [0.0, 0.5]}, ["x.parquet row 1: label 0.5 is neither"]),
+    ({"text": ["a", "b"], "label": ["pos", "7"]}, ["x.parquet row 0: label `pos` is a name", "row 1"]),
+    ({"text": [], "label": []}, ["x.parquet has no rows"]),
+])
+def test_bad_parquet(tmp_path: Path, table: dict, fragments: list[str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("text", pa.string()), ("label", pa.int64())]) if table.get("text") == [] else None
+    pq.write_table(pa.table(table, schema=schema), tmp_path / "x.parquet")
+    with pytest.raises(AftpipeError) as e:
+        load_dataset(f"parquet:{tmp_path / 'x.parquet'}")
+    assert "\n" not in str(e.value)
+    for fragment in fragments:
+        assert fragment in str(e.value)
+    (tmp_path / "y.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(AftpipeError, match="y.parquet is not a readable Parquet file"):
+        load_dataset(f"parquet:{tmp_path / 'y.parquet'}")
+
+
 def test_relative_path_falls_back_to_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(tmp_path / "data" / "mine.tsv", "text\tlabel\nhello\t0\n")
     monkeypatch.chdir(tmp_path)
@@ -388,7 +435,7 @@ def test_bad_paths(tmp_path: Path) -> None:
     with pytest.raises(AftpipeError, match=r"imgs has class folders but no images"):
         load_dataset(f"imagefolder:{tmp_path / 'imgs'}")
     write(tmp_path / "latin1.tsv", "text\tlabel\n").write_bytes(b"text\tlabel\ncaf\xe9\t0\n")
-    with pytest.raises(AftpipeError, match=r"latin1\.tsv is not UTF-8"):
+    with pytest.raises(AftpipeError, match=r"latin1\.tsv line 2 is not UTF-8 text \(byte 0xe9\)"):
         load_dataset(f"tsv:{tmp_path / 'latin1.tsv'}")
     with pytest.raises(AftpipeError, match="needs an argument after the colon"):
         load_dataset("tsv:")

@@ -176,6 +176,29 @@ def test_compact_vocab_is_deterministic_and_order_free():
     assert torch.equal(s1.encode(texts)["input_ids"], s2.encode(texts)["input_ids"])
 
 
+def test_special_token_strings_are_plain_text_to_a_student():
+    flat, lengths = tk.wordpiece_ids(["[SEP] x", "[CLS]"], max_length=16)
+    assert lengths.tolist() == [4, 4]  # "[", "sep", "]", "x" and "[", "cl", "##s", "]": no marker ids
+    assert not set(flat.tolist()) & set(tk.special_ids())
+
+
+def test_compact_tokenizer_json_reproduces_encode_texts(data_dir):
+    from tokenizers import Tokenizer
+
+    from aftpipe.data import load_dataset
+
+    sst2 = load_dataset("sst2", data_dir)
+    kept = tk.build_vocab(list(sst2.split("train").inputs[:5000]), vocab_size=300, max_length=24)
+    texts = list(sst2.split("dev").inputs) + TEXTS + ["[SEP] [PAD] [UNK] [MASK] [CLS]", "", "  \t ", "naïve café ☃ 日本語",
+                                                      "a " * 100, "\x00 control \u200b chars", "UPPER Case ÀÉÎ"]
+    tok = Tokenizer.from_str(tk.compact_tokenizer_json(kept, max_length=24))
+    enc = tok.encode_batch(texts)
+    want = tk.encode_texts(texts, kept, max_length=24)
+    assert np.array_equal(np.array([e.ids for e in enc]), want["input_ids"].numpy())
+    assert np.array_equal(np.array([e.attention_mask for e in enc]), want["attention_mask"].numpy())
+    assert want["input_ids"].max() == len(kept) + 1  # the kept ids are used, not only UNK
+
+
 def test_truncation_and_max_length():
     student = build_student("textcnn", 2, TEXTS, StudentConfig(max_length=5))
     X = student.encode(["one two three four five six seven", "one"])

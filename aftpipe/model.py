@@ -1,0 +1,442 @@
+"""A finished run directory is a model folder: `aftpipe.load_model(RUN).predict(["a fine film"])`.
+
+What a finished run holds for inference, written by `write_model_files` when training ends:
+
+    model.json            what the folder is: kind (student | linear_probe), modality, the labels as the dataset
+                          gave them, how raw inputs become tensors (tokenizer and max length, or image size and
+                          normalisation), the weights' sha256, and provenance (dataset, label budget, method, β,
+                          sources with their weights' sha256, parameters, test metric, the training command)
+    student.safetensors   the weights, beside student.json (the architecture: `rebuild_student(spec)`)
+    tokenizer.json        text students: text → the student's compact ids with the `tokenizers` library alone
+    README.md             the model card, rendered from model.json
+    head.safetensors      the linear probe's head on the foundation model's features, beside head.json
+
+Nothing in it is a pickle: weights are safetensors, everything else JSON, YAML or Markdown. A linear probe
+is a folder too, but not a self-contained one: it needs its foundation model, found at the path its feature
+store recorded and checked against the recorded sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from aftpipe import rundir
+from aftpipe.errors import AftpipeError
+from aftpipe.fileio import write_atomic, write_if_changed, write_json
+from aftpipe.store.manifest import sha256_file
+
+if TYPE_CHECKING:
+    from aftpipe.config import TrainConfig
+    from aftpipe.features import RunData
+    from aftpipe.students import Student
+
+MODEL_JSON, TOKENIZER, CARD = "model.json", "tokenizer.json", "README.md"
+STUDENT_WEIGHTS, STUDENT_SPEC = "student.safetensors", "student.json"
+FORMAT = 1  # model.json's layout version
+
+
+# --- writing the folder (end of a training run) -------------------------------------------------------------
+def write_model_files(out: Path, cfg: TrainConfig, data: RunData, metrics: dict[str, Any],
+                      student: Student | None = None) -> None:
+    """Make the finished run `out` a model folder: model.json, the student's tokenizer.json (text) and the
+    card. Called once the weights are on disk and before metrics.json, which marks the run finished."""
+    from aftpipe.config import command_line
+    from aftpipe.probe import HEAD_WEIGHTS
+    from aftpipe.store import open_features
+
+    weights = out / (STUDENT_WEIGHTS if student is not None else HEAD_WEIGHTS)
+    labels = data.dataset.class_names
+    if not labels or len(labels) != data.num_classes:
+        labels = list(range(data.num_classes))  # integer labels: the class ids are the dataset's own values
+    info: dict[str, Any] = {
+        "format": FORMAT,
+        "kind": "student" if student is not None else "linear_probe",
+        "modality": data.dataset.modality,
+        "labels": labels,
+        "weights": {"file": weights.name, "sha256": sha256_file(weights), "bytes": weights.stat().st_size},
+        "params": metrics["params"],
+        "dataset": {"spec": data.dataset.spec, "train_split": data.train.name, "test_split": data.test.name,
+                    "metric": data.metric, "label_budget": cfg.labels, "rows": metrics.get("rows", {})},
+        "method": {"name": cfg.method, "beta": cfg.method_options.beta},
+        "sources": [{"store": p, **open_features(p).source} for p in cfg.features],
+        "test": metrics["test"],
+        "seed": cfg.seed,
+        "command": command_line(cfg, "train"),
+        "run_as": (metrics.get("record") or {}).get("command"),  # as typed, when the CLI ran it (`aftpipe run ...`)
+    }
+    if student is not None:
+        info["student"] = student.student
+        if student.modality == "text":
+            tokenizer = student.inference_tokenizer()
+            write_atomic(out / TOKENIZER, tokenizer)
+            # id_map: the tokenizer's ids still go through the student's own map (a pruned pretrained encoder)
+            info["text"] = {"tokenizer": TOKENIZER, "max_length": student.cfg.max_length,
+                            "pad_id": json.loads(tokenizer)["padding"]["pad_id"],
+                            "id_map": student.id_map() is not None, "inputs": ["input_ids", "attention_mask"]}
+        else:
+            info["image"] = {**student.data_config, "inputs": ["pixels"]}
+    write_json(out / MODEL_JSON, info)
+    write_atomic(out / CARD, render_card(info, out))
+
+
+def add_seed_summary(runs: Sequence[str | Path], metric: str, values: Sequence[float], seeds: Sequence[int]) -> None:
+    """Record the test metric over seeds (mean ± std, same settings) in each run's model.json and card; a
+    pipeline calls it once a setting's seeds are all trained. Files that already say it are left alone."""
+    from aftpipe.report import mean_std
+
+    mean, std = mean_std(values)  # as the pipeline's results table says it
+    summary = {"metric": metric, "mean": mean, "std": std, "seeds": [int(s) for s in seeds]}
+    for run in map(Path, runs):
+        path = run / MODEL_JSON
+        if not path.exists():
+            continue
+        info = json.loads(path.read_text())
+        info["across_seeds"] = summary
+        write_if_changed(path, json.dumps(info, indent=1, sort_keys=True, default=float))
+        write_if_changed(run / CARD, render_card(info, run))
+
+
+# --- the model card ---------------------------------------------------------------------------------------
+def _label_list(labels: Sequence[Any]) -> str:
+    shown = ", ".join(f"`{v}`" for v in labels[:12])
+    return shown + (f", … ({len(labels)} in all)" if len(labels) > 12 else "")
+
+
+ONNX_EXAMPLE = """\
+import json
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+folder = "{folder}"
+labels = json.load(open(f"{{folder}}/config.json"))["labels"]
+tokenizer = Tokenizer.from_file(f"{{folder}}/tokenizer.json")
+session = ort.InferenceSession(f"{{folder}}/model.onnx")
+
+sentences = ["a gripping, funny and moving film", "ninety minutes of tedium"]
+enc = tokenizer.encode_batch(sentences)
+inputs = {{"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+          "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)}}
+logits = session.run(["logits"], inputs)[0]
+probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+probs /= probs.sum(axis=1, keepdims=True)
+for sentence, p in zip(sentences, probs):
+    print(labels[p.argmax()], f"{{p.max():.3f}}", sentence)
+"""
+
+
+def render_card(info: dict[str, Any], folder: str | Path, onnx: bool = False) -> str:
+    """The model card (README.md) of a model folder, from its model.json alone; `onnx`: of its ONNX export."""
+    from aftpipe.methods import METHODS
+
+    ds, method, test = info["dataset"], info["method"], info["test"]
+    metric = ds["metric"]
+    is_student = info["kind"] == "student"
+    name = info.get("student", "linear probe")
+    rows = ds.get("rows") or {}
+    beta = f", β = {method['beta']:g}" if is_student and METHODS.get(method["name"]).uses_features else ""
+    budget = f"with a {ds['label_budget']:,}-label budget" if ds.get("label_budget") else "with every label"
+    split_rows = ""
+    if "train" in rows and "holdout" in rows:
+        unlabeled = ""
+        if rows.get("unlabeled"):
+            unlabeled = f", {rows['unlabeled']:,} unlabeled ({'used' if rows.get('unlabeled_used') else 'unused'})"
+        split_rows = f" ({rows['train']:,} train + {rows['holdout']:,} hold-out rows{unlabeled})"
+    test_rows = f" ({rows['test']:,} rows)" if "test" in rows else ""
+    foundation = sum(int(s.get("params") or 0) for s in info["sources"])
+    lines = [
+        f"# {name} · `{ds['spec']}` · {method['name']}{beta}",
+        "",
+        f"A {info['params']:,}-parameter {info['modality']} classifier trained by aftpipe "
+        + ("(Adaptive Feature Transfer and its baselines)." if is_student else
+           "(a linear head on a foundation model's features: the reference students are measured against)."),
+        "",
+        "| | |",
+        "|---|---|",
+        f"| labels | {_label_list(info['labels'])} |",
+        f"| dataset | `{ds['spec']}`: trained on `{ds['train_split']}` {budget}{split_rows}; tested on "
+        f"`{ds['test_split']}`{test_rows} |",
+        f"| method | `{method['name']}`{beta}: {dict(METHODS.describe()).get(method['name'], '')} |",
+    ]
+    for s in info["sources"]:
+        sha = "; ".join(f"{f} sha256 `{h}`" for f, h in (s.get("weights_sha256") or {}).items()) or "no weights file"
+        what = f"`{s.get('model_id') or s.get('library')}`"
+        extra = f", {s['params']:,} parameters" if s.get("params") else ""
+        pooling = f", {s['pooling']} pooling" if s.get("pooling") else ""
+        lines.append(f"| source | {what}{extra}{pooling}; store `{s['store']}`; {sha} |")
+    size = f"{info['params']:,}"
+    if is_student and foundation:
+        size += f" ({foundation / info['params']:.0f}× fewer than the source{'s' if len(info['sources']) > 1 else ''})"
+    lines.append(f"| parameters | {size} |")
+    lines.append(f"| test {metric} | {test[metric]:.4f} on `{ds['test_split']}` (this run, seed {info['seed']}) |")
+    if "across_seeds" in info:
+        a = info["across_seeds"]
+        lines.append(f"| test {a['metric']} over seeds | {a['mean']:.4f} ± {a['std']:.4f} (seeds "
+                     f"{', '.join(map(str, a['seeds']))}, same settings) |")
+    if "text" in info:
+        lines.append(f"| input | text, WordPiece pieces up to {info['text']['max_length']} (`{TOKENIZER}`) |")
+    elif "image" in info:
+        im = info["image"]
+        lines.append(f"| input | images resized to {im['input_size'][1]}×{im['input_size'][2]} "
+                     f"({im['input_size'][0]} channels), normalised with mean {im['mean']} and std {im['std']} |")
+    w = info["weights"]
+    if onnx:
+        lines.append(f"| weights | `model.onnx`, exported from `{w['file']}` (sha256 `{w['sha256']}`) |")
+    else:
+        lines.append(f"| weights | `{w['file']}`, {w['bytes']:,} bytes, sha256 `{w['sha256']}` |")
+    example = '["a gripping, funny film"]' if info["modality"] == "text" else '["photo.jpg"]'
+    lines += ["", "## Use", ""]
+    if onnx and info["modality"] == "text":
+        lines += ["With onnxruntime, tokenizers and numpy only (no torch, no aftpipe):", "", "```python",
+                  ONNX_EXAMPLE.format(folder=folder).rstrip(), "```", ""]
+    elif onnx:
+        im = info["image"]
+        lines += [f"`model.onnx` takes `pixels`, float32 (batch, {', '.join(map(str, im['input_size']))}): the image "
+                  f"resized ({im['interpolation']}) to {im['input_size'][1]}×{im['input_size'][2]}, scaled to [0, 1], "
+                  "minus `mean`, divided by `std` (config.json), per channel. It returns `logits` in the order of "
+                  "config.json's `labels`.", ""]
+    else:
+        lines += [
+            "```python",
+            "import aftpipe",
+            f'model = aftpipe.load_model("{folder}")',
+            f"model.predict({example})        # labels as the dataset names them",
+            f"model.predict_proba({example})  # (N, {len(info['labels'])}) probabilities, columns in label order",
+            "```",
+            "",
+            "```bash",
+            f"aftpipe predict {folder} --input inputs.tsv --output predictions.csv",
+        ]
+        if is_student:
+            lines.append(f"aftpipe export {folder} --format onnx --out {Path(folder).name}-onnx   # ONNX Runtime, no torch")
+        lines += ["```", ""]
+        if not is_student:
+            lines += ["The probe needs its foundation model at inference: the source's path above, holding the same "
+                      "weights (checked by sha256).", ""]
+    lines += ["## Trained with", "", "```bash", info["command"], "```", ""]
+    if info.get("run_as") and info["run_as"] != info["command"]:
+        lines += [f"(It was run as `{info['run_as']}`; the command above trains the same model on its own.)", ""]
+    return "\n".join(lines)
+
+
+# --- loading ----------------------------------------------------------------------------------------------
+def read_model_info(folder: str | Path) -> dict[str, Any]:
+    """model.json of a finished run, or a one-line error saying what the folder is instead."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AftpipeError(f"no run directory at {folder}; pass the --out folder of `aftpipe train`")
+    if (folder / "model.onnx").exists():
+        raise AftpipeError(f"{folder} is an ONNX export, not a run; load model.onnx with onnxruntime (see its README.md)")
+    if not rundir.is_finished(folder):
+        raise AftpipeError(f"{folder} is not a finished aftpipe run (no {rundir.METRICS}); pass the --out folder of a "
+                           "finished `aftpipe train`")
+    path = folder / MODEL_JSON
+    if not path.exists():
+        raise AftpipeError(f"{folder} has no {MODEL_JSON} (it was trained before runs became model folders); "
+                           "train it again")
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise AftpipeError(f"{path} is corrupt (not JSON); train the run again") from None
+    if info.get("format") != FORMAT:
+        raise AftpipeError(f"{path} has format {info.get('format')!r}, this aftpipe reads {FORMAT}; use a matching aftpipe")
+    return info
+
+
+def _checked_weights(folder: Path, info: dict[str, Any]) -> Path:
+    """The weights file, refused when it is missing, truncated or not the one that was trained."""
+    w = info["weights"]
+    path = folder / w["file"]
+    if not path.exists():
+        raise AftpipeError(f"{path} is missing; restore it or train the run again")
+    size = path.stat().st_size
+    if size != w["bytes"]:
+        what = "truncated" if size < w["bytes"] else "not the trained file"
+        raise AftpipeError(f"{path} is {what} ({size:,} bytes, {w['bytes']:,} expected); restore it or train the run again")
+    if sha256_file(path) != w["sha256"]:
+        raise AftpipeError(f"{path} is corrupt (its sha256 differs from {MODEL_JSON}'s); restore it or train the run again")
+    return path
+
+
+class Model:
+    """A trained classifier: raw inputs in, the dataset's labels out. Build it with `load_model`.
+
+    Text models take a list of strings; image models a list of image paths, PIL images or uint8 arrays.
+    Inputs are processed in batches under `torch.inference_mode` on `device` (CPU unless asked)."""
+
+    def __init__(self, folder: Path, info: dict[str, Any], encode: Callable[[Sequence[Any]], Any],
+                 forward: Callable[[Any], Any], device: Any, net: Any = None) -> None:
+        self.folder, self.info, self.device = folder, info, device
+        self.labels: list[Any] = list(info["labels"])
+        self.modality: str = info["modality"]
+        self.kind: str = info["kind"]
+        self.net = net  # the torch module behind `forward` (the student), None for a probe
+        self._encode, self._forward = encode, forward
+
+    def __repr__(self) -> str:
+        return (f"Model({str(self.folder)!r}, {self.info.get('student', self.kind)}, {self.modality}, "
+                f"{len(self.labels)} labels, {self.info['params']:,} parameters, device={self.device})")
+
+    def encode(self, inputs: Sequence[Any]) -> Any:
+        """One batch of raw inputs as the model's input tensors (on the CPU)."""
+        return self._encode(self._checked(inputs))
+
+    def logits(self, inputs: Sequence[Any], batch_size: int = 64) -> np.ndarray:
+        """(N, C) float32 logits, columns in `labels` order."""
+        import torch
+
+        inputs = self._checked(inputs)
+        if batch_size < 1:
+            raise AftpipeError(f"batch_size must be at least 1, got {batch_size}")
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(inputs), batch_size):
+                out.append(self._forward(self._encode(inputs[i:i + batch_size])).float().cpu().numpy())
+        return np.concatenate(out) if out else np.empty((0, len(self.labels)), dtype=np.float32)
+
+    def predict_proba(self, inputs: Sequence[Any], batch_size: int = 64) -> np.ndarray:
+        """(N, C) float32 class probabilities (softmax of the logits), columns in `labels` order."""
+        z = self.logits(inputs, batch_size)
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, inputs: Sequence[Any], batch_size: int = 64) -> list[Any]:
+        """The predicted label of each input, as the dataset gave it (a class name, or an integer id)."""
+        return [self.labels[i] for i in self.logits(inputs, batch_size).argmax(axis=1)]
+
+    def _checked(self, inputs: Sequence[Any]) -> Sequence[Any]:
+        if isinstance(inputs, (str, bytes, os.PathLike)):
+            raise AftpipeError("inputs must be a list; wrap a single input in one: model.predict([x])")
+        return inputs if isinstance(inputs, Sequence) else list(inputs)
+
+
+def _text_encoder(folder: Path, info: dict[str, Any], id_map: np.ndarray | None) -> Callable[[Sequence[Any]], Any]:
+    """Texts → the student's ids padded to max_length, exactly as it was trained: the folder's tokenizer.json,
+    then the student's id map if it has one."""
+    import torch
+    from tokenizers import Tokenizer
+
+    text = info["text"]
+    path = folder / text["tokenizer"]
+    if not path.exists():
+        raise AftpipeError(f"{path} is missing; restore it or train the run again")
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises plain Exceptions for bad files
+        raise AftpipeError(f"{path} is corrupt ({str(e).splitlines()[0][:120]}); restore it or train the run again") from None
+    tok.enable_padding(length=text["max_length"], pad_id=text["pad_id"])
+    encode_batch = getattr(tok, "encode_batch_fast", tok.encode_batch)  # _fast skips offsets (tokenizers >= 0.20)
+
+    def encode(texts: Sequence[Any]) -> dict[str, Any]:
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise AftpipeError(f"this model takes texts, but input {bad} is a {type(texts[bad]).__name__}; pass strings")
+        enc = encode_batch(list(texts))  # numpy, not torch.tensor, from the lists: 5x faster at batch 64
+        ids = np.array([e.ids for e in enc], dtype=np.int64)
+        return {"input_ids": torch.from_numpy(ids if id_map is None else id_map[ids]),
+                "attention_mask": torch.from_numpy(np.array([e.attention_mask for e in enc], dtype=np.int64))}
+
+    return encode
+
+
+def open_image(x: Any) -> Any:
+    """A path is opened as an RGB PIL image (as imagefolder datasets are); images and arrays pass through."""
+    if not isinstance(x, (str, os.PathLike)):
+        return x
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(x) as im:
+            return im.convert("RGB")  # convert() loads the pixels, so the file can be closed
+    except (UnidentifiedImageError, OSError) as e:
+        raise AftpipeError(f"{x} is not a readable image ({e}); replace or remove it") from None
+
+
+def _student(folder: Path, info: dict[str, Any], device: Any) -> Model:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from aftpipe.students import rebuild_student
+
+    weights = _checked_weights(folder, info)
+    try:
+        spec = json.loads((folder / STUDENT_SPEC).read_text())
+    except FileNotFoundError:
+        raise AftpipeError(f"{folder / STUDENT_SPEC} is missing; restore it or train the run again") from None
+    except json.JSONDecodeError:
+        raise AftpipeError(f"{folder / STUDENT_SPEC} is corrupt (not JSON); restore it or train the run again") from None
+    student = rebuild_student(spec)
+    try:
+        student.load_state_dict(load_file(str(weights)))
+    except (SafetensorError, RuntimeError) as e:
+        raise AftpipeError(f"{weights} does not load into the student ({str(e).splitlines()[0][:160]}); "
+                           "restore it or train the run again") from None
+    student.eval().to(device)
+    if info["modality"] == "text":
+        encode = _text_encoder(folder, info, student.id_map())
+    else:
+        def encode(images: Sequence[Any]) -> dict[str, Any]:
+            return student.encode([open_image(x) for x in images])
+
+    def forward(batch: dict[str, Any]) -> Any:
+        return student({k: v.to(device, non_blocking=True) for k, v in batch.items()})
+
+    return Model(folder, info, encode, forward, device, net=student)
+
+
+def _probe(folder: Path, info: dict[str, Any], device: Any) -> Model:
+    """The linear probe with its foundation model(s) in front: MiniLM forward → pooling → head."""
+    import torch
+
+    from aftpipe.probe import load_head
+    from aftpipe.sources import SourceOptions
+    from aftpipe.sources.hf import HFSource
+
+    _checked_weights(folder, info)
+    sources = []
+    for s in info["sources"]:
+        path = s.get("path")
+        if s.get("library") != "transformers" or not path:
+            raise AftpipeError(f"the linear probe in {folder} reads `{s.get('model_id') or s.get('library')}` features, "
+                               "which aftpipe cannot recompute outside its store; only transformers sources can be")
+        if not Path(path).is_dir():
+            raise AftpipeError(f"the linear probe in {folder} needs its foundation model at {path}, which is not there; "
+                               "install it there again")
+        source = HFSource(path, SourceOptions(pooling=s["pooling"], layer=s["layer"], max_length=s["max_length"]),
+                          label=s.get("model_id"))
+        if source.weights != s.get("weights_sha256"):
+            raise AftpipeError(f"the weights at {path} are not the ones the probe in {folder} was fitted on (sha256 "
+                               "differs from its store's); restore them")
+        sources.append(source.to(device))
+    head = load_head(folder).to(device)
+
+    def encode(texts: Sequence[Any]) -> list[Any]:
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise AftpipeError(f"this model takes texts, but input {bad} is a {type(texts[bad]).__name__}; pass strings")
+        return [s.collate(list(texts)) for s in sources]
+
+    def forward(batches: list[Any]) -> Any:
+        return head(torch.cat([s.forward(b) for s, b in zip(sources, batches, strict=True)], dim=1))
+
+    return Model(folder, info, encode, forward, device)
+
+
+def load_model(folder: str | Path, device: str = "cpu") -> Model:
+    """The model in a finished run directory, ready to `predict` on `device` (cpu, cuda, cuda:N or auto)."""
+    from aftpipe.extraction import resolve_device
+
+    folder = Path(folder)
+    info = read_model_info(folder)
+    dev = resolve_device(device)
+    return _student(folder, info, dev) if info["kind"] == "student" else _probe(folder, info, dev)
+
+
+__all__ = ["Model", "add_seed_summary", "load_model", "open_image", "read_model_info", "render_card",
+           "write_model_files"]

@@ -1,0 +1,209 @@
+"""`aftpipe predict`: a model folder over a file of inputs, the predictions to CSV.
+
+    report = predict_file("runs/sst2-aft", "reviews.tsv", output="predictions.csv")
+
+Inputs are read as datasets are: a .tsv / .csv / .jsonl / .parquet file with a text column (`text_col`, else
+text, sentence or content), a folder of images (at any depth; ids are paths relative to it), or `-` for one
+text per line on stdin. Row ids are the datasets' ids (`reviews.tsv:2` is line 2, `reviews.parquet:0` row 0,
+`stdin:1` the first line). The CSV holds `id`, `label` (the predicted label) and one `prob_<label>` column per
+class, in input order. It is written under a temporary name and renamed, so a failed or interrupted run never
+leaves half a file. When the input file has the label column too, the run's metric on those rows is reported.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from aftpipe.config import DatasetOptions
+from aftpipe.errors import AftpipeError, option_hint, option_name
+from aftpipe.progress import Progress, SilentProgress
+
+SHOW_PROGRESS_FROM = 2048  # rows: below this a prediction takes about a second, a bar would only flicker
+
+
+@dataclass
+class Inputs:
+    """What to predict on: row ids, raw inputs (texts or image paths), and the label cells if the file has them."""
+
+    ids: list[str]
+    items: list[Any]
+    labels: list[str | None] | None = None
+
+
+@dataclass
+class PredictReport:
+    rows: int  # rows predicted (and written)
+    output: Path | None  # None: written to stdout
+    skipped: list[str] = field(default_factory=list)  # images that did not decode
+    scores: dict[str, float] | None = None  # the run's metric(s) on the input's labelled rows
+    labelled: int = 0
+
+
+# --- reading ----------------------------------------------------------------------------------------------
+def _read_stdin(stream: IO[bytes]) -> Inputs:
+    from aftpipe.data.files import decode_utf8
+
+    lines = decode_utf8(stream.read(), "stdin").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    if not lines:
+        raise AftpipeError("stdin is empty; pipe one text per line (e.g. `echo 'a fine film' | aftpipe predict RUN --input -`)")
+    return Inputs([f"stdin:{i}" for i in range(1, len(lines) + 1)], [t.removesuffix("\r") for t in lines])
+
+
+def _read_images(folder: Path) -> Inputs:
+    from aftpipe.data.files import IMAGE_EXTENSIONS
+
+    found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    if not found:
+        raise AftpipeError(f"{folder} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); point at a folder of images")
+    return Inputs([p.relative_to(folder).as_posix() for p in found], found)
+
+
+def read_inputs(path: str, modality: str, options: DatasetOptions = DatasetOptions(),
+                stdin: IO[bytes] | None = None) -> Inputs:
+    """The rows to predict on from `path` (see the module docstring), for a model of `modality`."""
+    from aftpipe.data.files import read_text_table
+
+    if path == "-":
+        if modality != "text":
+            raise AftpipeError(f"stdin holds texts, but this model takes images; pass {option_hint('input', 'FOLDER')} "
+                               "of images")
+        return _read_stdin(stdin if stdin is not None else sys.stdin.buffer)
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise AftpipeError(f"{p} does not exist; check {option_name('input')}")
+    if modality == "image":
+        if not p.is_dir():
+            raise AftpipeError(f"this model takes images, but {p} is a file; pass {option_hint('input', 'FOLDER')} "
+                               "of images")
+        return _read_images(p)
+    if p.is_dir():
+        raise AftpipeError(f"{p} is a folder, but this model takes text; pass a .tsv, .csv, .jsonl or .parquet file, "
+                           "or - for stdin")
+    table = read_text_table(p, options, need_label=False)
+    return Inputs(table.ids, table.texts, table.labels)
+
+
+# --- predicting -------------------------------------------------------------------------------------------
+def _label_ids(cells: list[str | None], labels: list[Any]) -> np.ndarray:
+    """Each label cell as a class index (-1 when empty or not one of the model's labels): a cell matches a
+    label's name, or is a class id (SST-2's files hold 0/1 for `negative`/`positive`)."""
+    by_name = {str(v): i for i, v in enumerate(labels)}
+    out = np.full(len(cells), -1, dtype=np.int64)
+    for r, c in enumerate(cells):
+        if c is None:
+            continue
+        if c in by_name:
+            out[r] = by_name[c]
+        elif c.lstrip("+-").isdigit() and 0 <= int(c) < len(labels):
+            out[r] = int(c)
+    return out
+
+
+def _open_output(output: str | Path | None) -> tuple[Path | None, Path | None]:
+    """(target, temporary file beside it), created now so an unwritable --output fails before any work."""
+    if output is None:
+        return None, None
+    target = Path(output).expanduser()
+    if target.is_dir():
+        raise AftpipeError(f"{option_name('output')} {target} is a folder; pass a file name such as "
+                           f"{target / 'predictions.csv'}")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.touch()
+    except OSError as e:
+        raise AftpipeError(f"cannot write {option_name('output')} {target} ({e.strerror}); choose a writable "
+                           "folder") from None
+    return target, tmp
+
+
+def predict_file(run: str | Path, input: str, output: str | Path | None = None, batch_size: int = 64,
+                 options: DatasetOptions = DatasetOptions(), strict: bool = False,
+                 device: str = "cpu", progress: Progress | None = None, stdin: IO[bytes] | None = None,
+                 stdout: IO[str] | None = None) -> PredictReport:
+    """Predict every row of `input` with the model in `run`; write the CSV to `output` (stdout when None).
+    Images that do not decode are skipped and counted, or refused with `strict`."""
+    from aftpipe.metrics import score
+    from aftpipe.model import load_model, open_image, read_model_info
+
+    progress = progress or SilentProgress()
+    if batch_size < 1:
+        raise AftpipeError(f"{option_name('batch_size')} must be at least 1, got {batch_size}")
+    info = read_model_info(run)  # cheap checks first: a wrong folder fails before any file is read
+    inputs = read_inputs(input, info["modality"], options, stdin)
+    target, tmp = _open_output(output)
+    try:
+        model = load_model(run, device)
+        n = len(inputs.items)
+        show = n >= SHOW_PROGRESS_FROM
+        if show:
+            progress.start(f"predict · {Path(run).name}", total=n, done=0)
+        keep, probs, skipped = [], [], []
+        # images are opened one batch at a time, so an unreadable one can be skipped; texts go in larger
+        # chunks (the model batches them itself) so the progress bar costs nothing
+        step = batch_size if model.modality == "image" else max(batch_size, 1024 // batch_size * batch_size)
+        for start in range(0, n, step):
+            chunk = range(start, min(n, start + step))
+            items = [inputs.items[i] for i in chunk]
+            if model.modality == "image":
+                opened, rows = [], []
+                for i, x in zip(chunk, items):
+                    try:
+                        opened.append(open_image(x))
+                        rows.append(i)
+                    except AftpipeError as e:
+                        if strict:
+                            raise AftpipeError(f"{e}, or drop {option_hint('strict')} to skip unreadable images") from None
+                        skipped.append(inputs.ids[i])
+                items, chunk = opened, rows
+            if items:
+                probs.append(model.predict_proba(items, batch_size))
+                keep += list(chunk)
+            if show:
+                progress.advance(len(range(start, min(n, start + step))))
+        if show:
+            progress.finish()
+        if not keep:
+            raise AftpipeError(f"none of the {n} images in {input} could be read; check the files")
+        p = np.concatenate(probs)
+        pred = p.argmax(axis=1)
+        text = _csv_text([inputs.ids[i] for i in keep], pred, p, model.labels)
+        if target is None:
+            (stdout or sys.stdout).write(text)
+        else:
+            assert tmp is not None
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, target)
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    report = PredictReport(rows=len(keep), output=target, skipped=skipped)
+    if inputs.labels is not None:
+        y = _label_ids([inputs.labels[i] for i in keep], model.labels)
+        mask = y >= 0
+        report.labelled = int(mask.sum())
+        if report.labelled:
+            report.scores = score(pred[mask], y[mask], info["dataset"]["metric"])
+    return report
+
+
+def _csv_text(ids: list[str], pred: np.ndarray, probs: np.ndarray, labels: list[Any]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "label", *(f"prob_{v}" for v in labels)])
+    for row_id, k, pr in zip(ids, pred, probs):
+        w.writerow([row_id, labels[k], *(f"{x:.6f}" for x in pr)])
+    return buf.getvalue()
+
+
+__all__ = ["Inputs", "PredictReport", "predict_file", "read_inputs"]

@@ -1,0 +1,139 @@
+"""`aftpipe predict`: every input format, the CSV it writes, and bad input (one line, exit 2, nothing written)."""
+
+import csv
+import io
+import json
+import shutil
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from aftpipe import load_model
+from aftpipe.data import load_dataset
+from aftpipe.evaluation import evaluate
+from aftpipe.predict import predict_file
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_predict_a_tsv_writes_labels_and_probabilities_and_scores_the_labelled_rows(text_runs, tmp_path, cli):
+    run, test_file = text_runs["student"], text_runs["data"] / "test.tsv"
+    code, out, err = cli(["predict", str(run), "--input", str(test_file), "--output", str(tmp_path / "p.csv")])
+    assert code == 0 and out == "", err
+    rows = read_csv(tmp_path / "p.csv")
+    assert list(rows[0]) == ["id", "label", "prob_neg", "prob_pos"]
+    assert [r["id"] for r in rows] == [f"test.tsv:{i}" for i in range(2, 2 + len(rows))]  # line numbers
+    texts = list(load_dataset(f"tsv:{text_runs['data']}").split("test").inputs)
+    assert [r["label"] for r in rows] == load_model(run).predict(texts)
+    probs = np.array([[float(r["prob_neg"]), float(r["prob_pos"])] for r in rows])
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    # the file has the label column: the run's metric on it is evaluate's, exactly
+    acc = evaluate(run)["accuracy"]
+    assert f"accuracy {acc:.4f} on the {len(rows)} labelled rows" in err
+
+
+def test_every_input_format_gives_the_same_predictions(text_runs, tmp_path, cli, monkeypatch):
+    run = text_runs["student"]
+    lines = (text_runs["data"] / "test.tsv").read_text().splitlines()[1:]
+    texts = [ln.split("\t")[0] for ln in lines]
+    (tmp_path / "in.csv").write_text("id,body\n" + "".join(f"{i},\"{t}\"\n" for i, t in enumerate(texts)))
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"content": t}) + "\n" for t in texts))
+    pq.write_table(pa.table({"sentence": texts}), tmp_path / "in.parquet")
+    want = load_model(run).predict(texts)
+    for name, extra in (("in.csv", ["--text-col", "body"]), ("in.jsonl", []), ("in.parquet", [])):
+        code, out, err = cli(["predict", str(run), "--input", str(tmp_path / name), *extra])
+        assert code == 0, err
+        assert [r["label"] for r in csv.DictReader(io.StringIO(out))] == want, name  # no --output: stdout
+        assert "labelled" not in err  # no label column, no score
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(("\n".join(texts) + "\n").encode())))
+    code, out, err = cli(["predict", str(run), "--input", "-"])
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [r["label"] for r in rows] == want and rows[0]["id"] == "stdin:1", err
+
+
+def test_images_that_do_not_decode_are_skipped_or_refused(image_run, tmp_path, cli, one_line_error):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    (folder / "a").mkdir(parents=True)
+    test = load_dataset("digits").split("test")
+    for i in range(6):
+        Image.fromarray(test.inputs[i]).save(folder / ("a" if i % 2 else ".") / f"{i}.png")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "p.csv"
+    code, _, err = cli(["predict", str(image_run), "--input", str(folder), "--output", str(out)])
+    assert code == 0, err
+    assert "skipped 1 unreadable image: broken.jpg" in err
+    rows = read_csv(out)
+    assert [r["id"] for r in rows] == ["0.png", "2.png", "4.png", "a/1.png", "a/3.png", "a/5.png"]
+    assert [r["label"] for r in rows] == load_model(image_run).predict(
+        [str(folder / r["id"]) for r in rows])
+    assert list(rows[0])[2:] == [f"prob_{d}" for d in range(10)]
+    before = out.read_bytes()
+    code, _, err = cli(["predict", str(image_run), "--input", str(folder), "--output", str(out), "--strict"])
+    one_line_error(code, err, "broken.jpg is not a readable image", "--strict")
+    assert out.read_bytes() == before  # the earlier predictions are untouched
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left behind
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("make, needles", [
+    (lambda d: _write(d / "x.tsv", b"sentence_id\tbody\n1\tgood\n"), ["no text column", "`sentence_id`, `body`",
+                                                                       "--text-col"]),
+    (lambda d: _write(d / "x.tsv", b""), ["is empty"]),
+    (lambda d: _write(d / "x.tsv", b"text\n"), ["no rows"]),
+    (lambda d: _write(d / "x.jsonl", b""), ["is empty"]),
+    (lambda d: _write(d / "x.tsv", b"text\ngood film\ncaf\xe9 au lait\n"), ["x.tsv line 3 is not UTF-8"]),
+    (lambda d: _write(d / "x.txt", b"text\ngood\n"), ["cannot read `.txt` files"]),
+    (lambda d: _write(d / "x.parquet", b"PAR1 nope"), ["not a readable Parquet file"]),
+    (lambda d: d / "missing.tsv", ["does not exist"]),
+    (lambda d: d, ["is a folder", "takes text"]),
+])
+def test_bad_input_is_one_line_and_writes_nothing(text_runs, tmp_path, cli, one_line_error, make, needles):
+    data = tmp_path / "in"
+    data.mkdir()
+    path = make(data)
+    out = tmp_path / "p.csv"
+    code, _, err = cli(["predict", str(text_runs["student"]), "--input", str(path), "--output", str(out)])
+    one_line_error(code, err, *needles)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_bad_runs_and_outputs(text_runs, tmp_path, cli, one_line_error, monkeypatch):
+    test_file = str(text_runs["data"] / "test.tsv")
+    (tmp_path / "unfinished").mkdir()
+    (tmp_path / "unfinished" / "config.yaml").write_text("dataset: sst2\n")
+    code, _, err = cli(["predict", str(tmp_path / "unfinished"), "--input", test_file])
+    one_line_error(code, err, "not a finished aftpipe run")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = cli(["predict", str(text_runs["student"]), "--input", test_file, "--output",
+                        str(blocker / "p.csv")])
+    one_line_error(code, err, "cannot write --output", "writable folder")
+    code, _, err = cli(["predict", str(text_runs["student"]), "--input", test_file, "--output", str(tmp_path)])
+    one_line_error(code, err, "is a folder")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    code, _, err = cli(["predict", str(text_runs["student"]), "--input", "-"])
+    one_line_error(code, err, "stdin is empty")
+    run = tmp_path / "run"
+    shutil.copytree(text_runs["student"], run)
+    (run / "student.safetensors").write_bytes((run / "student.safetensors").read_bytes()[:100])
+    code, _, err = cli(["predict", str(run), "--input", test_file, "--output", str(tmp_path / "p.csv")])
+    one_line_error(code, err, "student.safetensors is truncated")
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_predict_file_api_reports_what_it_did(text_runs, tmp_path):
+    r = predict_file(text_runs["student"], str(text_runs["data"] / "test.tsv"), tmp_path / "p.csv", batch_size=7)
+    assert r.rows == r.labelled == 80 and r.output == tmp_path / "p.csv" and not r.skipped
+    assert r.scores == evaluate(text_runs["student"])
