@@ -72,7 +72,8 @@ def main() -> None:
     from aftpipe.data import default_data_dir
     from aftpipe.store import open_features
 
-    tsv = Path(args.data_dir or default_data_dir()) / "sst2" / "train.tsv"
+    data_dir = Path(args.data_dir or default_data_dir())
+    tsv = data_dir / "sst2" / "train.tsv"
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     runs: dict[str, list[tuple[float, float]]] = {"aftpipe": [], "st": [], "before": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,7 +81,7 @@ def main() -> None:
             cache, npy = Path(tmp) / f"cache{r}", Path(tmp) / f"st{r}.npy"
             ours = [sys.executable, "-m", "aftpipe.cli", "extract", "--dataset", "sst2", "--source", "minilm",
                     "--splits", "train", "--limit", str(args.rows), "--batch-size", str(args.batch_size),
-                    "--cache-dir", str(cache), "--quiet"]
+                    "--data-dir", str(data_dir), "--cache-dir", str(cache), "--quiet"]
             st = [sys.executable, "-c", ST_SCRIPT, str(tsv), str(args.rows), str(args.batch_size), str(args.threads),
                   str(npy)]
             order = [("aftpipe", ours, REPO), ("st", st, REPO)]

@@ -151,6 +151,9 @@ def test_batches_are_sorted_by_token_count_not_characters(tiny_hf_dir, tmp_path)
     texts = ["a b", "1,2;3.4!5?6", "the quick brown fox jumps", "cat", "x y z w v u t s r q"]
     counts = [len(src.tokenizer(t, truncation=True, max_length=256)["input_ids"]) for t in texts]
     assert src.lengths(texts).tolist() == counts and src.length(texts[1]) == counts[1]
+    long = " ".join(["fox"] * 400)  # truncated as collate truncates, special tokens included
+    assert len(src.collate([long, "cat"])["input_ids"][0]) == src.length(long) == 256
+    assert src.lengths(texts).tolist() == counts  # a padded collate in between leaves no padding behind
     assert counts[1] > counts[2] and len(texts[1]) < len(texts[2])  # the premise: chars and tokens disagree
     split = Split("train", [str(i) for i in range(5)], texts, np.zeros(5))
     batches = shard_batches(split, src, 0, 5, 2)

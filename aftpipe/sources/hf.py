@@ -144,10 +144,21 @@ class HFSource(FeatureSource):
         return int(self.lengths([x])[0])
 
     def lengths(self, inputs: Sequence[str]) -> np.ndarray:
-        """Token counts (what a batch is padded to), from one batch call of the tokenizer: ~1 s per 100k texts."""
-        enc = self.tokenizer(self._prompted(inputs), truncation=True, max_length=self.options.max_length,
-                             return_attention_mask=False, return_token_type_ids=False, return_length=True)
-        return np.asarray(enc["length"], dtype=np.int64)
+        """Token counts with the special tokens, truncated as `collate` truncates (what a batch is padded to):
+        one batch call of the Rust tokenizer behind a fast one, ~0.3 s per 8k SST-2 sentences on one core."""
+        texts = self._prompted(inputs)
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:  # a slow (Python) tokenizer
+            counts = self.tokenizer(texts, truncation=True, max_length=self.options.max_length,
+                                    return_attention_mask=False, return_token_type_ids=False, return_length=True)["length"]
+        else:  # the wrapper's own call costs ~4x this, building Python lists of every id
+            # the wrapper leaves its last call's padding and truncation set on the backend (a collate pads);
+            # clear them here, as the wrapper sets its own again on every call
+            backend.no_padding()
+            backend.no_truncation()
+            encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # _fast: no offsets (tokenizers ≥ 0.20)
+            counts = [len(e.ids) for e in encode(texts, add_special_tokens=True)]
+        return np.minimum(np.asarray(counts, dtype=np.int64), self.options.max_length)
 
     def _prompted(self, inputs: Sequence[str]) -> list[str]:
         if self.options.prompt:  # str.replace, not format: texts and templates may hold other braces
