@@ -5,7 +5,7 @@ AFT := HF_HUB_OFFLINE=1 $(VENV)/bin/aftpipe
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench-speed bench-quality bench-science clean-cache
+.PHONY: setup demo test bench-speed bench-quality bench-science bench-reliability clean-cache
 
 setup: $(VENV)/.installed
 
@@ -43,6 +43,10 @@ bench-speed: demo
 	$(PY) benchmarks/extract_speed.py --write BENCHMARKS.md
 	$(PY) benchmarks/probe_speed.py --store cache/sst2/minilm --write BENCHMARKS.md
 	$(PY) benchmarks/inference.py --write BENCHMARKS.md
+
+# Reliability counts from the fault-injection suite (also part of `make test`), and the error catalogue.
+bench-reliability: setup
+	$(PY) benchmarks/reliability.py --write BENCHMARKS.md --errors docs/errors.md
 
 clean-cache:
 	find cache -mindepth 1 ! -name .gitignore -exec rm -rf {} +

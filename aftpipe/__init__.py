@@ -20,7 +20,8 @@ except PackageNotFoundError:  # running from a source tree without an install
 
 _API = ("DatasetOptions", "ExtractConfig", "MethodConfig", "Model", "SourceOptions", "StudentConfig", "TrainConfig",
         "check_run", "evaluate", "export_model", "extract", "load_dataset", "load_model", "load_pipeline",
-        "open_features", "plan_pipeline", "predict_file", "run_pipeline", "train", "validate", "verify_store")
+        "open_features", "plan_pipeline", "predict_file", "repair_store", "run_pipeline", "train", "validate",
+        "verify_store")
 
 
 def __getattr__(name: str):

@@ -15,6 +15,7 @@ from aftpipe.data import DatasetOptions, load_dataset
 from aftpipe.evaluation import check_run, evaluate
 from aftpipe.export import export_model
 from aftpipe.extraction import extract
+from aftpipe.extraction import repair as repair_store
 from aftpipe.methods import MethodConfig
 from aftpipe.model import Model, load_model
 from aftpipe.pipeline import load_pipeline, plan_pipeline, run_pipeline, validate
@@ -26,4 +27,5 @@ from aftpipe.training import train
 
 __all__ = ["DatasetOptions", "ExtractConfig", "MethodConfig", "Model", "SourceOptions", "StudentConfig", "TrainConfig",
            "check_run", "evaluate", "export_model", "extract", "load_dataset", "load_model", "load_pipeline",
-           "open_features", "plan_pipeline", "predict_file", "run_pipeline", "train", "validate", "verify_store"]
+           "open_features", "plan_pipeline", "predict_file", "repair_store", "run_pipeline", "train", "validate",
+           "verify_store"]

@@ -448,20 +448,35 @@ def inspect_(
 @app.command(cls=Command)
 def verify(
     store: Annotated[str, typer.Argument(help="a store: cache/<dataset>/<source> or its .h5 file", metavar="STORE")],
+    repair: Annotated[bool, typer.Option(help="recompute exactly the damaged or missing shards (and rewrite damaged "
+                                              "metadata) by re-running the extraction the manifest records",
+                                         metavar="")] = False,
+    quiet: Quiet = False,
+    log_every: LogEvery = 30.0,
 ) -> None:
-    """Re-hash every shard of every split against the manifest's checksums; exit 1 on any mismatch."""
-    from aftpipe.api import verify_store
+    """Check a store in full: each split's array metadata and index against the manifest, every shard's file and
+    bytes against its checksum. Prints every problem by name and exits 1 when there is any."""
+    from aftpipe.api import repair_store, verify_store
 
     report = verify_store(store)
-    for name, (done, total) in report.unfinished.items():
-        typer.echo(f"{name}: unfinished ({done}/{total} shards)")
+    if repair and not report.ok:
+        for d in report.damage:
+            typer.echo(f"found: {d}")
+        with long_running(quiet, "ex", log_every) as progress:
+            results = repair_store(store, progress)
+        for r in results:
+            typer.echo(f"{r.split}: recomputed shards {list(r.recomputed) or 'none'}"
+                       + (f" ({len(r.repaired)} problems repaired)" if r.repaired else ""))
+        report = verify_store(store)
     if not report.ok:
-        for name, shards in report.bad.items():
-            if shards:
-                typer.echo(f"{name}: shards {shards} do not match their checksums", err=True)
-        typer.echo(f"error: {report.path} is corrupt; re-extract it with --overwrite", err=True)
+        for d in report.damage:
+            typer.echo(str(d), err=True)
+        how = "resume it by re-running the extract command" if all(d.kind == "unfinished" for d in report.damage) \
+            else f"repair it with `aftpipe verify {store} --repair`"
+        typer.echo(f"error: {report.path} fails verification ({len(report.damage)} problems); {how}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"ok: {report.path}: {report.shards_checked} shards in {len(report.bad)} splits match their checksums")
+    typer.echo(f"ok: {report.path}: {report.shards_checked} shards in {len(report.splits)} splits match the manifest "
+               "(metadata, index, checksums)")
 
 
 @functools.cache
@@ -480,13 +495,34 @@ def _flag(path: tuple) -> str:
     return flag_of(next((p for p in reversed(path) if isinstance(p, str)), ""))
 
 
+def _click_errors() -> tuple[type[Exception], type[Exception]]:
+    """(ClickException, NoArgsIsHelpError): typer vendors click from 0.2x on, older typer uses click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions  # type: ignore[no-redef]
+    return exceptions.ClickException, getattr(exceptions, "NoArgsIsHelpError", ())  # type: ignore[return-value]
+
+
 def main() -> None:
     from aftpipe.provenance import running_command
 
+    ClickException, NoArgsIsHelpError = _click_errors()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we parallelise with DataLoader workers instead
     try:
         with speaking_to_cli(flag_of), running_command(["aftpipe", *sys.argv[1:]]):
-            app()
+            # not standalone: usage errors (unknown flag, a value that is not a number) come back to us, to be
+            # printed as one line like every other error instead of typer's usage box
+            code = app(prog_name="aftpipe", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except NoArgsIsHelpError as e:
+        e.show()  # type: ignore[attr-defined]
+        sys.exit(e.exit_code)  # type: ignore[attr-defined]
+    except ClickException as e:
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        typer.echo(f"error: {e.format_message().rstrip('.')}{hint}", err=True)  # type: ignore[attr-defined]
+        sys.exit(2)
     except ConfigError as e:
         sep = " " if e.message.startswith(("must", "expected", "is ")) else ": "
         typer.echo(f"error: {_flag(e.path)}{sep}{e.message}", err=True)
@@ -494,7 +530,7 @@ def main() -> None:
     except AftpipeError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:  # outside a long-running command
+    except (KeyboardInterrupt, typer.Abort):  # outside a long-running command
         typer.echo("interrupted; re-run the same command to resume", err=True)
         sys.exit(130)
 

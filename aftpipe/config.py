@@ -522,6 +522,10 @@ class TrainConfig(Config):
     device: str = option("auto", "auto, cpu, cuda or cuda:N", panel=SYSTEM, metavar="DEVICE")
     amp: bool = option(True, "bf16 autocast on CUDA (ignored on CPU)", panel=SYSTEM)
     in_memory: bool = option(False, "load the features into RAM instead of memory-mapping them", panel=SYSTEM)
+    # A store extracted with --limit holds part of a split; training on it silently would change the rows and
+    # the test set without a word, so it is refused unless asked for (and metrics.json then says how many).
+    stored_rows_only: bool = option(False, "train and test on only the rows the stores hold when they cover part "
+                                    "of a split (extracted with --limit); metrics.json records the counts", panel=DATA)
     threads: int | None = option(None, "torch CPU threads (default: torch's own choice)", panel=SYSTEM)
     data_dir: str | None = option(None, "folder with the dataset files", panel=DATA, metavar="DIR")
     dataset_options: DatasetOptions = option(factory=DatasetOptions, panel=DATA)

@@ -3,24 +3,28 @@ that was measured."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from aftpipe import rundir
 from aftpipe.config import TrainConfig, load_config
 from aftpipe.data import load_dataset
-from aftpipe.features import open_split_features
+from aftpipe.errors import AftpipeError, option_hint
+from aftpipe.features import open_split_features, test_rows
 from aftpipe.methods import METHODS
 from aftpipe.metrics import score
 from aftpipe.training import predict
 
 
 def evaluate(run_dir: str | Path) -> dict[str, float]:
-    """Reload a finished run's student (or probe head) and score it on its test split again."""
+    """Reload a finished run's student (or probe head) and score it on its test split again.
+
+    Everything is read from files a user may have damaged or handed over, so each is checked and a problem
+    is a one-line error naming the file; weights are read with safetensors (never unpickled)."""
     from aftpipe.probe import load_head, predict_head
     from aftpipe.students import rebuild_student
 
@@ -31,21 +35,40 @@ def evaluate(run_dir: str | Path) -> dict[str, float]:
     test = dataset.split(metrics["test_split"])
     if not METHODS.get(cfg.method).uses_student:
         feats = open_split_features(cfg.features, dataset, test.name)
-        rows = feats.examples
-        return score(predict_head(load_head(run), feats, rows), test.labels[rows], dataset.metric)
+        rows = test_rows(cfg, dataset, test, feats)
+        with _reading(run, "probe head"):
+            head = load_head(run)
+        return score(predict_head(head, feats, rows), test.labels[rows], dataset.metric)
     from safetensors.torch import load_file
 
-    student = rebuild_student(json.loads((run / "student.json").read_text()))
-    student.load_state_dict(load_file(str(run / "student.safetensors")))
-    pred = predict(student, student.encode(test.inputs), np.arange(len(test)), torch.device("cpu"))
-    return score(pred, test.labels, dataset.metric)
+    spec = rundir.read_json(run / "student.json", "the student spec")
+    with _reading(run, "student"):
+        student = rebuild_student(spec)
+        student.load_state_dict(load_file(str(run / "student.safetensors")))
+    rows = test_rows(cfg, dataset, test)
+    pred = predict(student, student.encode(test.inputs), rows, torch.device("cpu"))
+    return score(pred, test.labels[rows], dataset.metric)
+
+
+@contextmanager
+def _reading(run: Path, what: str) -> Iterator[None]:
+    """Turn a damaged or missing weights/spec file into a one-line error naming the run."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (AftpipeError, SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise AftpipeError(f"the {what} saved in {run} cannot be loaded ({first}); train the run again with "
+                           f"{option_hint('overwrite')}") from None
 
 
 def check_run(run_dir: str | Path) -> dict[str, Any]:
     """`evaluate` next to the scores metrics.json recorded: {"test", "recorded", "match"}."""
     got = evaluate(run_dir)
     saved = rundir.read_metrics(run_dir)["test"]
-    return {"test": got, "recorded": saved, "match": all(abs(got[k] - saved[k]) < 1e-9 for k in got)}
+    match = all(isinstance(saved.get(k), (int, float)) and abs(got[k] - saved[k]) < 1e-9 for k in got)
+    return {"test": got, "recorded": saved, "match": match}
 
 
 __all__ = ["check_run", "evaluate"]

@@ -9,6 +9,7 @@ before, so a resumed run writes bit-identical rows.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import queue
@@ -22,13 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from aftpipe.data import load_dataset
+from aftpipe.config import DatasetOptions, ExtractConfig, SourceOptions, command_line
+from aftpipe.data import default_data_dir, load_dataset
 from aftpipe.data.base import Dataset, Split
-from aftpipe.config import ExtractConfig
 from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
 from aftpipe.progress import Progress, default_progress
-from aftpipe.sources import FeatureSource, load_source
-from aftpipe.store import SplitPlan, StoreLock, StoreWriter, make_writer, store_path
+from aftpipe.sources import FeatureSource, check_source, load_source
+from aftpipe.store import SplitPlan, StoreLock, StoreWriter, make_writer, open_features, store_path
 from aftpipe.store.manifest import STORAGE_DTYPES, package_versions
 
 DEFAULT_SHARD_BYTES = 16 << 20  # ~16 MiB shards: a 67k×384 fp16 split is 4 files, a million rows ~50
@@ -45,6 +46,8 @@ class SplitResult:
     shards_skipped: int
     wall_s: float
     rows_computed: int = 0  # rows this call ran through the model (0 when every shard was cached)
+    recomputed: tuple[int, ...] = ()  # the shard numbers this call wrote
+    repaired: tuple[str, ...] = ()  # the damage found in the split and repaired
 
 
 def resolve_device(device: str) -> torch.device:
@@ -142,18 +145,43 @@ def extract(config: ExtractConfig, progress: Progress | None = None) -> list[Spl
     dataset = load_dataset(config.dataset, config.data_dir, config.dataset_options)
     split_names = list(config.splits) if config.splits else list(dataset.splits)
     splits = {name: dataset.split(name) for name in split_names}  # unknown split fails before any compute
+    for spec in config.sources:
+        check_source(spec, config.source_options)  # every model path checked before the first one loads
     results = []
     for spec in config.sources:
         source = load_source(spec, config.source_options)
         if source.modality != dataset.modality:
             raise AftpipeError(f"source `{spec}` reads {source.modality} but dataset `{config.dataset}` is "
                                f"{dataset.modality}; pick a {dataset.modality} source (`aftpipe sources`)")
-        results += _extract_source(config, dataset, splits, source, device, progress)
+        results += _extract_source(config, dataset, splits, source, device, progress, spec)
     return results
 
 
+def _recorded(config: ExtractConfig, dataset: Dataset, spec: str) -> dict[str, Any]:
+    """What a repair needs to run this extraction again: the options, with the data folder made absolute
+    (and the working directory, against which a relative dataset path was resolved). A dataset found in the
+    default data folder is looked up there again, as the default may differ where the repair runs."""
+    given = Path(config.data_dir).expanduser().resolve() if config.data_dir is not None else None
+    default = default_data_dir()
+    return {"dataset": config.dataset, "data_dir": str(given) if given else None,
+            "default_data_dir": str(default.resolve()) if default else None, "cwd": os.getcwd(),
+            "source": spec, "source_options": config.source_options.to_dict(),
+            "dataset_options": config.dataset_options.to_dict(), "format": config.format, "dtype": config.dtype,
+            "chunk_rows": config.chunk_rows}
+
+
+def rebuild_command(config: ExtractConfig, spec: str, splits: list[str], limit: int | None, shard_rows: int) -> str:
+    """The `aftpipe extract` command that rebuilds one source's store from scratch, without its --cache-dir
+    (a store may be moved: the message that prints it adds where the store is now)."""
+    folder = Path(config.data_dir).expanduser().resolve() if config.data_dir is not None else None
+    cfg = dataclasses.replace(config, sources=(spec,), splits=tuple(splits), limit=limit, shard_rows=shard_rows,
+                              overwrite=True, workers=None, device="auto", batch_size=ExtractConfig.batch_size,
+                              cache_dir=ExtractConfig.cache_dir, data_dir=str(folder) if folder else None)
+    return command_line(cfg, "extract", skip=frozenset())
+
+
 def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, Split], source: FeatureSource,
-                    device: torch.device, progress: Progress) -> list[SplitResult]:
+                    device: torch.device, progress: Progress, spec: str = "") -> list[SplitResult]:
     path = store_path(config.cache_dir, dataset.name, source.name, config.format)
     _check_writable(path)
     with StoreLock(path):
@@ -163,39 +191,90 @@ def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, S
                                    f"`{dataset.spec}` lacks; name one of its files train")
             progress.log(f"{source.name}: fitting on the train split")
             source.fit(dataset.split("train").inputs)
-        spec = source.spec()
+        source_spec = source.spec()
         # the store's identity: a moved model directory with the same weights is the same source
-        identity = {k: v for k, v in spec.items() if k != "path" and not (k == "model_id" and spec.get("weights_sha256"))}
+        identity = {k: v for k, v in source_spec.items()
+                    if k != "path" and not (k == "model_id" and source_spec.get("weights_sha256"))}
         shard_rows = config.shard_rows or default_shard_rows(source.dim, config.dtype)
         dataset_spec = {"name": dataset.spec, "modality": dataset.modality, "num_classes": dataset.num_classes,
                         "metric": dataset.metric, "class_names": dataset.class_names, "info": dataset.info}
+        all_splits = list(dict.fromkeys([*_splits_in(path), *splits]))
         writer = make_writer(
             path, config.format,
             key={"source": identity, "dataset": {"name": dataset.spec, "info": dataset.info}},
-            provenance={"source": spec, "dataset": dataset_spec, "packages": package_versions(),
-                        "device": _device_name(device)},
+            provenance={"source": source_spec, "dataset": dataset_spec, "packages": package_versions(),
+                        "device": _device_name(device), "extract": _recorded(config, dataset, spec),
+                        "command": rebuild_command(config, spec, all_splits, config.limit, shard_rows)},
             dtype=config.dtype, chunk_rows=config.chunk_rows, shard_rows=shard_rows, overwrite=config.overwrite,
+            log=progress.log,
         )
-        try:
-            writer.open()
-        except OSError as e:
-            raise AftpipeError(f"cannot write the store {path} ({e.strerror}); pass a writable "
-                               f"{option_name('cache_dir')}") from None
-        for name, split in splits.items():  # rows 0..limit: every shard then lies in the first `limit` rows
-            rows = np.arange(len(split) if config.limit is None else min(config.limit, len(split)))
-            writer.plan_split(name, SplitPlan(len(rows), source.dim, rows, split.fingerprint(rows)))
-        source.to(device)
+        writer.open()
+        fresh = writer.resumed_from is None
         results, wrote = [], False
         try:
+            for name, split in splits.items():  # rows 0..limit: every shard then lies in the first `limit` rows
+                rows = np.arange(len(split) if config.limit is None else min(config.limit, len(split)))
+                writer.plan_split(name, SplitPlan(len(rows), source.dim, rows, split.fingerprint(rows),
+                                                  config.limit if config.limit is not None and config.limit < len(split)
+                                                  else None))
+            writer.begin()
+            source.to(device)
             for name, split in splits.items():
                 res = _extract_split(config, writer, name, split, source, progress)
                 results.append(res)
                 wrote |= res.shards_done > 0
-            if wrote or writer.resumed_from is None or writer.resumed_from.get("state") != "complete":
+            if wrote or writer.dirty or fresh or writer.resumed_from.get("state") != "complete":
                 writer.finish({"packages": package_versions(), "device": _device_name(device)})
-        finally:
+        except BaseException:
             writer.close()
+            if fresh and not writer.shards_done():  # a new store that never got a shard: leave nothing behind
+                writer.abandon()
+            raise
+        writer.close()
         return results
+
+
+def _splits_in(path: Path) -> list[str]:
+    """The splits an existing store holds (none when there is no readable store)."""
+    try:
+        return list(open_features(path).manifest["splits"]) if path.exists() else []
+    except AftpipeError:
+        return []
+
+
+def repair(path: str | Path, progress: Progress | None = None) -> list[SplitResult]:
+    """Re-run the extraction that built the store at `path`, as its manifest records it: every damaged or
+    missing shard is recomputed and every damaged array rewritten, nothing else (`aftpipe verify --repair`)."""
+    progress = default_progress(progress, "ex")
+    store = open_features(path)
+    rec = store.manifest.get("extract")
+    if not isinstance(rec, dict) or "source" not in rec:
+        raise AftpipeError(f"store {store.path} does not record how it was extracted (it predates repairs); re-run the "
+                           "extract command that built it: it checks every shard and recomputes the damaged ones")
+    data_dir = rec.get("data_dir")
+    prefix, sep, arg = rec["dataset"].partition(":")
+    if sep and arg and not Path(arg).expanduser().is_absolute() and not Path(arg).exists() and rec.get("cwd"):
+        data_dir = rec["cwd"]  # a dataset path typed relative to where the extract ran
+    elif not sep and data_dir is None and rec.get("default_data_dir"):
+        here = default_data_dir()
+        if here is None or str(here.resolve()) != rec["default_data_dir"]:
+            data_dir = rec["default_data_dir"]  # the default folder differs where the repair runs
+    storage = store.storage
+    by_limit: dict[int | None, list[str]] = {}
+    for info in store.split_infos():
+        by_limit.setdefault(info.limit, []).append(info.name)
+    for name in store.entry_damage:  # splits whose manifest entry is lost: extracted again whole
+        if name not in store.manifest["splits"]:
+            by_limit.setdefault(None, []).append(name)
+    results = []
+    for limit, names in by_limit.items():
+        cfg = ExtractConfig(dataset=rec["dataset"], sources=(rec["source"],), splits=tuple(names), data_dir=data_dir,
+                            cache_dir=str(store.path.parent.parent), format=storage["format"], dtype=storage["dtype"],
+                            chunk_rows=storage["chunk_rows"], shard_rows=storage["shard_rows"], limit=limit,
+                            source_options=SourceOptions(**rec.get("source_options", {})),
+                            dataset_options=DatasetOptions(**rec.get("dataset_options", {})))
+        results += extract(cfg, progress)
+    return results
 
 
 def _extract_split(config: ExtractConfig, writer: StoreWriter, name: str, split: Split, source: FeatureSource,
@@ -233,7 +312,8 @@ def _extract_split(config: ExtractConfig, writer: StoreWriter, name: str, split:
     wall = time.perf_counter() - t0
     writer.record_timing(name, wall, n_todo)
     progress.finish()
-    return SplitResult(source.name, name, writer.path, info.n, info.d, len(todo), skipped, wall, n_todo)
+    return SplitResult(source.name, name, writer.path, info.n, info.d, len(todo), skipped, wall, n_todo, tuple(todo),
+                       tuple(writer.repaired.get(name, ())))
 
 
 def source_device(source: FeatureSource) -> str:
@@ -304,4 +384,4 @@ def _to_storage(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return x.astype(dtype)
 
 
-__all__ = ["ExtractConfig", "SplitResult", "extract", "resolve_device"]
+__all__ = ["ExtractConfig", "SplitResult", "extract", "rebuild_command", "repair", "resolve_device"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from aftpipe.config import TrainConfig
 from aftpipe.data.base import Dataset, Split
 from aftpipe.errors import AftpipeError, option_hint, option_name
 from aftpipe.store import FeatureArray, open_features
@@ -110,8 +111,18 @@ class Features:
         self.table[self.example_to_row[ex]] = table
 
 
-def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in_memory: bool = False) -> Features:
-    """Open `split` of every store, checking each against the dataset's rows; refuse any mismatch."""
+def coverage_error(path: str, held: int, split: Split, limit: int | None) -> AftpipeError:
+    why = f" (it was extracted with {option_hint('limit', limit)})" if limit else ""
+    return AftpipeError(
+        f"store {path} holds {held:,} of the {len(split):,} rows of split `{split.name}`{why}; extract the whole "
+        f"split (the same extract without {option_name('limit')}, with {option_hint('overwrite')}) or pass "
+        f"{option_hint('stored_rows_only')} to train and test on the rows it holds")
+
+
+def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in_memory: bool = False,
+                        stored_rows_only: bool = False) -> Features:
+    """Open `split` of every store, checking each against the dataset's rows; refuse any mismatch, and a store
+    that holds only some of the split's rows unless `stored_rows_only`."""
     ds_split = dataset.split(split)
     arrays, index, dims, identity = [], None, [], []
     for p in paths:
@@ -133,6 +144,8 @@ def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in
                 f"dataset now: {len(ds_split)} rows, fingerprint {fp[:12]}); re-extract with "
                 f"`aftpipe extract --dataset {dataset.spec} --overwrite`"
             )
+        if len(np.unique(arr.index)) < len(ds_split) and not stored_rows_only:
+            raise coverage_error(p, len(np.unique(arr.index)), ds_split, info.limit)
         if index is not None and not np.array_equal(index, arr.index):
             raise AftpipeError(f"stores {paths[0]} and {p} hold different rows of `{split}`; extract both "
                                "with the same --limit")
@@ -147,6 +160,38 @@ def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in
     return Features(arrays, example_to_row, dims, identity)
 
 
+def stores_hold(paths: tuple[str, ...], split: str) -> bool:
+    """Whether every store has a split of that name (finished or not); read from the manifests only."""
+    return all(split in open_features(p).manifest["splits"] for p in paths)
+
+
+def test_rows(cfg: TrainConfig, dataset: Dataset, test: Split, feats: Features | None = None) -> np.ndarray:
+    """The test rows a run is scored on: every row, or with --stored-rows-only the rows the stores hold
+    (when they hold the test split), so that the probe, which needs φ, and the students that do not are
+    always scored on the same rows."""
+    if not (cfg.stored_rows_only and cfg.features and stores_hold(cfg.features, test.name)):
+        return np.arange(len(test))
+    if feats is None:
+        feats = open_split_features(cfg.features, dataset, test.name, stored_rows_only=True)
+    return feats.examples
+
+
+def check_labels(train: Split, test: Split, num_classes: int) -> None:
+    """Refuse labels a run cannot use: a class id outside 0..num_classes-1 in either split, and test rows
+    without a label (scoring them as wrong would understate every method)."""
+    for split in (train, test):
+        bad = np.flatnonzero(split.labels >= num_classes)
+        if len(bad):
+            raise AftpipeError(f"split `{split.name}` row {int(bad[0])} ({split.ids[bad[0]]}) has label "
+                               f"{int(split.labels[bad[0]])}, outside 0..{num_classes - 1}; fix the label or raise "
+                               f"{option_hint('num_classes', 'N')}")
+    unlabeled = np.flatnonzero(test.labels < 0)
+    if len(unlabeled):
+        raise AftpipeError(f"test split `{test.name}` has {len(unlabeled):,} of {len(test):,} rows without a label "
+                           f"(first: {test.ids[unlabeled[0]]}); label them, remove them, or pass "
+                           f"{option_hint('test_split', 'NAME')} with a labelled split")
+
+
 @dataclass
 class RunData:
     """What one run trains and is scored on: the dataset, its train and test splits, the row plan, the
@@ -158,6 +203,8 @@ class RunData:
     plan: RowPlan
     num_classes: int
     features: Features | None
+    test_rows: np.ndarray  # the test rows every method of the run is scored on
+    coverage: dict[str, list[int]] | None = None  # split → [rows held, rows in the split] with --stored-rows-only
 
     @property
     def metric(self) -> str:
@@ -175,4 +222,5 @@ def foundation_params(paths: tuple[str, ...]) -> int:
     return total
 
 
-__all__ = ["Features", "RowPlan", "RunData", "foundation_params", "open_split_features", "plan_rows"]
+__all__ = ["Features", "RowPlan", "RunData", "check_labels", "coverage_error", "foundation_params",
+           "open_split_features", "plan_rows", "stores_hold", "test_rows"]

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from aftpipe.features import Features
 from aftpipe.methods.teacher import C_GRID, FeatureHead, default_folds, fit_linear_head, load_head, save_head
@@ -106,7 +107,7 @@ def _load(folder: Path | None, key: str, progress: Progress) -> FeatureHead | No
         return None
     try:
         head = load_head(folder / key)
-    except (OSError, ValueError, KeyError, RuntimeError):
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):
         shutil.rmtree(folder / key, ignore_errors=True)
         return None
     progress.log(f"head: reusing {folder / key}")

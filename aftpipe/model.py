@@ -45,7 +45,8 @@ FORMAT = 1  # model.json's layout version
 def write_model_files(out: Path, cfg: TrainConfig, data: RunData, metrics: dict[str, Any],
                       student: Student | None = None) -> None:
     """Make the finished run `out` a model folder: model.json, the student's tokenizer.json (text) and the
-    card. Called once the weights are on disk and before metrics.json, which marks the run finished."""
+    card. Called once the weights are on disk and before metrics.json, which marks the run finished; `out`
+    may be the folder the run is built in (`<out>.partial`): the card names `cfg.out`, where it is published."""
     from aftpipe.config import command_line
     from aftpipe.probe import HEAD_WEIGHTS
     from aftpipe.store import open_features
@@ -82,7 +83,7 @@ def write_model_files(out: Path, cfg: TrainConfig, data: RunData, metrics: dict[
         else:
             info["image"] = {**student.data_config, "inputs": ["pixels"]}
     write_json(out / MODEL_JSON, info)
-    write_atomic(out / CARD, render_card(info, out))
+    write_atomic(out / CARD, render_card(info, cfg.out))
 
 
 def add_seed_summary(runs: Sequence[str | Path], metric: str, values: Sequence[float], seeds: Sequence[int]) -> None:

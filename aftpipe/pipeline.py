@@ -36,7 +36,7 @@ from aftpipe.config import (Config, ConfigError, ExtractConfig, Partial, SourceO
                             load_yaml, registered, require)
 from aftpipe.data.base import Dataset
 from aftpipe.errors import AftpipeError, Interrupted, option_hint
-from aftpipe.features import RowPlan, plan_rows
+from aftpipe.features import RowPlan, check_labels, coverage_error, plan_rows
 from aftpipe.fileio import write_if_changed
 from aftpipe.methods import METHODS, MethodConfig
 from aftpipe.progress import Progress
@@ -381,6 +381,17 @@ def _store_complete(path: Path, splits: tuple[str, ...]) -> bool:
         return False
 
 
+def _check_coverage(path: Path, dataset: Dataset, splits: tuple[str, ...], stored_rows_only: bool) -> None:
+    """Refuse a store that holds only part of a split the runs need (made with --limit), as `train` would."""
+    from aftpipe.store import open_features
+
+    store = open_features(path)
+    for name in splits:
+        info, split = store.split_info(name), dataset.split(name)
+        if info.n < len(split) and not stored_rows_only:
+            raise coverage_error(str(path), info.n, split, info.limit)
+
+
 def _load_checked(cfg: PipelineConfig) -> Dataset:
     """The dataset, with the splits, the students' modality and the label budget checked."""
     from aftpipe.data import load_dataset
@@ -396,6 +407,8 @@ def _load_checked(cfg: PipelineConfig) -> Dataset:
             raise AftpipeError(f"students[{i}]: `{s}` is for {cls.modality} but dataset `{cfg.dataset}` is "
                                f"{dataset.modality}; pick a {dataset.modality} student (`aftpipe students`)")
     split = dataset.split(template.train_split)
+    check_labels(split, dataset.split(resolve_test_split(dataset.name, cfg.test_split)),
+                 template.num_classes or dataset.num_classes)
     n = int((split.labels >= 0).sum())
     if cfg.labels is not None and cfg.labels > n:
         raise AftpipeError(f"labels: {cfg.labels} is more than the {n:,} labeled training rows of "
@@ -407,7 +420,7 @@ def plan_pipeline(path: str | Path, cache_dir: str | Path = "cache", runs_dir: s
     """Load and check a pipeline and work out everything it will do; loads the dataset, computes nothing."""
     import numpy as np
 
-    from aftpipe.sources import store_name
+    from aftpipe.sources import check_source, store_name
     from aftpipe.store import store_path
 
     cfg = load_pipeline(path)
@@ -418,6 +431,11 @@ def plan_pipeline(path: str | Path, cache_dir: str | Path = "cache", runs_dir: s
     ext = cfg.extract_config(used, cache_dir)
     splits = ext.splits or tuple(dict.fromkeys([template.train_split, resolve_test_split(dataset.name, cfg.test_split)]))
     stores = {spec: store_path(cache_dir, dataset.name, store_name(spec, ext.source_options), ext.format) for spec in used}
+    for spec, path in stores.items():
+        if _store_complete(path, splits):  # what the runs will read must cover the splits they need
+            _check_coverage(path, dataset, splits, template.stored_rows_only)
+        else:  # what `run` would extract must be loadable
+            check_source(spec, ext.source_options)
     train = dataset.split(template.train_split)
     rows = plan_rows(np.arange(len(train)), train.labels, cfg.labels, template.holdout, template.data_seed, train.origin)
     return PipelinePlan(cfg, Path(path), dataset, groups, splits, stores, rows, Path(runs_dir) / cfg.name)
@@ -430,7 +448,10 @@ def validate(path: str | Path, cache_dir: str | Path = "cache", runs_dir: str | 
 
 # --- running -----------------------------------------------------------------------------------------------
 def check_reusable(out: Path, tc: TrainConfig) -> None:
-    """Refuse to reuse a run dir trained with other settings (a changed YAML would otherwise be ignored)."""
+    """Refuse to reuse a run dir trained with other settings (a changed YAML would otherwise be ignored),
+    finished or still being built."""
+    if not rundir.is_finished(out):
+        out = rundir.work_dir(out)
     old = rundir.read_config_dict(out)
     if old is None:
         return

@@ -37,8 +37,9 @@ def fit_probe(features: tuple[str, ...], data: RunData, in_memory: bool, out: Pa
     feats, plan = data.features, data.plan  # raw φ: the head standardises it itself (and must, at inference)
     head, origin = fitted_head(feats, features, plan.train, data.train.labels, data.num_classes, progress=progress)
     fit_s = time.perf_counter() - t_start
-    test_feats = open_split_features(features, data.dataset, data.test.name, in_memory)
-    rows = test_feats.examples
+    test_feats = open_split_features(features, data.dataset, data.test.name, in_memory,
+                                     stored_rows_only=data.coverage is not None)
+    rows = data.test_rows  # the rows the students of this configuration are scored on
     test_scores = score(predict_head(head, test_feats, rows), data.test.labels[rows], data.metric)
     hold = (score(predict_head(head, feats, plan.holdout), data.train.labels[plan.holdout], data.metric)
             if len(plan.holdout) else {})
@@ -51,7 +52,8 @@ def fit_probe(features: tuple[str, ...], data: RunData, in_memory: bool, out: Pa
     return {"test": test_scores, "holdout": hold, "metric": data.metric,
             "params": fm + head_params, "head_params": head_params, "foundation_params": fm,
             "ms_per_step": float("nan"), "wall_s": time.perf_counter() - t_start, "fit_s": fit_s, "history": [],
-            "rows": {"train": len(plan.train), "holdout": len(plan.holdout), "test": len(rows)},
+            "rows": {"train": len(plan.train), "holdout": len(plan.holdout), "test": len(rows),
+                     **({"stored_rows_only": data.coverage} if data.coverage else {})},
             "method": {"name": "linear_probe", "c": head.c, "cv_accuracy": {f"{c:g}": a for c, a in head.cv.items()},
                        "head_cache": origin},
             "device": "cpu", "test_split": data.test.name}

@@ -181,13 +181,15 @@ def _std(s: Summary) -> str:
     return _fmt(s.std) if s.n >= MIN_SEEDS_FOR_STD else f"– (n={s.n}: no std)"
 
 
-def gap_closed(s: Summary, summaries: Sequence[Summary]) -> float:
-    """The share of the gap from `none` (same student) to the linear probe (same sources, else the first
-    probe) that group `s` closes: (mean − none) / (probe − none). NaN for `none`, the probe, or when either
-    reference is missing or they are equal."""
-    if s.is_probe or s.method == "none":
+def gap_closed(s: Summary, summaries: Sequence[Summary], baseline: str | None = None) -> float:
+    """The share of the gap from `none` to the linear probe (same sources, else the first probe) that group
+    `s` closes: (mean − none) / (probe − none). `none` is the same student's, or with `baseline` the named
+    student's (the plain student a quality push starts from). NaN for the probe, for the reference itself,
+    or when a reference is missing or the two are equal."""
+    student = baseline or s.student
+    if s.is_probe or (s.method == "none" and s.student == student):
         return math.nan
-    none = next((r for r in summaries if r.method == "none" and r.student == s.student), None)
+    none = next((r for r in summaries if r.method == "none" and r.student == student), None)
     probes = [r for r in summaries if r.is_probe]
     probe = next((r for r in probes if r.sources == s.sources), probes[0] if probes else None)
     if none is None or probe is None or probe.mean == none.mean:
@@ -195,21 +197,29 @@ def gap_closed(s: Summary, summaries: Sequence[Summary]) -> float:
     return (s.mean - none.mean) / (probe.mean - none.mean)
 
 
+def _pct(x: float) -> str:
+    return "–" if math.isnan(x) else f"{100 * x:.0f}%"
+
+
 def results_table(final: Iterable[RunRecord]) -> str:
     """The main table: mean ± std of the test metric per group, transfer methods first, the probe last;
-    "gap closed" is how far each student got from `none` towards the probe (`gap_closed`)."""
+    "gap closed" is how far each student got from its own `none` towards the probe (`gap_closed`), and,
+    when there are several students, "vs <first>" from the first student's `none`."""
     summaries = summarize(final)
     summaries = [s for s in summaries if not s.is_probe] + [s for s in summaries if s.is_probe]
     metric = METRIC_LABEL.get(summaries[0].metric, summaries[0].metric) if summaries else "metric"
-    lines = [f"| method | sources | student | test {metric} (mean ± std) | gap closed | seeds | β | lr | params "
+    students = list(dict.fromkeys(s.student for s in summaries if not s.is_probe))
+    first = students[0] if len(students) > 1 else None
+    extra = f" gap vs {first} none |" if first else ""
+    lines = [f"| method | sources | student | test {metric} (mean ± std) | gap closed |{extra} seeds | β | lr | params "
              "| ms/step | wall s/run | mean σ(s) per source | R / floor |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|" + ("---|" if first else "") + "---|---|---|---|---|---|---|---|"]
     for s in summaries:
         sigma = ", ".join(f"{k} {v:.3f}" for k, v in s.sigma.items()) or "–"
-        gap = gap_closed(s, summaries)
+        vs_first = f" {_pct(gap_closed(s, summaries, first))} |" if first else ""
         lines.append(
             f"| {s.method} | {s.sources} | {s.student} | {_fmt(s.mean)} ± {_std(s)} "
-            f"| {'–' if math.isnan(gap) else f'{100 * gap:.0f}%'} | {s.n} "
+            f"| {_pct(gap_closed(s, summaries))} |{vs_first} {s.n} "
             f"| {'–' if s.is_probe else f'{s.beta:g}'} | {'–' if s.is_probe else f'{s.lr:g}'} | {s.params:,} "
             f"| {_fmt(s.ms_per_step, '.1f')} | {_fmt(s.wall_s, '.1f')} | {sigma} | {_reg(s)} |"
         )

@@ -1,9 +1,21 @@
 """The run directory: what one training run leaves behind, and the rules for starting, resuming and reusing it.
 
-    config.yaml     the TrainConfig, written before training starts
-    checkpoint.pt   while training: weights, optimizer, RNG and loop state (removed at the end)
-    metrics.json    written last: its presence is what "this run finished" means
-    student.safetensors + student.json (head.safetensors + head.json for the probe)
+    <out>/                    a finished run, and nothing else ever has this name:
+        config.yaml           the TrainConfig
+        metrics.json          the scores; its presence is what "this run finished" means
+        student.safetensors + student.json (head.safetensors + head.json for the probe)
+    <out>.partial/            the run while it is being trained: config.yaml, checkpoint.safetensors
+    <out>.lock                held while a process writes either (one writer per run folder)
+
+A run is built in `<out>.partial` and renamed to `<out>` when it finishes, so a crashed, failed or
+interrupted train never leaves a half-made `<out>`. The partial folder is the resumable state: `--resume`
+continues from its checkpoint, and it is kept after a failure only when it holds one (a run that failed before
+its first checkpoint leaves nothing behind). Replacing a finished run with `--overwrite` keeps the old one in
+place until the new one is complete.
+
+Checkpoints are one safetensors file: the tensors (weights, optimizer moments, RNG states) as tensors and
+everything else (loop state, scheduler, optimizer settings) as JSON in the file's header. Nothing in a run
+directory is ever unpickled, so a run folder someone hands you cannot run code.
 
 `config_diff` serves both callers that compare a saved config with a new one, under different rules:
 `train --resume` may extend a run (steps, epochs and patience shape only what is still to come), while a
@@ -12,17 +24,21 @@ pipeline reusing a finished run must match everything that shaped its result.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from aftpipe.errors import AftpipeError, option_hint
-from aftpipe.fileio import write_json
+from aftpipe.fileio import write_atomic, write_json
 
-CONFIG, METRICS, CHECKPOINT = "config.yaml", "metrics.json", "checkpoint.pt"
+CONFIG, METRICS, CHECKPOINT = "config.yaml", "metrics.json", "checkpoint.safetensors"
+LEGACY_CHECKPOINT = "checkpoint.pt"  # a pickle, written by aftpipe before 0.2; refused, never loaded
+PARTIAL = ".partial"
 # where things are and how fast to run, never what is computed
 RUNTIME_ONLY = frozenset({"out", "data_dir", "resume", "overwrite", "device", "threads", "in_memory", "report_to"})
 EXTENDABLE = frozenset({"steps", "epochs", "patience"})  # what a resumed run may change
@@ -32,10 +48,38 @@ def is_finished(run: str | Path) -> bool:
     return (Path(run) / METRICS).exists()
 
 
+def work_dir(out: str | Path) -> Path:
+    """Where the run `out` is built and resumed from until it finishes."""
+    out = Path(out)
+    return out.with_name(out.name + PARTIAL)
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise AftpipeError(f"{path} is missing, so {path.parent} is not a complete run; train it again with "
+                           f"{option_hint('overwrite')}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise AftpipeError(f"cannot read {what} {path} ({e}); train the run again with {option_hint('overwrite')}") from None
+
+
+def read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(_read(path, what))
+    except ValueError as e:
+        raise AftpipeError(f"{what} {path} is not valid JSON ({e}); train the run again with "
+                           f"{option_hint('overwrite')}") from None
+
+
 def read_metrics(run: str | Path) -> dict[str, Any]:
     if not is_finished(run):
-        raise AftpipeError(f"{run} holds no finished run (no {METRICS}); train one with `aftpipe train --out {run}`")
-    return json.loads((Path(run) / METRICS).read_text())
+        raise AftpipeError(f"{run} holds no finished run (no {METRICS}); train one with {option_hint('out', str(run))}")
+    metrics = read_json(Path(run) / METRICS, "the metrics file")
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("test"), dict) or "test_split" not in metrics:
+        raise AftpipeError(f"the metrics file {Path(run) / METRICS} lacks its `test` scores or `test_split`; train the "
+                           f"run again with {option_hint('overwrite')}")
+    return metrics
 
 
 def read_config_dict(run: str | Path) -> dict[str, Any] | None:
@@ -52,56 +96,201 @@ def config_diff(old: dict[str, Any], new: dict[str, Any], ignore: Collection[str
             if k not in ignore and old.get(k) != new.get(k)]
 
 
-def prepare(out: str | Path, resume: bool, overwrite: bool) -> Path | None:
-    """Create the run directory; None when it holds a finished run and `resume` was asked (nothing to do).
-    A finished or unfinished run is never replaced without `overwrite`."""
-    out = Path(out)
-    if is_finished(out):
-        if resume and not overwrite:
-            return None
-        if not overwrite:
-            raise AftpipeError(f"{out} already holds a finished run; pass {option_hint('overwrite')} to replace it or "
-                               f"choose another {option_hint('out', 'DIR')}")
-        shutil.rmtree(out)
-    elif (out / CHECKPOINT).exists() and not resume and not overwrite:
-        raise AftpipeError(f"{out} holds an unfinished run; pass {option_hint('resume')} to continue it or "
-                           f"{option_hint('overwrite')} to restart")
+# --- writing a run ------------------------------------------------------------------------------------------
+@contextmanager
+def writing(out: str | Path, resume: bool, overwrite: bool) -> Iterator[Path | None]:
+    """Lock the run folder `out` and yield the directory to train in: `<out>.partial`, fresh, or holding the
+    checkpoint of an interrupted run when `resume`. Yields None when `out` is finished and `resume` asked
+    (nothing to do). A finished or unfinished run is never replaced without `overwrite`. `finish` publishes
+    the run; if the block fails, the partial folder is kept only when it holds a checkpoint to resume from."""
+    from aftpipe.store import WriterLock
+
+    out = Path(os.path.abspath(Path(out).expanduser()))
+    if out.name in ("", ".", ".."):
+        raise AftpipeError(f"{option_hint('out', str(out))} names no run folder; pass a path such as runs/my-run")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / ".write-test").write_text("")
-        (out / ".write-test").unlink()
+        out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise AftpipeError(f"cannot write the run directory {out} ({e.strerror}); pass a writable "
+        raise AftpipeError(f"cannot create the run directory {out} ({e.strerror}); pass a writable "
                            f"{option_hint('out', 'DIR')}") from None
-    return out
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise AftpipeError(f"cannot write the run directory {out} (its parent is not a writable folder); pass a "
+                           f"writable {option_hint('out', 'DIR')}")
+    with WriterLock(out, "run folder", f"or pass another {option_hint('out', 'DIR')}"):
+        work = work_dir(out)
+        if is_finished(out):
+            if resume and not overwrite:
+                yield None
+                return
+            if not overwrite:
+                raise AftpipeError(f"{out} already holds a finished run; pass {option_hint('overwrite')} to replace it "
+                                   f"or choose another {option_hint('out', 'DIR')}")
+        elif out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+            if (out / LEGACY_CHECKPOINT).exists():
+                raise AftpipeError(f"{out} holds a {LEGACY_CHECKPOINT} written by an older aftpipe (a pickle, which "
+                                   f"aftpipe never loads); delete the folder or pass {option_hint('overwrite')} to train "
+                                   "the run again")
+            raise AftpipeError(f"{out} exists but holds no finished run (no {METRICS}); delete it, pass "
+                               f"{option_hint('overwrite')} to replace it, or choose another {option_hint('out', 'DIR')}")
+        if work.exists():
+            if overwrite or not (work / CHECKPOINT).exists():
+                shutil.rmtree(work)  # a run replaced, or one that failed before its first checkpoint
+            elif not resume:
+                raise AftpipeError(f"{out} holds an unfinished run ({work.name}); pass {option_hint('resume')} to "
+                                   f"continue it or {option_hint('overwrite')} to restart")
+        try:
+            work.mkdir(exist_ok=True)
+        except OSError as e:
+            raise AftpipeError(f"cannot write the run directory {work} ({e.strerror}); pass a writable "
+                               f"{option_hint('out', 'DIR')}") from None
+        try:
+            yield work
+        except BaseException as e:
+            if work.is_dir() and not (work / CHECKPOINT).exists():
+                shutil.rmtree(work, ignore_errors=True)
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                raise AftpipeError(f"cannot write the run directory {work} ({e.strerror}); free some space (or fix "
+                                   f"its permissions) and train again ({option_hint('resume')} continues from the "
+                                   "last checkpoint)") from None
+            raise
 
 
-def check_resumable(out: Path, new: dict[str, Any]) -> None:
+def check_resumable(work: Path, new: dict[str, Any]) -> None:
     """Refuse to resume a checkpoint that was trained with other settings."""
-    saved = read_config_dict(out)
-    if saved is None or not (out / CHECKPOINT).exists():
+    saved = read_config_dict(work)
+    if saved is None or not (work / CHECKPOINT).exists():
         return
     for k, old, now in config_diff(saved, new, RUNTIME_ONLY | EXTENDABLE)[:1]:
-        raise AftpipeError(f"{out} was started with {k}={old!r}, now {now!r}; resume with the same options or pass "
+        raise AftpipeError(f"{work} was started with {k}={old!r}, now {now!r}; resume with the same options or pass "
                            f"{option_hint('overwrite')} to start again")
 
 
-def save_checkpoint(out: Path, state: dict[str, Any]) -> None:
+def write_config(work: Path, text: str) -> None:
+    _write(work, lambda: write_atomic(work / CONFIG, text))
+
+
+def finish(work: Path, metrics: dict[str, Any]) -> Path:
+    """Write metrics.json, drop the checkpoint and rename the work folder to the run's name; returns it."""
+    out = work.with_name(work.name[: -len(PARTIAL)])
+
+    def publish() -> None:
+        write_json(work / METRICS, metrics)
+        (work / CHECKPOINT).unlink(missing_ok=True)
+        old = out.with_name(f"{out.name}.replaced-{os.getpid()}")
+        if out.exists():  # --overwrite: the old run stays whole until the new one is ready
+            os.rename(out, old)
+        os.rename(work, out)
+        if old.exists():
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        _fsync_dir(out.parent)
+
+    _write(work, publish)
+    return out
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write(work: Path, fn: Any) -> None:
+    try:
+        fn()
+    except OSError as e:
+        raise AftpipeError(f"cannot write the run directory {work} ({e.strerror or e}); free some space (or fix "
+                           f"its permissions) and continue with {option_hint('resume')}") from None
+
+
+# --- checkpoints ------------------------------------------------------------------------------------------
+def pack(obj: Any, path: str = "", tensors: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """(JSON tree, tensors) for a nest of dicts, lists, tuples, tensors, numpy arrays and JSON scalars.
+    Tensors are replaced by {"$tensor": name}; tuples, numpy arrays and dicts whose keys are not all
+    strings are tagged so `unpack` gives back exactly the same structure."""
+    import numpy as np
     import torch
 
-    tmp = out / f".{CHECKPOINT}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, out / CHECKPOINT)  # a kill mid-save leaves the previous checkpoint intact
+    tensors = {} if tensors is None else tensors
+
+    def slot(name: str) -> str:
+        name = name or "root"
+        return name if name not in tensors else f"{name}#{len(tensors)}"
+
+    if isinstance(obj, torch.Tensor):
+        name = slot(path)
+        tensors[name] = obj.detach().to("cpu", copy=True).contiguous()  # a copy: safetensors refuses shared storage
+        return {"$tensor": name}, tensors
+    if isinstance(obj, np.ndarray):
+        name = slot(path)
+        tensors[name] = torch.from_numpy(np.ascontiguousarray(obj).copy())
+        return {"$ndarray": name}, tensors
+    if isinstance(obj, np.generic):
+        return obj.item(), tensors
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("$") for k in obj):
+            return {k: pack(v, f"{path}.{k}" if path else k, tensors)[0] for k, v in obj.items()}, tensors
+        return {"$items": [[pack(k, "", {})[0], pack(v, f"{path}.{k}" if path else str(k), tensors)[0]]
+                           for k, v in obj.items()]}, tensors
+    if isinstance(obj, tuple):
+        return {"$tuple": [pack(v, f"{path}.{i}", tensors)[0] for i, v in enumerate(obj)]}, tensors
+    if isinstance(obj, list):
+        return [pack(v, f"{path}.{i}", tensors)[0] for i, v in enumerate(obj)], tensors
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj, tensors
+    raise TypeError(f"cannot checkpoint a {type(obj).__name__} at {path or 'the root'}")
 
 
-def load_checkpoint(out: Path, device: Any) -> dict[str, Any] | None:
-    import torch
+def unpack(tree: Any, tensors: dict[str, Any]) -> Any:
+    """The inverse of `pack`."""
+    if isinstance(tree, list):
+        return [unpack(v, tensors) for v in tree]
+    if not isinstance(tree, dict):
+        return tree
+    if "$tensor" in tree:
+        return tensors[tree["$tensor"]]
+    if "$ndarray" in tree:
+        return tensors[tree["$ndarray"]].numpy()
+    if "$tuple" in tree:
+        return tuple(unpack(v, tensors) for v in tree["$tuple"])
+    if "$items" in tree:
+        return {unpack(k, tensors): unpack(v, tensors) for k, v in tree["$items"]}
+    return {k: unpack(v, tensors) for k, v in tree.items()}
 
-    path = out / CHECKPOINT
-    return torch.load(path, map_location=device, weights_only=False) if path.exists() else None
+
+def save_checkpoint(work: Path, state: Any) -> None:
+    """`state` as `work/checkpoint.safetensors`, atomically: a kill mid-save leaves the previous one intact."""
+    from safetensors.torch import save_file
+
+    tree, tensors = pack(state)
+    tmp = work / f".{CHECKPOINT}.{os.getpid()}.tmp"
+
+    def save() -> None:
+        try:
+            save_file(tensors, str(tmp), metadata={"aftpipe": json.dumps(tree)})
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, work / CHECKPOINT)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    _write(work, save)
 
 
-def finish(out: Path, metrics: dict[str, Any]) -> None:
-    """Write metrics.json (last: its presence means the run finished) and drop the checkpoint."""
-    write_json(out / METRICS, metrics)
-    (out / CHECKPOINT).unlink(missing_ok=True)
+def load_checkpoint(work: Path) -> Any | None:
+    """The state `save_checkpoint` wrote (tensors on the CPU), None when there is no checkpoint."""
+    from safetensors import SafetensorError, safe_open
+
+    path = work / CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            tree = json.loads((f.metadata() or {})["aftpipe"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        return unpack(tree, tensors)
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise AftpipeError(f"the checkpoint {path} is damaged ({first}); pass {option_hint('overwrite')} to train "
+                           "the run again") from None

@@ -30,7 +30,7 @@ from aftpipe.config import TrainConfig, dump_yaml
 from aftpipe.data import load_dataset
 from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
 from aftpipe.extraction import resolve_device
-from aftpipe.features import RunData, foundation_params, open_split_features, plan_rows
+from aftpipe.features import RunData, check_labels, foundation_params, open_split_features, plan_rows, test_rows
 from aftpipe.methods import METHODS, Method, build_method
 from aftpipe.metrics import score
 from aftpipe.model import write_model_files
@@ -68,58 +68,61 @@ def load_run_data(cfg: TrainConfig, method_cls: type[Method]) -> RunData:
     if test_split not in dataset.splits:
         raise AftpipeError(f"dataset `{dataset.spec}` has no split `{test_split}` to test on (it has: "
                            f"{', '.join(dataset.splits)}); pass {option_hint('test_split', 'NAME')}")
+    test = dataset.split(test_split)
     num_classes = cfg.num_classes or dataset.num_classes
-    for split in (train_split, dataset.split(test_split)):
-        bad = np.flatnonzero(split.labels >= num_classes)
-        if len(bad):
-            raise AftpipeError(f"split `{split.name}` row {int(bad[0])} ({split.ids[bad[0]]}) has label "
-                               f"{int(split.labels[bad[0]])}, outside 0..{num_classes - 1}; fix the label or raise "
-                               f"{option_hint('num_classes', 'N')}")
-    feats = open_split_features(cfg.features, dataset, cfg.train_split, cfg.in_memory) if cfg.features else None
+    check_labels(train_split, test, num_classes)
+    feats = (open_split_features(cfg.features, dataset, cfg.train_split, cfg.in_memory, cfg.stored_rows_only)
+             if cfg.features else None)
     if feats is not None:
         feats.apply_control(cfg.phi_control)
     examples = np.arange(len(train_split)) if feats is None else feats.examples
     plan = plan_rows(examples, train_split.labels, cfg.labels, cfg.holdout, cfg.data_seed, train_split.origin)
     if feats is not None and cfg.phi_norm == "standardize" and method_cls.uses_student:  # the probe's head standardises itself
         feats.fit_standardizer(np.concatenate([plan.train, plan.unlabeled]))
-    return RunData(dataset, train_split, dataset.split(test_split), plan, num_classes, feats)
+    rows = test_rows(cfg, dataset, test)
+    coverage = ({train_split.name: [len(examples), len(train_split)], test.name: [len(rows), len(test)]}
+                if cfg.stored_rows_only else None)
+    return RunData(dataset, train_split, test, plan, num_classes, feats, rows, coverage)
 
 
 def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """Train one run; writes config.yaml, metrics.json and the weights into `cfg.out`; returns the metrics."""
+    """Train one run; writes config.yaml, metrics.json and the weights into `cfg.out`; returns the metrics.
+
+    The run is built in `<out>.partial` under a lock and renamed to `<out>` only when it finishes (rundir.py),
+    so a second train on the same --out is refused and a failed one leaves nothing half-made."""
     from aftpipe.probe import fit_probe
     from aftpipe.provenance import run_record
 
     progress = default_progress(progress, "step")
     check_trackers(cfg.report_to)
     method_cls = METHODS.get(cfg.method)
-    out = rundir.prepare(cfg.out, cfg.resume, cfg.overwrite)
-    if out is None:
-        progress.log(f"{cfg.out} is already finished; nothing to do")
-        return rundir.read_metrics(cfg.out)
-    t_start = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    data = load_run_data(cfg, method_cls)
-    if cfg.resume:
-        rundir.check_resumable(out, cfg.to_dict())
-    (out / rundir.CONFIG).write_text(dump_yaml(cfg))
-    student = None
-    if method_cls.uses_student:
-        trainer = Trainer(cfg, data, device, out, progress)
-        metrics, student = trainer.run(), trainer.student
-    else:
-        metrics = fit_probe(cfg.features, data, cfg.in_memory, out, progress)
-        with RunLog(out, cfg.report_to, cfg.to_dict()) as log:
-            log.log({"step": 0, **{f"holdout_{k}": v for k, v in metrics["holdout"].items()},
-                     **{f"test_{k}": v for k, v in metrics["test"].items()}})
-    metrics["wall_s"] = time.perf_counter() - t_start
-    metrics["record"] = run_record(cfg.features, [cfg.train_split, data.test.name])
-    write_model_files(out, cfg, data, metrics, student)  # the run directory becomes a loadable model folder
-    rundir.finish(out, metrics)
+    with rundir.writing(cfg.out, cfg.resume, cfg.overwrite) as work:
+        if work is None:
+            progress.log(f"{cfg.out} is already finished; nothing to do")
+            return rundir.read_metrics(cfg.out)
+        t_start = time.perf_counter()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        data = load_run_data(cfg, method_cls)
+        if cfg.resume:
+            rundir.check_resumable(work, cfg.to_dict())
+        rundir.write_config(work, dump_yaml(cfg))
+        student = None
+        if method_cls.uses_student:
+            trainer = Trainer(cfg, data, device, work, progress)
+            metrics, student = trainer.run(), trainer.student
+        else:
+            metrics = fit_probe(cfg.features, data, cfg.in_memory, work, progress)
+            with RunLog(work, cfg.report_to, cfg.to_dict()) as log:
+                log.log({"step": 0, **{f"holdout_{k}": v for k, v in metrics["holdout"].items()},
+                         **{f"test_{k}": v for k, v in metrics["test"].items()}})
+        metrics["wall_s"] = time.perf_counter() - t_start
+        metrics["record"] = run_record(cfg.features, [cfg.train_split, data.test.name])
+        write_model_files(work, cfg, data, metrics, student)  # the run directory becomes a loadable model folder
+        rundir.finish(work, metrics)
     return metrics
 
 
@@ -205,23 +208,34 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------------------
     def resume(self) -> None:
-        saved = rundir.load_checkpoint(self.out, self.device)
+        saved = rundir.load_checkpoint(self.out)
         if saved is None:
             return
-        self.student.load_state_dict(saved["student"])
-        self.method.load_state_dict(saved["method"])
-        self.opt.load_state_dict(saved["opt"])
-        self.sched.load_state_dict(saved["sched"])
-        self.state = saved["state"]
-        self.best_weights = saved["best_weights"]
-        torch.set_rng_state(saved["rng"])
-        self.progress.log(f"resuming {self.out} at step {self.state['step']} of {self.sched_info.total}")
+        try:
+            self.student.load_state_dict(saved["student"])
+            self.method.load_state_dict(saved["method"])
+            self.opt.load_state_dict(saved["opt"])
+            self.sched.load_state_dict(saved["sched"])
+            self.state = saved["state"]
+            self.best_weights = saved["best_weights"]
+            rng = saved["rng"]
+            torch.set_rng_state(rng["torch"])
+            np.random.set_state(rng["numpy"])
+            if rng.get("cuda") and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a checkpoint of another model, or edited
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise AftpipeError(f"the checkpoint in {self.out} does not fit this run ({first}); pass "
+                               f"{option_hint('overwrite')} to train it again") from None
+        self.progress.log(f"resuming {self.cfg.out} at step {self.state['step']} of {self.sched_info.total}")
 
     def save(self) -> None:
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
         rundir.save_checkpoint(self.out, {
             "student": self.student.state_dict(), "method": self.method.state_dict(), "opt": self.opt.state_dict(),
-            "sched": self.sched.state_dict(), "state": self.state, "best_weights": self.best_weights,
-            "rng": torch.get_rng_state()})
+            "sched": self.sched.state_dict(), "state": self.state, "best_weights": self.best_weights, "rng": rng})
 
     # -- one step ------------------------------------------------------------------------------------------
     def _permutation(self, stream: int, epoch: int, rows: np.ndarray) -> np.ndarray:
@@ -353,8 +367,8 @@ class Trainer:
         cfg, data, st, student = self.cfg, self.data, self.state, self.student
         if cfg.select == "best" and self.best_weights is not None:
             student.load_state_dict(self.best_weights)
-        test_scores = score(predict(student, self.enc_test, np.arange(len(data.test)), self.device),
-                            data.test.labels, data.metric)
+        test_scores = score(predict(student, self.enc_test, data.test_rows, self.device),
+                            data.test.labels[data.test_rows], data.metric)
         hold_scores = self.holdout_scores()
         save_file({k: v.contiguous().cpu() for k, v in student.state_dict().items()},
                   str(self.out / "student.safetensors"))
@@ -366,13 +380,14 @@ class Trainer:
             "ms_per_step": 1000 * st["train_time"] / max(1, st["step"]),
             "steps": st["step"], "best_step": st["best_step"], "history": st["history"],
             "rows": {"train": len(plan.train), "holdout": len(plan.holdout), "unlabeled": len(plan.unlabeled),
-                     "test": len(data.test), "unlabeled_used": bool(self.use_unlabeled)},
+                     "test": len(data.test_rows), "unlabeled_used": bool(self.use_unlabeled),
+                     **({"stored_rows_only": data.coverage} if data.coverage else {})},
             "method": {"name": cfg.method, "beta": cfg.method_options.beta, **self._summary()},
             "regulariser": self._regulariser_trace(), "phi_control": cfg.phi_control, "select": cfg.select,
             "device": str(self.device), "test_split": data.test.name,
         }
         self.progress.log(f"test {data.metric} {test_scores[data.metric]:.4f}  hold-out "
-                          f"{hold_scores.get(data.metric, float('nan')):.4f}  → {self.out}")
+                          f"{hold_scores.get(data.metric, float('nan')):.4f}  → {cfg.out}")
         return metrics
 
     def _regulariser_trace(self) -> dict[str, float]:

@@ -40,6 +40,7 @@ def build(path: Path, fmt: str, x: np.ndarray) -> Path:
                     shard_rows=default_shard_rows(x.shape[1], "float16"), overwrite=True)
     w.open()
     w.plan_split("train", SplitPlan(len(x), x.shape[1], np.arange(len(x)), "bench"))
+    w.begin()
     for i, a in enumerate(range(0, len(x), w.shard_rows)):
         w.write_shard("train", i, x[a:a + w.shard_rows])
     w.finish({})

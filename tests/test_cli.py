@@ -79,7 +79,9 @@ def test_inspect_and_verify_report_and_catch_corruption(tiny_hf_dir, reviews_tsv
     data[off + 3] ^= 0x40
     store.write_bytes(bytes(data))
     code, _, err = cli(["verify", str(store)])
-    assert code == 1 and "shards [0]" in err
+    assert code == 1 and "train: shard 0 fails its checksum" in err and "--repair" in err.splitlines()[-1]
+    code, out, _ = cli(["verify", "--repair", "--quiet", str(store)])
+    assert code == 0 and "train: recomputed shards [0]" in out and "ok:" in out
     code, _, err = cli(["inspect", str(tmp_path / "missing")])
     one_line_error(code, err, "no feature store")
 

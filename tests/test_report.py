@@ -76,3 +76,20 @@ def test_record_from_metrics_reads_sigma_per_store():
     assert (r.test, r.holdout, r.sigma) == (0.3, 0.2, {"minilm": 0.5, "tfidf": 0.25})
 
 
+
+
+def test_with_several_students_the_gap_is_also_measured_from_the_first_students_none():
+    from aftpipe.report import gap_closed, results_table
+
+    recs = synthetic() + [rec("none", s, 0.86, student="cnn@init") for s in range(3)] + [
+        rec("tokt", s, 0.88, student="cnn@init") for s in range(3)]
+    summ = summarize(recs)
+    by = {(s.method, s.student): s for s in summ}
+    # the init student's own none closes 50% of the textcnn none → probe gap; TOKT on it 75%
+    assert gap_closed(by["none", "cnn@init"], summ, baseline="textcnn") == pytest.approx(0.5)
+    assert gap_closed(by["tokt", "cnn@init"], summ, baseline="textcnn") == pytest.approx(0.75)
+    assert gap_closed(by["tokt", "cnn@init"], summ) == pytest.approx(0.5)  # from its own none (0.86 → 0.90)
+    table = results_table(recs)
+    assert "| gap closed | gap vs textcnn none |" in table
+    assert "| tokt | minilm | cnn@init | 0.8800 ± 0.0000 | 50% | 75% | 3 |" in table
+    assert "| gap vs" not in results_table(synthetic())  # one student: one gap column

@@ -1,7 +1,12 @@
+import math
+
+import numpy as np
 import pytest
+import torch
 
 from aftpipe import rundir
 from aftpipe.errors import AftpipeError
+from aftpipe.store import WriterLock
 
 
 def test_config_diff_names_every_differing_key_outside_the_ignored_ones():
@@ -12,25 +17,113 @@ def test_config_diff_names_every_differing_key_outside_the_ignored_ones():
     assert rundir.config_diff(old, dict(old), ignore=()) == []
 
 
-def test_prepare_refuses_to_touch_finished_or_unfinished_runs(tmp_path):
-    run = tmp_path / "r"
-    assert rundir.prepare(run, resume=False, overwrite=False) == run and run.is_dir()
-    (run / rundir.CHECKPOINT).write_bytes(b"x")
-    with pytest.raises(AftpipeError, match="unfinished run; pass resume=True"):
-        rundir.prepare(run, resume=False, overwrite=False)
-    rundir.finish(run, {"test": {}})
-    assert rundir.is_finished(run) and not (run / rundir.CHECKPOINT).exists()
+def test_a_run_is_built_aside_and_published_whole(tmp_path):
+    out = tmp_path / "runs" / "r"
+    with rundir.writing(out, resume=False, overwrite=False) as work:
+        assert work == rundir.work_dir(out) and work.is_dir() and not out.exists()
+        (work / "student.safetensors").write_bytes(b"w")
+        rundir.finish(work, {"test": {"accuracy": 1.0}, "test_split": "test"})
+    assert rundir.is_finished(out) and (out / "student.safetensors").exists() and not work.exists()
+    assert not out.with_name("r.lock").exists()
     with pytest.raises(AftpipeError, match="already holds a finished run"):
-        rundir.prepare(run, resume=False, overwrite=False)
-    assert rundir.prepare(run, resume=True, overwrite=False) is None  # nothing to do
-    assert rundir.prepare(run, resume=False, overwrite=True) == run and not rundir.is_finished(run)
+        with rundir.writing(out, resume=False, overwrite=False):
+            pass
+    with rundir.writing(out, resume=True, overwrite=False) as work:
+        assert work is None  # finished: nothing to do
+
+
+def test_a_failed_run_leaves_nothing_unless_it_has_a_checkpoint(tmp_path):
+    out = tmp_path / "r"
+    with pytest.raises(RuntimeError):
+        with rundir.writing(out, resume=False, overwrite=False) as work:
+            (work / rundir.CONFIG).write_text("lr: 0.1\n")
+            raise RuntimeError("failed before the first checkpoint")
+    assert not out.exists() and not rundir.work_dir(out).exists()
+    with pytest.raises(RuntimeError):
+        with rundir.writing(out, resume=False, overwrite=False) as work:
+            rundir.save_checkpoint(work, {"step": 3})
+            raise RuntimeError("failed after a checkpoint")
+    assert rundir.work_dir(out).exists() and not out.exists()  # resumable
+    with pytest.raises(AftpipeError, match="holds an unfinished run.*resume=True"):
+        with rundir.writing(out, resume=False, overwrite=False):
+            pass
+    with rundir.writing(out, resume=True, overwrite=False) as work:
+        assert rundir.load_checkpoint(work) == {"step": 3}
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_finishes(tmp_path):
+    out = tmp_path / "r"
+    with rundir.writing(out, False, False) as work:
+        rundir.finish(work, {"test": {"accuracy": 0.5}, "test_split": "test"})
+    with pytest.raises(RuntimeError):
+        with rundir.writing(out, resume=False, overwrite=True):
+            raise RuntimeError("the new run fails")
+    assert rundir.read_metrics(out)["test"]["accuracy"] == 0.5
+    with rundir.writing(out, resume=False, overwrite=True) as work:
+        rundir.finish(work, {"test": {"accuracy": 0.9}, "test_split": "test"})
+    assert rundir.read_metrics(out)["test"]["accuracy"] == 0.9
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_a_second_writer_is_refused_with_the_holder_named(tmp_path):
+    out = tmp_path / "r"
+    with WriterLock(out, "run folder", "or pass another --out"):
+        with pytest.raises(AftpipeError, match=r"run folder .*/r is being written by pid \d+ on .*or pass another out=DIR"):
+            with rundir.writing(out, False, False):
+                pass
+    with rundir.writing(out, False, False) as work:  # released with its holder
+        assert work.is_dir()
+
+
+def test_legacy_pickle_checkpoints_and_stray_folders_are_refused(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / rundir.LEGACY_CHECKPOINT).write_bytes(b"not loaded")
+    with pytest.raises(AftpipeError, match="checkpoint.pt written by an older aftpipe.*never loads.*overwrite=True"):
+        with rundir.writing(old, resume=True, overwrite=False):
+            pass
+    (tmp_path / "stray").mkdir()
+    (tmp_path / "stray" / "notes.txt").write_text("mine")
+    with pytest.raises(AftpipeError, match="holds no finished run.*overwrite=True"):
+        with rundir.writing(tmp_path / "stray", False, False):
+            pass
 
 
 def test_resume_refuses_changed_settings_but_allows_extending(tmp_path):
     run = tmp_path / "r"
     run.mkdir()
     (run / rundir.CONFIG).write_text("lr: 0.001\nsteps: 100\nthreads: 2\n")
-    (run / rundir.CHECKPOINT).write_bytes(b"x")
+    rundir.save_checkpoint(run, {})
     rundir.check_resumable(run, {"lr": 0.001, "steps": 300, "threads": 1})  # longer, other threads: fine
     with pytest.raises(AftpipeError, match=r"started with lr=0.001, now 0.01"):
         rundir.check_resumable(run, {"lr": 0.01, "steps": 100, "threads": 2})
+
+
+def test_checkpoints_round_trip_every_kind_of_state_exactly(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    state = {"student": model.state_dict(), "opt": opt.state_dict(), "rng": {"torch": torch.get_rng_state(),
+             "numpy": np.random.get_state()}, "history": [{"loss": 0.5, "holdout": math.nan}], "best": None,
+             "shape": (2, 3), "$odd": 1, 7: "int key"}
+    rundir.save_checkpoint(tmp_path, state)
+    back = rundir.load_checkpoint(tmp_path)
+    assert back["opt"]["state"].keys() == opt.state_dict()["state"].keys()  # int keys stay ints
+    assert torch.equal(back["opt"]["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    assert back["opt"]["param_groups"][0]["betas"] == (0.9, 0.999) and back["shape"] == (2, 3)
+    assert torch.equal(back["rng"]["torch"], state["rng"]["torch"])
+    np.testing.assert_array_equal(back["rng"]["numpy"][1], state["rng"]["numpy"][1])
+    assert back["rng"]["numpy"][0] == "MT19937" and back["$odd"] == 1 and back[7] == "int key"
+    assert math.isnan(back["history"][0]["holdout"]) and back["best"] is None
+    fresh = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), lr=1e-3)
+    fresh.load_state_dict(back["opt"])  # what the trainer does with it
+
+
+def test_a_damaged_checkpoint_is_one_line(tmp_path):
+    rundir.save_checkpoint(tmp_path, {"w": torch.ones(100)})
+    path = tmp_path / rundir.CHECKPOINT
+    path.write_bytes(path.read_bytes()[:60])
+    with pytest.raises(AftpipeError, match="checkpoint .* is damaged.*overwrite=True") as e:
+        rundir.load_checkpoint(tmp_path)
+    assert "\n" not in str(e.value)

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from aftpipe import rundir
 from aftpipe.config import ExtractConfig, TrainConfig
 from aftpipe.errors import AftpipeError
 from aftpipe.extraction import extract
@@ -142,7 +143,7 @@ def test_interrupted_run_resumes_to_the_same_result(reviews_dir, tiny_hf_dir):
     c = cfg(reviews_dir, tiny_hf_dir, method="aft", eval_every=5, out=str(reviews_dir / "r"))
     with pytest.raises(Stop):
         train(c, StopAt(23))  # after the checkpoint at step 20
-    with pytest.raises(AftpipeError, match="unfinished run; pass resume=True to continue it or overwrite=True"):
+    with pytest.raises(AftpipeError, match=r"unfinished run \(r.partial\); pass resume=True to continue it or overwrite=True"):
         train(c)  # a Python caller is told the keyword, not the flag
     resumed = train(TrainConfig(**{**c.__dict__, "resume": True}))
     clean = train(TrainConfig(**{**c.__dict__, "out": str(reviews_dir / "clean")}))
@@ -217,16 +218,15 @@ def test_sigkill_then_resume_finishes(reviews_dir, tiny_hf_dir):
     args = [a for a in args if a != "--quiet"] + ["--quiet"]
     proc = subprocess.Popen(args, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
+    work = rundir.work_dir(out)
     deadline = time.time() + 120
-    while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+    while not (work / rundir.CHECKPOINT).exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (out / "metrics.json").exists()
-    import torch
-
-    step = torch.load(out / "checkpoint.pt", weights_only=False)["state"]["step"]
+    assert not out.exists()  # a run is published under its name only when finished
+    step = rundir.load_checkpoint(work)["state"]["step"]
     again = subprocess.run([a if a != "400" else "400" for a in args] + ["--resume", "--steps", str(step + 20)],
                            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert again.returncode == 0, again.stderr
@@ -284,8 +284,9 @@ def test_metrics_jsonl_grows_per_evaluation_and_a_resume_keeps_it_consistent(rev
     c = cfg(reviews_dir, tiny_hf_dir, method="aft", eval_every=5, out=str(reviews_dir / "r"))
     with pytest.raises(Stop):
         train(c, StopAt(23))  # checkpoint at step 20
-    assert [r["step"] for r in read_log(c.out)] == [5, 10, 15, 20]
-    with open(f"{c.out}/metrics.jsonl", "a") as f:  # as if killed after logging step 25 but before its checkpoint
+    work = rundir.work_dir(c.out)  # an unfinished run lives in <out>.partial
+    assert [r["step"] for r in read_log(work)] == [5, 10, 15, 20]
+    with open(work / "metrics.jsonl", "a") as f:  # as if killed after logging step 25 but before its checkpoint
         f.write(json.dumps({"step": 25, "loss": 9.9}) + "\n")
     resumed = train(TrainConfig(**{**c.__dict__, "resume": True}))
     rows = read_log(c.out)
@@ -328,8 +329,8 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(reviews_dir, tiny_hf_dir, c
     args = ["--out", str(out), "--eval-every", "5", "--epochs", "3", "--batch-size", "32"]  # 12 steps an epoch
     code, _, err = cli(_cli(reviews_dir, tiny_hf_dir, *args))
     assert code == 130
-    assert err.strip().splitlines()[-1] == (f"interrupted: {out} keeps its checkpoint at step 10 of 36; "
-                                            "re-run with --resume to continue")
+    assert err.strip().splitlines()[-1] == (f"interrupted: {rundir.work_dir(out)} keeps its checkpoint at step 10 "
+                                            "of 36; re-run with --resume to continue")
     monkeypatch.setattr(Trainer, "step", real)
     code, _, err = cli(_cli(reviews_dir, tiny_hf_dir, *args, "--resume"))
     assert code == 0 and f"resuming {out} at step 10 of 36" in err, err

@@ -28,6 +28,10 @@ TEXT_COLUMNS = ("text", "sentence", "content")  # tried in this order when --tex
 LABEL_COLUMN = "label"
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
 _INT = re.compile(r"[+-]?\d+")  # not int(): it would accept "1_000" and other non-label spellings
+# Integer labels are class ids, so the largest sets the size of every classifier head. ImageNet-21k's 21,843
+# classes is about the largest label set in use; an id beyond this is a typo or a column that is not a label,
+# and would otherwise allocate a head of that many rows.
+MAX_CLASSES = 100_000
 
 
 # --- shared helpers (also used by the named loaders) ------------------------------------------------------
@@ -136,6 +140,10 @@ def _read_delimited(path: Path, delimiter: str, options: DatasetOptions, need_la
                 continue  # blank lines (a trailing one is common) carry no row
             if header is None:
                 header = [c.strip() for c in row]
+                twice = sorted({c for c in header if header.count(c) > 1})
+                if twice:
+                    raise AftpipeError(f"{path} line {line}: the header names column `{twice[0]}` more than once; "
+                                       "give every column its own name")
                 text_col, label_col = _pick_columns(path, header, options, need_label)
                 text_at = header.index(text_col)
                 label_at = None if label_col is None else header.index(label_col)
@@ -268,10 +276,11 @@ def _class_ids(tables: list[TextTable]) -> tuple[list[np.ndarray], int, list[str
     is_int = [bool(_INT.fullmatch(c)) for _, c, _ in cells]
     if all(is_int):
         for t, c, line in cells:
-            if int(c) < 0:
+            if not 0 <= int(c) < MAX_CLASSES:
                 raise AftpipeError(
-                    f"{t.path} {t.unit} {line}: label {c} is out of range, integer labels are class ids 0, 1, 2, ...; "
-                    "fix that row (leave the label empty for an unlabeled row)"
+                    f"{t.path} {t.unit} {line}: label {c} is out of range, integer labels are class ids 0, 1, 2, ... "
+                    f"(below {MAX_CLASSES:,}); fix that row (leave the label empty for an unlabeled row, or use "
+                    "class names)"
                 )
         class_names = None
         num_classes = max(int(c) for _, c, _ in cells) + 1

@@ -42,11 +42,17 @@ def load_source(spec: str, options: SourceOptions = SourceOptions()) -> FeatureS
     return cls.create(arg, options)
 
 
+def check_source(spec: str, options: SourceOptions = SourceOptions()) -> None:
+    """Refuse a source that cannot load here, without loading it (see `FeatureSource.check`)."""
+    cls, arg, options = resolve(spec, options)
+    cls.check(arg, options)
+
+
 def store_name(spec: str, options: SourceOptions = SourceOptions()) -> str:
     """The name of `spec`'s store under `<cache>/<dataset>/`, without loading the model."""
     cls, arg, options = resolve(spec, options)
     return cls.store_name(arg, options)
 
 
-__all__ = ["SOURCES", "FeatureSource", "SourceOptions", "load_source", "minilm_dir", "pool", "resolve", "store_name",
-           "weights_sha256"]
+__all__ = ["SOURCES", "FeatureSource", "SourceOptions", "check_source", "load_source", "minilm_dir", "pool", "resolve",
+           "store_name", "weights_sha256"]

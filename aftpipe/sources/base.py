@@ -44,6 +44,11 @@ class FeatureSource(ABC):
     @abstractmethod
     def store_name(cls, arg: str | None, options: SourceOptions) -> str: ...
 
+    @classmethod
+    def check(cls, arg: str | None, options: SourceOptions) -> None:
+        """Refuse, cheaply and without loading anything, a source that cannot load here (a model path that
+        does not exist): what `aftpipe validate` checks for every store a pipeline would extract."""
+
     def fit(self, train_inputs: Sequence[Any]) -> None:
         """Learn from the train split's inputs; only data-fitted sources (tfidf) need it."""
 

@@ -7,6 +7,7 @@ all-MiniLM-L6-v2 pipeline ends in L2-normalisation; a plain mean-pool (what this
 from __future__ import annotations
 
 import contextlib
+import pickle
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -101,6 +102,10 @@ class HFSource(FeatureSource):
     def store_name(cls, arg: str | None, options: SourceOptions) -> str:
         return "hf-" + Path((arg or "").rstrip("/")).name.replace("/", "-") + pooling_suffix(options)
 
+    @classmethod
+    def check(cls, arg: str | None, options: SourceOptions) -> None:
+        resolve_model_dir(arg or "")
+
     def __init__(self, model_id: str, options: SourceOptions, label: str | None = None) -> None:
         local = resolve_model_dir(model_id)
         ref = str(local) if local else model_id
@@ -112,11 +117,11 @@ class HFSource(FeatureSource):
                 hf_logging.disable_progress_bar()  # our own progress bar is the one that matters
                 self.tokenizer = AutoTokenizer.from_pretrained(ref)
                 self.model = AutoModel.from_pretrained(ref).eval()
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, pickle.UnpicklingError) as e:  # transformers unpickles weights_only=True
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise AftpipeError(
                 f"could not load model `{model_id}` ({first[:160]}); offline machines need a local directory: "
-                "`--source hf:/path/to/model`"
+                "`--source hf:/path/to/model` (with safetensors weights, or a pytorch_model.bin of tensors only)"
             ) from None
         self.options = options
         self.model_id = label or model_id
@@ -213,3 +218,7 @@ class MiniLMSource(HFSource):
     @classmethod
     def store_name(cls, arg: str | None, options: SourceOptions) -> str:
         return "minilm" + pooling_suffix(options)
+
+    @classmethod
+    def check(cls, arg: str | None, options: SourceOptions) -> None:
+        minilm_dir()

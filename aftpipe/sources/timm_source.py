@@ -6,6 +6,7 @@ so the features are the ones the model was trained to produce.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -41,21 +42,29 @@ class TimmSource(FeatureSource):
         p = Path(arg or "").expanduser()
         return "timm-" + (p.name if p.is_dir() else (arg or "").replace("/", "-"))
 
+    @classmethod
+    def check(cls, arg: str | None, options: SourceOptions) -> None:
+        arg = arg or ""
+        if arg.startswith((".", "/", "~")) and not Path(arg).expanduser().exists():
+            raise AftpipeError(f"model path {arg} does not exist; pass an existing timm model directory or a timm name")
+
     def __init__(self, ref: str, options: SourceOptions) -> None:
         import timm
         from timm.data import create_transform, resolve_model_data_config
 
         p = Path(ref).expanduser()
-        if ref.startswith((".", "/", "~")) and not p.exists():
-            raise AftpipeError(f"model path {ref} does not exist; pass an existing timm model directory or a timm name")
+        type(self).check(ref, options)
         try:
             if p.is_dir():
                 model = timm.create_model(f"local-dir:{p.resolve()}", pretrained=True, num_classes=0)
             else:
                 model = timm.create_model(ref, pretrained=True, num_classes=0)
-        except RuntimeError as e:  # timm's own "unknown model"
-            raise AftpipeError(f"timm has no model `{ref}` ({str(e)[:120]}); see `timm.list_models()`") from None
-        except (OSError, ValueError) as e:
+        except RuntimeError as e:
+            if str(e).startswith("Unknown model") and not p.is_dir():  # timm's own "unknown model"
+                raise AftpipeError(f"timm has no model `{ref}` ({str(e)[:120]}); see `timm.list_models()`") from None
+            raise AftpipeError(f"could not load timm weights for `{ref}` ({str(e).splitlines()[0][:160]}); pass "
+                               "a timm model directory with safetensors weights (or a torch file of tensors only)") from None
+        except (OSError, ValueError, pickle.UnpicklingError) as e:  # timm unpickles with weights_only=True
             raise AftpipeError(f"could not load timm weights for `{ref}` ({str(e).splitlines()[0][:160]}); "
                                "offline machines need a local directory: `--source timm:/path/to/model`") from None
         self.model = model.eval()

@@ -13,10 +13,11 @@ from typing import Any
 
 from aftpipe.errors import AftpipeError
 from aftpipe.store.array import FeatureArray
-from aftpipe.store.base import FeatureStore, ShardStatus, SplitInfo, SplitPlan, StoreWriter
-from aftpipe.store.hdf5_store import HDF5FeatureStore, HDF5Writer
-from aftpipe.store.lock import StoreLock
-from aftpipe.store.zarr_store import ZarrFeatureStore, ZarrWriter
+from aftpipe.store.base import Damage, FeatureStore, ShardStatus, SplitInfo, SplitPlan, StoreWriter
+from aftpipe.store.hdf5_store import HDF5FeatureStore, HDF5Writer, is_hdf5
+from aftpipe.store.lock import StoreLock, WriterLock
+from aftpipe.store.manifest import ManifestError
+from aftpipe.store.zarr_store import ZarrFeatureStore, ZarrWriter, looks_like_store
 
 FORMATS = {"zarr": ZarrWriter, "hdf5": HDF5Writer}
 SUFFIX = {"zarr": "", "hdf5": ".h5"}
@@ -37,32 +38,36 @@ def open_features(path: str | Path) -> FeatureStore:
         hint = " (an extract into it is unfinished: re-run it to resume)" if partial.exists() else ""
         raise AftpipeError(f"no feature store at {p}{hint}; create it with `aftpipe extract`")
     if p.is_dir():
-        if not (p / "zarr.json").exists():
+        if not looks_like_store(p):
             raise AftpipeError(f"{p} is a directory but not a zarr store (no zarr.json); pass a store made by `aftpipe extract`")
         return ZarrFeatureStore(p)
+    if not is_hdf5(p):
+        raise AftpipeError(f"{p} is not a feature store (neither a zarr directory nor an HDF5 file); pass a store made "
+                           "by `aftpipe extract`")
     return HDF5FeatureStore(p)
 
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """What `verify_store` found: bad shards per finished split, and the splits still unfinished."""
+    """What `verify_store` found: every damaged or missing shard, unfinished split, index mismatch and
+    metadata disagreement, by split."""
 
     path: Path
+    splits: tuple[str, ...]
     shards_checked: int
-    bad: dict[str, list[int]]  # finished split → shard numbers whose bytes differ from their checksums
-    unfinished: dict[str, tuple[int, int]]  # split → (shards done, shards planned)
+    damage: tuple[Damage, ...]
 
     @property
     def ok(self) -> bool:
-        return not any(self.bad.values())
+        return not self.damage
 
 
 def verify_store(path: str | Path) -> VerifyReport:
-    """Re-hash every shard of every finished split against the manifest's checksums."""
+    """Check a store in full: manifest entries, each split's array metadata and index, each shard's file and
+    bytes against its checksum. An unreadable manifest raises (`ManifestError`, naming the rebuild command)."""
     st = open_features(path)
     infos = st.split_infos()
-    return VerifyReport(st.path, sum(len(i.shards) for i in infos), st.verify(),
-                        {i.name: (i.shards_done, len(i.shards)) for i in infos if not i.complete})
+    return VerifyReport(st.path, tuple(st.manifest["splits"]), sum(len(i.shards) for i in infos), tuple(st.verify()))
 
 
 def make_writer(path: Path, format: str, **kwargs: Any) -> StoreWriter:
@@ -70,5 +75,5 @@ def make_writer(path: Path, format: str, **kwargs: Any) -> StoreWriter:
     return FORMATS[format](path, **kwargs)
 
 
-__all__ = ["FeatureArray", "FeatureStore", "ShardStatus", "SplitInfo", "SplitPlan", "StoreLock", "StoreWriter", "make_writer",
-           "open_features", "store_path", "verify_store", "VerifyReport"]
+__all__ = ["Damage", "FeatureArray", "FeatureStore", "ManifestError", "ShardStatus", "SplitInfo", "SplitPlan", "StoreLock",
+           "StoreWriter", "VerifyReport", "WriterLock", "make_writer", "open_features", "store_path", "verify_store"]

@@ -1,28 +1,34 @@
 """HDF5 backend: one `.h5` file per store, `<split>/features` as a *contiguous* dataset, `<split>/index`.
 
 HDF5 can be left unreadable by a crash while its metadata is dirty, so the write path never touches
-metadata while rows are being written: the file is built under `<name>.h5.partial` with every dataset
-created full size (early allocation) and closed, rows go in through a memory map at each dataset's byte
-offset, progress goes to a JSON sidecar, and only when every shard is done is the manifest set as a file
-attribute and the file renamed into place. A kill at any point leaves either the old store or a partial
-file that the next run resumes; never a half-written `.h5`.
+metadata while rows are being written, and never touches a finished file at all:
+
+1. the work file `<name>.h5.partial` is built whole under `<name>.h5.partial.new`: every split's datasets
+   created full size (early allocation, so the blocks are on disk before any row is), the finished store's
+   shards copied in after their checksums pass, then renamed into place; the free space is checked first;
+2. rows go in through a memory map at each dataset's byte offset, and progress (the manifest) goes to the
+   JSON sidecar `<name>.h5.partial.json` after each shard: the sidecar is what makes a partial file valid;
+3. when every shard is done the manifest is set as a file attribute and the file renamed over `<name>.h5`.
+
+A kill at any point leaves the finished store untouched and either nothing or a partial file that the next
+run checks (every dataset against its binding, the file long enough) before resuming from it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from aftpipe.errors import AftpipeError, option_hint
-from aftpipe.store.array import FeatureArray, map_rows
-from aftpipe.store.base import FeatureStore, SplitPlan, StoreWriter
+from aftpipe.errors import AftpipeError, option_name
 from aftpipe.fileio import write_json
-from aftpipe.store.manifest import FILL_VALUES, MANIFEST_KEY, STORAGE_DTYPES
+from aftpipe.store.array import FeatureArray, map_rows
+from aftpipe.store.base import (Damage, Damaged, FeatureStore, SplitPlan, StoreWriter, _human,
+                                disk_errors, free_bytes, summary, unreadable_message)
+from aftpipe.store.manifest import FILL_VALUES, INDEX_DTYPE, MANIFEST_KEY, STORAGE_DTYPES, ManifestError, sha256_bytes
 
 
 class HDF5Writer(StoreWriter):
@@ -36,56 +42,155 @@ class HDF5Writer(StoreWriter):
     def progress(self) -> Path:
         return self.path.with_name(self.path.name + ".partial.json")
 
+    @property
+    def building(self) -> Path:
+        return self.path.with_name(self.path.name + ".partial.new")
+
+    @disk_errors
     def open(self) -> None:
         self._maps: dict[str, np.memmap] = {}
-        existing = None
-        if self.partial.exists() and self.progress.exists():
-            try:
-                existing = json.loads(self.progress.read_text())
-                _offsets(self.partial)  # a partial file whose metadata a crash broke is restarted
-            except (OSError, ValueError):
-                existing = None
-                self._discard_existing()
-        if existing is None and self.path.exists():
-            existing = read_h5_manifest(self.path)
-            self._copy_on_write = True
+        self._plans: dict[str, SplitPlan] = {}
+        self._fresh: set[str] = set()  # splits whose old bytes are not to be copied (new, or unreadable)
+        self._rebuild = False  # the work file must be (re)built before anything is written
+        self.building.unlink(missing_ok=True)  # a build a kill interrupted
+        reader = None
+        if self.overwrite:
+            self._drop_partial()
         else:
-            self._copy_on_write = False
-        self.check_existing(existing)
+            reader = self._valid_partial()
+            if reader is None and self.path.exists():
+                reader = HDF5FeatureStore(self.path)
+        self._source = reader.path if reader is not None else None
+        self.check_existing(reader)
 
-    def _discard_existing(self) -> None:
-        # the finished store stays in place until a new one replaces it by rename
-        for p in (self.partial, self.progress):
+    def _drop_partial(self, why: str = "") -> None:
+        if why and self.partial.exists():
+            self.log(f"discarding {self.partial}: {why}")
+        for p in (self.partial, self.progress, self.building):
             p.unlink(missing_ok=True)
-        self._copy_on_write = False
 
-    def _ensure_partial(self) -> None:
-        import h5py
+    def _valid_partial(self) -> HDF5FeatureStore | None:
+        """The work file left by an interrupted run, opened for reading, if it can be trusted: it has its
+        progress record, and every dataset matches what that record binds. Otherwise it is discarded."""
+        if not self.partial.exists():
+            self.progress.unlink(missing_ok=True)
+            return None
+        if not self.progress.exists():
+            self._drop_partial("it has no progress record (a run stopped before its first shard)")
+            return None
+        try:
+            reader = HDF5FeatureStore(self.partial, json.loads(self.progress.read_text()))
+            for name in reader.manifest["splits"]:
+                if bad := [d for d in reader.check_split(name).damage if d.kind != "shard"]:
+                    raise Damaged(str(bad[0]))
+        except (AftpipeError, Damaged, OSError, ValueError) as e:
+            self._drop_partial(f"it does not match its progress record ({e})")
+            return None
+        return reader
 
-        if self.partial.exists():
-            return
-        if self._copy_on_write and self.path.exists():
-            shutil.copyfile(self.path, self.partial)  # adding a split: never edit the finished file in place
-        else:
-            with h5py.File(self.partial, "w"):
-                pass
+    def plan_split(self, name: str, plan: SplitPlan) -> None:
+        self._plans[name] = plan
+        super().plan_split(name, plan)
 
     def _create_split(self, name: str, plan: SplitPlan) -> None:
+        self._fresh.add(name)
+        self._rebuild = True
+
+    def _repair_features(self, name: str, plan: SplitPlan) -> None:
+        self._fresh.add(name)  # a dataset of another dtype, shape or layout: its bytes are not the features
+        self._rebuild = True
+
+    def _repair_index(self, name: str, plan: SplitPlan) -> None:
+        self._rebuild = True  # the index is written from the plan when the work file is built
+
+    def _needs_work_file(self) -> bool:
+        """Whether anything is to be written: a shard to compute, or a repair to the layout."""
+        return self._rebuild or any(not s["done"] for e in self.manifest["splits"].values() for s in e["shards"])
+
+    def _ensure_partial(self) -> None:
+        if self._source == self.partial and not self._rebuild:
+            return
+        self._build()
+
+    def _space_needed(self) -> int:
+        if not self._needs_work_file():
+            return 0
+        if self._source == self.partial and not self._rebuild:
+            return 1 << 20  # rows go into blocks the work file already holds
+        return self._file_bytes()
+
+    def _file_bytes(self) -> int:
+        itemsize = self.np_dtype.itemsize
+        return sum(e["n"] * (e["d"] * itemsize + INDEX_DTYPE.itemsize) for e in self.manifest["splits"].values()) \
+            + (1 << 20)  # + HDF5 metadata
+
+    def _build(self) -> None:
+        """Build the work file whole under a temporary name: every split's datasets at full size, the done
+        shards of the existing file copied once their checksums pass, then rename it into place."""
+        need, free = self._file_bytes(), free_bytes(self.path)
+        if need > free:
+            raise AftpipeError(f"not enough space for the store {self.path}: it needs {_human(need)}, the device has "
+                               f"{_human(free)} free; free some space or pass another {option_name('cache_dir')}")
+        try:
+            self._build_into(self.building)
+            os.replace(self.building, self.partial)
+        except BaseException:
+            self.building.unlink(missing_ok=True)  # never leave a half-built file taking the space
+            raise
+        self._source, self._rebuild, self._maps = self.partial, False, {}
+        write_json(self.progress, self.manifest)
+
+    def _build_into(self, target: Path) -> None:
         import h5py
 
-        self._ensure_partial()
-        self._maps.pop(name, None)
+        source = self._reader if self._source is not None else None
+        old: dict[str, FeatureArray] = {}
         dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # so the byte offset exists before any row is written
-        with h5py.File(self.partial, "a") as f:
-            if name in f:
-                del f[name]
-            g = f.create_group(name)
-            d = g.create_dataset("features", shape=(plan.n, plan.d), dtype=STORAGE_DTYPES[self.dtype],
-                                 fillvalue=FILL_VALUES[self.dtype], dcpl=dcpl)
-            d.attrs["aftpipe_dtype"] = self.dtype
-            g.create_dataset("index", data=np.asarray(plan.index, dtype=np.int64))
-        self._save_manifest(final=False)
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # the blocks exist (filled) before any row is mapped
+        with h5py.File(target, "w", userblock_size=USERBLOCK) as f:
+            for name, entry in list(self.manifest["splits"].items()):
+                index = self._plans[name].index if name in self._plans else None
+                if source is not None and name not in self._fresh and name in source.manifest["splits"]:
+                    check = source.check_split(name)
+                    index_ok = not any(d.kind == "index" for d in check.damage)
+                    if check.array is not None and (index is not None or index_ok):  # a planned index is the plan's
+                        old[name] = check.array
+                        index = check.array.index if index is None else index
+                if index is None:  # a split this run does not plan, whose old index is unreadable
+                    self.log(f"{self.path} {name}: its index array is unreadable; dropping the split (extract it again)")
+                    del self.manifest["splits"][name]
+                    continue
+                g = f.create_group(name)
+                d = g.create_dataset("features", shape=(entry["n"], entry["d"]), dtype=self.np_dtype,
+                                     fillvalue=FILL_VALUES[self.dtype], dcpl=dcpl)
+                d.attrs["aftpipe_dtype"] = self.dtype
+                g.create_dataset("index", data=np.asarray(index, dtype=INDEX_DTYPE))
+        with open(target, "r+b") as fh:  # the rebuild command, where it survives damage to the HDF5 structure
+            fh.write(_userblock(self.manifest.get("command")))
+        offsets = _offsets(target)
+        for name, entry in self.manifest["splits"].items():
+            if name not in old:
+                for s in entry["shards"]:
+                    s.update(done=False, sha256=None)
+                continue
+            dst = np.memmap(target, mode="r+", dtype=self.np_dtype, offset=offsets[name],
+                            shape=(entry["n"], entry["d"])) if entry["n"] else None
+            for i, s in enumerate(entry["shards"]):
+                a, b = s["rows"]
+                if not s["done"]:
+                    continue
+                rows = old[name]._raw_rows(a, b)
+                if sha256_bytes(rows) != s["sha256"]:
+                    self._note(name, f"shard {i} fails its checksum")
+                    s.update(done=False, sha256=None)
+                    continue
+                dst[a:b] = rows
+            if dst is not None:
+                dst.flush()
+                del dst
+            entry["complete"] = all(s["done"] for s in entry["shards"])
+        old.clear()
+        _fsync(target)
 
     def _map(self, name: str) -> np.memmap:
         if name not in self._maps:
@@ -96,6 +201,7 @@ class HDF5Writer(StoreWriter):
         return self._maps[name]
 
     def _write_rows(self, name: str, start: int, rows: np.ndarray) -> None:
+        self._ensure_partial()
         m = self._map(name)
         m[start:start + len(rows)] = rows
         m.flush()  # the shard is on disk before the progress file says it is done
@@ -104,22 +210,37 @@ class HDF5Writer(StoreWriter):
         import h5py
 
         if not final:
-            write_json(self.progress, self.manifest)
+            if self._source == self.partial and self.partial.exists():
+                write_json(self.progress, self.manifest)
             return
+        if self._needs_work_file() and not (self._source == self.partial and self.partial.exists()):
+            self._ensure_partial()  # a repair with nothing to compute (an index rewritten), or empty new splits
         self.close()
-        if not self.partial.exists():  # nothing was written: the finished store is already right
-            return
+        if not (self._source == self.partial and self.partial.exists()):
+            return  # nothing was written: the finished store is already right
         with h5py.File(self.partial, "a") as f:
             f.attrs[MANIFEST_KEY] = json.dumps(self.manifest, sort_keys=True)
-        with open(self.partial, "rb+") as fh:
-            os.fsync(fh.fileno())
+        _fsync(self.partial)
         os.replace(self.partial, self.path)
+        _fsync(self.path.parent)  # the rename itself survives a power cut
         self.progress.unlink(missing_ok=True)
+
+    def _discard_existing(self) -> None:
+        # the finished store stays in place until a new one replaces it by rename
+        self._drop_partial()
 
     def close(self) -> None:
         for m in self._maps.values():
             m.flush()
         self._maps.clear()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _offsets(path: Path) -> dict[str, int]:
@@ -129,39 +250,109 @@ def _offsets(path: Path) -> dict[str, int]:
         return {name: f[name]["features"].id.get_offset() for name in f if "features" in f[name]}
 
 
-def read_h5_manifest(path: Path) -> dict[str, Any]:
+# The rebuild command lives in the file's user block: bytes HDF5 reserves at the start of the file and never
+# interprets, so it is still readable when the file is truncated or its metadata is damaged.
+USERBLOCK = 4096
+_MAGIC = b"aftpipe store; rebuild with:\n"
+
+
+def _userblock(command: str | None) -> bytes:
+    body = _MAGIC + (command or "").encode() + b"\n"
+    return body if len(body) <= USERBLOCK else _MAGIC + b"\n"  # too long to keep: the message says so generically
+
+
+def _recorded_command(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(USERBLOCK)
+    except OSError:
+        return None
+    if not head.startswith(_MAGIC):
+        return None
+    command = head[len(_MAGIC):].split(b"\n", 1)[0].decode(errors="replace").strip()
+    return command or None
+
+
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(path: Path) -> bool:
+    """Whether `path` starts like an HDF5 file: aftpipe's user block, or the HDF5 signature at offset 0 or after
+    a user block (512, 1024, 2048, ... bytes), as the HDF5 spec places it. A truncated store passes; a text
+    file does not."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(_MAGIC)) == _MAGIC:  # our user block: an aftpipe store, even cut short before the HDF5 part
+                return True
+            for offset in (0, 512, 1024, 2048, 4096, 8192):
+                f.seek(offset)
+                if f.read(8) == _SIGNATURE:
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+def read_h5_manifest(path: Path) -> Any:
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
             raw = f.attrs.get(MANIFEST_KEY)
+            ours = any(isinstance(f[n], h5py.Group) and "features" in f[n] for n in f)
     except OSError as e:
-        raise AftpipeError(f"{path} is not a readable HDF5 file ({e}); re-extract it with "
-                           f"{option_hint('overwrite')}") from None
+        raise ManifestError(unreadable_message(path, f"not a readable HDF5 file: {summary(e)}",
+                                               _recorded_command(path))) from None
     if raw is None:
-        raise AftpipeError(f"{path} is an HDF5 file but not an aftpipe store (no `{MANIFEST_KEY}` attribute)")
-    return json.loads(raw)
+        if not ours:
+            raise AftpipeError(f"{path} is an HDF5 file but not an aftpipe store (no `{MANIFEST_KEY}` attribute)")
+        raise ManifestError(unreadable_message(path, f"no `{MANIFEST_KEY}` attribute", _recorded_command(path)))
+    try:
+        return json.loads(raw)
+    except (ValueError, TypeError) as e:
+        raise ManifestError(unreadable_message(path, f"`{MANIFEST_KEY}` attribute: {summary(e)}",
+                                               _recorded_command(path))) from None
 
 
 class HDF5FeatureStore(FeatureStore):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, manifest: Any = None) -> None:
         self.path = path
-        self.manifest = read_h5_manifest(path)
+        self._adopt(read_h5_manifest(path) if manifest is None else manifest, f"{path.name} attribute")
 
-    def _open_split(self, name: str, entry: dict[str, Any]) -> FeatureArray:
+    def _rebuild_command(self) -> str | None:
+        return _recorded_command(self.path)
+
+    def _dataset_info(self, name: str, part: str) -> tuple[Any, ...]:
         import h5py
 
-        with h5py.File(self.path, "r") as f:
-            d = f[name]["features"]
-            offset, dtype, shape = d.id.get_offset(), d.dtype, d.shape
-            index = f[name]["index"][:]
-            if offset is None or d.chunks is not None or d.compression is not None:
-                raise AftpipeError(f"{self.path} split `{name}` is not a contiguous uncompressed dataset; "
-                                   "re-extract it with aftpipe")
-        logical = self.manifest["key"]["storage"]["dtype"]
+        try:
+            with h5py.File(self.path, "r") as f:
+                d = f[name][part]
+                if part == "index":
+                    return (np.asarray(d[:]),)
+                return d.dtype, d.shape, d.id.get_offset(), d.chunks, d.compression
+        except Exception as e:  # noqa: BLE001 - h5py raises KeyError/OSError/RuntimeError for damaged files
+            raise Damaged(f"{name}/{part}: {summary(e)}") from None
+
+    def _features_meta(self, name: str) -> dict[str, Any]:
+        dtype, shape, offset, chunks, compression = self._dataset_info(name, "features")
+        contiguous = offset is not None and chunks is None and compression is None
+        if contiguous and offset + int(np.prod(shape)) * dtype.itemsize > self.path.stat().st_size:
+            raise Damaged(f"{name}/features: the file ends before the dataset does (truncated)")
+        return {"dtype": dtype.str, "shape": list(shape), "layout": "contiguous" if contiguous else "chunked"}
+
+    def _index(self, name: str) -> np.ndarray:
+        return self._dataset_info(name, "index")[0]
+
+    def _open_features(self, name: str, entry: dict[str, Any], index: np.ndarray, want: dict[str, Any],
+                       meta_ok: bool) -> tuple[FeatureArray, list[Damage]]:
+        if not meta_ok:
+            raise Damaged("the features dataset is not the one the manifest describes")
+        dtype, shape, offset, _, _ = self._dataset_info(name, "features")
         whole = map_rows(self.path, offset, shape[0], shape[1], dtype)
-        return FeatureArray([whole], max(shape[0], 1), index, logical, [tuple(s["rows"]) for s in entry["shards"]],
-                            [s["sha256"] for s in entry["shards"]], name)
+        return FeatureArray([whole], max(shape[0], 1), index, self.storage["dtype"],
+                            [tuple(s["rows"]) for s in entry["shards"]], [s["sha256"] for s in entry["shards"]],
+                            name), []
 
     def nbytes_on_disk(self) -> int:
         return self.path.stat().st_size

@@ -3,25 +3,31 @@
 Chunks (c rows) are the unit zarr reads, shards (S rows, many chunks) the unit we write: one file per
 shard keeps a million-example split to a few hundred files. Written whole and uncompressed, a shard file
 is its chunks back to back in row order followed by an index of (offset, nbytes) pairs and a crc32c, so
-each shard maps straight onto an (S, D) array. We check that layout from the shard index before mapping,
-and fall back to zarr's own reads when it does not hold (e.g. a store someone recompressed).
+each shard maps straight onto an (S, D) array. Before mapping, every shard file's size, index and index
+checksum are checked against the layout the manifest binds; a store someone recompressed (same chunks and
+shards) falls back to zarr's own reads.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_name
+from aftpipe.fileio import write_atomic
 from aftpipe.store.array import ChunkedFeatureArray, FeatureArray, map_rows, map_stitched
-from aftpipe.store.base import FeatureStore, SplitPlan, StoreWriter
-from aftpipe.store.manifest import FILL_VALUES, MANIFEST_KEY, STORAGE_DTYPES
+from aftpipe.store.base import (Damage, Damaged, FeatureStore, SplitPlan, StoreWriter, disk_errors,
+                                summary, unreadable_message)
+from aftpipe.store.manifest import (FILL_VALUES, INDEX_DTYPE, MANIFEST_KEY, STORAGE_DTYPES, ManifestError,
+                                    zarr_layout)
 
 _EMPTY = 2**64 - 1  # shard-index marker of a chunk that was never written
+_ZARR_TEMP = re.compile(r"\.[0-9a-f]{32}\.partial$")  # zarr's atomic-write temp files, left by a kill
 
 
 def _zarr():
@@ -30,39 +36,115 @@ def _zarr():
     return zarr
 
 
+def looks_like_store(path: Path) -> bool:
+    """A directory aftpipe wrote, even with its root zarr.json damaged or gone: one with a zarr.json, or
+    whose subfolders hold `features` arrays (so `--overwrite` may remove it, unlike any other folder)."""
+    return (path / "zarr.json").exists() or any((p / "features").is_dir() for p in path.iterdir() if p.is_dir())
+
+
+def read_manifest(path: Path) -> Any:
+    """The manifest from `<path>/zarr.json`, or a ManifestError naming what is wrong with it."""
+    f = path / "zarr.json"
+    try:
+        doc = json.loads(f.read_text())
+    except FileNotFoundError:
+        raise ManifestError(unreadable_message(path, "zarr.json is missing", recorded_command(path))) from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ManifestError(unreadable_message(path, f"zarr.json: {summary(e)}", recorded_command(path))) from None
+    attrs = doc.get("attributes") if isinstance(doc, dict) else None
+    if not isinstance(attrs, dict) or MANIFEST_KEY not in attrs:
+        if not any((p / "features").is_dir() for p in path.iterdir() if p.is_dir()):
+            raise AftpipeError(f"{path} is a zarr group but not an aftpipe store (no `{MANIFEST_KEY}` attribute)")
+        raise ManifestError(unreadable_message(path, f"zarr.json holds no `{MANIFEST_KEY}` manifest",
+                                               recorded_command(path)))
+    return attrs[MANIFEST_KEY]
+
+
+def recorded_command(path: Path) -> str | None:
+    """The extract command kept in each features array's attributes, for when the manifest is lost."""
+    for meta in sorted(path.glob("*/features/zarr.json")):
+        try:
+            cmd = json.loads(meta.read_text()).get("attributes", {}).get("aftpipe_command")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            continue
+        if isinstance(cmd, str):
+            return cmd
+    return None
+
+
 class ZarrWriter(StoreWriter):
     format = "zarr"
 
+    @disk_errors
     def open(self) -> None:
         zarr = _zarr()
-        existing = None
-        if (self.path / "zarr.json").exists():
-            existing = zarr.open_group(str(self.path), mode="r").attrs.get(MANIFEST_KEY)
-        elif self.path.exists() and any(self.path.iterdir()):
-            raise AftpipeError(f"{self.path} exists and is not an aftpipe zarr store; move it away or pick another --cache-dir")
-        self.check_existing(existing)
-        # mode="a" never deletes: open_group(mode="w") would wipe a store we are resuming
-        self.group = zarr.open_group(str(self.path), mode="a")
+        self._arrays: dict[str, Any] = {}
+        reader = None
+        if self.path.is_dir():
+            for tmp in self.path.rglob("*.partial"):  # a killed write's temp file; the file it replaces is intact
+                if _ZARR_TEMP.search(tmp.name):
+                    tmp.unlink(missing_ok=True)
+        if self.path.is_dir() and any(self.path.iterdir()):
+            if not looks_like_store(self.path):
+                raise AftpipeError(f"{self.path} exists and is not an aftpipe zarr store; move it away or pick another "
+                                   f"{option_name('cache_dir')}")
+            if self.overwrite:
+                self._discard_existing()
+            else:
+                reader = ZarrFeatureStore(self.path)
+        elif self.path.exists() and not self.path.is_dir():
+            raise AftpipeError(f"{self.path} exists and is not an aftpipe zarr store; move it away or pick another "
+                               f"{option_name('cache_dir')}")
+        self.check_existing(reader)
+        if self._reader is None:  # a new store: the group and its manifest in one write, so it is never anonymous
+            self.group = zarr.create_group(str(self.path), attributes={MANIFEST_KEY: self.manifest}, overwrite=True)
+        else:  # mode="a" never deletes: open_group(mode="w") would wipe a store we are resuming
+            self.group = zarr.open_group(str(self.path), mode="a")
+
+    def _array_args(self, plan: SplitPlan) -> dict[str, Any]:
+        chunks, shards = zarr_layout(plan.n, plan.d, self.chunk_rows, self.shard_rows)
+        return dict(shape=(plan.n, plan.d), dtype=STORAGE_DTYPES[self.dtype], chunks=tuple(chunks),
+                    shards=tuple(shards), compressors=None, fill_value=FILL_VALUES[self.dtype],
+                    config={"write_empty_chunks": True},  # keeps every shard's chunks contiguous and mappable
+                    attributes={"aftpipe_dtype": self.dtype, "aftpipe_command": self.manifest.get("command")})
 
     def _create_split(self, name: str, plan: SplitPlan) -> None:
-        if name in self.group:
-            del self.group[name]
+        shutil.rmtree(self.path / name, ignore_errors=True)  # whatever was there, readable or not
+        self._arrays.pop(name, None)
         g = self.group.require_group(name)
-        chunk = min(self.chunk_rows, max(plan.n, 1))
-        shard = min(self.shard_rows, -(-max(plan.n, 1) // chunk) * chunk)  # a multiple of chunk, as zarr requires
-        g.create_array(
-            "features", shape=(plan.n, plan.d), dtype=STORAGE_DTYPES[self.dtype],
-            chunks=(chunk, plan.d), shards=(shard, plan.d),
-            compressors=None, fill_value=FILL_VALUES[self.dtype],
-            config={"write_empty_chunks": True},  # keeps every shard's chunks contiguous and mappable
-            attributes={"aftpipe_dtype": self.dtype},
-        )
-        g.create_array("index", data=np.asarray(plan.index, dtype=np.int64), chunks=(max(plan.n, 1),))
+        g.create_array("features", **self._array_args(plan))
+        self._write_index(name, plan)
         self._save_manifest(final=False)
 
+    def _write_index(self, name: str, plan: SplitPlan) -> None:
+        _zarr().create_array(str(self.path), name=f"{name}/index", data=np.asarray(plan.index, dtype=INDEX_DTYPE),
+                             chunks=(max(plan.n, 1),), overwrite=True)
+
+    def _repair_features(self, name: str, plan: SplitPlan) -> None:
+        # The metadata is rewritten as zarr itself would write it (built in memory), leaving the shard files
+        # alone: a relabelled dtype damages how the bytes are read, not the bytes, and the shards whose bytes
+        # still match their checksums are kept.
+        zarr = _zarr()
+        mem = zarr.storage.MemoryStore()
+        zarr.create_array(mem, name="features", **self._array_args(plan))
+        doc = mem._store_dict["features/zarr.json"].to_bytes()
+        (self.path / name / "features").mkdir(parents=True, exist_ok=True)
+        if not (self.path / name / "zarr.json").exists():
+            self.group.require_group(name)
+        write_atomic(self.path / name / "features" / "zarr.json", doc)
+        self._arrays.pop(name, None)
+
+    def _repair_index(self, name: str, plan: SplitPlan) -> None:
+        self._write_index(name, plan)
+
+    def _drop_shard(self, name: str, shard: int) -> None:
+        # zarr reads a shard file it is about to overwrite whole and fails on a damaged one: remove it first
+        (self.path / name / "features" / "c" / str(shard) / "0").unlink(missing_ok=True)
+
     def _write_rows(self, name: str, start: int, rows: np.ndarray) -> None:
-        arr = self.group[f"{name}/features"]
-        arr[start:start + len(rows)] = rows  # a whole shard: zarr rewrites exactly one shard file
+        if name not in self._arrays:
+            self._arrays[name] = _zarr().open_array(str(self.path), path=f"{name}/features", mode="r+")
+        self._arrays[name][start:start + len(rows)] = rows  # a whole shard: zarr rewrites exactly one shard file
 
     def _save_manifest(self, final: bool) -> None:
         # update_attributes writes zarr.json once (LocalStore writes are atomic in zarr >= 3.1.3)
@@ -70,69 +152,100 @@ class ZarrWriter(StoreWriter):
 
 
 class ZarrFeatureStore(FeatureStore):
-    def __init__(self, path: Path) -> None:
-        zarr = _zarr()
+    def __init__(self, path: Path, manifest: Any = None) -> None:
         self.path = path
-        self.group = zarr.open_group(str(path), mode="r")
-        manifest = self.group.attrs.get(MANIFEST_KEY)
-        if manifest is None:
-            raise AftpipeError(f"{path} is a zarr group but not an aftpipe store (no `{MANIFEST_KEY}` attribute)")
-        self.manifest = manifest
+        self._adopt(read_manifest(path) if manifest is None else manifest, "zarr.json")
 
-    def _open_split(self, name: str, entry: dict[str, Any]) -> FeatureArray:
-        arr = self.group[f"{name}/features"]
-        index = self.group[f"{name}/index"][:]
-        logical = self.manifest["key"]["storage"]["dtype"]
+    def _rebuild_command(self) -> str | None:
+        return recorded_command(self.path)
+
+    def _array(self, name: str, part: str) -> Any:
+        try:
+            return _zarr().open_array(str(self.path), path=f"{name}/{part}", mode="r")
+        except Exception as e:  # noqa: BLE001 - zarr raises many types for a damaged zarr.json; all mean "unreadable"
+            raise Damaged(f"{name}/{part}/zarr.json: {summary(e)}") from None
+
+    def _features_meta(self, name: str) -> dict[str, Any]:
+        arr = self._array(name, "features")
+        return {"dtype": np.dtype(arr.dtype).str, "shape": list(arr.shape), "chunks": list(arr.chunks),
+                "shards": list(arr.shards) if arr.shards else None}
+
+    def _index(self, name: str) -> np.ndarray:
+        arr = self._array(name, "index")
+        try:
+            return np.asarray(arr[:])
+        except Exception as e:  # noqa: BLE001 - a damaged chunk fails inside zarr's codecs
+            raise Damaged(f"{name}/index: {summary(e)}") from None
+
+    def _open_features(self, name: str, entry: dict[str, Any], index: np.ndarray, want: dict[str, Any],
+                       meta_ok: bool) -> tuple[FeatureArray, list[Damage]]:
+        logical = self.storage["dtype"]
+        ranges = [tuple(s["rows"]) for s in entry["shards"]]
         checksums = [s["sha256"] for s in entry["shards"]]
-        shards = self._map_shards(arr, entry)
-        if shards is not None:
-            files = [(self.path / arr.path / "c" / str(i) / "0", len(m)) for i, m in enumerate(shards)]
-            stitched = map_stitched(files, arr.shape[1], arr.dtype)
-            if stitched is not None:
-                shards = [stitched]
-            return FeatureArray(shards, arr.shards[0] if len(shards) > 1 else max(arr.shape[0], 1), index, logical, [tuple(s["rows"]) for s in entry["shards"]],
-                                checksums, name)
-        return _chunked(arr, index, logical, name, entry)
+        if meta_ok and not self._plain(name):  # someone recompressed it: zarr's own reads
+            arr = self._array(name, "features")
 
-    def _map_shards(self, arr, entry: dict[str, Any]) -> list[np.ndarray] | None:
-        """Map each shard file as rows, or None if any shard is not plain contiguous chunks."""
-        meta = json.loads((self.path / arr.path / "zarr.json").read_text())
+            def read_rows(rows: np.ndarray) -> np.ndarray:
+                return arr.get_orthogonal_selection((rows, slice(None)))
+
+            return ChunkedFeatureArray(read_rows, arr.shape, arr.dtype, index, logical, name, ranges, checksums), []
+        dtype, d = np.dtype(want["dtype"]), entry["d"]
+        maps, damage = [], []
+        for i, (a, b) in enumerate(ranges):
+            f = self.path / name / "features" / "c" / str(i) / "0"
+            problem = _shard_file_problem(f, b - a, want["chunks"][0], want["shards"][0], d, dtype)
+            if problem:
+                damage.append(Damage(name, "shard", f"shard {i} {problem}", i))
+                maps.append(np.full((b - a, d), np.nan, dtype))  # never served: the split is refused
+            else:
+                maps.append(map_rows(f, 0, b - a, d, dtype))
+        shard_rows = want["shards"][0]
+        if not damage and len(maps) > 1:
+            files = [(self.path / name / "features" / "c" / str(i) / "0", len(m)) for i, m in enumerate(maps)]
+            stitched = map_stitched(files, d, dtype)
+            if stitched is not None:
+                maps = [stitched]
+        if len(maps) == 1:
+            shard_rows = max(entry["n"], 1)
+        return FeatureArray(maps, shard_rows, index, logical, ranges, checksums, name), damage
+
+    def _plain(self, name: str) -> bool:
+        """Whether the features are uncompressed, index-at-end shards with `/` keys: the mappable layout."""
+        meta = json.loads((self.path / name / "features" / "zarr.json").read_text())
         codec = meta["codecs"][0]
         if codec["name"] != "sharding_indexed":
-            return None
+            return False
         cfg = codec["configuration"]
-        if [c["name"] for c in cfg["codecs"]] != ["bytes"] or cfg.get("index_location", "end") != "end":
-            return None
-        if meta["chunk_key_encoding"] != {"name": "default", "configuration": {"separator": "/"}}:
-            return None
-        d = arr.shape[1]
-        chunk_rows, shard_rows = arr.chunks[0], arr.shards[0]
-        per_shard = -(-shard_rows // chunk_rows)
-        chunk_bytes = chunk_rows * d * arr.dtype.itemsize
-        maps = []
-        for i, s in enumerate(entry["shards"]):
-            a, b = s["rows"]
-            f = self.path / arr.path / "c" / str(i) / "0"
-            if not f.exists():
-                return None
-            with open(f, "rb") as fh:
-                fh.seek(-(per_shard * 16 + 4), os.SEEK_END)
-                idx = np.frombuffer(fh.read(per_shard * 16), dtype="<u8").reshape(per_shard, 2)
-            used = -(-(b - a) // chunk_rows)
-            want = np.stack([np.arange(used, dtype=np.uint64) * chunk_bytes,
-                             np.full(used, chunk_bytes, dtype=np.uint64)], axis=1)
-            if not np.array_equal(idx[:used], want):
-                return None
-            maps.append(map_rows(f, 0, b - a, d, arr.dtype))
-        return maps
+        return ([c["name"] for c in cfg["codecs"]] == ["bytes"] and cfg.get("index_location", "end") == "end"
+                and [c["name"] for c in cfg.get("index_codecs", [])] == ["bytes", "crc32c"]
+                and meta["chunk_key_encoding"] == {"name": "default", "configuration": {"separator": "/"}})
 
     def nbytes_on_disk(self) -> int:
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
 
 
-def _chunked(arr, index: np.ndarray, logical: str, name: str, entry: dict[str, Any]) -> ChunkedFeatureArray:
-    def read_rows(rows: np.ndarray) -> np.ndarray:
-        return arr.get_orthogonal_selection((rows, slice(None)))
+def _shard_file_problem(f: Path, rows: int, chunk_rows: int, shard_rows: int, d: int, dtype: np.dtype) -> str | None:
+    """What is wrong with an uncompressed shard file of `rows` rows, or None: it exists, has exactly the size
+    its chunks and index take, its index lists the chunks back to back, and the index checksum holds."""
+    import google_crc32c  # zarr's own crc32c implementation
 
-    return ChunkedFeatureArray(read_rows, arr.shape, arr.dtype, index, logical, name,
-                               [tuple(s["rows"]) for s in entry["shards"]], [s["sha256"] for s in entry["shards"]])
+    per_shard = shard_rows // chunk_rows
+    used = -(-rows // chunk_rows)
+    chunk_bytes = chunk_rows * d * dtype.itemsize
+    size = used * chunk_bytes + per_shard * 16 + 4
+    if not f.exists():
+        return "file is missing"
+    if (got := f.stat().st_size) != size:
+        return f"file has {got} bytes, expected {size} (truncated or overwritten)"
+    with open(f, "rb") as fh:
+        fh.seek(used * chunk_bytes)
+        tail = fh.read(per_shard * 16 + 4)
+    idx = np.frombuffer(tail[:-4], dtype="<u8").reshape(per_shard, 2)
+    want = np.full((per_shard, 2), _EMPTY, dtype=np.uint64)
+    want[:used, 0] = np.arange(used, dtype=np.uint64) * chunk_bytes
+    want[:used, 1] = chunk_bytes
+    if not np.array_equal(idx, want):
+        return "has a damaged shard index"
+    if np.uint32(google_crc32c.value(tail[:-4])).tobytes() != tail[-4:]:
+        return "has a damaged shard index checksum"
+    return None

@@ -183,8 +183,8 @@ class Timm(Student):
 
         overlay = None
         if weights not in (None, "hub"):
-            # `file` wins over the registry's url / hub id only when no other source is named
-            overlay = dict(file=weights, source=None, state_dict=None, custom_load=False)
+            # read here, safely, and handed to timm as a state dict (its highest-priority source)
+            overlay = dict(state_dict=read_weights(weights), file=None, source=None, custom_load=False)
         tag = pretrained_cfg.get("tag")
         try:
             if weights == "hub":  # the registry's own weights (hub id or url): needs the network or the HF cache
@@ -300,6 +300,19 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return [_jsonable(x) for x in v]
     return v
+
+
+def read_weights(path: str) -> dict[str, Tensor]:
+    """A local weights file as a state dict: safetensors, or a torch file read with `weights_only=True`, which
+    unpickles tensors and plain containers only, so a file that would run code when unpickled is refused."""
+    from timm.models import load_state_dict
+
+    try:
+        return load_state_dict(path, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError, SafetensorError...: all "not plain weights"
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise AftpipeError(f"weights `{path}` are not a plain file of tensors ({first}); pass a .safetensors file or "
+                           "a torch state dict (aftpipe never unpickles anything else)") from None
 
 
 def _resolve_weights(path: str | None) -> str | None:
