@@ -56,7 +56,7 @@ def main() -> None:
                 n = plan.runs(g)
                 cost = sum(walls) * n / len(walls) if g.method != PROBE else sum(walls) + (n - len(walls)) * walls[-1]
                 total += cost
-                detail.append(f"{g.method} {g.sources} {n}×{cost / n:.0f}s")
+                detail.append(f"{g.label} {n}×{cost / n:.0f}")
                 print(f"{plan.cfg.name}: {g.label}: {n} runs × {cost / n:.1f} s", flush=True)
         load = os.getloadavg()[0]
         line = (f"| {datetime.date.today()} | {platform.machine()} ×{os.cpu_count()}, load {load:.1f} | "
