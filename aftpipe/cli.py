@@ -336,6 +336,9 @@ def run_(
                                           rich_help_panel=OUTPUT)] = "runs",
     report_to: Annotated[list[str], typer.Option(help="also log every run to tensorboard or wandb (repeatable)",
                                                  metavar="TRACKER", rich_help_panel=OUTPUT)] = [],  # noqa: B006
+    jobs: Annotated[Optional[int], typer.Option(
+        help="runs trained at once, in worker processes of one thread each; the results are the same for any N "
+             "(default: one per CPU core, at most 8; 1 on a GPU)", metavar="N", rich_help_panel=SYSTEM)] = None,
     quiet: Quiet = False,
     log_every: LogEvery = 30.0,
 ) -> None:
@@ -346,7 +349,7 @@ def run_(
 
     with long_running(quiet, "step", log_every) as progress:
         out = run_pipeline(pipeline, cache_dir=cache_dir, results_dir=results_dir, runs_dir=runs_dir,
-                           progress=progress, report_to=_split_items(report_to))
+                           progress=progress, report_to=_split_items(report_to), jobs=jobs)
     typer.echo((out / "results.md").read_text())
     typer.echo(f"results: {out}/results.csv, {out}/results.md, {out}/plot.png, {out}/plot.svg")
 

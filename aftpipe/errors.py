@@ -54,6 +54,11 @@ def option_name(name: str) -> str:
     return flag_of(name) if flag_of is not None else f"`{name}`"
 
 
+def speaking_cli() -> bool:
+    """Whether messages are being worded for the command line (inside `speaking_to_cli`)."""
+    return _FLAG_OF.get() is not None
+
+
 @contextlib.contextmanager
 def speaking_to_cli(flag_of: Callable[[str], str]) -> Iterator[None]:
     """Within this block, `option_hint` names options by their command-line flag (`flag_of("out")` → `--out`)."""
@@ -64,4 +69,4 @@ def speaking_to_cli(flag_of: Callable[[str], str]) -> Iterator[None]:
         _FLAG_OF.reset(token)
 
 
-__all__ = ["AftpipeError", "Interrupted", "option_hint", "option_name", "speaking_to_cli"]
+__all__ = ["AftpipeError", "Interrupted", "option_hint", "option_name", "speaking_cli", "speaking_to_cli"]

@@ -15,12 +15,14 @@ read-only shared cache); where neither is writable the head is fitted and not ke
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,16 +96,51 @@ def fitted_head(feats: Features, features: Sequence[str], rows: np.ndarray, labe
     progress = progress or SilentProgress()
     key = head_key(feats, rows, labels, num_classes, hidden, seed)
     folder = cache_folder(features) if feats.identity else None  # rows of unknown origin: no key can name them
-    if folder is not None and (folder / key).is_dir():
+    head = _load(folder, key, progress)
+    if head is None:
+        with _fitting(folder, key):  # runs of a sweep wanting this head at once: one fits it, the others load it
+            head = _load(folder, key, progress)
+            if head is None:
+                head = fit_linear_head(feats(rows), torch.from_numpy(labels[rows]), num_classes, hidden=hidden,
+                                       seed=seed)
+                kept = folder is not None and _keep(folder, key, head)
+                return head, {"key": key, "cached": False, "folder": str(folder / key) if kept else None}
+    return head, {"key": key, "cached": True, "folder": str(folder / key)}
+
+
+def _load(folder: Path | None, key: str, progress: Progress) -> FeatureHead | None:
+    """The cached head `key`, or None; an unreadable one is removed (and fitted again)."""
+    if folder is None or not (folder / key).is_dir():
+        return None
+    try:
+        head = load_head(folder / key)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):
+        shutil.rmtree(folder / key, ignore_errors=True)
+        return None
+    progress.log(f"head: reusing {folder / key}")
+    return head
+
+
+@contextlib.contextmanager
+def _fitting(folder: Path | None, key: str) -> Iterator[None]:
+    """Held while this process fits head `key`: another process that wants the same head waits for it, then
+    loads it (flock: the kernel releases it if the holder dies). Without a writable cache, no lock."""
+    fd = None
+    if folder is not None:
         try:
-            head = load_head(folder / key)
-            progress.log(f"head: reusing {folder / key}")
-            return head, {"key": key, "cached": True, "folder": str(folder / key)}
-        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):  # unreadable: fit again, replace it
-            shutil.rmtree(folder / key, ignore_errors=True)
-    head = fit_linear_head(feats(rows), torch.from_numpy(labels[rows]), num_classes, hidden=hidden, seed=seed)
-    kept = folder is not None and _keep(folder, key, head)
-    return head, {"key": key, "cached": False, "folder": str(folder / key) if kept else None}
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder / f".{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            pass
+    if fd is None:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 __all__ = ["cache_folder", "fitted_head", "head_key"]

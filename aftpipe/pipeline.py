@@ -15,7 +15,8 @@ The linear probe is a group like the others (student ignored, params = foundatio
 `plan_pipeline` builds the `PipelinePlan` once (groups, stores, rows, each run's TrainConfig); `validate`
 describes it and `run_pipeline` executes it, so both apply the same checks and counts.
 
-Every run has a deterministic directory `runs/<pipeline>/<method>-<sources>-<student>-b<β>-lr<lr>-s<seed>`.
+Runs train one after another or several at once (`jobs`, one CPU thread each, the same numbers either way:
+aftpipe.sweep). Every run has a deterministic directory `runs/<pipeline>/<method>-<sources>-<student>-b<β>-lr<lr>-s<seed>`.
 A run whose metrics.json exists is read, not retrained; a half-finished one resumes from its checkpoint. So
 an interrupted sweep picks up where it stopped, and re-running a finished pipeline changes no file. A run dir
 trained with other settings (say the YAML's epochs changed) is refused rather than silently reused.
@@ -34,14 +35,12 @@ from aftpipe import rundir
 from aftpipe.config import (Config, ConfigError, ExtractConfig, Partial, SourceOptions, TrainConfig, from_dict,
                             load_yaml, registered, require)
 from aftpipe.data.base import Dataset
-from aftpipe.errors import AftpipeError, Interrupted
+from aftpipe.errors import AftpipeError, Interrupted, option_hint
 from aftpipe.features import RowPlan, check_labels, coverage_error, plan_rows
 from aftpipe.fileio import write_if_changed
 from aftpipe.methods import METHODS, MethodConfig
-from aftpipe.model import add_seed_summary
 from aftpipe.progress import Progress
-from aftpipe.report import (PROBE, PROBE_STUDENT, RunRecord, csv_text, markdown_report, plot_png, plot_svg,
-                            record_from_metrics)
+from aftpipe.report import PROBE, PROBE_STUDENT, csv_text, markdown_report, plot_png, plot_svg
 from aftpipe.training import resolve_test_split, schedule
 
 NO_BETA = ("none", PROBE)  # methods without a regulariser: their β grid is [0]
@@ -448,7 +447,7 @@ def validate(path: str | Path, cache_dir: str | Path = "cache", runs_dir: str | 
 
 
 # --- running -----------------------------------------------------------------------------------------------
-def _same_run(out: Path, tc: TrainConfig) -> None:
+def check_reusable(out: Path, tc: TrainConfig) -> None:
     """Refuse to reuse a run dir trained with other settings (a changed YAML would otherwise be ignored),
     finished or still being built."""
     if not rundir.is_finished(out):
@@ -461,34 +460,6 @@ def _same_run(out: Path, tc: TrainConfig) -> None:
                            "directory (or rename the pipeline) to train it again")
 
 
-def _run(p: PipelinePlan, g: Group, beta: float, lr: float, seed: int, progress: Progress,
-         seen: dict[Path, str], report_to: tuple[str, ...] = ()) -> RunRecord:
-    """Train (or read, when finished) one run. `seen` maps every run met so far to `trained`, `reused` or
-    `running`, so `[k/N]` counts distinct runs and an interruption can say how many are finished."""
-    from aftpipe.training import train
-
-    tc = p.train_config(g, beta, lr, seed)
-    if report_to:
-        tc = dataclasses.replace(tc, report_to=tuple(dict.fromkeys(tc.report_to + report_to)))
-    out = Path(tc.out)
-    _same_run(out, tc)
-    if rundir.is_finished(out):
-        metrics = rundir.read_metrics(out)
-        seen.setdefault(out, "reused")
-    else:
-        seen[out] = "running"
-        progress.log(f"[{len(seen)}/{p.total_runs}] {out.name}")
-        metrics = train(tc, progress)
-        seen[out] = "trained"
-    return record_from_metrics(metrics, method=g.method, sources=g.sources, student=g.student, beta=beta, lr=lr,
-                               seed=seed, run=str(out))
-
-
-def _pick(records: list[RunRecord]) -> RunRecord:
-    """The best hold-out score; the first in grid order on ties; NaN never wins."""
-    return max(records, key=lambda r: -math.inf if math.isnan(r.holdout) else r.holdout)
-
-
 def reproduce_command(path: str | Path, cache_dir: str | Path, results_dir: str | Path, runs_dir: str | Path) -> str:
     """The full `aftpipe run` command that produces these results again, every location spelled out."""
     import shlex
@@ -499,14 +470,19 @@ def reproduce_command(path: str | Path, cache_dir: str | Path, results_dir: str 
 
 def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir: str | Path = "results",
                  runs_dir: str | Path = "runs", progress: Progress | None = None,
-                 report_to: tuple[str, ...] = ()) -> Path:
+                 report_to: tuple[str, ...] = (), jobs: int | None = None) -> Path:
     """Run a pipeline end to end (see the module docstring); returns `results/<name>`. `report_to` adds
-    trackers (tensorboard, wandb) to every run, on top of the pipeline's own `train.report_to`."""
+    trackers (tensorboard, wandb) to every run, on top of the pipeline's own `train.report_to`. `jobs` runs
+    train at once in worker processes, one thread each (default: one per CPU core, 1 on a GPU); the numbers
+    are the same for any `jobs` (aftpipe.sweep)."""
     from aftpipe.extraction import extract
-    from aftpipe.progress import counting, default_progress
+    from aftpipe.progress import LogProgress, counting, default_progress
+    from aftpipe.sweep import Sweep, default_jobs
     from aftpipe.tracking import check_trackers
 
     progress = default_progress(progress, "step")
+    if jobs is not None and jobs < 1:
+        raise AftpipeError(f"{option_hint('jobs', jobs)}: must be at least 1")
     p = plan_pipeline(path, cache_dir, runs_dir)
     cfg = p.cfg
     report_to = tuple(report_to)
@@ -519,31 +495,19 @@ def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir:
         progress.log(f"extracting {', '.join(missing)} over {', '.join(p.splits)}")
         with counting(progress, "ex"):
             extract(dataclasses.replace(cfg.extract_config(missing, cache_dir), splits=p.splits), progress)
-    seen: dict[Path, str] = {}
-    tuning: list[RunRecord] = []
-    final: list[RunRecord] = []
+    jobs = jobs or default_jobs(cfg.train_template().device)
+    log_every = progress.every_s if isinstance(progress, LogProgress) and not progress.quiet else None
+    sweep = Sweep(p, progress, jobs, report_to, log_every)
     try:
-        for g in p.groups:
-            if len(g.grid) > 1:  # tune on the hold-out with tune_seed
-                progress.log(f"tuning {g.label}: {len(g.grid)} settings")
-                tried = [_run(p, g, b, lr, cfg.tune_seed, progress, seen, report_to) for b, lr in g.grid]
-                tuning += tried
-                best = _pick(tried)
-                beta, lr = best.beta, best.lr
-                progress.log(f"{g.label}: chose β={beta:g} lr={lr:g} (hold-out {best.holdout:.4f})")
-            else:
-                beta, lr = g.grid[0]
-            # final runs; the tuning run with tune_seed is found finished and reused
-            runs = [_run(p, g, beta, lr, seed, progress, seen, report_to) for seed in cfg.seeds]
-            final += runs
-            add_seed_summary([r.run for r in runs], runs[0].metric, [r.test for r in runs], cfg.seeds)  # cards' ±
+        tuning, final = sweep.run()
     except KeyboardInterrupt as e:
-        finished = sum(v != "running" for v in seen.values())
+        finished = sum(v != "running" for v in sweep.seen.values())
         detail = f"; {e.kept}" if isinstance(e, Interrupted) else ""
         raise Interrupted(f"{finished} of {p.total_runs} runs of `{cfg.name}` are finished and kept{detail}",
                           "re-run the same command to resume") from None
-    trained = sum(v == "trained" for v in seen.values())
-    progress.log(f"{len(seen)} runs finished: {trained} trained now, {len(seen) - trained} already finished before")
+    trained = sum(v == "trained" for v in sweep.seen.values())
+    progress.log(f"{len(sweep.seen)} runs finished: {trained} trained now, {len(sweep.seen) - trained} already "
+                 f"finished before" + (f" ({jobs} at a time)" if jobs > 1 else ""))
 
     out = Path(results_dir) / cfg.name
     intro = (f"Pipeline `{cfg.name}` ({Path(path).name}): dataset `{cfg.dataset}`, "

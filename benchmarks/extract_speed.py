@@ -1,18 +1,23 @@
-"""Extraction throughput vs the model's own forward throughput on the same rows (DESIGN.md §4).
+"""Extraction throughput vs the model's own forward throughput on the same rows, in one process (DESIGN.md §4).
 
-    python benchmarks/extract_speed.py [--dataset sst2 --split train --rows 4096] [--write BENCHMARKS.md]
+    python benchmarks/extract_speed.py [--dataset sst2 --split train --rows 8192 --batch-size 256]
+                                       [--threads 2] [--rounds 3] [--write BENCHMARKS.md]
 
-"forward only" tokenises and runs MiniLM over length-sorted batches with nothing else; "aftpipe extract"
-is the whole engine (workers, shard planning, writer thread, checksums, manifest) into a fresh zarr store.
-The ratio is the engine's overhead; 1.0 would be the model's own speed. `--prestaged` times the forward
-alone instead: every batch tokenised/decoded and moved to the device before the clock starts (the GPU target:
-extract ≥ 0.9× that).
+"forward" tokenises and runs the model over the rows in the batches `aftpipe extract` forms (each shard's
+rows sorted by token count, longest first) and nothing else; "forward, sorted by characters" is the same
+with the rows sorted by character length, as sentence-transformers' `encode` sorts them; "extract" is the
+whole `aftpipe.extract` call into a fresh zarr store (dataset, model load, weights hash, shard planning,
+DataLoader, writer thread, checksums, manifest). The three alternate `--rounds` times in one process and the
+medians are compared: extract / forward is the engine's overhead (1.0: the model's own speed).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
+import platform
+import statistics
 import tempfile
 import time
 
@@ -23,37 +28,17 @@ from _markdown import append_rows
 
 from aftpipe.config import ExtractConfig
 from aftpipe.data import load_dataset
-from aftpipe.extraction import extract, resolve_device
+from aftpipe.extraction import default_shard_rows, extract, resolve_device, shard_batches
 from aftpipe.sources import load_source
 
 
-def forward_only(source, texts: list[str], batch_size: int) -> float:
-    order = np.argsort([-len(t) for t in texts], kind="stable")
+def forward(source, texts: list[str], batches: list[np.ndarray]) -> float:
     t = time.perf_counter()
-    for i in range(0, len(order), batch_size):
-        source.forward(source.collate([texts[j] for j in order[i:i + batch_size]]))
+    for rows in batches:
+        source.forward(source.collate([texts[j] for j in rows]))
     if source.device.type == "cuda":
         torch.cuda.synchronize()
-    return len(texts) / (time.perf_counter() - t)
-
-
-def forward_prestaged(source, inputs: list, batch_size: int) -> float:
-    """Rows/s of the model's forward alone, on batches collated and moved to its device beforehand."""
-    order = np.argsort([-len(t) for t in inputs], kind="stable") if isinstance(inputs[0], str) else np.arange(len(inputs))
-
-    def staged(b):
-        return {k: v.to(source.device) for k, v in b.items()} if isinstance(b, dict) else b.to(source.device)
-
-    batches = [staged(source.collate([inputs[j] for j in order[i:i + batch_size]]))
-               for i in range(0, len(order), batch_size)]
-    if source.device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for b in batches:
-        source.forward(b)
-    if source.device.type == "cuda":
-        torch.cuda.synchronize()
-    return len(inputs) / (time.perf_counter() - t)
+    return sum(len(b) for b in batches) / (time.perf_counter() - t)
 
 
 def main() -> None:
@@ -61,29 +46,43 @@ def main() -> None:
     ap.add_argument("--dataset", default="sst2")
     ap.add_argument("--split", default="train")
     ap.add_argument("--source", default="minilm")
-    ap.add_argument("--rows", type=int, default=4096)
-    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--rows", type=int, default=8192)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=None, help="extract's DataLoader workers (default: its own)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--prestaged", action="store_true", help="baseline: the forward alone on pre-staged batches")
     ap.add_argument("--write")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
 
     device = resolve_device(args.device)
-    texts = list(load_dataset(args.dataset).split(args.split).inputs[: args.rows])
+    split = load_dataset(args.dataset).split(args.split)
+    texts = list(split.inputs[: args.rows])
     source = load_source(args.source).to(device)
-    baseline = forward_prestaged if args.prestaged else forward_only
-    baseline(source, texts[: args.batch_size * 2], args.batch_size)  # warm-up
-    raw = baseline(source, texts, args.batch_size)
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = ExtractConfig(dataset=args.dataset, sources=(args.source,), splits=(args.split,), limit=args.rows,
-                            cache_dir=tmp, batch_size=args.batch_size, device=args.device)
-        t = time.perf_counter()
-        extract(cfg)
-        e2e = args.rows / (time.perf_counter() - t)  # includes loading the model: the honest number
-    dev = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ×{torch.get_num_threads()} threads"
-    name = args.source.rsplit("/", 1)[-1] + (" (vs pre-staged forward)" if args.prestaged else "")
-    line = (f"| {datetime.date.today()} | {name} | {args.dataset}/{args.split} {args.rows} rows | {dev} | "
-            f"{raw:,.0f} | {e2e:,.0f} | {e2e / raw:.2f} |")
+    shard = default_shard_rows(source.dim, "float16")
+    by_tokens = [b for a in range(0, args.rows, shard)
+                 for b in shard_batches(split, source, a, min(a + shard, args.rows), args.batch_size)]
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    by_chars = [order[i:i + args.batch_size] for i in range(0, args.rows, args.batch_size)]
+    forward(source, texts, by_tokens[:2])  # warm-up
+    rates: dict[str, list[float]] = {"forward": [], "chars": [], "extract": []}
+    for _ in range(args.rounds):
+        rates["forward"].append(forward(source, texts, by_tokens))
+        rates["chars"].append(forward(source, texts, by_chars))
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = ExtractConfig(dataset=args.dataset, sources=(args.source,), splits=(args.split,), limit=args.rows,
+                                cache_dir=tmp, batch_size=args.batch_size, device=args.device, workers=args.workers)
+            t = time.perf_counter()
+            extract(cfg)
+            rates["extract"].append(args.rows / (time.perf_counter() - t))  # model load included: the honest number
+        print({k: round(v[-1]) for k, v in rates.items()}, flush=True)
+    fwd, chars, e2e = (statistics.median(rates[k]) for k in ("forward", "chars", "extract"))
+    dev = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ×{args.threads} threads"
+    load = os.getloadavg()[0]
+    line = (f"| {datetime.date.today()} | {platform.machine()} ×{os.cpu_count()}, load {load:.1f} | {args.source} | "
+            f"{args.dataset}/{args.split} {args.rows} rows, batch {args.batch_size} | {dev} | {fwd:,.0f} | {chars:,.0f} | "
+            f"{e2e:,.0f} | **{e2e / fwd:.2f}** |")
     print(line)
     if args.write:
         append_rows(args.write, "extract_speed", [line])

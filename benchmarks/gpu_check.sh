@@ -6,7 +6,7 @@
 #   CPU=1 bash benchmarks/gpu_check.sh            # the same steps with tiny models on 2 CPU processes (a dry run)
 #
 # 1. extraction of a BERT-base-sized and a ViT-B/16-sized model (random weights; bf16 autocast on the GPU) on
-#    one GPU vs the model's forward alone on pre-staged batches (target: extract >= 0.9x the forward);
+#    one GPU vs the model's forward over the same batches (target: extract >= 0.9x the forward);
 # 2. torchrun extraction on every GPU, bit-identical to the one-GPU store (`cmp` of every shard file), and its
 #    rows/s against one GPU (target: N GPUs >= 0.9*N x one GPU);
 # 3. a DDP training run on every GPU next to a one-GPU run at the same global batch.
@@ -35,11 +35,11 @@ echo "== random models"
 "$PY" benchmarks/random_models.py "$WORK/models" $TINY
 BERT="hf:$WORK/models/bert-base"; VIT="timm:$WORK/models/vit-b16"
 
-echo "== 1. extract vs the pre-staged forward, one device"
+echo "== 1. extract vs the model's forward over the same batches, one device"
 (cd benchmarks && "$PY" extract_speed.py --source "$BERT" --dataset sst2 --split train --rows "$ROWS" \
-   --batch-size "$BS" --device "$DEVICE" --prestaged "${WRITE_ARGS[@]}")
+   --batch-size "$BS" --device "$DEVICE" --rounds 2 "${WRITE_ARGS[@]}")
 (cd benchmarks && "$PY" extract_speed.py --source "$VIT" --dataset digits --split train --rows "$IMG_ROWS" \
-   --batch-size "$BS" --device "$DEVICE" --prestaged "${WRITE_ARGS[@]}")
+   --batch-size "$BS" --device "$DEVICE" --rounds 2 "${WRITE_ARGS[@]}")
 
 echo "== 2. $NPROC processes vs 1: bit-identical stores, and rows/s"
 extract() {  # extract NPROC CACHE: sst2 train with BERT-base; prints rank 0's result line

@@ -138,3 +138,55 @@ def test_digits_through_a_timm_source(tiny_timm_dir, tmp_path):
                                 cache_dir=str(tmp_path), workers=0))
     arr = open_features(r.path).split("test")
     assert arr.shape[0] == len(load_dataset("digits").split("test")) and np.isfinite(arr[np.arange(10)]).all()
+
+
+def test_batches_are_sorted_by_token_count_not_characters(tiny_hf_dir, tmp_path):
+    """A text of few characters but many WordPieces (digits and punctuation) is batched with the long ones:
+    padding follows tokens. Lengths come from one batch call of the tokenizer and equal its own counts."""
+    from aftpipe.data.base import Split
+    from aftpipe.extraction import shard_batches
+    from aftpipe.sources import load_source
+
+    src = load_source(f"hf:{tiny_hf_dir}")
+    texts = ["a b", "1,2;3.4!5?6", "the quick brown fox jumps", "cat", "x y z w v u t s r q"]
+    counts = [len(src.tokenizer(t, truncation=True, max_length=256)["input_ids"]) for t in texts]
+    assert src.lengths(texts).tolist() == counts and src.length(texts[1]) == counts[1]
+    long = " ".join(["fox"] * 400)  # truncated as collate truncates, special tokens included
+    assert len(src.collate([long, "cat"])["input_ids"][0]) == src.length(long) == 256
+    assert src.lengths(texts).tolist() == counts  # a padded collate in between leaves no padding behind
+    assert counts[1] > counts[2] and len(texts[1]) < len(texts[2])  # the premise: chars and tokens disagree
+    split = Split("train", [str(i) for i in range(5)], texts, np.zeros(5))
+    batches = shard_batches(split, src, 0, 5, 2)
+    order = np.concatenate(batches)
+    assert sorted(order.tolist()) == [0, 1, 2, 3, 4] and [len(b) for b in batches] == [2, 2, 1]
+    assert [counts[i] for i in order] == sorted(counts, reverse=True)
+
+
+def test_a_row_the_loop_never_computes_fails_the_shard(tiny_hf_dir, reviews_tsv, tmp_path, monkeypatch):
+    """A lost batch must not let a shard be written with stale memory in it: the shard is refused."""
+    import aftpipe.extraction as ex
+
+    real = ex.shard_batches
+    monkeypatch.setattr(ex, "shard_batches", lambda *a: real(*a)[:-1])  # the shortest batch of each shard is lost
+    with pytest.raises(RuntimeError, match="rows were never computed"):
+        extract(cfg(tiny_hf_dir, reviews_tsv, tmp_path))
+
+
+def test_a_text_extract_imports_no_vision_plotting_hdf5_or_sklearn(tiny_hf_dir, reviews_tsv, tmp_path):
+    """Start-up: a transformers source pulls in none of timm, torchvision, h5py, matplotlib, scikit-learn
+    (transformers itself would import torchvision and scipy for image code a text encoder never runs)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = f"""
+import sys
+from aftpipe.config import ExtractConfig
+from aftpipe.extraction import extract
+extract(ExtractConfig(dataset="tsv:{reviews_tsv}", sources=("hf:{tiny_hf_dir}",), cache_dir="{tmp_path}", workers=1))
+print(sorted({{m.split(".")[0] for m in sys.modules}} & {{"timm", "torchvision", "h5py", "matplotlib", "sklearn", "scipy"}}))
+import torchvision  # and they still import afterwards
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

@@ -1,6 +1,7 @@
 """Pipelines: strict YAML checks, the plan, one tiny sweep end to end."""
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -247,9 +248,34 @@ def test_run_pipeline_end_to_end_and_rerun_changes_nothing(tiny_pipeline, tmp_pa
         run_pipeline(tiny_pipeline, **dirs)
 
 
+def test_runs_in_worker_processes_give_the_numbers_of_runs_one_by_one(tiny_pipeline, tmp_path):
+    """jobs=3 (worker processes, tuning of one group overlapping other groups' runs) and jobs=1 (in this
+    process, one after another) from scratch: every run's scores and loss history are the same to the bit."""
+    import json
+
+    results = {}
+    for jobs in (3, 1):
+        dirs = {k: tmp_path / f"{k}-{jobs}" for k in ("cache_dir", "results_dir", "runs_dir")}
+        out = run_pipeline(tiny_pipeline, jobs=jobs, **dirs)
+        rows = list(csv.DictReader((out / "results.csv").open())) + list(csv.DictReader((out / "tuning.csv").open()))
+        runs = {}
+        for m in sorted((dirs["runs_dir"] / "tiny").glob("*/metrics.json")):
+            metrics = json.loads(m.read_text())
+            runs[m.parent.name] = (metrics["test"], metrics["holdout"],
+                                   [(h["step"], h["loss"], h.get("holdout_accuracy")) for h in metrics["history"]])
+        timing = ("ms_per_step", "wall_s", "run")
+        results[jobs] = ([{k: v for k, v in r.items() if k not in timing} for r in rows], runs)
+        config = (dirs["runs_dir"] / "tiny" / "none-tiny-bow-mlp-b0-lr0.001-s0" / "config.yaml").read_text()
+        assert "threads: 1" in config  # one thread per run, whatever the number of jobs
+    assert len(results[1][1]) == 10 and results[3] == results[1]
+    with pytest.raises(AftpipeError, match="jobs=0: must be at least 1"):
+        run_pipeline(tiny_pipeline, jobs=0, runs_dir=tmp_path / "runs-0")
+
+
 def test_a_smoke_sweep_from_a_saved_hf_dataset_logs_plainly_to_a_file(tmp_path):
     """Two seeds (allowed, with the report's warning), a `datasets` save_to_disk folder, TensorBoard asked for,
-    output to a file as in a batch job: progress lines with [k/N], rate and ETA, then the table."""
+    two runs at a time, output to a file as in a batch job: each run's progress lines led by its [k/N], with
+    rate and ETA, a line per finished run and the sweep's count of runs, then the table."""
     import json
     import os
     import subprocess
@@ -286,14 +312,17 @@ train: {{epochs: 2, batch_size: 32, dataset_options: {{split_map: {{train: train
             str(tmp_path / "results")]
     with log.open("w") as f:
         done = subprocess.run([sys.executable, "-m", "aftpipe.cli", "run", str(pipeline), *dirs, "--report-to",
-                               "tensorboard", "--log-every", "0.5"], stdout=f, stderr=subprocess.STDOUT,
+                               "tensorboard", "--log-every", "0.5", "--jobs", "2"], stdout=f, stderr=subprocess.STDOUT,
                               env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=REPO)
     text = log.read_text()
     assert done.returncode == 0, text
     assert "warning: n=2: no std" in text
     assert "[1/5] none-tfidf-bow-mlp-b0-lr0.003-s0" in text and "[5/5] linear_probe-tfidf-head" in text
-    progress = [ln for ln in text.splitlines() if ln.startswith("none · bow-mlp: ")]
+    progress = [ln for ln in text.splitlines() if re.match(r"\[[124]/5\] none · bow-mlp: ", ln)]
     assert progress and all(" step/s " in ln and " ETA " in ln and "holdout" in ln for ln in progress)
+    assert re.search(r"^\[2/5\] none-tfidf-bow-mlp-b0-lr0.01-s0: hold-out [01].\d{4}, test [01].\d{4} \(\d+ s\)$",
+                     text, re.M)
+    assert "smoke: runs: 5/5 (100%)" in text and "5 runs finished: 5 trained now" in text
     assert "| none | tfidf | bow-mlp |" in text and "± – (n=2: no std)" in text
     assert "\x1b[" not in text  # no terminal control codes in a log file
     runs = sorted((tmp_path / "runs" / "smoke").iterdir())

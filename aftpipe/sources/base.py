@@ -2,6 +2,7 @@
 
 The extract engine drives every source the same way:
     source.fit(train_split)          # only sources that learn from data (tfidf); a no-op otherwise
+    lengths = source.lengths(rows)   # sort key: a shard's rows are batched longest first
     batch = source.collate(inputs)   # in DataLoader workers: tokenise / decode / transform
     rows = source.forward(batch)     # on the device, under inference mode → (B, D) float32 tensor
 `spec()` is the provenance recorded in the store and part of its key: two sources with the same spec
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from aftpipe.config import SourceOptions
@@ -53,6 +55,11 @@ class FeatureSource(ABC):
     def length(self, x: Any) -> int:
         """Sort key for length-bucketed batches; constant for fixed-size inputs."""
         return 0
+
+    def lengths(self, inputs: Sequence[Any]) -> np.ndarray:
+        """`length` of every input, as an int64 array; sources that can measure a whole batch at once (a
+        tokenizer's batch call) override this."""
+        return np.fromiter((self.length(x) for x in inputs), dtype=np.int64, count=len(inputs))
 
     @abstractmethod
     def collate(self, inputs: list[Any]) -> Any: ...

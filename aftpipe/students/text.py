@@ -83,8 +83,15 @@ class TextCNN(TextStudent):
 
     Padding: pad embeddings are zeroed, every window that starts on a real token sees zeros past the end of
     the sentence (the input is right-padded by k-1 zeros), and windows that start on padding are left out of
-    the max (set to 0 after the ReLU, which cannot change a max of non-negative values). So the features do
-    not depend on how far a sentence is padded; a text with no tokens gives zeros."""
+    the max. So the features do not depend on how far a sentence is padded; a text with no tokens gives zeros.
+
+    Speed: a batch is as wide as its longest text (~50 WordPieces on SST-2) while the average text is ~11,
+    so a dense convolution spends ~4/5 of its work on padding. `features` therefore computes the windows
+    that start on real tokens only: it gathers each one's k_max × embed_dim inputs into a row, multiplies
+    the rows by each width's filters (the first k taps of the row), and takes the max over each text's
+    rows. ReLU comes after the max, where it gives the same value and gradient (max∘ReLU = ReLU∘max) on
+    300 numbers per text instead of 300 per window. The result equals the dense convolution's up to
+    float rounding, at ~1/3 of its cost on a CPU; the weights are the same `nn.Conv1d`s."""
 
     DEFAULTS: ClassVar[dict[str, Any]] = {"embed_dim": EMBED_DIM, "width": 100}  # 100 filters per width, as Kim
     WINDOWS = (3, 4, 5)
@@ -98,13 +105,47 @@ class TextCNN(TextStudent):
 
     def features(self, batch: dict[str, Tensor]) -> Tensor:
         mask = batch["attention_mask"].bool()
-        x = (self.embed(batch["input_ids"]) * mask.unsqueeze(-1)).transpose(1, 2)  # (B, E, L)
-        pooled = []
-        for conv in self.convs:
-            k = conv.kernel_size[0]
-            y = F.relu(conv(F.pad(x, (0, k - 1))))  # (B, width, L); position t covers tokens t..t+k-1
-            pooled.append(y.masked_fill(~mask.unsqueeze(1), 0.0).amax(dim=2))
-        return self.drop(torch.cat(pooled, dim=1))
+        B, L = mask.shape
+        k_max, device = max(self.WINDOWS), mask.device
+        x = self.embed(batch["input_ids"]) * mask.unsqueeze(-1)  # (B, L, E), padding zeroed
+        x = F.pad(x, (0, 0, 0, k_max - 1)).flatten(0, 1)  # (B·(L+k_max-1), E): each text, then k_max-1 zeros
+        # the windows that start on a real token, text after text: window t covers tokens t..t+k_max-1
+        starts = ((torch.arange(B, device=device) * (L + k_max - 1))[:, None] + torch.arange(L, device=device))[mask]
+        taps = (starts[:, None] + torch.arange(k_max, device=device)).flatten()
+        windows = x.index_select(0, taps).view(len(starts), k_max * x.shape[1])  # (windows, k_max·E), tap by tap
+        z = torch.cat([torch.addmm(conv.bias, windows[:, :k * x.shape[1]], _taps_major(conv.weight).T)
+                       for conv, k in zip(self.convs, self.WINDOWS, strict=True)], dim=1)  # (windows, 3·width)
+        text = torch.arange(B, device=device).repeat_interleave(mask.sum(1))  # the text each window belongs to
+        return self.drop(F.relu(segment_max(z, text, B)))  # 0 for a text without windows
+
+
+class _SegmentMax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, segment: Tensor, n: int) -> Tensor:
+        out = x.new_zeros(n, x.shape[1]).scatter_reduce_(0, segment[:, None].expand_as(x), x, "amax",
+                                                         include_self=False)
+        ctx.save_for_backward(x, segment, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        x, segment, out = ctx.saved_tensors
+        hit = (x == out.index_select(0, segment)).to(grad.dtype)  # the rows holding their segment's max
+        ties = torch.zeros_like(out).index_add_(0, segment, hit).clamp_min_(1)
+        return hit * (grad / ties).index_select(0, segment), None, None
+
+
+def segment_max(x: Tensor, segment: Tensor, n: int) -> Tensor:
+    """(n, C): row s is the column-wise max of the rows of `x` (N, C) whose `segment` (N,) is s, 0 where there
+    are none. The gradient goes to the rows holding a max, split evenly between ties, as `torch.amax` does;
+    `scatter_reduce`'s own backward does the same at twice the cost, and `segment_reduce`'s (torch 2.14)
+    gives every tied row the whole gradient."""
+    return _SegmentMax.apply(x, segment, n)
+
+
+def _taps_major(weight: Tensor) -> Tensor:
+    """A Conv1d weight (out, E, k) as the (out, k·E) matrix that multiplies a window laid out tap by tap."""
+    return weight.permute(0, 2, 1).reshape(weight.shape[0], -1)
 
 
 class Block(nn.Module):

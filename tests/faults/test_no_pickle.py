@@ -118,7 +118,7 @@ def test_a_planted_cached_head_never_runs(marker, fault_data, store, tmp_path, c
     features = tmp_path / "cache" / store.parent.name / store.name
     shutil.rmtree(features.parent / "heads", ignore_errors=True)  # heads other tests kept beside the same store
     assert cli(_train(fault_data, features, tmp_path / "first", "--method", "linear_probe"))[0] == 0
-    [kept] = (features.parent / "heads").iterdir()
+    [kept] = [p for p in (features.parent / "heads").iterdir() if p.is_dir()]  # beside it: the fit's lock file
     (kept / "head.safetensors").write_bytes(evil_pickle(marker))
     code, _, err = cli(_train(fault_data, features, tmp_path / "second", "--method", "linear_probe"))
     assert code == 0, err  # the damaged head is fitted again, not loaded

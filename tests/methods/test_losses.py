@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
@@ -281,6 +282,26 @@ def test_rkd_angle_rows_takes_the_angle_term_over_evenly_spaced_rows():
     angle_sub = naive_rkd(h[rows].numpy(), phi[rows].numpy(), 0.0, 2.0)
     assert abs(rkd_loss(h, phi, 1.0, 2.0, angle_rows=5).item() - (dist_full + angle_sub)) < 1e-9
     assert rkd_loss(h, phi, 1.0, 2.0, angle_rows=10).item() == rkd_loss(h, phi, 1.0, 2.0).item()
+
+
+def test_rkd_angles_from_the_gram_matrix_equal_the_difference_vector_form():
+    """The B³ cosines through G = x xᵀ equal the authors' B×B×d normalised differences (float64: to 1e-12;
+    float32, rows far from the origin: to 1e-5), and coinciding rows give 0 as a zero difference vector does."""
+    from aftpipe.methods.losses import _triplet_cosines
+
+    def difference_vectors(x):
+        e = F.normalize(x.unsqueeze(0) - x.unsqueeze(1), p=2, dim=2)
+        return torch.bmm(e, e.transpose(1, 2)).reshape(-1)
+
+    x = rand(24, 40) * torch.linspace(0.1, 3, 40, dtype=torch.float64)
+    torch.testing.assert_close(_triplet_cosines(x), difference_vectors(x), rtol=0, atol=1e-12)
+    far = (rand(24, 40, seed=1) + 50).float()  # centring is what keeps float32 accurate here
+    torch.testing.assert_close(_triplet_cosines(far), difference_vectors(far), rtol=0, atol=1e-5)
+    dup = rand(8, 5, seed=2)
+    dup[5] = dup[2]  # a duplicate row: every angle with a zero side is 0
+    got = _triplet_cosines(dup).view(8, 8, 8)
+    assert (got[2, 5] == 0).all() and (got[5, 2] == 0).all() and (got[:, 3, 3][[0, 1, 4]] - 1).abs().max() < 1e-12
+    torch.testing.assert_close(got.reshape(-1), difference_vectors(dup), rtol=0, atol=1e-12)
 
 
 def test_rkd_teacher_side_gets_no_gradient_and_zero_when_equal():

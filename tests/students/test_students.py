@@ -237,6 +237,58 @@ def test_textcnn_masking_matters():
         torch.testing.assert_close(h, student.features({k: v[:, :32] for k, v in X.items()}))
 
 
+def dense_textcnn_features(student, batch):
+    """Kim's TextCNN written the textbook way: every width's convolution over the whole padded batch, ReLU,
+    windows starting on padding set to 0, max over time. `TextCNN.features` must equal it."""
+    mask = batch["attention_mask"].bool()
+    x = (student.embed(batch["input_ids"]) * mask.unsqueeze(-1)).transpose(1, 2)
+    pooled = []
+    for conv in student.convs:
+        y = F.relu(conv(F.pad(x, (0, conv.kernel_size[0] - 1))))
+        pooled.append(y.masked_fill(~mask.unsqueeze(1), 0.0).amax(dim=2))
+    return torch.cat(pooled, dim=1)
+
+
+def test_textcnn_equals_the_dense_convolution_values_and_gradients():
+    """Computing only the windows that start on real tokens changes nothing: same features, same gradient for
+    every parameter (float64, so any difference is a bug, not rounding) — with an empty text, a one-token
+    text, a mask with a hole, and a repeated token whose identical windows tie for the max."""
+    torch.manual_seed(0)
+    student = build_student("textcnn", 2, TEXTS).double().eval()
+    X = student.encode(TEXTS[:8] + ["film film film film film film film", "a"])
+    X["attention_mask"][2, 3] = 0  # a hole: its window is left out of the max, its embedding zeroed
+    assert X["attention_mask"][4].sum() == 0 and X["attention_mask"][-1].sum() == 1
+    weights = torch.randn(len(X["input_ids"]), student.num_features, dtype=torch.float64)
+    grads = []
+    for features in (dense_textcnn_features, type(student).features):
+        student.zero_grad()
+        h = features(student, X)
+        (h * weights).sum().backward()
+        grads.append((h.detach(), {k: p.grad.clone() for k, p in student.named_parameters() if p.grad is not None}))
+    (ref, ref_grads), (got, got_grads) = grads
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    assert (got[4] == 0).all()  # no tokens: zeros
+    assert set(got_grads) == set(ref_grads) and len(ref_grads) == 7  # embeddings, 3 × (weight, bias)
+    for k in ref_grads:
+        torch.testing.assert_close(got_grads[k], ref_grads[k], rtol=1e-12, atol=1e-12, msg=k)
+
+
+def test_segment_max_splits_the_gradient_between_ties_like_amax():
+    from aftpipe.students.text import segment_max
+
+    x = torch.tensor([[1.0, -2.0], [3.0, -1.0], [3.0, -4.0], [0.5, 7.0], [2.0, 7.0]], dtype=torch.float64)
+    segment = torch.tensor([0, 0, 0, 2, 2])  # segment 1 is empty
+    grad = torch.tensor([[1.0, 2.0], [5.0, 5.0], [3.0, 4.0]], dtype=torch.float64)
+    a = x.clone().requires_grad_()
+    out = segment_max(a, segment, 3)
+    out.backward(grad)
+    assert out.tolist() == [[3.0, -1.0], [0.0, 0.0], [2.0, 7.0]]
+    b = x.clone().requires_grad_()
+    torch.stack([b[:3].amax(0), torch.zeros(2, dtype=torch.float64), b[3:].amax(0)]).backward(grad)
+    assert torch.equal(a.grad, b.grad)
+    assert a.grad[:, 0].tolist() == [0.0, 0.5, 0.5, 0.0, 3.0] and a.grad[3:, 1].tolist() == [2.0, 2.0]
+
+
 def test_tokenising_67k_sentences_in_one_batch_call():
     rng = random.Random(0)
     words = "the a movie film great bad plot acting story is was not very and but it of funny dull".split()
@@ -244,7 +296,7 @@ def test_tokenising_67k_sentences_in_one_batch_call():
     student = build_student("textcnn", 2, texts)
     X = student.encode(texts)
     assert X["input_ids"].shape == (67_000, 64)
-    tk._last[:] = [None, None]  # the encoding above reused the vocabulary's tokenisation; recompute it afresh
+    tk._cache.clear()  # the encoding above reused the vocabulary's tokenisation; recompute it afresh
     assert torch.equal(student.encode(texts)["input_ids"], X["input_ids"])
     more = texts[:1000] + ["movie"]  # a different input list is tokenised afresh, not served from the cache
     assert student.encode(more)["input_ids"].shape == (1001, 64)

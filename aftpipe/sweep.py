@@ -1,0 +1,298 @@
+"""Running a pipeline's training runs: one after another, or `jobs` at a time in worker processes.
+
+    tuning, final = Sweep(plan, progress, jobs=2).run()     # what `aftpipe run --jobs 2` does
+
+A group (method × sources × student) trains its tuning grid with `tune_seed`, picks the setting with the best
+hold-out score, then trains that setting for every seed; groups are independent. The sweep keeps `jobs` runs
+going, always starting the first run that may start in the pipeline's order (a group's tuning runs; its final
+runs once every tuning run has finished; then the next group's). With one job that is the pipeline's order;
+with more, other groups fill the cores while a group waits for its last tuning run.
+
+Every run uses one CPU thread — for torch and for the BLAS under numpy/scikit-learn — unless the pipeline's
+`train:` says `threads`, and that does not depend on `jobs`: torch's CPU reductions may round differently with
+another thread count, and a run's numbers must not depend on how many ran beside it. So a sweep gives the same
+numbers with any `--jobs`, and the parallelism is across runs, which suits small students (two one-thread runs
+do about twice the work of one two-thread run on two cores, and far more when the machine is shared).
+
+Workers are separate processes (spawned: each imports torch once, then trains run after run), so the runs do
+not share Python's lock; each remembers the splits it has tokenised, as a sweep run in one process does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import queue
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aftpipe import rundir
+from aftpipe.config import TrainConfig
+from aftpipe.errors import AftpipeError
+from aftpipe.progress import LogProgress, Progress, counting
+from aftpipe.report import RunRecord, record_from_metrics
+
+if TYPE_CHECKING:
+    from aftpipe.pipeline import Group, PipelinePlan
+
+MAX_DEFAULT_JOBS = 8  # a worker holds its own copy of torch and the dataset (~0.5-1 GB)
+
+
+def default_jobs(device: str = "auto") -> int:
+    """One job per usable CPU core (at most MAX_DEFAULT_JOBS); 1 when runs go to a GPU, which they would share."""
+    import torch
+
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, MAX_DEFAULT_JOBS))
+
+
+@contextlib.contextmanager
+def thread_limit(threads: int) -> Iterator[None]:
+    """torch and the BLAS/OpenMP pools of numpy and scikit-learn use `threads` threads within this block."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def train_run(tc: TrainConfig, progress: Progress) -> dict[str, Any]:
+    """Train one run of a sweep under its thread limit (see the module docstring); returns its metrics."""
+    from aftpipe.training import train
+
+    with thread_limit(tc.threads or 1):
+        return train(tc, progress)
+
+
+# --- worker processes ---------------------------------------------------------------------------------------
+class _Prefixed:
+    """A worker's progress lines, each led by its run's `[k/N]`, so concurrent runs' lines can be told apart."""
+
+    def __init__(self, inner: Progress, prefix: str) -> None:
+        self.inner, self.prefix = inner, prefix
+
+    def start(self, label: str, total: int, done: int) -> None:
+        self.inner.start(f"{self.prefix} {label}", total, done)
+
+    def advance(self, n: int, **fields: Any) -> None:
+        self.inner.advance(n, **fields)
+
+    def finish(self) -> None:
+        self.inner.finish()
+
+    def log(self, message: str) -> None:
+        self.inner.log(f"{self.prefix} {message}")
+
+
+def _worker_init(command: str | None, cli: bool) -> None:
+    """Each worker: Ctrl-C is the parent's to handle (it stops the workers); runs record the parent's command
+    and name options as the parent's caller spells them."""
+    import shlex
+    import signal
+
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    stack = contextlib.ExitStack()
+    if command is not None:
+        from aftpipe.provenance import running_command
+
+        stack.enter_context(running_command(shlex.split(command)))
+    if cli:
+        from aftpipe.cli import flag_of
+        from aftpipe.errors import speaking_to_cli
+
+        stack.enter_context(speaking_to_cli(flag_of))
+    global _WORKER_CONTEXT
+    _WORKER_CONTEXT = stack  # held for the worker's life: the context variables stay set
+
+
+_WORKER_CONTEXT: contextlib.ExitStack | None = None
+
+
+def _worker_train(tc: TrainConfig, prefix: str, log_every: float | None) -> dict[str, Any]:
+    from aftpipe.progress import SilentProgress
+
+    progress: Progress = SilentProgress() if log_every is None else _Prefixed(LogProgress(log_every, "step"), prefix)
+    try:
+        return train_run(tc, progress)
+    except AftpipeError as e:  # as a plain AftpipeError: its subclasses need not survive pickling
+        raise AftpipeError(f"{Path(tc.out).name}: {e}") from None
+
+
+# --- the sweep ----------------------------------------------------------------------------------------------
+@dataclass
+class _GroupState:
+    group: Group
+    todo: list[tuple[float, float, int]]  # (β, lr, seed) not yet started, in order
+    tuning: dict[tuple[float, float], RunRecord] = field(default_factory=dict)
+    final: dict[int, RunRecord] = field(default_factory=dict)
+    running: int = 0
+    started: bool = False
+    tuned: bool = False
+
+
+class Sweep:
+    """Trains (or reads, when finished) every run of a `PipelinePlan`; `run()` returns the tuning and final
+    records in the pipeline's order. `seen` maps each run met to `trained`, `reused` or `running`."""
+
+    def __init__(self, plan: PipelinePlan, progress: Progress, jobs: int = 1, report_to: tuple[str, ...] = (),
+                 log_every: float | None = None) -> None:
+        self.p, self.progress, self.jobs, self.report_to = plan, progress, max(1, int(jobs)), report_to
+        self.log_every = log_every  # workers print plain progress lines at this interval (None: silent)
+        self.seen: dict[Path, str] = {}
+        self.states = [_GroupState(g, self._first_runs(g)) for g in plan.groups]
+
+    def _first_runs(self, g: Group) -> list[tuple[float, float, int]]:
+        if len(g.grid) > 1:
+            return [(b, lr, self.p.cfg.tune_seed) for b, lr in g.grid]
+        b, lr = g.grid[0]
+        return [(b, lr, s) for s in self.p.cfg.seeds]
+
+    def config(self, g: Group, beta: float, lr: float, seed: int) -> TrainConfig:
+        """The run's TrainConfig, with the trackers asked for on the command line and its thread count."""
+        from aftpipe.pipeline import check_reusable
+
+        tc = self.p.train_config(g, beta, lr, seed)
+        tc = dataclasses.replace(tc, threads=tc.threads or 1,
+                                 report_to=tuple(dict.fromkeys(tc.report_to + self.report_to)))
+        check_reusable(Path(tc.out), tc)
+        return tc
+
+    # -- bookkeeping -----------------------------------------------------------------------------------------
+    def _record(self, g: Group, beta: float, lr: float, seed: int, metrics: dict[str, Any], out: Path) -> RunRecord:
+        return record_from_metrics(metrics, method=g.method, sources=g.sources, student=g.student, beta=beta, lr=lr,
+                                   seed=seed, run=str(out))
+
+    def _done(self, st: _GroupState, beta: float, lr: float, seed: int, rec: RunRecord) -> None:
+        """File a finished run; a group whose tuning has just finished chooses its setting and queues its finals."""
+        st.running -= 1
+        if len(st.group.grid) > 1 and not st.tuned:
+            st.tuning[(beta, lr)] = rec
+            if len(st.tuning) == len(st.group.grid):
+                tried = [st.tuning[s] for s in st.group.grid]
+                best = max(tried, key=lambda r: -math.inf if math.isnan(r.holdout) else r.holdout)  # ties: grid order
+                st.tuned = True
+                st.todo = [(best.beta, best.lr, s) for s in self.p.cfg.seeds]
+                self.progress.log(f"{st.group.label}: chose β={best.beta:g} lr={best.lr:g} (hold-out {best.holdout:.4f})")
+        else:
+            st.final[seed] = rec
+            if len(st.final) == len(self.p.cfg.seeds):  # every seed of the chosen setting: the cards' mean ± std
+                from aftpipe.model import add_seed_summary
+
+                runs = [st.final[s] for s in self.p.cfg.seeds]
+                add_seed_summary([r.run for r in runs], runs[0].metric, [r.test for r in runs], self.p.cfg.seeds)
+
+    def _next(self) -> tuple[_GroupState, float, float, int] | None:
+        for st in self.states:
+            if st.todo:
+                if len(st.group.grid) > 1 and not st.started:
+                    self.progress.log(f"tuning {st.group.label}: {len(st.group.grid)} settings")
+                st.started = True
+                return (st, *st.todo.pop(0))
+        return None
+
+    def _announce(self, out: Path) -> str:
+        self.seen[out] = "running"
+        prefix = f"[{len(self.seen)}/{self.p.total_runs}]"
+        self.progress.log(f"{prefix} {out.name}")
+        return prefix
+
+    # -- running ---------------------------------------------------------------------------------------------
+    def run(self) -> tuple[list[RunRecord], list[RunRecord]]:
+        if self.jobs == 1:
+            self._run_here()
+        else:
+            self._run_in_workers()
+        tuning = [st.tuning[s] for st in self.states if len(st.group.grid) > 1 for s in st.group.grid]
+        final = [st.final[s] for st in self.states for s in self.p.cfg.seeds]
+        return tuning, final
+
+    def _reuse(self, st: _GroupState, beta: float, lr: float, seed: int, out: Path) -> bool:
+        """File a run that finished before (by an earlier sweep, or as the chosen tuning run); False if none."""
+        if not rundir.is_finished(out):
+            return False
+        if out not in self.seen:
+            self.seen[out] = "reused"
+            self.progress.advance(1)
+        st.running += 1
+        self._done(st, beta, lr, seed, self._record(st.group, beta, lr, seed, rundir.read_metrics(out), out))
+        return True
+
+    def _run_here(self) -> None:
+        while (item := self._next()) is not None:
+            st, beta, lr, seed = item
+            tc = self.config(st.group, beta, lr, seed)
+            out = Path(tc.out)
+            if self._reuse(st, beta, lr, seed, out):
+                continue
+            self._announce(out)
+            st.running += 1
+            metrics = train_run(tc, self.progress)
+            self.seen[out] = "trained"
+            self._done(st, beta, lr, seed, self._record(st.group, beta, lr, seed, metrics, out))
+
+    def _run_in_workers(self) -> None:
+        import multiprocessing
+
+        from aftpipe.errors import speaking_cli
+        from aftpipe.provenance import command
+
+        finished: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        ctx = multiprocessing.get_context("spawn")  # not fork: torch's thread pools do not survive a fork
+        pool = ctx.Pool(self.jobs, initializer=_worker_init, initargs=(command(), speaking_cli()))
+        running = 0
+        unit = contextlib.ExitStack()
+        unit.enter_context(counting(self.progress, "run"))
+        self.progress.start(f"{self.p.cfg.name}: runs", total=self.p.total_runs, done=0)
+        try:
+            while True:
+                while running < self.jobs and (item := self._next()) is not None:
+                    st, beta, lr, seed = item
+                    tc = self.config(st.group, beta, lr, seed)
+                    out = Path(tc.out)
+                    if self._reuse(st, beta, lr, seed, out):
+                        continue
+                    prefix = self._announce(out)
+                    st.running += 1
+                    running += 1
+                    key = (st, beta, lr, seed, out, prefix, time.perf_counter())
+                    pool.apply_async(_worker_train, (tc, prefix, self.log_every),
+                                     callback=lambda m, key=key: finished.put((key, m, None)),
+                                     error_callback=lambda e, key=key: finished.put((key, None, e)))
+                if running == 0:
+                    break
+                (st, beta, lr, seed, out, prefix, t0), metrics, error = finished.get()
+                running -= 1
+                if error is not None:
+                    raise error
+                self.seen[out] = "trained"
+                rec = self._record(st.group, beta, lr, seed, metrics, out)
+                self._done(st, beta, lr, seed, rec)
+                self.progress.advance(1)
+                self.progress.log(f"{prefix} {out.name}: hold-out {rec.holdout:.4f}, test {rec.test:.4f} "
+                                  f"({time.perf_counter() - t0:.0f} s)")
+            pool.close()
+        except BaseException:
+            pool.terminate()  # runs cut short keep their last checkpoint and resume next time
+            raise
+        finally:
+            pool.join()
+            self.progress.finish()
+            unit.close()
+
+
+__all__ = ["Sweep", "default_jobs", "thread_limit", "train_run"]
