@@ -16,6 +16,8 @@ bit-identical to a one-process run, and a store left half-done by 4 processes is
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
 import os
 import platform
@@ -99,6 +101,28 @@ class _Batches(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[int, np.ndarray, Any]:
         shard, rows = self.batches[i]
         return shard, rows, self.source.collate([self.split.inputs[r] for r in rows])
+
+
+def _libc_malloc_trim():
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
+_MALLOC_TRIM = _libc_malloc_trim()
+
+
+def release_free_heap() -> None:
+    """Give the heap's free pages back to the OS (glibc's malloc_trim; elsewhere nothing).
+
+    Batches of every length leave freed activation blocks of every size in glibc's heap, which keeps them: without
+    this the peak RSS of a long extraction creeps up with the number of batches (BENCHMARKS.md, "Memory").
+    Called after every batch: a walk over the heap, microseconds beside a forward pass.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 class _ShardWriter:
@@ -426,6 +450,7 @@ def _run_batches(loader: Iterator, ranges: list[tuple[int, int]], d: int, dtype:
         local = rows - ranges[shard][0]
         buf[local] = _to_storage(feats, dtype)
         filled[local] = True
+        release_free_heap()
         progress.advance(len(rows))
         if filled.all():  # a row written twice and another never cannot pass: `filled` marks rows, not counts
             shard_writer.put(shard, buf)
