@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from aftpipe import rundir
 from aftpipe.features import Features, RunData, foundation_params, open_split_features
 from aftpipe.heads import fitted_head
 from aftpipe.methods import FeatureHead
@@ -48,7 +49,7 @@ def fit_probe(features: tuple[str, ...], data: RunData, in_memory: bool, out: Pa
     fm = foundation_params(features)
     how = "reused" if origin["cached"] else f"fitted in {fit_s:.1f}s"
     progress.log(f"linear probe (C={head.c:g}, cross-validated; {how}): test {data.metric} "
-                 f"{test_scores[data.metric]:.4f} → {out}")
+                 f"{test_scores[data.metric]:.4f} → {rundir.run_dir(out)}")
     return {"test": test_scores, "holdout": hold, "metric": data.metric,
             "params": fm + head_params, "head_params": head_params, "foundation_params": fm,
             "ms_per_step": float("nan"), "wall_s": time.perf_counter() - t_start, "fit_s": fit_s, "history": [],

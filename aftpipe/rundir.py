@@ -166,13 +166,18 @@ def check_resumable(work: Path, new: dict[str, Any]) -> None:
                            f"{option_hint('overwrite')} to start again")
 
 
+def run_dir(work: Path) -> Path:
+    """The run's own folder, for the work folder `work_dir` gave (the name users see and pass around)."""
+    return work.with_name(work.name.removesuffix(PARTIAL))
+
+
 def write_config(work: Path, text: str) -> None:
     _write(work, lambda: write_atomic(work / CONFIG, text))
 
 
 def finish(work: Path, metrics: dict[str, Any]) -> Path:
     """Write metrics.json, drop the checkpoint and rename the work folder to the run's name; returns it."""
-    out = work.with_name(work.name[: -len(PARTIAL)])
+    out = run_dir(work)
 
     def publish() -> None:
         write_json(work / METRICS, metrics)

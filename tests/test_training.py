@@ -15,6 +15,7 @@ from aftpipe.config import ExtractConfig, TrainConfig
 from aftpipe.errors import AftpipeError
 from aftpipe.extraction import extract
 from aftpipe.methods import METHODS, MethodConfig
+from aftpipe.progress import SilentProgress
 from aftpipe.students import StudentConfig
 from aftpipe.evaluation import evaluate
 from aftpipe.training import train
@@ -369,3 +370,16 @@ def test_a_parquet_dataset_trains_exactly_as_the_same_rows_in_tsv(tmp_path, tiny
     assert runs["parquet"]["rows"] == runs["tsv"]["rows"] and runs["parquet"]["rows"]["test"] == 50
     assert [h["loss"] for h in runs["parquet"]["history"]] == [h["loss"] for h in runs["tsv"]["history"]]
     assert runs["parquet"]["test"] == runs["tsv"]["test"]
+
+
+def test_the_probe_names_the_run_folder_it_publishes_not_its_work_folder(reviews_dir, tiny_hf_dir):
+    class Recorder(SilentProgress):
+        lines: list[str] = []
+
+        def log(self, message: str) -> None:
+            self.lines.append(message)
+
+    out = reviews_dir / "probe"
+    train(cfg(reviews_dir, tiny_hf_dir, method="linear_probe", out=str(out)), Recorder())
+    [line] = [m for m in Recorder.lines if m.startswith("linear probe")]
+    assert line.endswith(f"→ {out}") and out.is_dir()
