@@ -27,6 +27,15 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def fsync_path(path: str | Path) -> None:
+    """Flush a file, or a folder's entries (so that a rename in it survives a power cut), to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """`obj` as indented, key-sorted JSON (numpy scalars as floats), atomically."""
     write_atomic(path, json.dumps(obj, indent=1, sort_keys=True, default=float))

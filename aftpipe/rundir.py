@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from aftpipe.errors import AftpipeError, option_hint
-from aftpipe.fileio import write_atomic, write_json
+from aftpipe.fileio import fsync_path, write_atomic, write_json
 
 CONFIG, METRICS, CHECKPOINT = "config.yaml", "metrics.json", "checkpoint.safetensors"
 LEGACY_CHECKPOINT = "checkpoint.pt"  # a pickle, written by aftpipe before 0.2; refused, never loaded
@@ -188,18 +188,10 @@ def finish(work: Path, metrics: dict[str, Any]) -> Path:
         os.rename(work, out)
         if old.exists():
             shutil.rmtree(old) if old.is_dir() else old.unlink()
-        _fsync_dir(out.parent)
+        fsync_path(out.parent)
 
     _write(work, publish)
     return out
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write(work: Path, fn: Any) -> None:
@@ -275,8 +267,7 @@ def save_checkpoint(work: Path, state: Any) -> None:
     def save() -> None:
         try:
             save_file(tensors, str(tmp), metadata={"aftpipe": json.dumps(tree)})
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
+            fsync_path(tmp)
             os.replace(tmp, work / CHECKPOINT)
         finally:
             tmp.unlink(missing_ok=True)

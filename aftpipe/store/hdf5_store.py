@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from aftpipe.errors import AftpipeError, option_name
-from aftpipe.fileio import write_json
+from aftpipe.fileio import fsync_path, write_json
 from aftpipe.store.array import FeatureArray, map_rows
 from aftpipe.store.base import (Damage, Damaged, FeatureStore, SplitPlan, StoreWriter, _human,
                                 disk_errors, free_bytes, summary, unreadable_message)
@@ -205,7 +205,7 @@ class HDF5Writer(StoreWriter):
                 del dst
             entry["complete"] = all(s["done"] for s in entry["shards"])
         old.clear()
-        _fsync(target)
+        fsync_path(target)
 
     @disk_errors
     def shared_state(self) -> dict[str, Any]:
@@ -249,9 +249,9 @@ class HDF5Writer(StoreWriter):
             return  # nothing was written: the finished store is already right
         with h5py.File(self.partial, "a") as f:
             f.attrs[MANIFEST_KEY] = json.dumps(self.manifest, sort_keys=True)
-        _fsync(self.partial)
+        fsync_path(self.partial)
         os.replace(self.partial, self.path)
-        _fsync(self.path.parent)  # the rename itself survives a power cut
+        fsync_path(self.path.parent)  # the rename itself survives a power cut
         self.progress.unlink(missing_ok=True)
 
     def _discard_existing(self) -> None:
@@ -262,12 +262,6 @@ class HDF5Writer(StoreWriter):
         self._offset_of = {}
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _offsets(path: Path) -> dict[str, int]:
