@@ -22,41 +22,21 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from aftpipe.config import MethodConfig, TrainConfig
-from aftpipe.methods import METHODS
-from aftpipe.progress import SilentProgress
-from aftpipe.training import Trainer, load_run_data
-
-
-def build(args: argparse.Namespace, out: str) -> Trainer:
-    cfg = TrainConfig(dataset=args.dataset, features=(args.store,), method=args.method, out=out,
-                      student=args.student, labels=args.labels, unlabeled=args.unlabeled, batch_size=args.batch_size,
-                      method_options=MethodConfig(beta=args.beta), steps=10_000, threads=args.threads)
-    data = load_run_data(cfg, METHODS.get(cfg.method))
-    return Trainer(cfg, data, torch.device("cpu"), __import__("pathlib").Path(out), SilentProgress())
+from _trainer import add_run_args, build_trainer
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--store", default="cache/sst2/minilm")
-    ap.add_argument("--dataset", default="sst2")
-    ap.add_argument("--student", default="textcnn")
-    ap.add_argument("--method", default="none")
-    ap.add_argument("--beta", type=float, default=1.0)
-    ap.add_argument("--labels", type=int, default=None)
-    ap.add_argument("--unlabeled", action="store_true")
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=1)
+    add_run_args(ap)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--label", default="", help="a name for this profile in the written summary")
     ap.add_argument("--write")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
 
     with tempfile.TemporaryDirectory() as tmp:
-        tr = build(args, tmp)
+        tr = build_trainer(args, tmp, steps=10_000)
         tr.student.train()
         for s in range(10):  # warm-up: allocator, oneDNN primitive caches
             tr.step(tr.batch_rows(s))

@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import datetime
 import os
-import pathlib
 import platform
 import statistics
 import tempfile
@@ -27,10 +26,9 @@ import types
 import torch
 import torch.nn.functional as F
 
-from aftpipe.config import MethodConfig, TrainConfig
-from aftpipe.methods import METHODS, losses
-from aftpipe.progress import SilentProgress
-from aftpipe.training import Trainer, load_run_data
+from _trainer import add_run_args, build_trainer
+from aftpipe.methods import losses
+from aftpipe.training import Trainer
 
 
 def dense_textcnn_features(self, batch):
@@ -61,12 +59,7 @@ def before_losses():
 
 
 def build(args: argparse.Namespace, out: str, before: bool) -> Trainer:
-    cfg = TrainConfig(dataset=args.dataset, features=(args.store,), method=args.method, out=out,
-                      student=args.student, labels=args.labels, unlabeled=args.unlabeled, batch_size=args.batch_size,
-                      method_options=MethodConfig(beta=args.beta), steps=100_000, threads=args.threads)
-    torch.manual_seed(0)
-    tr = Trainer(cfg, load_run_data(cfg, METHODS.get(cfg.method)), torch.device("cpu"), pathlib.Path(out),
-                 SilentProgress())
+    tr = build_trainer(args, out, steps=100_000)
     if before:
         if args.student == "textcnn":
             tr.student.features = types.MethodType(dense_textcnn_features, tr.student)
@@ -90,15 +83,7 @@ def run_block(tr: Trainer, before: bool, steps: range, losses_out: list[float]) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--store", default="cache/sst2/minilm")
-    ap.add_argument("--dataset", default="sst2")
-    ap.add_argument("--student", default="textcnn")
-    ap.add_argument("--method", default="none")
-    ap.add_argument("--beta", type=float, default=1.0)
-    ap.add_argument("--labels", type=int, default=None)
-    ap.add_argument("--unlabeled", action="store_true")
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=1)
+    add_run_args(ap)
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--block", type=int, default=10)
     ap.add_argument("--write")
