@@ -57,17 +57,11 @@ def git_state(folder: str | Path = ".") -> dict[str, Any] | None:
 
 
 def package_versions() -> dict[str, str]:
-    from aftpipe.store.manifest import package_versions as store_packages
+    from aftpipe.store.manifest import STORE_PACKAGES
+    from aftpipe.store.manifest import package_versions as installed
 
-    import importlib.metadata
-
-    out = {"python": platform.python_version(), **store_packages()}
-    for name in ("tokenizers", "safetensors", "datasets", "tensorboard", "wandb"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
+    extra = ("tokenizers", "safetensors", "datasets", "tensorboard", "wandb")
+    return {"python": platform.python_version(), **installed(STORE_PACKAGES + extra)}
 
 
 def manifest_sha256(manifest: dict[str, Any]) -> str:

@@ -43,9 +43,13 @@ def sha256_file(path: str | Path, block: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def package_versions() -> dict[str, str]:
+STORE_PACKAGES = ("aftpipe", "torch", "transformers", "timm", "zarr", "h5py", "numpy", "scikit-learn")
+
+
+def package_versions(names: tuple[str, ...] = STORE_PACKAGES) -> dict[str, str]:
+    """The installed version of each of `names` (those not installed are left out)."""
     out = {}
-    for name in ("aftpipe", "torch", "transformers", "timm", "zarr", "h5py", "numpy", "scikit-learn"):
+    for name in names:
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
