@@ -232,15 +232,23 @@ class Sweep:
         self._done(st, beta, lr, seed, self._record(st.group, beta, lr, seed, rundir.read_metrics(out), out))
         return True
 
-    def _run_here(self) -> None:
+    def _start_next(self) -> tuple[_GroupState, float, float, int, TrainConfig, Path, str] | None:
+        """The next run that needs training, announced (runs finished before are filed on the way); None when
+        no run is left to start."""
         while (item := self._next()) is not None:
             st, beta, lr, seed = item
             tc = self.config(st.group, beta, lr, seed)
             out = Path(tc.out)
             if self._reuse(st, beta, lr, seed, out):
                 continue
-            self._announce(out)
+            prefix = self._announce(out)
             st.running += 1
+            return st, beta, lr, seed, tc, out, prefix
+        return None
+
+    def _run_here(self) -> None:
+        while (run := self._start_next()) is not None:
+            st, beta, lr, seed, tc, out, _ = run
             metrics = train_run(tc, self.progress)
             self.seen[out] = "trained"
             self._done(st, beta, lr, seed, self._record(st.group, beta, lr, seed, metrics, out))
@@ -260,14 +268,8 @@ class Sweep:
         self.progress.start(f"{self.p.cfg.name}: runs", total=self.p.total_runs, done=0)
         try:
             while True:
-                while running < self.jobs and (item := self._next()) is not None:
-                    st, beta, lr, seed = item
-                    tc = self.config(st.group, beta, lr, seed)
-                    out = Path(tc.out)
-                    if self._reuse(st, beta, lr, seed, out):
-                        continue
-                    prefix = self._announce(out)
-                    st.running += 1
+                while running < self.jobs and (run := self._start_next()) is not None:
+                    st, beta, lr, seed, tc, out, prefix = run
                     running += 1
                     key = (st, beta, lr, seed, out, prefix, time.perf_counter())
                     pool.apply_async(_worker_train, (tc, prefix, self.log_every),
