@@ -45,6 +45,7 @@ from aftpipe.metrics import score
 from aftpipe.model import write_model_files
 from aftpipe.progress import Progress, SilentProgress, default_progress
 from aftpipe.students import build_student
+from aftpipe.students.base import cut_padding
 from aftpipe.tracking import RunLog, check_trackers
 
 TEST_SPLIT = {"sst2": "dev", "cola": "dev"}  # GLUE's labelled dev sets are the test splits here
@@ -184,15 +185,9 @@ def _lr_lambda(total: int, warmup: int):
 
 
 def _batch(encoded: dict[str, torch.Tensor], idx: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
-    """Rows `idx` of the encoded inputs on `device`. Text is right-padded to the student's max_length, and
-    students ignore padding exactly, so the columns no row of this batch uses are cut off: SST-2 sentences
-    are ~11 WordPieces against a max_length of 64."""
+    """Rows `idx` of the encoded inputs on `device`, without the padding columns none of them uses."""
     t = torch.from_numpy(idx)
-    batch = {k: v[t] for k, v in encoded.items()}
-    mask = batch.get("attention_mask")
-    if mask is not None and mask.ndim == 2 and mask.shape[0]:
-        width = max(1, int(mask.sum(1).max()))
-        batch = {k: v[:, :width] if v.ndim == 2 and v.shape[1] == mask.shape[1] else v for k, v in batch.items()}
+    batch = cut_padding({k: v[t] for k, v in encoded.items()})
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 

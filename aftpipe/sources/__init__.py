@@ -4,6 +4,7 @@
     hf:<id|dir>      any transformers encoder (AutoModel + tokenizer)
     timm:<name|dir>  any timm image model, pre-logits features
     tfidf            TF-IDF + TruncatedSVD fitted on the train split
+    model:<run dir>  a finished `aftpipe train` run (e.g. a fine-tuned hf: student) as a teacher: its penultimate features
 
 Every entry is a `FeatureSource` class, registered explicitly below; its heavy imports (transformers, timm,
 scikit-learn) happen when a source is created, not when this package is imported.
@@ -15,6 +16,7 @@ from aftpipe.config import SourceOptions
 from aftpipe.registry import Registry
 from aftpipe.sources.base import FeatureSource, weights_sha256
 from aftpipe.sources.hf import HFSource, MiniLMSource, minilm_dir, pool
+from aftpipe.sources.run_source import RunSource
 from aftpipe.sources.tfidf import TfidfSource
 from aftpipe.sources.timm_source import TimmSource
 
@@ -23,6 +25,7 @@ SOURCES.register("minilm", MiniLMSource)
 SOURCES.register("hf:", HFSource)
 SOURCES.register("timm:", TimmSource)
 SOURCES.register("tfidf", TfidfSource)
+SOURCES.register("model:", RunSource)
 
 
 def resolve(spec: str, options: SourceOptions = SourceOptions()) -> tuple[type[FeatureSource], str | None,

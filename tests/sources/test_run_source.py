@@ -1,0 +1,64 @@
+"""`model:<run dir>`: a finished run as a feature source (a fine-tuned teacher for distillation)."""
+
+import numpy as np
+import pytest
+import torch
+
+from aftpipe.config import ExtractConfig
+from aftpipe.data import load_dataset
+from aftpipe.errors import AftpipeError
+from aftpipe.extraction import extract
+from aftpipe.model import load_model
+from aftpipe.sources import check_source, load_source, store_name
+from aftpipe.store import open_features
+
+
+def test_the_store_holds_the_runs_penultimate_features_and_its_head_reproduces_its_predictions(text_runs, tmp_path):
+    run, data = text_runs["student"], text_runs["data"]
+    extract(ExtractConfig(dataset=f"tsv:{data}", sources=(f"model:{run}",), cache_dir=str(tmp_path), workers=0,
+                          dtype="float32"))
+    store = open_features(tmp_path / "reviews" / store_name(f"model:{run}"))
+    test = store.split("test")
+    rows = np.asarray(test[np.arange(test.shape[0])])
+    texts = load_dataset(f"tsv:{data}").split("test").inputs
+    texts = [texts[i] for i in test.index]
+
+    model = load_model(run)
+    with torch.inference_mode():
+        ref = model.net.features(model.encode(texts)).numpy()
+    np.testing.assert_allclose(rows, ref, atol=1e-5)
+    # the run's own classifier on the stored rows predicts what the run predicts: these are its features
+    with torch.inference_mode():
+        pred = model.net.head(torch.from_numpy(rows)).argmax(1).numpy()
+    assert [model.labels[i] for i in pred] == model.predict(texts)
+
+    src = store.source
+    assert src["library"] == "aftpipe" and src["path"] == str(run.resolve())
+    assert src["weights_sha256"] == {"student.safetensors": model.info["weights"]["sha256"]}
+    assert src["trained_on"]["method"]["name"] == "aft" and src["dim"] == rows.shape[1]
+
+
+def test_image_runs_are_sources_too(image_run):
+    src = load_source(f"model:{image_run}")
+    assert src.modality == "image"
+    images = list(load_dataset("digits").split("test").inputs[:5])
+    out = src.forward(src.collate(images))
+    assert out.shape == (5, src.dim) and torch.isfinite(out).all()
+
+
+def test_what_is_not_a_student_run_is_refused_with_one_line(text_runs, tmp_path):
+    with pytest.raises(AftpipeError, match="is a linear probe, whose features are its foundation model's"):
+        check_source(f"model:{text_runs['probe']}")
+    with pytest.raises(AftpipeError, match="no run directory at"):
+        check_source(f"model:{tmp_path / 'nowhere'}")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    with pytest.raises(AftpipeError, match="is not a finished aftpipe run"):
+        load_source(f"model:{unfinished}")
+
+
+def test_extract_from_a_probe_run_exits_with_one_line(text_runs, cli, one_line_error):
+    code, out, err = cli(["extract", "--dataset", f"tsv:{text_runs['data']}", "--source", f"model:{text_runs['probe']}",
+                          "--cache-dir", str(text_runs["data"].parent / "never")])
+    one_line_error(code, err, "linear probe")
+    assert not (text_runs["data"].parent / "never").exists()
