@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
+
+
+def machine() -> str:
+    """The machine column of every benchmark table: architecture, cores and the load while it ran."""
+    return f"{platform.machine()} ×{os.cpu_count()}, load {os.getloadavg()[0]:.1f}"
 
 
 def append_rows(path: str | Path, table: str, rows: list[str]) -> None:

@@ -25,6 +25,12 @@ def add_run_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", type=int, default=1)
 
 
+def describe(args: argparse.Namespace) -> str:
+    """The run in a table cell: method, student, batch, and the transfer set and label budget when set."""
+    return (f"{args.method}, {args.student}, batch {args.batch_size}" + (" + unlabeled" if args.unlabeled else "")
+            + (f", {args.labels} labels" if args.labels else ""))
+
+
 def build_trainer(args: argparse.Namespace, out: str, steps: int) -> Trainer:
     """The run (rows planned with data seed 0, weights from torch seed 0) scheduled for `steps` steps, so that
     the learning rate barely moves over the steps a benchmark takes."""

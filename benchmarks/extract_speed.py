@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -24,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from _markdown import append_rows
+from _markdown import append_rows, machine
 
 from aftpipe.config import ExtractConfig
 from aftpipe.data import load_dataset
@@ -79,8 +77,7 @@ def main() -> None:
         print({k: round(v[-1]) for k, v in rates.items()}, flush=True)
     fwd, chars, e2e = (statistics.median(rates[k]) for k in ("forward", "chars", "extract"))
     dev = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ×{args.threads} threads"
-    load = os.getloadavg()[0]
-    line = (f"| {datetime.date.today()} | {platform.machine()} ×{os.cpu_count()}, load {load:.1f} | {args.source} | "
+    line = (f"| {datetime.date.today()} | {machine()} | {args.source} | "
             f"{args.dataset}/{args.split} {args.rows} rows, batch {args.batch_size} | {dev} | {fwd:,.0f} | {chars:,.0f} | "
             f"{e2e:,.0f} | **{e2e / fwd:.2f}** |")
     print(line)

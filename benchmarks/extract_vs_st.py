@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _markdown import machine
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +99,6 @@ def main() -> None:
         raise SystemExit(f"the rows differ by up to {agree:.4f}: not the same features")
     ours_s, st_s = (statistics.median(w for w, _ in runs[k]) for k in ("aftpipe", "st"))
     ours_mb, st_mb = (max(m for _, m in runs[k]) for k in ("aftpipe", "st"))
-    load = os.getloadavg()[0]
     before_s = statistics.median(w for w, _ in runs["before"]) if runs["before"] else float("nan")
     print(f"aftpipe extract {ours_s:.1f} s, sentence-transformers {st_s:.1f} s: {st_s / ours_s:.2f}x "
           f"(before: {before_s:.1f} s, {st_s / before_s:.2f}x; max |difference| of the normalised rows {agree:.1e})")
@@ -107,7 +106,7 @@ def main() -> None:
         from _markdown import append_rows
 
         append_rows(args.write, "extract_vs_st", [
-            f"| {datetime.date.today()} | {platform.machine()} ×{os.cpu_count()}, load {load:.1f} | sst2/train "
+            f"| {datetime.date.today()} | {machine()} | sst2/train "
             f"{args.rows:,} rows, batch {args.batch_size}, {args.threads} threads, {args.rounds} rounds | "
             f"{st_s:.1f} | {ours_s:.1f} (**{st_s / ours_s:.2f}×**) | "
             + (f"{before_s:.1f} ({st_s / before_s:.2f}×)" if runs["before"] else "–")

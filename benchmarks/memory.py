@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _markdown import machine
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,11 +91,11 @@ def main() -> None:
     if args.write:
         from _markdown import append_rows
 
-        machine = f"{platform.machine()} ×{os.cpu_count()}, load {os.getloadavg()[0]:.1f}"
+        host = machine()
         append_rows(args.write, "memory", [
-            f"| {datetime.date.today()} | {machine} | {args.threads} | {what} | {mib:,.0f} | {wall:.0f} |"
+            f"| {datetime.date.today()} | {host} | {args.threads} | {what} | {mib:,.0f} | {wall:.0f} |"
             for what, mib, wall in rows]
-            + [f"| {datetime.date.today()} | {machine} | {args.threads} | extraction peak, 67,349 vs {args.small:,} "
+            + [f"| {datetime.date.today()} | {host} | {args.threads} | extraction peak, 67,349 vs {args.small:,} "
                f"train rows (MiniLM cut to 1 layer) | **{growth:+.1%}** | – |"])
 
 

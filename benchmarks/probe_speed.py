@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import tempfile
 import time
 
 import numpy as np
 import torch
+from _markdown import machine
 
 import aftpipe
 from aftpipe.features import open_split_features, plan_rows
@@ -77,10 +77,10 @@ def main() -> None:
     if args.write:
         from _markdown import append_rows
 
-        machine = f"{platform.machine()} ×{os.cpu_count()}, load {os.getloadavg()[0]:.1f}"
+        host = machine()
         accs = lambda a: ", ".join(f"{100 * v:.2f}" for v in a)  # noqa: E731
         append_rows(args.write, "probe_speed", [
-            f"| {datetime.date.today()} | {machine} | {args.dataset} {len(plan.train):,}×{x.shape[1]} | "
+            f"| {datetime.date.today()} | {host} | {args.dataset} {len(plan.train):,}×{x.shape[1]} | "
             f"{statistics.median(torch_s):.1f} | {accs(torch_acc)} | {statistics.median(sk_s):.2f} | "
             f"{accs(sk_acc[:1])} | {ratio:.0f}× | {cached_s:.3f} | {100 * min(agree):.1f}% |"])
 

@@ -16,14 +16,13 @@ import argparse
 import contextlib
 import cProfile
 import datetime
-import os
-import platform
 import pstats
 import tempfile
 import time
 
 t_start = time.perf_counter()
 import torch  # noqa: E402
+from _markdown import machine
 
 from aftpipe import cli, extraction  # noqa: E402,F401
 from aftpipe.sources import hf  # noqa: E402
@@ -101,11 +100,11 @@ def main() -> None:
     if args.write:
         from _markdown import append_rows
 
-        machine = f"{platform.machine()} ×{os.cpu_count()}, load {os.getloadavg()[0]:.1f}"
+        host = machine()
         share = ", ".join(f"{k} {100 * v / wall:.0f}%" for k, v in phases.items())
         top = ", ".join(f"{e.key} {100 * e.self_cpu_time_total / total:.0f}%" for e in ops[: args.top])
         append_rows(args.write, "profile_extract", [
-            f"| {datetime.date.today()} | {machine} | {args.label or '-'} | sst2/train {args.rows:,} rows, batch "
+            f"| {datetime.date.today()} | {host} | {args.label or '-'} | sst2/train {args.rows:,} rows, batch "
             f"{args.batch_size}, {args.threads} threads | {IMPORTS_S:.1f} | {wall:.1f} | {share} | {top} |"])
 
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import tempfile
 import time
 
 import torch
+from _markdown import machine
+from _trainer import add_run_args, build_trainer, describe
 from torch.profiler import ProfilerActivity, profile
-
-from _trainer import add_run_args, build_trainer
 
 
 def main() -> None:
@@ -57,8 +56,7 @@ def main() -> None:
     total = sum(e.self_cpu_time_total for e in prof.key_averages())
     top = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[: args.top]
     load = os.getloadavg()[0]
-    what = (f"{args.method}, {args.student}, batch {args.batch_size}" + (" + unlabeled" if args.unlabeled else "")
-            + (f", {args.labels} labels" if args.labels else ""))
+    what = describe(args)
     print(f"{what}: {step_ms:.1f} ms/step (profiled, {args.threads} thread(s), load {load:.1f}); one evaluation "
           f"{eval_ms:.0f} ms = {eval_ms / step_ms:.1f} steps")
     if args.write:
@@ -67,7 +65,7 @@ def main() -> None:
         ops = ", ".join(f"{e.key} {100 * e.self_cpu_time_total / total:.0f}% ({e.count // args.steps}/step)"
                         for e in top[:8])
         append_rows(args.write, "profile_train", [
-            f"| {datetime.date.today()} | {platform.machine()} ×{os.cpu_count()}, load {load:.1f} | "
+            f"| {datetime.date.today()} | {machine()} | "
             f"{args.label or '-'} | {what} | {args.threads} | {step_ms:.1f} | {eval_ms / step_ms:.1f} | {ops} |"])
 
 

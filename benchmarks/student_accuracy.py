@@ -17,12 +17,13 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _markdown import machine
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,7 +71,7 @@ def main() -> None:
 
     diff = max(abs(a - b) for a, b in zip(acc["now"], acc["before"]))
     speedup = statistics.median(ms["before"]) / statistics.median(ms["now"])
-    line = (f"| {datetime.date.today()} | {platform.machine()} ×{os.cpu_count()}, load {os.getloadavg()[0]:.1f} | "
+    line = (f"| {datetime.date.today()} | {machine()} | "
             f"none, textcnn, {args.labels} labels, {args.steps} steps, lr {args.lr:g} | {args.threads} | "
             f"{','.join(map(str, args.seeds))} | {mean_std(acc['before'])} | {mean_std(acc['now'])} | {diff:.2f} | "
             f"{statistics.median(ms['before']):.1f} | {statistics.median(ms['now']):.1f} | **{speedup:.2f}×** |")

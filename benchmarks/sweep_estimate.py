@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
+
+from _markdown import machine
 
 from aftpipe.pipeline import PROBE, plan_pipeline
 from aftpipe.progress import SilentProgress
@@ -58,8 +58,7 @@ def main() -> None:
                 total += cost
                 detail.append(f"{g.label} {n}×{cost / n:.0f}")
                 print(f"{plan.cfg.name}: {g.label}: {n} runs × {cost / n:.1f} s", flush=True)
-        load = os.getloadavg()[0]
-        line = (f"| {datetime.date.today()} | {platform.machine()} ×{os.cpu_count()}, load {load:.1f} | "
+        line = (f"| {datetime.date.today()} | {machine()} | "
                 f"{Path(path).name} | {plan.total_runs} | {total / 60:.1f} | **{total / 60 / args.jobs:.1f}** | "
                 f"{'; '.join(detail)} |")
         print(line)

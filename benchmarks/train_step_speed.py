@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import datetime
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -25,8 +24,9 @@ import types
 
 import torch
 import torch.nn.functional as F
+from _markdown import machine
+from _trainer import add_run_args, build_trainer, describe
 
-from _trainer import add_run_args, build_trainer
 from aftpipe.methods import losses
 from aftpipe.training import Trainer
 
@@ -104,15 +104,14 @@ def main() -> None:
     before, now = (1000 * statistics.median(times[k]) for k in ("before", "now"))
     dloss = max(abs(x - y) for x, y in zip(seen["before"], seen["now"], strict=True))
     load = os.getloadavg()[0]
-    what = (f"{args.method}, {args.student}, batch {args.batch_size}" + (" + unlabeled" if args.unlabeled else "")
-            + (f", {args.labels} labels" if args.labels else ""))
+    what = describe(args)
     print(f"{what}: before {before:.1f} ms/step, now {now:.1f} ms/step, {before / now:.2f}x; "
           f"largest loss difference over {len(seen['now'])} steps {dloss:.1e} ({args.threads} thread(s), load {load:.1f})")
     if args.write:
         from _markdown import append_rows
 
         append_rows(args.write, "train_step_speed", [
-            f"| {datetime.date.today()} | {platform.machine()} ×{os.cpu_count()}, load {load:.1f} | {what} | "
+            f"| {datetime.date.today()} | {machine()} | {what} | "
             f"{args.threads} | {before:.1f} | {now:.1f} | **{before / now:.2f}×** | {dloss:.0e} over "
             f"{len(seen['now'])} steps |"])
 

@@ -262,8 +262,6 @@ class HDF5Writer(StoreWriter):
         self._offset_of = {}
 
 
-
-
 def _offsets(path: Path) -> dict[str, int]:
     import h5py
 
