@@ -21,6 +21,9 @@ from collections.abc import Iterator
 from typing import Any, Protocol, TextIO
 
 EVAL_FIELD = "holdout"  # an advance carrying this field is an evaluation: LogProgress always prints it
+# an advance carrying this field (seconds) sets the ETA shown, for callers that know better than the rate: a
+# sweep's runs take minutes each, and runs finished earlier count at once
+ETA_FIELD = "eta_s"
 
 
 class Progress(Protocol):
@@ -44,15 +47,52 @@ class SilentProgress:
     def __exit__(self, *exc: Any) -> None: ...
 
 
-class RichProgress:
-    """Live rich bars (stderr); `finish()` (also on leaving a `with` block) stops the bar and restores the cursor."""
+BAR_WIDTH = (10, 40)  # the live bar's narrowest and widest; narrower than that it gives way to the numbers
+GAP = 2  # columns between a live line's fields
 
-    def __init__(self, quiet: bool = False, unit: str = "ex") -> None:
+
+def fit_fields(fields: list[tuple[str, str]], width: int) -> tuple[list[tuple[str, str]], int]:
+    """The fields of a live bar's line that fit in `width` columns, and the bar's width (0: no bar).
+
+    `fields` are (name, text) in display order, GAP columns apart, the bar among them as ("bar", ""); names are
+    label, bar, count, rate, info:<key> and elapsed, eta. On a narrow terminal the elapsed time goes first, then
+    the training fields (the last first), the rate, the bar, and the label is shortened, then dropped: the
+    count and ETA stay, which is what a glance at a progress line is for.
+    """
+    from rich.cells import cell_len
+
+    fields = list(fields)
+    names = [n for n, _ in fields]
+    give_way = ["elapsed", *reversed([n for n in names if n.startswith("info:")]), "rate", "bar", "label"]
+
+    def used() -> int:  # the cells taken without the bar itself
+        return sum(cell_len(t) for _, t in fields) + GAP * (len(fields) - 1)
+
+    def fits() -> bool:
+        return width - used() >= (BAR_WIDTH[0] if any(n == "bar" for n, _ in fields) else 0)
+
+    for name in give_way:
+        if fits():
+            break
+        if name == "label" and (room := width - used() + cell_len(dict(fields).get("label", ""))) >= 8:
+            fields = [(n, t if n != "label" else t[:room - 1] + "…") for n, t in fields]
+            continue
+        fields = [(n, t) for n, t in fields if n != name]
+    has_bar = any(n == "bar" for n, _ in fields)
+    return fields, min(BAR_WIDTH[1], width - used()) if has_bar else 0
+
+
+class RichProgress:
+    """Live rich bars (stderr); `finish()` (also on leaving a `with` block) stops the bar and restores the cursor.
+    Each redraw fits the line to the terminal's width (`fit_fields`)."""
+
+    def __init__(self, quiet: bool = False, unit: str = "ex", console: Any = None, clock: Any = None) -> None:
         from rich.console import Console
 
-        self.console = Console(stderr=True)
+        self.console = console or Console(stderr=True)
         self.quiet = quiet
         self.unit = unit
+        self.clock = clock  # None: rich's own (the wall clock)
         self._bar: Any = None
         self._task = None
 
@@ -64,22 +104,53 @@ class RichProgress:
             return
         from rich import progress as rp
 
+        fitted = self.line
+
+        class Live(rp.Progress):
+            def get_renderables(self) -> Any:
+                yield from (fitted(task, self.console.width) for task in self.tasks if task.visible)
+
         self.finish()  # one bar at a time
-        self._bar = rp.Progress(
-            rp.TextColumn("[bold]{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(),
-            rp.TextColumn("{task.fields[rate]} " + self.unit + "/s"), rp.TextColumn("{task.fields[info]}"),
-            rp.TimeElapsedColumn(), rp.TextColumn("ETA"), rp.TimeRemainingColumn(), console=self.console,
-        )
+        self._bar = Live(console=self.console, **({"get_time": self.clock} if self.clock else {}))
         self._bar.start()
-        self._task = self._bar.add_task(label, total=total, completed=done, rate="-", info="")
+        self._task = self._bar.add_task(label, total=total, completed=done, rate="-", info={}, eta=None)
+
+    def fields(self, task: Any) -> list[tuple[str, str]]:
+        """The (name, text) fields of `task`'s line, before fitting (see `fit_fields`)."""
+        if task.fields["eta"] is not None:  # the caller's, counted down since it was given
+            seconds, given_at = task.fields["eta"]
+            eta = max(0.0, seconds - (task.get_time() - given_at))
+        else:
+            eta = task.time_remaining
+        info = [(f"info:{k}", f"{k} {v}") for k, v in task.fields["info"].items()]
+        return [("label", task.description), ("bar", ""),
+                ("count", f"{int(task.completed):,}/{int(task.total):,}"), ("rate", f"{task.fields['rate']} {self.unit}/s"),
+                *info, ("elapsed", f"elapsed {_clock(task.elapsed or 0.0)}"),
+                ("eta", "ETA " + (_clock(eta) if eta is not None else "-"))]
+
+    def line(self, task: Any, width: int) -> Any:
+        """`task`'s line as drawn on a terminal `width` columns wide."""
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        fields, bar = fit_fields(self.fields(task), width)
+        styles = {"label": "bold", "count": "progress.download", "elapsed": "progress.elapsed",
+                  "eta": "progress.remaining"}
+        row = [ProgressBar(total=task.total, completed=task.completed, width=bar, animation_time=task.get_time())
+               if name == "bar" else Text(text, style=styles.get(name, ""), no_wrap=True, overflow="crop")
+               for name, text in fields]
+        grid = Table.grid(padding=(0, GAP, 0, 0))
+        grid.add_row(*row)
+        return grid
 
     def advance(self, n: int, **fields: Any) -> None:
         if self._bar is None:
             return
+        eta = fields.pop(ETA_FIELD, None)
         speed = self._bar.tasks[0].speed
-        info = "  ".join(f"{k} {v}" for k, v in fields.items())
         self._bar.update(self._task, advance=n, rate=f"{speed:,.0f}" if speed else "-",
-                         **({"info": info} if fields else {}))
+                         **({"info": fields} if fields else {}), **({"eta": (eta, self._bar.get_time())} if eta is not None else {}))
 
     def finish(self) -> None:
         if self._bar is not None:
@@ -124,7 +195,7 @@ class LogProgress:
     def start(self, label: str, total: int, done: int) -> None:
         t = self.clock()
         self._task = {"label": label, "total": total, "done": done, "done0": done, "t0": t, "last": t, "fields": {},
-                      "printed": None}
+                      "printed": None, "eta": None}
 
     def line(self) -> str:
         """The progress line of the current task as of now."""
@@ -135,6 +206,8 @@ class LogProgress:
         rate = made / elapsed if elapsed > 0 else float("nan")
         left = task["total"] - task["done"]
         eta = left / rate if rate and rate == rate else float("nan")
+        if task["eta"] is not None:  # the caller's, counted down since it was given
+            eta = max(0.0, task["eta"][0] - (self.clock() - task["eta"][1]))
         pct = 100 * task["done"] / task["total"] if task["total"] else 100.0
         parts = [f"{task['label']}: {task['done']:,}/{task['total']:,} ({pct:.0f}%)",
                  f"{rate:,.1f} {self.unit}/s" if rate == rate else f"- {self.unit}/s",
@@ -147,6 +220,8 @@ class LogProgress:
         if task is None:
             return
         task["done"] += n
+        if ETA_FIELD in fields:
+            task["eta"] = (fields.pop(ETA_FIELD), self.clock())
         if fields:
             task["fields"] = fields
         now = self.clock()
@@ -182,14 +257,17 @@ def counting(progress: Progress, unit: str) -> Iterator[Progress]:
         progress.unit = old  # type: ignore[attr-defined]
 
 
-def make_progress(quiet: bool = False, unit: str = "ex", every_s: float = 30.0) -> RichProgress | LogProgress:
-    """Live bars when stderr is a terminal or a notebook, plain periodic lines otherwise (log files, CI, Slurm)."""
+def make_progress(quiet: bool = False, unit: str = "ex", every_s: float = 30.0,
+                  console: Any = None) -> RichProgress | LogProgress:
+    """Live bars when the console (default: stderr) is a terminal or a notebook, plain periodic lines otherwise
+    (log files, CI, Slurm)."""
     from rich.console import Console
 
-    console = Console(stderr=True)
+    given = console
+    console = console or Console(stderr=True)
     if console.is_terminal or console.is_jupyter:
-        return RichProgress(quiet=quiet, unit=unit)
-    return LogProgress(every_s=every_s, unit=unit, quiet=quiet)
+        return RichProgress(quiet=quiet, unit=unit, console=console)
+    return LogProgress(every_s=every_s, unit=unit, quiet=quiet, stream=given.file if given else None)
 
 
 def in_notebook() -> bool:
@@ -207,5 +285,5 @@ def default_progress(progress: Progress | None, unit: str = "ex") -> Progress:
     return RichProgress(unit=unit) if in_notebook() else SilentProgress()
 
 
-__all__ = ["EVAL_FIELD", "LogProgress", "Progress", "RichProgress", "SilentProgress", "counting", "default_progress",
-           "in_notebook", "make_progress"]
+__all__ = ["BAR_WIDTH", "ETA_FIELD", "EVAL_FIELD", "LogProgress", "Progress", "RichProgress", "SilentProgress",
+           "counting", "default_progress", "fit_fields", "in_notebook", "make_progress"]

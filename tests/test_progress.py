@@ -50,8 +50,75 @@ def test_quiet_log_progress_keeps_log_lines_only():
     assert out.getvalue() == "student textcnn: 1 parameters\n"
 
 
-def test_without_a_terminal_the_cli_display_is_plain_lines(capsys):
-    assert isinstance(make_progress(unit="step"), LogProgress)  # pytest captures stderr: not a terminal
+def test_without_a_terminal_the_cli_display_is_plain_lines_and_on_one_a_live_bar():
+    from rich.console import Console
+
+    buf = io.StringIO()
+    plain = make_progress(unit="step", every_s=0, console=Console(file=buf))  # a file: not a terminal
+    assert isinstance(plain, LogProgress)
+    plain.log("written to the console's file")
+    assert buf.getvalue() == "written to the console's file\n"
+    assert isinstance(make_progress(unit="step", console=Console(file=io.StringIO(), force_terminal=True)), RichProgress)
+
+
+def _drawn(width: int, fields: dict[str, str], total: int = 300, done: int = 53) -> str:
+    """The live bar's line on a terminal `width` columns wide, `done` steps in at 4 steps/s (a fake clock)."""
+    from rich.console import Console
+
+    clock = Clock()
+    p = RichProgress(unit="step", console=Console(file=io.StringIO(), width=width, force_terminal=True), clock=clock)
+    p.start("aft · textcnn", total=total, done=0)
+    for i in range(done):
+        clock.t = (i + 1) / 4
+        p.advance(1, **fields)
+    screen = Console(file=io.StringIO(), width=width, color_system=None)
+    screen.print(p.line(p._bar.tasks[0], width))
+    p.finish()
+    return screen.file.getvalue()
+
+
+TRAINING = {"loss": "0.512", "ce": "0.489", "reg": "0.023", "holdout": "0.781"}
+
+
+@pytest.mark.parametrize("width", [200, 160, 120, 100, 80, 72, 60])
+def test_the_live_bar_fits_any_width_and_keeps_the_count_and_eta(width):
+    text = _drawn(width, TRAINING)
+    assert text.count("\n") == 1 and len(text.rstrip("\n")) <= width  # one line, never wrapped or cut
+    assert "53/300" in text and "ETA 1:02" in text  # 247 steps left at 4 steps/s
+    assert "aft · textcnn" in text
+
+
+def test_the_live_bar_drops_fields_least_needed_first():
+    wide, at_100, at_80, at_60 = (_drawn(w, TRAINING) for w in (200, 100, 80, 60))
+    assert "elapsed 0:13" in wide and "holdout 0.781" in wide and "4 step/s" in wide and "━" in wide
+    assert "elapsed" not in at_100 and "loss 0.512  ce 0.489" in at_100  # the elapsed time goes first
+    assert "holdout" not in at_80 and "loss 0.512" in at_80 and "━" in at_80  # then training fields, last first
+    assert "loss" not in at_60 and "━" in at_60
+
+
+def test_fit_fields_shortens_then_drops_the_label_before_the_count_and_eta():
+    from aftpipe.progress import fit_fields
+
+    fields = [("label", "a-rather-long-pipeline-run-name"), ("bar", ""), ("count", "5/10"), ("rate", "1 step/s"),
+              ("eta", "ETA 0:05")]
+    kept, bar = fit_fields(fields, 30)
+    assert bar == 0 and [n for n, _ in kept] == ["label", "count", "eta"]
+    assert kept[0][1].endswith("…") and len("  ".join(t for _, t in kept)) == 30
+    kept, bar = fit_fields(fields, 14)
+    assert (kept, bar) == ([("count", "5/10"), ("eta", "ETA 0:05")], 0)
+    kept, bar = fit_fields(fields, 200)
+    assert kept == fields and bar == 40  # the bar's widest
+
+
+def test_an_eta_given_by_the_caller_replaces_the_rate_estimate_and_counts_down():
+    out, clock = io.StringIO(), Clock()
+    p = LogProgress(every_s=0, unit="run", stream=out, clock=clock)
+    p.start("demo: runs", total=10, done=0)
+    clock.t = 1.0
+    p.advance(5, eta_s=100.0)  # five runs read from disk in a second: the rate would say 1 s left
+    clock.t = 31.0
+    p.advance(0)
+    assert [ln.split("ETA ")[1] for ln in out.getvalue().splitlines()] == ["1:40", "1:10"]
 
 
 def test_rich_bar_restores_the_cursor_when_a_run_is_interrupted():
