@@ -28,6 +28,7 @@ from aftpipe.config import (DATA, METHOD, MODEL, OPTIMISATION, OUTPUT, SYSTEM, C
 from aftpipe.errors import AftpipeError, speaking_to_cli
 
 PANELS = (DATA, MODEL, METHOD, OPTIMISATION, OUTPUT, SYSTEM)
+HELP_ALL = "aftpipe.help_all"  # set in the context while --help-all prints every option
 
 
 class _CleanHelp:
@@ -40,13 +41,16 @@ class _CleanHelp:
         for p in params:
             if p.param_type_name == "argument":
                 p.display_type_rich = lambda ctx: None
+            if ctx.meta.get(HELP_ALL):
+                p.hidden = False
         return params
 
     def get_help_option(self, ctx: Any) -> Any:
         opt = super().get_help_option(ctx)  # type: ignore[misc]
         if opt is not None:
             opt.metavar = ""
-            panels = [p.rich_help_panel for p in getattr(self, "params", []) if getattr(p, "rich_help_panel", None)]
+            shown = [p for p in getattr(self, "params", []) if not p.hidden or ctx.meta.get(HELP_ALL)]
+            panels = [p.rich_help_panel for p in shown if getattr(p, "rich_help_panel", None)]
             opt.rich_help_panel = panels[-1] if panels else None
         return opt
 
@@ -140,8 +144,9 @@ def _options(cls: type) -> list[inspect.Parameter]:
         name = _flag_name(f)
         if tp is bool and default is True:  # a flag that is on by default needs its off switch
             name += f"/--no-{name[2:]}"
-        option = typer.Option(name, *f.metadata.get("aliases", ()), help=f.metadata["help"],
-                              rich_help_panel=panel, metavar=_metavar(tp) if metavar is None else metavar)
+        option = typer.Option(name, *f.metadata.get("aliases", ()), help=f.metadata["help"], rich_help_panel=panel,
+                              metavar=_metavar(tp) if metavar is None else metavar,
+                              hidden=not f.metadata.get("common"))  # -h lists the common ones, --help-all all
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                         annotation=Annotated[_cli_type(tp), option]))
     order = {p: i for i, p in enumerate(PANELS)}  # panels in a fixed order, fields in theirs within each
@@ -174,22 +179,38 @@ def _build(cls: type, values: dict[str, Any]) -> Any:
     return cls(**kw)
 
 
+def _help_all(ctx: Any, _param: Any, value: bool) -> None:
+    """--help-all: the command's help with every option, not only the common ones."""
+    if value and not ctx.resilient_parsing:
+        ctx.meta[HELP_ALL] = True
+        ctx.command.epilog = None  # the line that points here
+        typer.echo(ctx.get_help(), nl=False)
+        raise typer.Exit()
+
+
 def config_command(cls: type) -> Callable[[Callable[..., None]], Any]:
     """Register `fn(cfg, **own_options)` as a command whose options are every field of config `cls` (help,
-    default, type, panel and aliases read from the dataclass, like transformers' HfArgumentParser) plus `fn`'s own."""
+    default, type, panel and aliases read from the dataclass, like transformers' HfArgumentParser) plus `fn`'s own.
+
+    `-h` lists the fields marked `common` and `fn`'s own options, `--help-all` every option."""
 
     def decorate(fn: Callable[..., None]) -> Any:
         own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
                for p in list(inspect.signature(fn, eval_str=True).parameters.values())[1:]]
         generated = _options(cls)
         names = {p.name for p in generated}
+        hidden = sum(p.annotation.__metadata__[0].hidden for p in generated)
+        help_all = inspect.Parameter("help_all", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+            bool, typer.Option("--help-all", help="show every option", metavar="", is_eager=True, callback=_help_all,
+                               rich_help_panel=SYSTEM)])
 
-        def command(**kw: Any) -> None:
+        def command(help_all: bool = False, **kw: Any) -> None:  # help_all: handled by its callback
             fn(_build(cls, {k: kw.pop(k) for k in list(kw) if k in names}), **kw)
 
-        command.__signature__ = inspect.Signature(generated + own)  # type: ignore[attr-defined]
+        command.__signature__ = inspect.Signature(generated + own + [help_all])  # type: ignore[attr-defined]
         command.__name__, command.__doc__ = fn.__name__, fn.__doc__
-        return app.command(cls=Command)(command)
+        epilog = f"{hidden} more options: aftpipe {fn.__name__} --help-all"
+        return app.command(cls=Command, epilog=epilog)(command)
 
     return decorate
 
@@ -222,6 +243,12 @@ def extract(cfg: ExtractConfig, quiet: Quiet = False, log_every: LogEvery = 30.0
     """Run feature sources over a dataset once and write per-example features to stores under --cache-dir.
 
     Re-running the same command resumes: finished shards are skipped and the result is bit-identical.
+
+    Examples (a known dataset, your own file with two sources, a CSV whose columns have other names):
+
+    aftpipe extract --dataset sst2 --source minilm --splits train,dev
+    aftpipe extract --dataset tsv:data/reviews.tsv --source minilm --source tfidf
+    aftpipe extract --dataset csv:tickets.csv --text-col body --label-col queue
     """
     from aftpipe.api import extract as run_extract
     from aftpipe.distributed import is_main_process
@@ -236,7 +263,13 @@ def extract(cfg: ExtractConfig, quiet: Quiet = False, log_every: LogEvery = 30.0
 
 @config_command(TrainConfig)
 def train(cfg: TrainConfig, quiet: Quiet = False, log_every: LogEvery = 30.0) -> None:
-    """Train a small student against cached features with AFT or a baseline; writes its run folder to --out."""
+    """Train a small student against cached features with AFT or a baseline; writes its run folder to --out.
+
+    Examples (AFT against MiniLM's features; the baseline without them, on 500 labels):
+
+    aftpipe train --dataset sst2 --features cache/sst2/minilm --out runs/aft
+    aftpipe train --dataset sst2 --method none --labels 500 --out runs/none-500
+    """
     from aftpipe.api import train as run_train
     from aftpipe.distributed import is_main_process
 

@@ -289,13 +289,15 @@ def with_overrides(options: Any, extra: dict[str, Any], spec: str) -> Any:
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, flag: str | None = None,
-           panel: str | None = None, aliases: tuple[str, ...] = (), metavar: str | None = None) -> Any:
+           panel: str | None = None, aliases: tuple[str, ...] = (), metavar: str | None = None,
+           common: bool = False) -> Any:
     """A config field that is also a command-line option: `help` is its `--help` line (fields without one
     stay off the CLI), `flag` its name where that is not `--field-name`, `aliases` other spellings it also
     accepts (`--output-dir` for `--out`), `panel` the `--help` panel it is listed in (a nested config's
     panel is that of its fields without their own) and `metavar` what its value is called in `--help`
-    (default: from its type)."""
-    meta = {"help": help, "flag": flag, "panel": panel, "aliases": tuple(aliases), "metavar": metavar}
+    (default: from its type). `common` options are the ones `-h` lists; `--help-all` lists every one."""
+    meta = {"help": help, "flag": flag, "panel": panel, "aliases": tuple(aliases), "metavar": metavar,
+            "common": common}
     return field(default_factory=factory, metadata=meta) if factory else field(default=default, metadata=meta)
 
 
@@ -358,22 +360,24 @@ class SourceOptions(Config):
 @dataclass(frozen=True)
 class ExtractConfig(Config):
     dataset: str = option(help="dataset name (`aftpipe datasets`), e.g. sst2, or tsv:PATH / csv:PATH / jsonl:PATH / "
-                          "parquet:PATH / imagefolder:PATH / hf:DIR_OR_HUB_NAME[:CONFIG]", panel=DATA, metavar="NAME")
+                          "parquet:PATH / imagefolder:PATH / hf:DIR_OR_HUB_NAME[:CONFIG]", panel=DATA, metavar="NAME",
+                          common=True)
     sources: tuple[str, ...] = option(("minilm",), "feature source (`aftpipe sources`); repeat for several: "
-                                      "--source minilm --source tfidf", flag="--source", panel=MODEL, metavar="SOURCE")
+                                      "--source minilm --source tfidf", flag="--source", panel=MODEL, metavar="SOURCE",
+                                      common=True)
     splits: tuple[str, ...] | None = option(None, "splits to extract, e.g. train,dev (default: all)", panel=DATA,
-                                            metavar="SPLIT")
+                                            metavar="SPLIT", common=True)
     data_dir: str | None = option(None, "folder with the dataset files (default: $AFTPIPE_DATA_DIR, else ../shared/data)",
                                   panel=DATA, metavar="DIR")
     cache_dir: str = option("cache", "stores land at <cache-dir>/<dataset>/<source> (.h5 for hdf5); a folder or an "
                             "fsspec URL (s3://bucket/prefix, gs://..., file:///abs/path) for zarr", panel=OUTPUT,
-                            metavar="DIR")
+                            metavar="DIR", common=True)
     format: Literal["zarr", "hdf5"] = option("zarr", "store format: zarr (v3, sharded) or hdf5", panel=OUTPUT)
     # fp16 halves the store and loses nothing a student can use
     dtype: Literal["float16", "bfloat16", "float32"] = option("float16", "stored dtype: float16, bfloat16 or float32",
                                                               panel=OUTPUT)
     batch_size: int = option(128, "examples per forward pass", panel=SYSTEM)
-    device: str = option("auto", "auto, cpu, cuda or cuda:N", panel=SYSTEM, metavar="DEVICE")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N", panel=SYSTEM, metavar="DEVICE", common=True)
     # 1 on CPU, where the cores belong to the forward pass
     workers: int | None = option(None, "DataLoader workers for tokenising/decoding (default: 1 on CPU, 4 on GPU)",
                                  panel=SYSTEM)
@@ -381,7 +385,7 @@ class ExtractConfig(Config):
     # None: ~16 MiB per shard, a multiple of 2048 rows (page-aligned for mapping)
     shard_rows: int | None = option(None, "rows per shard, the unit of writing and resuming (default: ~16 MiB)",
                                     panel=OUTPUT)
-    limit: int | None = option(None, "extract only the first N rows of each split", panel=DATA)
+    limit: int | None = option(None, "extract only the first N rows of each split", panel=DATA, common=True)
     overwrite: bool = option(False, "rebuild a store that was built with other arguments", panel=OUTPUT)
     # a rank may be a whole shard ahead of the others at a synchronisation point: generous by default
     dist_timeout: float = option(1800.0, "several processes (torchrun): seconds a rank waits for the others at a "
@@ -413,7 +417,8 @@ class ExtractConfig(Config):
 class MethodConfig(Config):
     # Regulariser weight. Measured here (MiniLM features, small CNN students): useful β ≤ 1 for AFT and
     # β ≥ 3 hurt, although the AFT README's example uses β=10, so grids reach down to 0.01.
-    beta: float = option(1.0, "regulariser weight β (AFT: ≤ 1 works best here; tune 0.01–1)")
+    beta: float = option(1.0, "regulariser weight β (AFT: ≤ 1 works best here; tune 0.01–1)",
+                         common=True)
     # the official AFT prior_lr
     state_lr: float = option(1e-2, "learning rate of the method's own state (AFT's s, KD's W)")
     # Hinton et al. use 1–20; 4 is a common middle
@@ -483,24 +488,27 @@ class TrainConfig(Config):
     fields: the command line flattens them (`--beta 0.3`), Python keeps one place per option."""
 
     dataset: str = option(help="dataset name or tsv:/csv:/jsonl:/parquet:/imagefolder:/hf: path (as for extract)",
-                          panel=DATA, metavar="NAME")
+                          panel=DATA, metavar="NAME", common=True)
     out: str = option(help="run directory: config.yaml, metrics.json, metrics.jsonl, the model folder",
-                      panel=OUTPUT, aliases=("--output-dir",), metavar="DIR")
+                      panel=OUTPUT, aliases=("--output-dir",), metavar="DIR", common=True)
     # several stores are concatenated per row (multi-source)
     features: tuple[str, ...] = option((), "feature store(s) from `aftpipe extract`, a folder, .h5 file or fsspec URL "
                                        "(s3://..., read through a local cache); repeat for multi-source",
-                                       panel=DATA, metavar="STORE")
-    student: str = option("textcnn", "student model (`aftpipe students`)", panel=MODEL, metavar="NAME")
-    method: str = option("aft", "transfer method (`aftpipe methods`)", panel=METHOD, metavar="NAME")
+                                       panel=DATA, metavar="STORE", common=True)
+    student: str = option("textcnn", "student model (`aftpipe students`)", panel=MODEL, metavar="NAME",
+                          common=True)
+    method: str = option("aft", "transfer method (`aftpipe methods`)", panel=METHOD, metavar="NAME",
+                         common=True)
     method_options: MethodConfig = option(factory=MethodConfig, panel=METHOD)
     student_options: StudentConfig = option(factory=StudentConfig, panel=MODEL)
-    epochs: int = option(5, "passes over the labeled training rows", panel=OPTIMISATION, aliases=("--num-train-epochs",))
+    epochs: int = option(5, "passes over the labeled training rows", panel=OPTIMISATION,
+                        aliases=("--num-train-epochs",), common=True)
     steps: int | None = option(None, "optimizer steps (overrides --epochs)", panel=OPTIMISATION,
-                               aliases=("--max-steps",))
+                               aliases=("--max-steps",), common=True)
     # the official AFT batch; the kernel is a per-batch statistic, so it matters
     batch_size: int = option(128, "labeled rows per step", panel=OPTIMISATION)
     lr: float = option(1e-3, "student learning rate (AdamW, warm-up then cosine)", panel=OPTIMISATION,
-                       aliases=("--learning-rate",))
+                       aliases=("--learning-rate",), common=True)
     weight_decay: float = option(0.01, "AdamW weight decay of the student", panel=OPTIMISATION)
     warmup: float = option(0.05, "fraction of the steps of linear warm-up before the cosine decay", panel=OPTIMISATION,
                            aliases=("--warmup-ratio",))
@@ -508,7 +516,7 @@ class TrainConfig(Config):
                               aliases=("--max-grad-norm",))
     holdout: float = option(0.1, "fraction of the labeled rows held out for early stopping and β tuning", panel=DATA)
     labels: int | None = option(None, "label budget: use this many labeled rows, the rest of train as unlabeled",
-                                panel=DATA)
+                                panel=DATA, common=True)
     unlabeled: bool = option(False, "semi-supervised: add a batch of unlabeled rows per step (regulariser only)",
                              panel=METHOD)
     phi_norm: Literal["none", "standardize"] = option("none", "none or standardize (z-score each cached feature)",
@@ -530,16 +538,16 @@ class TrainConfig(Config):
     train_split: str = option("train", "split to train on (labeled rows; the hold-out comes from it)", panel=DATA,
                               metavar="SPLIT")
     test_split: str | None = option(None, "split to report (default: dev for sst2/cola, else test)", panel=DATA,
-                                    metavar="SPLIT")
+                                    metavar="SPLIT", common=True)
     num_classes: int | None = option(None, "number of classes (default: the dataset's)", panel=DATA)
-    device: str = option("auto", "auto, cpu, cuda or cuda:N", panel=SYSTEM, metavar="DEVICE")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N", panel=SYSTEM, metavar="DEVICE", common=True)
     amp: bool = option(True, "bf16 autocast on CUDA (ignored on CPU)", panel=SYSTEM)
     in_memory: bool = option(False, "load the features into RAM instead of memory-mapping them", panel=SYSTEM)
     # A store extracted with --limit holds part of a split; training on it silently would change the rows and
     # the test set without a word, so it is refused unless asked for (and metrics.json then says how many).
     stored_rows_only: bool = option(False, "train and test on only the rows the stores hold when they cover part "
                                     "of a split (extracted with --limit); metrics.json records the counts", panel=DATA)
-    threads: int | None = option(None, "torch CPU threads (default: torch's own choice)", panel=SYSTEM)
+    threads: int | None = option(None, "torch CPU threads (default: torch's own choice)", panel=SYSTEM, common=True)
     dist_timeout: float = option(1800.0, "several processes (torchrun): seconds a rank waits for the others at a "
                                  "synchronisation point before stopping with an error", panel=SYSTEM,
                                  metavar="SECONDS")
@@ -549,7 +557,7 @@ class TrainConfig(Config):
     report_to: tuple[Literal["tensorboard", "wandb"], ...] = option(
         (), "also log each evaluation to tensorboard (<out>/tensorboard) or wandb (offline with WANDB_MODE=offline); "
         "repeatable", panel=OUTPUT, metavar="TRACKER")
-    overwrite: bool = option(False, "replace a finished run in --out", panel=OUTPUT)
+    overwrite: bool = option(False, "replace a finished run in --out", panel=OUTPUT, common=True)
     resume: bool = option(False, "continue an interrupted run from its last checkpoint", panel=OUTPUT)
 
     def validate(self) -> None:

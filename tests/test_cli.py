@@ -141,9 +141,31 @@ def test_version_and_short_help(cli):
     assert code == 0 and "--output-dir" in out
 
 
+def test_train_and_extract_help_show_examples_and_the_common_options_and_help_all_the_rest(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, short, _ = cli(["train", "-h"])
+    assert code == 0
+    examples = [ln.strip() for ln in short.splitlines() if ln.strip().startswith("aftpipe train --")]
+    assert len(examples) == 2 and all(len(e) <= 78 for e in examples)  # one line each at 80 columns
+    assert short.index("Examples") < short.index("--dataset")  # examples first
+    for common in ("--dataset", "--features", "--out", "--student", "--method", "--beta", "--epochs", "--lr"):
+        assert f" {common} " in short or f" {common}," in short, common
+    for rare in ("--phi-norm", "--warmup", "--dist-timeout", "--vocab-size", "--select"):
+        assert rare not in short
+    hidden = int(short.split(" more options: aftpipe train --help-all")[0].split()[-1])
+    code, full, _ = cli(["train", "--help-all"])
+    assert code == 0 and "--phi-norm" in full and "--dist-timeout" in full and "more options" not in full
+    flags = {w.rstrip(",") for w in full.split() if w.startswith("--")}
+    assert hidden > 30 and len(full.splitlines()) > 2 * len(short.splitlines()) and len(short.splitlines()) < 80
+    assert sum(f" {f} " in short or f" {f}," in short for f in flags) + hidden >= len(flags) - 3  # aliases aside
+    code, ex, _ = cli(["extract", "-h"])
+    assert code == 0 and "aftpipe extract --dataset sst2 --source minilm" in ex and "--chunk-rows" not in ex
+    assert "--chunk-rows" in cli(["extract", "--help-all"])[1]
+
+
 def test_train_help_groups_options_in_panels_with_clean_types(cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "160")
-    code, out, _ = cli(["train", "--help"])
+    code, out, _ = cli(["train", "--help-all"])
     assert code == 0
     panels = [line.split("─ ")[1].split(" ─")[0] for line in out.splitlines() if line.startswith("╭─ ")]
     assert panels == ["Data", "Model", "Method", "Optimisation", "Output", "System"]
@@ -154,7 +176,7 @@ def test_train_help_groups_options_in_panels_with_clean_types(cli, monkeypatch):
         for line in out.splitlines():
             if line.startswith("╭─ "):
                 current = line.split("─ ")[1].split(" ─")[0]
-            elif f" {flag} " in line or f" {flag}," in line:
+            elif line.startswith("│") and (f" {flag} " in line or f" {flag}," in line):
                 return current
     assert [panel_of(f) for f in ("--dataset", "--student", "--beta", "--lr", "--out", "--device", "--help")] == \
         ["Data", "Model", "Method", "Optimisation", "Output", "System", "System"]
