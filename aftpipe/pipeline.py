@@ -236,6 +236,25 @@ class PipelineConfig(Config):
         return (f"n={n}: no std. The final runs use {n} seed{'s' if n > 1 else ''}; a spread needs at least "
                 f"{MIN_SEEDS}, so these means are a smoke test, not a comparison of methods.")
 
+    def unused_sources_warning(self) -> str | None:
+        """The warning for source sets that no method reads (a method without `sources:` reads the first set),
+        else None. `run` neither extracts nor trains on them, so a set listed for a comparison would be
+        missing from the results without a word."""
+        used = {s for m in self.methods for s in self.source_sets(m)}
+        unused = [s for s in self.sources if s not in used]
+        if not unused:
+            return None
+        first = next(iter(self.sources))
+        return (f"source set{'s' if len(unused) > 1 else ''} {', '.join(f'`{s}`' for s in unused)} "
+                f"{'are' if len(unused) > 1 else 'is'} used by no method and will not be extracted or trained "
+                f"(a method without `sources:` uses the first set, `{first}`); name "
+                f"{'them' if len(unused) > 1 else 'it'} in a method's `sources:` or remove "
+                f"{'them' if len(unused) > 1 else 'it'}")
+
+    def warnings(self) -> list[str]:
+        """What `validate` and `run` warn about before computing anything."""
+        return [w for w in (self.unused_sources_warning(), self.seeds_warning()) if w is not None]
+
     def grid(self, m: MethodSpec, student: StudentSpec | None = None) -> list[tuple[float, float]]:
         """The (β, lr) settings of method `m` for `student`, β-major in the order written; the lr grid is the
         method's, else the student's, else train.lr."""
@@ -348,15 +367,18 @@ class PipelinePlan:
         budget = len(rows.train) + len(rows.holdout)
         unlabeled = ", plus as many unlabeled rows for methods with `unlabeled: true`" if any(
             m.unlabeled for m in cfg.methods) else ""
-        done = sum(1 for _ in self.runs_dir.glob("*/metrics.json")) if self.runs_dir.is_dir() else 0
+        # runs of this plan already finished (any other folder in runs_dir is left alone by `run`); a tuned
+        # group's finals may belong to any setting of its grid until the tuning has chosen
+        mine = {self.run_dir(g, b, lr, s) for g in self.groups for b, lr in g.grid for s in (cfg.tune_seed, *cfg.seeds)}
+        done = min(self.total_runs, sum(rundir.is_finished(d) for d in mine))
         n_unl = len(train_split) - budget
         return "\n".join([
-            f"{self.path}: OK — pipeline `{cfg.name}`",
+            f"{self.path}: pipeline `{cfg.name}` is valid; `aftpipe run` would do this:",
             f"dataset {cfg.dataset} ({ds.modality}, {ds.num_classes} classes, metric {ds.metric}): {budget:,} labeled "
             f"rows ({len(rows.train):,} train + {len(rows.holdout):,} hold-out)"
             + (f", {n_unl:,} unlabeled" if n_unl > 0 else "") + f"; test split `{test.name}` {len(test):,} rows",
             f"stores ({', '.join(self.splits)}): {len(self.stores) - len(missing)} present, {len(missing)} to extract"
-            + (f" ({', '.join(missing)})" if missing else ""),
+            + (f" first ({', '.join(missing)})" if missing else ""),
             f"groups: {len(self.groups)} ({'; '.join(g.label for g in self.groups)})",
             f"tuning: {sum(len(g.grid) for g in tuned)} runs with seed {cfg.tune_seed} over {len(tuned)} grids",
             f"final: {len(self.groups) * len(cfg.seeds)} runs ({len(self.groups)} groups × seeds "
@@ -366,7 +388,7 @@ class PipelinePlan:
             f"{sum(self.steps(g) * n for g, n in runs):,} steps "
             f"(batch {cfg.train_template().batch_size}{unlabeled})",
             f"already finished in {self.runs_dir}: {done} of {self.total_runs} runs",
-            *([f"warning: {w}"] if (w := cfg.seeds_warning()) else []),
+            *(f"warning: {w}" for w in cfg.warnings()),
         ])
 
 
@@ -488,7 +510,7 @@ def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir:
     report_to = tuple(report_to)
     TrainConfig(dataset=cfg.dataset, out=".", method="none", report_to=report_to)  # names checked like any option
     check_trackers(report_to + cfg.train_template().report_to)
-    if (warning := cfg.seeds_warning()) is not None:
+    for warning in cfg.warnings():
         progress.log(f"warning: {warning}")
     missing = tuple(p.missing_stores())  # extract itself skips finished shards
     if missing:

@@ -15,6 +15,7 @@ with these four methods, so callers can pass their own.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -119,14 +120,15 @@ class RichProgress:
         """The (name, text) fields of `task`'s line, before fitting (see `fit_fields`)."""
         if task.fields["eta"] is not None:  # the caller's, counted down since it was given
             seconds, given_at = task.fields["eta"]
-            eta = max(0.0, seconds - (task.get_time() - given_at))
+            eta = seconds - (task.get_time() - given_at)
+            eta = eta if math.isnan(eta) else max(0.0, eta)
         else:
             eta = task.time_remaining
         info = [(f"info:{k}", f"{k} {v}") for k, v in task.fields["info"].items()]
         return [("label", task.description), ("bar", ""),
                 ("count", f"{int(task.completed):,}/{int(task.total):,}"), ("rate", f"{task.fields['rate']} {self.unit}/s"),
-                *info, ("elapsed", f"elapsed {_clock(task.elapsed or 0.0)}"),
-                ("eta", "ETA " + (_clock(eta) if eta is not None else "-"))]
+                *info, ("elapsed", f"elapsed {duration(task.elapsed or 0.0)}"),
+                ("eta", "ETA " + (duration(eta) if eta is not None else "-"))]
 
     def line(self, task: Any, width: int) -> Any:
         """`task`'s line as drawn on a terminal `width` columns wide."""
@@ -164,7 +166,8 @@ class RichProgress:
         self.finish()
 
 
-def _clock(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """`seconds` as M:SS or H:MM:SS; `-` when unknown (NaN or infinite)."""
     if seconds != seconds or seconds == float("inf"):
         return "-"
     m, s = divmod(int(round(seconds)), 60)
@@ -207,11 +210,12 @@ class LogProgress:
         left = task["total"] - task["done"]
         eta = left / rate if rate and rate == rate else float("nan")
         if task["eta"] is not None:  # the caller's, counted down since it was given
-            eta = max(0.0, task["eta"][0] - (self.clock() - task["eta"][1]))
+            eta = task["eta"][0] - (self.clock() - task["eta"][1])
+            eta = eta if math.isnan(eta) else max(0.0, eta)
         pct = 100 * task["done"] / task["total"] if task["total"] else 100.0
         parts = [f"{task['label']}: {task['done']:,}/{task['total']:,} ({pct:.0f}%)",
                  f"{rate:,.1f} {self.unit}/s" if rate == rate else f"- {self.unit}/s",
-                 f"elapsed {_clock(elapsed)}", f"ETA {_clock(eta) if left else '0:00'}"]
+                 f"elapsed {duration(elapsed)}", f"ETA {duration(eta) if left else '0:00'}"]
         parts += [f"{k} {v}" for k, v in task["fields"].items()]
         return "  ".join(parts)
 
@@ -286,4 +290,4 @@ def default_progress(progress: Progress | None, unit: str = "ex") -> Progress:
 
 
 __all__ = ["BAR_WIDTH", "ETA_FIELD", "EVAL_FIELD", "LogProgress", "Progress", "RichProgress", "SilentProgress",
-           "counting", "default_progress", "fit_fields", "in_notebook", "make_progress"]
+           "counting", "default_progress", "duration", "fit_fields", "in_notebook", "make_progress"]

@@ -26,7 +26,7 @@ import math
 import os
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from aftpipe import rundir
 from aftpipe.config import TrainConfig
 from aftpipe.errors import AftpipeError
-from aftpipe.progress import LogProgress, Progress, counting
+from aftpipe.progress import ETA_FIELD, LogProgress, Progress, counting, duration
 from aftpipe.report import RunRecord, record_from_metrics
 
 if TYPE_CHECKING:
@@ -135,6 +135,30 @@ def _worker_train(tc: TrainConfig, prefix: str, log_every: float | None) -> dict
 
 # --- the sweep ----------------------------------------------------------------------------------------------
 @dataclass
+class RunTimes:
+    """The sweep's ETA from what its runs took: the mean measured time of the runs trained so far × the runs
+    left, `jobs` at a time. Runs finished by an earlier sweep take no time and are not in the mean (counted by
+    rate, they would make a sweep look nearly done); before any run has finished there is no estimate."""
+
+    left: int
+    jobs: int = 1
+    seconds: list[float] = field(default_factory=list)
+
+    def trained(self, seconds: float) -> None:
+        self.seconds.append(seconds)
+        self.left -= 1
+
+    def reused(self) -> None:
+        self.left -= 1
+
+    def eta(self) -> float:
+        """Seconds until the sweep is done; NaN while no run has been measured."""
+        if not self.seconds:
+            return float("nan")
+        return sum(self.seconds) / len(self.seconds) * self.left / max(1, min(self.jobs, self.left))
+
+
+@dataclass
 class _GroupState:
     group: Group
     todo: list[tuple[float, float, int]]  # (β, lr, seed) not yet started, in order
@@ -150,9 +174,11 @@ class Sweep:
     records in the pipeline's order. `seen` maps each run met to `trained`, `reused` or `running`."""
 
     def __init__(self, plan: PipelinePlan, progress: Progress, jobs: int = 1, report_to: tuple[str, ...] = (),
-                 log_every: float | None = None) -> None:
+                 log_every: float | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
         self.p, self.progress, self.jobs, self.report_to = plan, progress, max(1, int(jobs)), report_to
         self.log_every = log_every  # workers print plain progress lines at this interval (None: silent)
+        self.clock = clock
+        self.times = RunTimes(plan.total_runs, self.jobs)
         self.seen: dict[Path, str] = {}
         self.states = [_GroupState(g, self._first_runs(g)) for g in plan.groups]
 
@@ -208,7 +234,8 @@ class Sweep:
     def _announce(self, out: Path) -> str:
         self.seen[out] = "running"
         prefix = f"[{len(self.seen)}/{self.p.total_runs}]"
-        self.progress.log(f"{prefix} {out.name}")
+        eta = self.times.eta()
+        self.progress.log(f"{prefix} {out.name}" + ("" if math.isnan(eta) else f"  (sweep ETA {duration(eta)})"))
         return prefix
 
     # -- running ---------------------------------------------------------------------------------------------
@@ -227,7 +254,8 @@ class Sweep:
             return False
         if out not in self.seen:
             self.seen[out] = "reused"
-            self.progress.advance(1)
+            self.times.reused()
+            self.progress.advance(1, **{ETA_FIELD: self.times.eta()})
         st.running += 1
         self._done(st, beta, lr, seed, self._record(st.group, beta, lr, seed, rundir.read_metrics(out), out))
         return True
@@ -249,7 +277,9 @@ class Sweep:
     def _run_here(self) -> None:
         while (run := self._start_next()) is not None:
             st, beta, lr, seed, tc, out, _ = run
+            t0 = self.clock()
             metrics = train_run(tc, self.progress)
+            self.times.trained(self.clock() - t0)
             self.seen[out] = "trained"
             self._done(st, beta, lr, seed, self._record(st.group, beta, lr, seed, metrics, out))
 
@@ -271,7 +301,7 @@ class Sweep:
                 while running < self.jobs and (run := self._start_next()) is not None:
                     st, beta, lr, seed, tc, out, prefix = run
                     running += 1
-                    key = (st, beta, lr, seed, out, prefix, time.perf_counter())
+                    key = (st, beta, lr, seed, out, prefix, self.clock())
                     pool.apply_async(_worker_train, (tc, prefix, self.log_every),
                                      callback=lambda m, key=key: finished.put((key, m, None)),
                                      error_callback=lambda e, key=key: finished.put((key, None, e)))
@@ -282,11 +312,13 @@ class Sweep:
                 if error is not None:
                     raise error
                 self.seen[out] = "trained"
+                took = self.clock() - t0
+                self.times.trained(took)
                 rec = self._record(st.group, beta, lr, seed, metrics, out)
                 self._done(st, beta, lr, seed, rec)
-                self.progress.advance(1)
+                self.progress.advance(1, **{ETA_FIELD: self.times.eta()})
                 self.progress.log(f"{prefix} {out.name}: hold-out {rec.holdout:.4f}, test {rec.test:.4f} "
-                                  f"({time.perf_counter() - t0:.0f} s)")
+                                  f"({took:.0f} s)")
             pool.close()
         except BaseException:
             pool.terminate()  # runs cut short keep their last checkpoint and resume next time
@@ -297,4 +329,4 @@ class Sweep:
             unit.close()
 
 
-__all__ = ["Sweep", "default_jobs", "thread_limit", "train_run"]
+__all__ = ["RunTimes", "Sweep", "default_jobs", "thread_limit", "train_run"]

@@ -161,6 +161,101 @@ def test_fewer_than_three_seeds_load_with_a_warning(tmp_path, data_dir):
     assert "warning: n=1: no std" in validate(write(tmp_path, BASE.replace("seeds: [0, 1, 2]", "seeds: [0]")))
 
 
+TWO_SETS = """\
+dataset: sst2
+labels: 2000
+sources:
+  minilm: [minilm]
+  tfidf: [tfidf]
+students: [textcnn]
+methods:
+  - name: none
+  - name: aft
+seeds: [0, 1, 2]
+train: {epochs: 2}
+"""
+
+
+def test_a_source_set_no_method_reads_is_named_by_validate_and_run(tmp_path, data_dir, monkeypatch):
+    import io
+
+    from aftpipe.progress import LogProgress
+
+    p = write(tmp_path, TWO_SETS)
+    assert load_pipeline(write(tmp_path, BASE, "all-used.yaml")).unused_sources_warning() is None
+    warning = load_pipeline(p).unused_sources_warning()
+    assert warning.startswith("source set `tfidf` is used by no method") and "the first set, `minilm`" in warning
+    dirs = {"cache_dir": tmp_path / "cache", "runs_dir": tmp_path / "runs"}
+    summary = validate(p, **dirs)
+    assert f"warning: {warning}" in summary.splitlines()
+    [stores] = [ln for ln in summary.splitlines() if ln.startswith("stores")]
+    assert "1 to extract first" in stores and "tfidf" not in stores  # what run will extract, and only that
+
+    class Stop(Exception):
+        pass
+
+    def stop(*_args, **_kw):
+        raise Stop
+
+    monkeypatch.setattr("aftpipe.extraction.extract", stop)  # `run` stops where it would start computing
+    out = io.StringIO()
+    with pytest.raises(Stop):
+        run_pipeline(p, **dirs, progress=LogProgress(stream=out))
+    assert f"warning: {warning}" in out.getvalue().splitlines()
+    assert "tfidf" not in out.getvalue().split(warning)[1]  # it is not extracted either
+
+
+def test_validate_says_valid_and_what_run_would_do_not_ok(tmp_path, data_dir):
+    summary = validate(write(tmp_path, BASE), cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs")
+    first, stores = summary.splitlines()[0], next(ln for ln in summary.splitlines() if ln.startswith("stores"))
+    assert "OK" not in summary and first.endswith("pipeline `p` is valid; `aftpipe run` would do this:")
+    assert "0 present, 2 to extract first (" in stores
+
+
+def test_the_sweep_eta_comes_from_the_runs_it_trained_not_from_runs_read_from_disk(tmp_path, data_dir, monkeypatch):
+    import io
+    import json
+
+    from aftpipe.progress import LogProgress
+    from aftpipe.sweep import Sweep
+
+    text = BASE.split("methods:")[0] + "methods:\n  - name: none\nseeds: [0, 1, 2, 3]\n"
+    p = plan_pipeline(write(tmp_path, text), tmp_path / "cache", tmp_path / "runs")
+    metrics = {"metric": "accuracy", "test": {"accuracy": 0.5}, "test_split": "dev"}
+    finished = p.run_dir(p.groups[0], *p.groups[0].grid[0], 0)
+    finished.mkdir(parents=True)
+    (finished / "metrics.json").write_text(json.dumps(metrics))  # seed 0 finished in an earlier sweep
+    clock = {"t": 0.0}
+    takes = iter([10.0, 30.0, 20.0])  # what seeds 1, 2 and 3 take to train
+
+    def fake_train(tc, progress):
+        clock["t"] += next(takes)
+        return metrics
+
+    monkeypatch.setattr("aftpipe.sweep.train_run", fake_train)
+    monkeypatch.setattr("aftpipe.model.add_seed_summary", lambda *a: None)
+    out = io.StringIO()
+    Sweep(p, LogProgress(stream=out), jobs=1, clock=lambda: clock["t"]).run()
+    announced = [ln.split("-s")[-1] for ln in out.getvalue().splitlines() if ln.startswith("[")]
+    # no estimate before a run has been timed (the reused run took no time); then the mean × the runs left
+    assert announced == ["1", "2  (sweep ETA 0:20)", "3  (sweep ETA 0:20)"]  # 10 s × 2 left; 20 s × 1 left
+
+
+def test_run_times_spread_the_runs_left_over_the_jobs():
+    from aftpipe.sweep import RunTimes
+
+    times = RunTimes(left=10, jobs=2)
+    for _ in range(4):
+        times.reused()
+    assert times.eta() != times.eta()  # NaN: nothing measured yet, whatever the rate of reused runs says
+    times.trained(60.0)
+    times.trained(120.0)
+    assert times.eta() == 90.0 * 4 / 2
+    for _ in range(3):
+        times.trained(90.0)
+    assert times.left == 1 and times.eta() == 90.0  # one run left runs on one core however many jobs
+
+
 def test_not_yaml_and_missing_files_are_one_line_errors(tmp_path):
     assert "not valid YAML" in error_of(tmp_path, "dataset: [sst2\n")
     with pytest.raises(AftpipeError, match="no pipeline file"):
