@@ -4,8 +4,8 @@
 
 Each run is a real `aftpipe train` (through torchrun for N processes) of the TextCNN student with AFT on the
 given store, every run with the same `--batch-size`: N processes each compute on 1/N of every batch and
-average their gradients, and AFT's kernel is each rank's per-batch statistic. The table gives test accuracy,
-mean ± std over the seeds, for 1 and N processes: the two should agree within seed noise.
+average their gradients, and AFT's kernel spans the whole batch (the ranks gather its rows). The table gives
+test accuracy, mean ± std over the seeds, for 1 and N processes: the two should agree within seed noise.
 """
 
 from __future__ import annotations
