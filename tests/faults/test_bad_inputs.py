@@ -157,6 +157,12 @@ def edit_finished(edit: Callable[[Path], None]) -> Callable[[World], None]:
     return lambda w: edit(finished_copy(w))
 
 
+def link(name: str, to: str) -> Callable[[World], None]:
+    def f(w: World) -> None:
+        (w.tmp / name).symlink_to(to.format(tmp=w.tmp))
+    return f
+
+
 def unfinished_run(w: World) -> None:
     rundir.work_dir(w.tmp / "run").mkdir(parents=True)
     (rundir.work_dir(w.tmp / "run") / rundir.CONFIG).write_text("lr: 0.001\n")
@@ -378,7 +384,16 @@ CASES = [
     C("train-out-is-a-file", f"{TRAIN} --out {{tmp}}/f/run", "--out", setup=write("{tmp}/f", "")),
     C("train-out-finished", TRAIN, "already holds a finished run", "--overwrite", setup=finished_copy),
     C("train-out-unfinished", TRAIN, "holds an unfinished run", "--resume", setup=unfinished_run),
-    C("train-out-not-a-run", TRAIN, "holds no finished run", "--overwrite", setup=write("{tmp}/run/notes.txt", "x")),
+    C("train-out-not-a-run", TRAIN, "holds no finished run", "not an aftpipe run folder", "--out",
+      setup=write("{tmp}/run/notes.txt", "x")),
+    C("train-out-not-a-run-overwrite", f"{TRAIN} --overwrite", "not an aftpipe run folder", "--overwrite alone",
+      setup=write("{tmp}/run/notes.txt", "x")),
+    C("train-out-dangling-link", TRAIN, "is a symbolic link to a missing path", "--out",
+      setup=link("run", "/nowhere/x")),
+    C("train-out-link-loop", TRAIN, "is a symbolic link to a missing path (or a loop", setup=link("run", "{tmp}/run")),
+    C("train-out-inside-a-store", f"{TRAIN} --out {{tmp}}/c/data/hf-tiny-bert0/myrun", "is inside the feature store",
+      "extract --overwrite", setup=lambda w: cache_copy(w)),
+    C("train-out-inside-a-run", f"{TRAIN} --out {{run}}/inner", "is inside the run folder", setup=finished_copy),
     C("train-out-legacy-pickle", f"{TRAIN} --resume", "checkpoint.pt written by an older aftpipe", "never loads",
       setup=write("{tmp}/run/checkpoint.pt", b"\x80\x04N.")),
     C("train-out-locked", TRAIN, "run folder", "is being written by pid",
