@@ -305,6 +305,9 @@ CASES = [
       "is being written by pid", setup=hold(lambda w: StoreLock(cache_copy(w)))),
     C("extract-store-path-not-a-store", f"{EXTRACT} tsv:{{data}} --source hf:{{model}}",
       "is not an aftpipe zarr store", setup=write("{tmp}/c/data/hf-tiny-bert0/notes.txt", "mine")),
+    C("extract-overwrite-foreign-entries", f"{EXTRACT} tsv:{{data}} --source hf:{{model}} --shard-rows 32 "
+      "--chunk-rows 16 --overwrite", "holds myrun, which aftpipe did not write", "move them out",
+      setup=with_cache(write("{tmp}/c/data/hf-tiny-bert0/myrun/metrics.json", "{}"))),
     C("extract-manifest-unreadable", f"{EXTRACT} tsv:{{data}} --source hf:{{model}} --shard-rows 32 --chunk-rows 16",
       "unreadable manifest", "--overwrite", setup=damage_manifest),
     # train: options
