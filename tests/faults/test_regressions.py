@@ -226,3 +226,19 @@ def test_extract_overwrite_deletes_only_what_the_store_wrote(clean_stores, fault
     code, _, err = cli(args)
     assert code == 0, err
     assert verify_store(store).ok and (store.with_name(store.name + ".journal") / "readme.md").exists()
+
+
+def test_a_text_starting_with_a_quote_is_one_row_as_written(tmp_path, cli):
+    """Two reviews starting with `"` merged 300 lines into 290 rows, one of them 11 lines long."""
+    words = ["good", "bad", "film", "plot", "actor", "music", "long", "short", "funny", "dull", "score", "cast"]
+    lines = [" ".join(words[(i * k + k) % 12] for k in range(1, 5)) + f" {i}\t{i % 2}" for i in range(300)]
+    lines[10] = '"the best" film of the year\t1'
+    lines[20] = '"unwatchable\t0'
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(lines) + "\n")
+    (tmp_path / "d" / "test.tsv").write_text("sentence\tlabel\n" + "\n".join(lines[:40]) + "\n")
+    code, _, err = cli(["extract", "--dataset", f"tsv:{tmp_path / 'd'}", "--source", "tfidf", "--tfidf-dim", "8",
+                        "--cache-dir", str(tmp_path / "c"), "--workers", "0", "--quiet"])
+    assert code == 0, err
+    code, out, err = cli(["inspect", str(tmp_path / "c" / "d" / "tfidf")])
+    assert code == 0 and "rows:    test 40, train 300" in out, out + err
