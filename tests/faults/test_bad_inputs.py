@@ -367,6 +367,11 @@ CASES = [
     C("train-not-a-number", f"{TRAIN} --epochs abc", "Invalid value for '--epochs'"),
     C("train-missing-out", "train --dataset tsv:{data} --quiet", "Missing option '--out'"),
     # train: data and stores
+    C("train-store-given-twice", f"{TRAIN} --features file://{{store}}", "is given twice", "pass each store once"),
+    C("train-store-given-twice-by-link", f"{TRAIN} --features {{tmp}}/link", "is given twice",
+      setup=lambda w: (w.tmp / "link").symlink_to(w.store)),
+    C("train-store-copies", f"{TRAIN_ON} --dataset tsv:{{data}} --features {{store}} --features {{tmp}}/copy",
+      "hold the same features (copies of one store)", setup=lambda w: shutil.copytree(w.store, w.tmp / "copy")),
     C("train-store-missing", f"{TRAIN_ON} --dataset tsv:{{data}} --features {{tmp}}/none", "no feature store",
       "aftpipe extract"),
     C("train-store-not-a-store", f"{TRAIN_ON} --dataset tsv:{{data}} --features {{tmp}}",
@@ -455,6 +460,14 @@ CASES = [
     # pipelines: validate runs the checks run would
     C("validate-missing-file", VALIDATE, "no pipeline file"),
     C("validate-invalid-yaml", VALIDATE, "not valid YAML", setup=pipeline("methods: [\n")),
+    C("validate-duplicate-key", VALIDATE, "p.yaml: line 6: the key `seeds` is given twice (also line 4); keep one",
+      setup=pipe("seeds: [5]\n")),
+    C("validate-alias-bomb", VALIDATE, "its aliases expand to more than 100,000 values",
+      setup=write("{tmp}/p.yaml", "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+          f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")))),
+    C("validate-alias-loop", VALIDATE, "an alias refers to a value that contains it",
+      setup=write("{tmp}/p.yaml", "seeds: &s [0, *s]\n")),
+    C("validate-huge-value", VALIDATE, "expected a list of integers", setup=pipe(**{"[0, 1, 2]": "'" + "x" * 10**6 + "'"})),
     C("validate-unknown-key", VALIDATE, "unknown key", setup=pipe("epochs: 3\n")),
     C("validate-extract-dtype", VALIDATE, "extract.dtype", "expected one of", setup=pipe("extract: {{dtype: float8}}\n")),
     C("validate-source-path-missing", VALIDATE, "/nonexistent does not exist",
@@ -508,6 +521,7 @@ def test_bad_input_is_one_line(case, fault_data, clean_stores, tiny_hf_dir, fini
     # did run may come before it)
     assert code == 2 and "Traceback" not in err and lines and lines[-1].startswith("error: "), err
     assert sum(ln.startswith("error:") for ln in lines) == 1, err
+    assert len(lines[-1]) < 1500, lines[-1][:3000]  # one line a person reads, whatever size the bad value was
     for needle in case.needles:
         assert needle in lines[-1], lines[-1]
     after = sorted(str(p) for p in tmp_path.rglob("*") if p.is_file())
