@@ -55,6 +55,11 @@ def plan_rows(examples: np.ndarray, labels: np.ndarray, budget: int | None, hold
     if len(train) == 0:
         raise AftpipeError(f"no labeled rows are left to train on after the hold-out; lower {option_name('holdout')} "
                            "or add labels")
+    if len(classes := np.unique(labels[train])) < 2:  # every method would learn a constant (the probe cannot fit)
+        cut = " after the hold-out" if len(hold) else ""
+        raise AftpipeError(f"the {len(train):,} labeled rows left to train on{cut} are all of class {int(classes[0])}; "
+                           f"a classifier needs at least two classes: label rows of another class (or change "
+                           f"{option_name('labels')}, {option_name('holdout')} or {option_name('data_seed')})")
     if origin is not None and len(hold):
         unl = unl[~np.isin(origin[unl], hold)]
     return RowPlan(train, hold, np.sort(unl))

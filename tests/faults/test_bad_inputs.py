@@ -390,6 +390,12 @@ CASES = [
     C("train-store-partial", f"{TRAIN_ON} --dataset tsv:{{data}} --features {{tmp}}/c/data/hf-tiny-bert0",
       "holds 50 of the 120 rows of split `train` (it was extracted with --limit 50)", "--stored-rows-only",
       setup=limited_store),
+    C("train-one-class", "train --dataset tsv:{tmp}/d --method none --student bow-mlp --vocab-size 200 --steps 2 "
+      "--threads 1 --quiet --out {run}", "are all of class 1", "at least two classes",
+      setup=lambda w: (write("{tmp}/d/train.tsv", "text\tlabel\n" + "".join(f"good {i}\t1\n" for i in range(20)))(w),
+                       write("{tmp}/d/test.tsv", "text\tlabel\nbad\t0\ngood\t1\n")(w))),
+    C("train-one-class-aft", f"{TRAIN_ON} --dataset tsv:{{tmp}}/d --features {{store}} --labels 1 --holdout 0",
+      "labeled rows left to train on are all of class", setup=lambda w: shutil.copytree(w.data, w.tmp / "d")),
     C("train-test-rows-unlabeled", f"{TRAIN_ON} --dataset tsv:{{tmp}}/d --features {{store}}",
       "test split `test` has 1 of 40 rows without a label", setup=dataset_copy(unlabeled_test)),
     # train: run folders
