@@ -38,10 +38,21 @@ class Case:
     args: tuple[str, ...]
     needles: tuple[str, ...]
     setup: Callable[[World], object] | None = None
+    env: tuple[tuple[str, str], ...] = ()  # environment variables the command runs with
 
 
-def C(id: str, args: str, *needles: str, setup: Callable[[World], object] | None = None) -> Case:  # noqa: N802
-    return Case(id, tuple(args.split()), needles, setup)
+def C(id: str, args: str, *needles: str, setup: Callable[[World], object] | None = None,  # noqa: N802
+      env: dict[str, str] | None = None) -> Case:
+    return Case(id, tuple(args.split()), needles, setup, tuple((env or {}).items()))
+
+
+# an S3 endpoint nothing listens on (the discard port), tried once; credentials from the variables alone
+S3_CLOSED = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "testing",
+             "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1",
+             "AWS_RETRY_MODE": "standard", "AWS_EC2_METADATA_DISABLED": "true",
+             "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent"}
+S3_UNKNOWN_HOST = {**S3_CLOSED, "AWS_ENDPOINT_URL": "http://no-such-host.invalid:9000"}
+S3_NO_CREDENTIALS = {k: v for k, v in S3_CLOSED.items() if not k.startswith("AWS_ACCESS") and "SECRET" not in k}
 
 
 EXTRACT = "extract --cache-dir {tmp}/c --quiet --workers 0 --dataset"
@@ -190,6 +201,24 @@ def checkpoint(damage: str) -> Callable[[World], None]:
     return f
 
 
+def hf_folder(damage: Callable[[Path], None]) -> Callable[[World], None]:
+    """A `save_to_disk` folder at {tmp}/hfds (splits train, test), then `damage` done to it."""
+    def f(w: World) -> None:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.DatasetDict({
+            "train": datasets.Dataset.from_dict({"text": ["good film", "bad film", "fine film"], "label": [1, 0, 1]}),
+            "test": datasets.Dataset.from_dict({"text": ["good", "bad"], "label": [1, 0]}),
+        }).save_to_disk(str(w.tmp / "hfds"))
+        damage(w.tmp / "hfds")
+    return f
+
+
+def arrow_of(folder: Path) -> Path:
+    return next((folder / "train").glob("*.arrow"))
+
+
 def pipeline(body: str) -> Callable[[World], None]:
     def f(w: World) -> None:
         (w.tmp / "p.yaml").write_text(body.format(data=w.data, model=w.model, tmp=w.tmp))
@@ -298,6 +327,28 @@ CASES = [
       setup=write("{tmp}/imgs/readme.txt", "")),
     C("imagefolder-no-images", f"{EXTRACT} imagefolder:{{tmp}}/imgs", "has class folders but no images",
       setup=write("{tmp}/imgs/cat/readme.txt", "")),
+    C("tfidf-one-row", f"{EXTRACT} tsv:{{tmp}}/x.tsv --source tfidf --tfidf-dim 1", "the train split has 1 row",
+      setup=write("{tmp}/x.tsv", "text\tlabel\ngood film\t1\n")),
+    C("tfidf-two-rows-three-components", f"{EXTRACT} tsv:{{tmp}}/x.tsv --source tfidf --tfidf-dim 3",
+      "has 2 rows, fewer than the 3 components", "--tfidf-dim",
+      setup=write("{tmp}/x.tsv", "text\tlabel\nthe good film was long\t1\nthe good film was short\t0\n")),
+    C("tfidf-no-shared-term", f"{EXTRACT} tsv:{{tmp}}/x.tsv --source tfidf --tfidf-dim 1",
+      "no term appears in two rows", setup=write("{tmp}/x.tsv", "text\tlabel\ngood\t1\nbad\t0\n")),
+    C("hf-folder-arrow-garbled", f"{EXTRACT} hf:{{tmp}}/hfds --source tfidf --tfidf-dim 1",
+      "the `save_to_disk` folder", "is damaged", "save the dataset again",
+      setup=hf_folder(lambda d: arrow_of(d).write_bytes(b"garbage" * 100))),
+    C("hf-folder-arrow-truncated", f"{EXTRACT} hf:{{tmp}}/hfds --source tfidf --tfidf-dim 1", "is damaged",
+      setup=hf_folder(lambda d: truncate(arrow_of(d), 0.5))),
+    C("hf-folder-arrow-missing", f"{EXTRACT} hf:{{tmp}}/hfds --source tfidf --tfidf-dim 1", "is damaged",
+      "FileNotFoundError", setup=hf_folder(lambda d: arrow_of(d).unlink())),
+    C("hf-folder-info-invalid", f"{EXTRACT} hf:{{tmp}}/hfds --source tfidf --tfidf-dim 1", "is damaged",
+      "JSONDecodeError", setup=hf_folder(lambda d: (d / "train" / "dataset_info.json").write_text("{"))),
+    C("hf-folder-info-wrong-type", f"{EXTRACT} hf:{{tmp}}/hfds --source tfidf --tfidf-dim 1", "is damaged",
+      setup=hf_folder(lambda d: (d / "train" / "dataset_info.json").write_text('{"features": 3}'))),
+    C("hf-folder-state-invalid", f"{EXTRACT} hf:{{tmp}}/hfds --source tfidf --tfidf-dim 1", "is damaged",
+      setup=hf_folder(lambda d: (d / "train" / "state.json").write_text("{"))),
+    C("hf-folder-dict-invalid", f"{EXTRACT} hf:{{tmp}}/hfds --source tfidf --tfidf-dim 1", "is damaged",
+      setup=hf_folder(lambda d: (d / "dataset_dict.json").write_text("{"))),
     C("tfidf-without-train-split", f"{EXTRACT} tsv:{{tmp}}/only --source tfidf", "fitted on a split named `train`",
       setup=write("{tmp}/only/test.tsv", "text\tlabel\ngood film\t1\nbad film\t0\n")),
     # extract: existing stores
@@ -314,6 +365,22 @@ CASES = [
       setup=with_cache(write("{tmp}/c/data/hf-tiny-bert0/myrun/metrics.json", "{}"))),
     C("extract-manifest-unreadable", f"{EXTRACT} tsv:{{data}} --source hf:{{model}} --shard-rows 32 --chunk-rows 16",
       "unreadable manifest", "--overwrite", setup=damage_manifest),
+    # object-store URLs: the client's failure on one line, whichever command meets it
+    C("url-extract-endpoint-closed", f"{EXTRACT} tsv:{{data}} --source tfidf --tfidf-dim 8 --cache-dir s3://b/c",
+      "cannot write the store s3://b/c/data/tfidf", "EndpointConnectionError", "check the s3 credentials and endpoint",
+      env=S3_CLOSED),
+    C("url-extract-unknown-host", f"{EXTRACT} tsv:{{data}} --source tfidf --tfidf-dim 8 --cache-dir s3://b/c",
+      "cannot write the store", "no-such-host.invalid", env=S3_UNKNOWN_HOST),
+    C("url-extract-no-credentials", f"{EXTRACT} tsv:{{data}} --source tfidf --tfidf-dim 8 --cache-dir s3://b/c",
+      "cannot write the store", "NoCredentialsError", env=S3_NO_CREDENTIALS),
+    C("url-train-endpoint-closed", f"{TRAIN_ON} --dataset tsv:{{data}} --features s3://b/c/data/tfidf",
+      "cannot read the store s3://b/c/data/tfidf", "EndpointConnectionError", env=S3_CLOSED),
+    C("url-validate-endpoint-closed", "validate {tmp}/p.yaml --cache-dir s3://b/c --runs-dir {tmp}/runs",
+      "cannot read the store s3://b/c/data/", "EndpointConnectionError", setup=lambda w: pipe()(w), env=S3_CLOSED),
+    C("url-run-endpoint-closed", "run {tmp}/p.yaml --cache-dir s3://b/c --runs-dir {tmp}/runs --results-dir "
+      "{tmp}/results", "cannot read the store s3://b/c/data/", setup=lambda w: pipe()(w), env=S3_CLOSED),
+    C("url-run-memory-cache-with-jobs", "run {tmp}/p.yaml --cache-dir memory://x/c --jobs 2 --runs-dir {tmp}/runs "
+      "--results-dir {tmp}/results", "lives in this process's memory", "--jobs 1", setup=lambda w: pipe()(w)),
     # train: options
     C("train-unknown-method", f"{TRAIN} --method nope", "no method `nope`", "aft"),
     C("train-unknown-student", f"{TRAIN} --student nope", "no student `nope`", "textcnn"),
@@ -510,7 +577,16 @@ def finished_run(tmp_path_factory, fault_data, clean_stores, tiny_hf_dir) -> Pat
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_bad_input_is_one_line(case, fault_data, clean_stores, tiny_hf_dir, finished_run, tmp_path, cli, record_property):
+def test_bad_input_is_one_line(case, fault_data, clean_stores, tiny_hf_dir, finished_run, tmp_path, cli, record_property,
+                               monkeypatch):
+    if case.env:
+        import s3fs
+
+        for var, value in case.env:
+            monkeypatch.setenv(var, value)
+        for var in {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"} - {k for k, _ in case.env}:
+            monkeypatch.delenv(var, raising=False)
+        s3fs.S3FileSystem.clear_instance_cache()  # a filesystem cached under other settings
     w = World(tmp_path, fault_data, store_of(clean_stores["zarr"], tiny_hf_dir, "zarr"),
               store_of(clean_stores["hdf5"], tiny_hf_dir, "hdf5"), tiny_hf_dir, finished_run)
     held = case.setup(w) if case.setup else None
