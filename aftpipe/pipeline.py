@@ -165,6 +165,9 @@ class PipelineConfig(Config):
             for j, spec in enumerate(specs):
                 registered(SOURCES, spec, ("sources", set_name, j),
                            self.extract.get("source_options") or SourceOptions())
+                require(spec not in specs[:j], ("sources", set_name, j),
+                        f"repeats `{spec}` (sources[{set_name}][{specs.index(spec)}]), whose features would be fed "
+                        "twice; list each source once")
         require(len(self.students) > 0, "students", "empty list; name at least one student (`aftpipe students`)")
         object.__setattr__(self, "students", tuple(StudentSpec(s) if isinstance(s, str) else s for s in self.students))
         for i, s in enumerate(self.students):

@@ -533,6 +533,8 @@ CASES = [
     # pipelines: validate runs the checks run would
     C("validate-missing-file", VALIDATE, "no pipeline file"),
     C("validate-invalid-yaml", VALIDATE, "not valid YAML", setup=pipeline("methods: [\n")),
+    C("validate-repeated-source", VALIDATE, "sources.bert[1]: repeats", "list each source once",
+      setup=pipe(**{"[hf:{model}]": "[hf:{model}, hf:{model}]"})),
     C("validate-duplicate-key", VALIDATE, "p.yaml: line 6: the key `seeds` is given twice (also line 4); keep one",
       setup=pipe("seeds: [5]\n")),
     C("validate-alias-bomb", VALIDATE, "its aliases expand to more than 100,000 values",
