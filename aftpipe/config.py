@@ -457,7 +457,8 @@ class ExtractConfig(Config):
     shard_rows: int | None = option(None, "rows per shard, the unit of writing and resuming (default: ~16 MiB)",
                                     panel=OUTPUT)
     limit: int | None = option(None, "extract only the first N rows of each split", panel=DATA)
-    overwrite: bool = option(False, "rebuild a store that was built with other arguments", panel=OUTPUT)
+    overwrite: bool = option(False, "rebuild a store that was built with other arguments (deleting only its own files)",
+                             panel=OUTPUT)
     # a rank may be a whole shard ahead of the others at a synchronisation point: generous by default
     dist_timeout: float = option(1800.0, "several processes (torchrun): seconds a rank waits for the others at a "
                                  "synchronisation point before stopping with an error", panel=SYSTEM,
@@ -624,7 +625,7 @@ class TrainConfig(Config):
     report_to: tuple[Literal["tensorboard", "wandb"], ...] = option(
         (), "also log each evaluation to tensorboard (<out>/tensorboard) or wandb (offline with WANDB_MODE=offline); "
         "repeatable", panel=OUTPUT, metavar="TRACKER")
-    overwrite: bool = option(False, "replace a finished run in --out", panel=OUTPUT)
+    overwrite: bool = option(False, "replace a finished run in --out (never a folder that is not a run)", panel=OUTPUT)
     resume: bool = option(False, "continue an interrupted run from its last checkpoint", panel=OUTPUT)
 
     def validate(self) -> None:
