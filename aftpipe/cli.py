@@ -475,6 +475,8 @@ def inspect_(
               + (f"  {json.dumps(ds['info'])}" if ds.get("info") else ""))
     con.print(f"built:   {built['created']} on {built['device']}; packages "
               + ", ".join(f"{k} {v}" for k, v in (built["packages"] or {}).items()))
+    # the row counts on a line of their own too: a narrow terminal may fold the table's cells
+    con.print("rows:    " + ", ".join(f"{i.name} {i.n:,}" for i in st.split_infos()), soft_wrap=True)
     t = Table("split", "rows", "dim", "shards (done/all)", "fingerprint", "extract time", "ex/s")
     for i in st.split_infos():
         t.add_row(i.name, f"{i.n:,}", str(i.d), f"{i.shards_done}/{len(i.shards)}", i.fingerprint[:16],

@@ -104,6 +104,15 @@ def to_plain(value: Any) -> Any:
     return value
 
 
+def shown(value: Any) -> str:
+    """`value` as an error message shows it: its repr, cut short (a YAML value can be any size)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother, r.maxlist, r.maxtuple, r.maxdict = 3, 80, 80, 6, 6, 6
+    return r.repr(value)
+
+
 def _describe(tp: Any) -> str:
     origin, args = get_origin(tp), get_args(tp)
     if origin in (Union, types.UnionType):
@@ -131,7 +140,7 @@ def _scalar(value: Any, tp: type, path: tuple[PathPart, ...]) -> Any:
     else:
         raise TypeError(f"no conversion for {tp!r}")  # a bug in a config class, not a user error
     if not ok:
-        raise ConfigError(path, f"expected {_describe(tp)}, got {value!r}")
+        raise ConfigError(path, f"expected {_describe(tp)}, got {shown(value)}")
     return float(value) if tp is float else (int(value) if tp is int else value)
 
 
@@ -155,7 +164,7 @@ def convert(value: Any, tp: Any, path: tuple[PathPart, ...] = ()) -> Any:
             except ConfigError as e:
                 if len(arms) == 1 and e.path != path:
                     raise  # a nested field is wrong: say which
-        raise ConfigError(path, f"expected {_describe(tp)}, got {value!r}")
+        raise ConfigError(path, f"expected {_describe(tp)}, got {shown(value)}")
     if origin is Partial:
         hints = _hints(args[0])
         value = check_keys({} if value is None else value, [f.name for f in dataclasses.fields(args[0])], path)
@@ -163,7 +172,7 @@ def convert(value: Any, tp: Any, path: tuple[PathPart, ...] = ()) -> Any:
     if origin is Literal:
         if value in args and type(value) in {type(a) for a in args}:
             return value
-        raise ConfigError(path, f"expected {_describe(tp)}, got {value!r}")
+        raise ConfigError(path, f"expected {_describe(tp)}, got {shown(value)}")
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
@@ -172,11 +181,11 @@ def convert(value: Any, tp: Any, path: tuple[PathPart, ...] = ()) -> Any:
         if isinstance(value, (str, os.PathLike)) and (args[0] is str or get_origin(args[0]) is Literal):
             value = [value]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(path, f"expected {_describe(tp)}, got {value!r}")
+            raise ConfigError(path, f"expected {_describe(tp)}, got {shown(value)}")
         return tuple(convert(v, args[0], (*path, i)) for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(path, f"expected a mapping, got {value!r}")
+            raise ConfigError(path, f"expected a mapping, got {shown(value)}")
         return {str(k): convert(v, args[1], (*path, str(k))) for k, v in value.items()}
     return _scalar(value, tp, path)
 
@@ -184,7 +193,7 @@ def convert(value: Any, tp: Any, path: tuple[PathPart, ...] = ()) -> Any:
 def check_keys(value: Any, known: list[str], path: tuple[PathPart, ...] = ()) -> Mapping:
     """`value` if it is a mapping whose keys are all `known`; else the first stranger, with a did-you-mean."""
     if not isinstance(value, Mapping):
-        raise ConfigError(path, f"expected a mapping, got {value!r}")
+        raise ConfigError(path, f"expected a mapping, got {shown(value)}")
     for k in value:
         if k not in known:
             close = difflib.get_close_matches(str(k), known, n=1)
@@ -209,12 +218,36 @@ def from_dict(cls: type, data: Any, path: tuple[PathPart, ...] = ()) -> Any:
 
 
 # --- YAML ------------------------------------------------------------------------------------------------
+MAX_ALIASED_VALUES = 100_000  # values YAML aliases may add to a file: far past any config, far short of a bomb
+
+
 def _yaml_loader() -> type:
     import yaml
 
     class Loader(yaml.SafeLoader):
         """PyYAML reads `1e-3` as a string (YAML 1.1 wants `1.0e-3`); grids are written that way, so
-        floats without a dot are resolved as numbers here."""
+        floats without a dot are resolved as numbers here. Unlike PyYAML, a key given twice in one mapping
+        is refused (the last would silently win), and so are aliases that expand past MAX_ALIASED_VALUES
+        values or into themselves."""
+
+        def get_single_node(self) -> Any:
+            node = super().get_single_node()
+            if node is not None:
+                _check_aliases(node)
+            return node
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                first: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                        continue  # `<<` merges are overridden by design; a complex key fails on its own
+                    key = self.construct_object(key_node)
+                    if key in first:
+                        raise _YamlInputError(f"the key `{key}` is given twice (also line {first[key] + 1}); keep one",
+                                              key_node.start_mark)
+                    first[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep)
 
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
@@ -228,8 +261,45 @@ def _yaml_loader() -> type:
     return Loader
 
 
+class _YamlInputError(Exception):
+    """A YAML document that parses but is refused (a repeated key, runaway aliases), with where it is."""
+
+    def __init__(self, message: str, mark: Any = None) -> None:
+        super().__init__(message)
+        self.mark = mark
+
+
+def _check_aliases(root: Any) -> None:
+    """Refuse a document whose aliases expand it by more than MAX_ALIASED_VALUES values (a "billion laughs"
+    file is a few lines that expand to billions) or into itself. Sizes are memoised per node, so this costs
+    one visit of each node the file really holds."""
+    size: dict[int, int] = {}
+    open_: set[int] = set()
+    distinct = 0
+
+    def expanded(node: Any) -> int:
+        nonlocal distinct
+        if id(node) in size:
+            return size[id(node)]
+        if id(node) in open_:
+            raise _YamlInputError("an alias refers to a value that contains it; write the value out", node.start_mark)
+        open_.add(id(node))
+        distinct += 1
+        children = node.value if isinstance(node.value, list) else []
+        total = 1 + sum(expanded(c) for item in children for c in (item if isinstance(item, tuple) else (item,)))
+        open_.discard(id(node))
+        size[id(node)] = total
+        if total - distinct > MAX_ALIASED_VALUES:
+            raise _YamlInputError(f"its aliases expand to more than {MAX_ALIASED_VALUES:,} values; write the values "
+                                  "out instead of repeating aliases", node.start_mark)
+        return total
+
+    expanded(root)
+
+
 def load_yaml(path: str | Path, what: str = "file") -> Any:
-    """A YAML file's data (safe loader), or a one-line `AftpipeError` naming the file and the line."""
+    """A YAML file's data (safe loader, strict: see `_yaml_loader`), or a one-line `AftpipeError` naming the
+    file and the line."""
     import yaml
 
     p = Path(path)
@@ -237,11 +307,16 @@ def load_yaml(path: str | Path, what: str = "file") -> Any:
         return yaml.load(p.read_text(), Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
     except FileNotFoundError:
         raise AftpipeError(f"no {what} {p}") from None
+    except _YamlInputError as e:
+        where = f" line {e.mark.line + 1}" if e.mark is not None else ""
+        raise AftpipeError(f"{p}:{where}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        problem = str(getattr(e, "problem", None) or e).splitlines()[0]
+        problem = str(getattr(e, "problem", None) or e).splitlines()[0][:200]
         raise AftpipeError(f"{p}:{where}: not valid YAML ({problem}); fix the syntax") from None
+    except RecursionError:
+        raise AftpipeError(f"{p}: nested too deeply to read; flatten it") from None
     except (OSError, UnicodeDecodeError) as e:
         raise AftpipeError(f"cannot read {p} ({e}); check the path") from None
 
@@ -386,7 +461,8 @@ class ExtractConfig(Config):
     shard_rows: int | None = option(None, "rows per shard, the unit of writing and resuming (default: ~16 MiB)",
                                     panel=OUTPUT)
     limit: int | None = option(None, "extract only the first N rows of each split", panel=DATA, common=True)
-    overwrite: bool = option(False, "rebuild a store that was built with other arguments", panel=OUTPUT)
+    overwrite: bool = option(False, "rebuild a store that was built with other arguments (deleting only its own files)",
+                             panel=OUTPUT)
     # a rank may be a whole shard ahead of the others at a synchronisation point: generous by default
     dist_timeout: float = option(1800.0, "several processes (torchrun): seconds a rank waits for the others at a "
                                  "synchronisation point before stopping with an error", panel=SYSTEM,
@@ -557,7 +633,8 @@ class TrainConfig(Config):
     report_to: tuple[Literal["tensorboard", "wandb"], ...] = option(
         (), "also log each evaluation to tensorboard (<out>/tensorboard) or wandb (offline with WANDB_MODE=offline); "
         "repeatable", panel=OUTPUT, metavar="TRACKER")
-    overwrite: bool = option(False, "replace a finished run in --out", panel=OUTPUT, common=True)
+    overwrite: bool = option(False, "replace a finished run in --out (never a folder that is not a run)", panel=OUTPUT,
+                             common=True)
     resume: bool = option(False, "continue an interrupted run from its last checkpoint", panel=OUTPUT)
 
     def validate(self) -> None:

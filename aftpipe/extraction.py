@@ -40,7 +40,7 @@ from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
 from aftpipe.progress import Progress, SilentProgress, default_progress
 from aftpipe.sources import FeatureSource, check_source, load_source
 from aftpipe.store import SplitPlan, StoreLock, StoreWriter, make_writer, open_features, store_path
-from aftpipe.store.location import is_remote
+from aftpipe.store.location import is_remote, remote_errors
 from aftpipe.store.manifest import STORAGE_DTYPES, package_versions
 
 DEFAULT_SHARD_BYTES = 16 << 20  # ~16 MiB shards: a 67k×384 fp16 split is 4 files, a million rows ~50
@@ -228,7 +228,9 @@ def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, S
                     device: torch.device, progress: Progress, spec: str = "",
                     ctx: distributed.Context = distributed.SINGLE) -> list[SplitResult]:
     path = store_path(config.cache_dir, dataset.name, source.name, config.format)
-    with contextlib.ExitStack() as held:
+    # an object store's client fails in its own exception tree anywhere below (listing, reading, writing,
+    # cleaning up): one line naming the store, not a traceback
+    with remote_errors(path, "write the store"), contextlib.ExitStack() as held:
         with ctx.together(f"preparing the store {path}"):
             if not is_remote(path):
                 _check_writable(path)

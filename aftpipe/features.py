@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ from aftpipe.config import TrainConfig
 from aftpipe.data.base import Dataset, Split
 from aftpipe.errors import AftpipeError, option_hint, option_name
 from aftpipe.store import FeatureArray, open_features
+from aftpipe.store.location import is_remote
 
 
 @dataclass
@@ -53,6 +55,11 @@ def plan_rows(examples: np.ndarray, labels: np.ndarray, budget: int | None, hold
     if len(train) == 0:
         raise AftpipeError(f"no labeled rows are left to train on after the hold-out; lower {option_name('holdout')} "
                            "or add labels")
+    if len(classes := np.unique(labels[train])) < 2:  # every method would learn a constant (the probe cannot fit)
+        cut = " after the hold-out" if len(hold) else ""
+        raise AftpipeError(f"the {len(train):,} labeled rows left to train on{cut} are all of class {int(classes[0])}; "
+                           f"a classifier needs at least two classes: label rows of another class (or change "
+                           f"{option_name('labels')}, {option_name('holdout')} or {option_name('data_seed')})")
     if origin is not None and len(hold):
         unl = unl[~np.isin(origin[unl], hold)]
     return RowPlan(train, hold, np.sort(unl))
@@ -125,8 +132,14 @@ def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in
     that holds only some of the split's rows unless `stored_rows_only`."""
     ds_split = dataset.split(split)
     arrays, index, dims, identity = [], None, [], []
+    seen: dict[str, str] = {}  # where each store really is → the path it was given as
     for p in paths:
         store = open_features(p)
+        where = str(store.path).rstrip("/") if is_remote(store.path) else os.path.realpath(store.path)
+        if where in seen:
+            raise AftpipeError(f"the store {where} is given twice ({seen[where]} and {p}), which would feed the same "
+                               f"features twice; pass each store once to {option_name('features')}")
+        seen[where] = str(p)
         arr = store.split(split, verify=True)
         info = store.split_info(split)
         if store.views != dataset.views:
@@ -152,9 +165,13 @@ def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in
         index = arr.index
         arrays.append(arr.to_memory() if in_memory else arr)
         dims.append(arr.shape[1])
-        identity.append({"key": hashlib.sha256(json.dumps(store.manifest.get("key"), sort_keys=True).encode()).hexdigest(),
-                         "split": split, "fingerprint": info.fingerprint, "n": info.n, "d": info.d,
-                         "shards": hashlib.sha256("".join(s.sha256 or "" for s in info.shards).encode()).hexdigest()})
+        this = {"key": hashlib.sha256(json.dumps(store.manifest.get("key"), sort_keys=True).encode()).hexdigest(),
+                "split": split, "fingerprint": info.fingerprint, "n": info.n, "d": info.d,
+                "shards": hashlib.sha256("".join(s.sha256 or "" for s in info.shards).encode()).hexdigest()}
+        if (same := next((paths[i] for i, other in enumerate(identity) if other == this), None)) is not None:
+            raise AftpipeError(f"stores {same} and {p} hold the same features (copies of one store); pass one of "
+                               f"them to {option_name('features')}")
+        identity.append(this)
     example_to_row = np.full(len(ds_split), -1, dtype=np.int64)
     example_to_row[index] = np.arange(len(index))
     return Features(arrays, example_to_row, dims, identity)

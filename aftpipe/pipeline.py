@@ -35,7 +35,7 @@ from aftpipe import rundir
 from aftpipe.config import (Config, ConfigError, ExtractConfig, Partial, SourceOptions, TrainConfig, from_dict,
                             load_yaml, registered, require)
 from aftpipe.data.base import Dataset
-from aftpipe.errors import AftpipeError, Interrupted, option_hint
+from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
 from aftpipe.features import RowPlan, check_labels, coverage_error, plan_rows
 from aftpipe.fileio import write_if_changed
 from aftpipe.methods import METHODS, MethodConfig
@@ -165,6 +165,9 @@ class PipelineConfig(Config):
             for j, spec in enumerate(specs):
                 registered(SOURCES, spec, ("sources", set_name, j),
                            self.extract.get("source_options") or SourceOptions())
+                require(spec not in specs[:j], ("sources", set_name, j),
+                        f"repeats `{spec}` (sources[{set_name}][{specs.index(spec)}]), whose features would be fed "
+                        "twice; list each source once")
         require(len(self.students) > 0, "students", "empty list; name at least one student (`aftpipe students`)")
         object.__setattr__(self, "students", tuple(StudentSpec(s) if isinstance(s, str) else s for s in self.students))
         for i, s in enumerate(self.students):
@@ -394,9 +397,11 @@ class PipelinePlan:
 
 def _store_complete(path: Path, splits: tuple[str, ...]) -> bool:
     from aftpipe.store import open_features
+    from aftpipe.store.location import remote_errors
 
-    if not path.exists():  # checked first: open_features would also find a `.h5` beside a zarr path
-        return False
+    with remote_errors(path, "read the store"):
+        if not path.exists():  # checked first: open_features would also find a `.h5` beside a zarr path
+            return False
     try:
         return set(splits) <= set(open_features(path).splits)
     except AftpipeError:
@@ -453,9 +458,9 @@ def plan_pipeline(path: str | Path, cache_dir: str | Path = "cache", runs_dir: s
     ext = cfg.extract_config(used, cache_dir)
     splits = ext.splits or tuple(dict.fromkeys([template.train_split, resolve_test_split(dataset.name, cfg.test_split)]))
     stores = {spec: store_path(cache_dir, dataset.name, store_name(spec, ext.source_options), ext.format) for spec in used}
-    for spec, path in stores.items():
-        if _store_complete(path, splits):  # what the runs will read must cover the splits they need
-            _check_coverage(path, dataset, splits, template.stored_rows_only)
+    for spec, store in stores.items():
+        if _store_complete(store, splits):  # what the runs will read must cover the splits they need
+            _check_coverage(store, dataset, splits, template.stored_rows_only)
         else:  # what `run` would extract must be loadable
             check_source(spec, ext.source_options)
     train = dataset.split(template.train_split)
@@ -505,6 +510,11 @@ def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir:
     progress = default_progress(progress, "step")
     if jobs is not None and jobs < 1:
         raise AftpipeError(f"{option_hint('jobs', jobs)}: must be at least 1")
+    in_process = str(cache_dir).startswith("memory://")  # fsspec's memory filesystem: this process's alone
+    if in_process and jobs is not None and jobs > 1:
+        raise AftpipeError(f"{option_name('cache_dir')} {cache_dir} lives in this process's memory, which the "
+                           f"worker processes of {option_hint('jobs', jobs)} cannot see; pass "
+                           f"{option_hint('jobs', 1)} or a cache folder")
     p = plan_pipeline(path, cache_dir, runs_dir)
     cfg = p.cfg
     report_to = tuple(report_to)
@@ -517,7 +527,7 @@ def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir:
         progress.log(f"extracting {', '.join(missing)} over {', '.join(p.splits)}")
         with counting(progress, "ex"):
             extract(dataclasses.replace(cfg.extract_config(missing, cache_dir), splits=p.splits), progress)
-    jobs = jobs or default_jobs(cfg.train_template().device)
+    jobs = 1 if in_process else jobs or default_jobs(cfg.train_template().device)
     log_every = progress.every_s if isinstance(progress, LogProgress) and not progress.quiet else None
     sweep = Sweep(p, progress, jobs, report_to, log_every)
     try:

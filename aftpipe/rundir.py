@@ -106,9 +106,7 @@ def writing(out: str | Path, resume: bool, overwrite: bool) -> Iterator[Path | N
     the run; if the block fails, the partial folder is kept only when it holds a checkpoint to resume from."""
     from aftpipe.store import WriterLock
 
-    out = Path(os.path.abspath(Path(out).expanduser()))
-    if out.name in ("", ".", ".."):
-        raise AftpipeError(f"{option_hint('out', str(out))} names no run folder; pass a path such as runs/my-run")
+    out = checked_out(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -126,13 +124,16 @@ def writing(out: str | Path, resume: bool, overwrite: bool) -> Iterator[Path | N
             if not overwrite:
                 raise AftpipeError(f"{out} already holds a finished run; pass {option_hint('overwrite')} to replace it "
                                    f"or choose another {option_hint('out', 'DIR')}")
-        elif out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        elif out.exists() and (not out.is_dir() or any(out.iterdir())):
             if (out / LEGACY_CHECKPOINT).exists():
-                raise AftpipeError(f"{out} holds a {LEGACY_CHECKPOINT} written by an older aftpipe (a pickle, which "
-                                   f"aftpipe never loads); delete the folder or pass {option_hint('overwrite')} to train "
-                                   "the run again")
-            raise AftpipeError(f"{out} exists but holds no finished run (no {METRICS}); delete it, pass "
-                               f"{option_hint('overwrite')} to replace it, or choose another {option_hint('out', 'DIR')}")
+                if not overwrite:
+                    raise AftpipeError(f"{out} holds a {LEGACY_CHECKPOINT} written by an older aftpipe (a pickle, "
+                                       f"which aftpipe never loads); delete the folder or pass "
+                                       f"{option_hint('overwrite')} to train the run again")
+            else:  # not a run folder: --overwrite replaces run folders, never someone's other files
+                raise AftpipeError(f"{out} exists but holds no finished run (no {METRICS}) and is not an aftpipe run "
+                                   f"folder, which {option_hint('overwrite')} alone may replace; move it away or "
+                                   f"choose another {option_hint('out', 'DIR')}")
         if work.exists():
             if overwrite or not (work / CHECKPOINT).exists():
                 shutil.rmtree(work)  # a run replaced, or one that failed before its first checkpoint
@@ -156,6 +157,38 @@ def writing(out: str | Path, resume: bool, overwrite: bool) -> Iterator[Path | N
             raise
 
 
+def checked_out(out: str | Path) -> Path:
+    """`out` as an absolute path, refused where publishing a run there could fail after training or put it
+    inside something else: a symbolic link that leads nowhere (missing target, loop), a feature store, or
+    another run folder. A link to an existing folder is followed (the run goes where it points)."""
+    out = Path(os.path.abspath(Path(out).expanduser()))
+    if out.name in ("", ".", ".."):
+        raise AftpipeError(f"{option_hint('out', str(out))} names no run folder; pass a path such as runs/my-run")
+    if out.is_symlink():
+        try:
+            out = out.resolve(strict=True)
+        except (OSError, RuntimeError):  # RuntimeError: a loop, on Pythons before 3.13
+            raise AftpipeError(f"{option_hint('out', str(out))} is a symbolic link to a missing path (or a loop of "
+                               f"links), where no run can be published; remove the link or pass another "
+                               f"{option_hint('out', 'DIR')}") from None
+    for folder in _existing_ancestors(out):
+        if (folder / "zarr.json").is_file():  # a zarr store (an HDF5 store is a file, so nothing is inside it)
+            raise AftpipeError(f"{option_hint('out', str(out))} is inside the feature store {folder}, which "
+                               f"`extract {option_hint('overwrite')}` would rebuild; pass an "
+                               f"{option_hint('out', 'DIR')} outside it")
+        if (folder / CONFIG).is_file() and (is_finished(folder) or folder.name.endswith(PARTIAL)):
+            raise AftpipeError(f"{option_hint('out', str(out))} is inside the run folder {folder}, which "
+                               f"{option_hint('overwrite')} would replace; pass an {option_hint('out', 'DIR')} "
+                               "outside it")
+    return out
+
+
+def _existing_ancestors(path: Path) -> list[Path]:
+    """The folders above `path` as they really are (links resolved), nearest first; those that exist."""
+    real = Path(os.path.realpath(path.parent))
+    return [p for p in (real, *real.parents) if p.is_dir()]
+
+
 def check_resumable(work: Path, new: dict[str, Any]) -> None:
     """Refuse to resume a checkpoint that was trained with other settings."""
     saved = read_config_dict(work)
@@ -176,16 +209,22 @@ def write_config(work: Path, text: str) -> None:
 
 
 def finish(work: Path, metrics: dict[str, Any]) -> Path:
-    """Write metrics.json, drop the checkpoint and rename the work folder to the run's name; returns it."""
+    """Write metrics.json, rename the work folder to the run's name and only then drop the checkpoint (a
+    rename that fails leaves the run resumable); returns the run folder."""
     out = run_dir(work)
 
     def publish() -> None:
         write_json(work / METRICS, metrics)
-        (work / CHECKPOINT).unlink(missing_ok=True)
         old = out.with_name(f"{out.name}.replaced-{os.getpid()}")
         if out.exists():  # --overwrite: the old run stays whole until the new one is ready
             os.rename(out, old)
-        os.rename(work, out)
+        try:
+            os.rename(work, out)
+        except OSError:
+            if old.exists():
+                os.rename(old, out)  # the old run back in its place
+            raise
+        (out / CHECKPOINT).unlink(missing_ok=True)
         if old.exists():
             shutil.rmtree(old) if old.is_dir() else old.unlink()
         fsync_path(out.parent)

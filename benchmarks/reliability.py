@@ -4,8 +4,8 @@
 
 Runs `pytest tests/faults` once and reads its JUnit report: how many store corruptions were injected and
 caught (named by `verify`, refused by `train`, repaired), how many bad inputs ended in one `error:` line
-with exit code 2, how many SIGKILL points and full-disk points an extract survived bit-identical, and how
-many planted pickles ran code. Appends one row to the Reliability table of BENCHMARKS.md and rewrites
+with exit code 2 (also by family: readers, object-store URLs, pipelines, run folders, ...), how many SIGKILL
+points and full-disk points an extract survived bit-identical, and how many planted pickles ran code. Appends one row to the Reliability table of BENCHMARKS.md and rewrites
 docs/errors.md, the catalogue of error messages, from the messages the suite actually saw.
 """
 
@@ -50,8 +50,22 @@ def cases(root: ET.Element) -> list[dict]:
     return out
 
 
+# the families of the bad-input catalogue, by the case id's prefix (the first that matches)
+FAMILIES = (("url-", "object-store URLs"), ("validate-", "pipelines"), ("run-", "pipelines"),
+            ("train-out-", "run folders"), ("train-resume-", "run folders"), ("evaluate-", "run folders"),
+            ("tsv-", "readers"), ("csv-", "readers"), ("jsonl-", "readers"), ("imagefolder-", "readers"),
+            ("hf-folder-", "readers"), ("tfidf-", "readers"), ("predict-", "predict/export/model folders"),
+            ("export-", "predict/export/model folders"), ("model-", "predict/export/model folders"),
+            ("verify-", "stores"), ("inspect-", "stores"), ("extract-", "extract options and stores"),
+            ("train-", "train options and data"), ("unknown-", "command line"))
+
+
+def family(case_id: str) -> str:
+    return next((name for prefix, name in FAMILIES if case_id.startswith(prefix)), "other")
+
+
 def counts(tcs: list[dict]) -> dict[str, tuple[int, int]]:
-    """category → (passed, tried)."""
+    """category → (passed, tried); bad inputs also by family (`bad inputs: readers`)."""
     c: dict[str, list[int]] = defaultdict(lambda: [0, 0])
 
     def add(key: str, ok: int, tried: int) -> None:
@@ -63,6 +77,7 @@ def counts(tcs: list[dict]) -> dict[str, tuple[int, int]]:
             add("corruptions", t["ok"], 1)
         elif t["file"] == "test_bad_inputs" and t["name"].startswith("test_bad_input_is_one_line"):
             add("bad inputs", t["ok"], 1)
+            add(f"bad inputs: {family(t['name'].split('[', 1)[-1].rstrip(']'))}", t["ok"], 1)
         elif t["file"] == "test_kill_resume":
             add("kills", int(t["props"].get("bit_identical", 0)), int(t["props"].get("kill_points", 0)) or 1)
         elif t["file"] == "test_disk_full" and "every_write_step" in t["name"]:

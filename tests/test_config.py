@@ -70,3 +70,29 @@ def test_yaml_reads_exponent_floats_and_reports_bad_syntax_on_one_line(tmp_path)
     with pytest.raises(Exception, match=r"x\.yaml: line \d+: not valid YAML") as e:
         load_yaml(p)
     assert "\n" not in str(e.value)
+
+
+def test_yaml_refuses_repeated_keys_and_runaway_aliases(tmp_path):
+    from aftpipe.config import load_yaml, shown
+    from aftpipe.errors import AftpipeError
+
+    def load(text):
+        (tmp_path / "p.yaml").write_text(text)
+        return load_yaml(tmp_path / "p.yaml")
+
+    with pytest.raises(AftpipeError, match=r"p.yaml: line 3: the key `seeds` is given twice \(also line 1\)"):
+        load("seeds: [0, 1, 2]\nmethods: []\nseeds: [5]\n")
+    with pytest.raises(AftpipeError, match=r"line 3: the key `lr` is given twice \(also line 2\)"):
+        load("train:\n  lr: 0.1\n  lr: 0.2\n")
+    # a merge (`<<`) is overridden by design, and the same key in two mappings is no repeat
+    assert load("base: &b {lr: 0.1, steps: 2}\ntrain:\n  <<: *b\n  lr: 0.2\nother: {lr: 3}\n") == {
+        "base": {"lr": 0.1, "steps": 2}, "train": {"lr": 0.2, "steps": 2}, "other": {"lr": 3}}
+    assert load("a: &a [1, 2]\nb: [*a, *a]\n") == {"a": [1, 2], "b": [[1, 2], [1, 2]]}  # a few aliases are fine
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+    with pytest.raises(AftpipeError, match="aliases expand to more than 100,000 values") as e:
+        load(bomb)
+    assert len(str(e.value)) < 300
+    with pytest.raises(AftpipeError, match="an alias refers to a value that contains it"):
+        load("seeds: &s [0, *s]\n")
+    assert len(shown("x" * 10**6)) < 100 and len(shown([list(range(10**4))] * 10**3)) < 200

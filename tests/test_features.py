@@ -26,6 +26,25 @@ def test_plan_rows_refuses_an_impossible_budget():
         plan_rows(np.arange(4), labels, budget=None, holdout=0.9, seed=0)
 
 
+def test_plan_rows_refuses_a_train_set_of_one_class():
+    labels = np.array([1] * 30 + [0] * 2 + [-1] * 5)
+    with pytest.raises(AftpipeError, match="the 30 labeled rows left to train on are all of class 1"):
+        plan_rows(np.arange(30), labels, budget=None, holdout=0.0, seed=0)
+    p = plan_rows(np.arange(len(labels)), labels, budget=None, holdout=0.0, seed=0)  # one row of another class: fine
+    assert set(labels[p.train]) == {0, 1}
+    with pytest.raises(AftpipeError, match="after the hold-out are all of class 1"):  # the hold-out took both 0s
+        plan_rows(np.arange(len(labels)), labels, budget=None, holdout=0.5, seed=_seed_holding_out_both(labels))
+
+
+def _seed_holding_out_both(labels):
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(np.flatnonzero(labels >= 0))
+        if set(perm[:16]) >= {30, 31}:
+            return seed
+    raise AssertionError("no seed holds out both rows of class 0")
+
+
 def _features(n=400, d=6, seed=0):
     from aftpipe.features import Features
     from aftpipe.store.array import FeatureArray

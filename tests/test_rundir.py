@@ -127,3 +127,97 @@ def test_a_damaged_checkpoint_is_one_line(tmp_path):
     with pytest.raises(AftpipeError, match="checkpoint .* is damaged.*overwrite=True") as e:
         rundir.load_checkpoint(tmp_path)
     assert "\n" not in str(e.value)
+
+
+def test_a_publish_that_fails_keeps_the_checkpoint_to_resume_from(tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    real_rename = rundir.os.rename
+
+    def refuse(src, dst):
+        if str(dst) == str(out):
+            raise OSError(28, "No space left on device")
+        real_rename(src, dst)
+
+    with pytest.raises(AftpipeError, match="cannot write the run directory"), rundir.writing(out, resume=False, overwrite=False) as work:
+        rundir.save_checkpoint(work, {"step": 9})
+        monkeypatch.setattr(rundir.os, "rename", refuse)
+        rundir.finish(work, {"test": {"accuracy": 1.0}, "test_split": "test"})
+    monkeypatch.undo()
+    assert not out.exists() and rundir.load_checkpoint(rundir.work_dir(out)) == {"step": 9}
+    with rundir.writing(out, resume=True, overwrite=False) as work:  # --resume continues from it
+        assert rundir.load_checkpoint(work) == {"step": 9}
+        rundir.finish(work, {"test": {"accuracy": 1.0}, "test_split": "test"})
+    assert rundir.is_finished(out) and not (out / rundir.CHECKPOINT).exists()
+
+
+def test_a_failed_publish_over_an_old_run_puts_the_old_run_back(tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    with rundir.writing(out, False, False) as work:
+        rundir.finish(work, {"test": {"accuracy": 0.5}, "test_split": "test"})
+    real_rename = rundir.os.rename
+    calls = []
+
+    def second_fails(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error")
+        real_rename(src, dst)
+
+    with pytest.raises(AftpipeError), rundir.writing(out, resume=False, overwrite=True) as work:
+        monkeypatch.setattr(rundir.os, "rename", second_fails)
+        rundir.finish(work, {"test": {"accuracy": 0.9}, "test_split": "test"})
+    assert rundir.read_metrics(out)["test"]["accuracy"] == 0.5
+
+
+@pytest.mark.parametrize("link", ["dangling", "loop"])
+def test_an_out_that_is_a_broken_link_is_refused_before_anything_is_written(tmp_path, link):
+    out = tmp_path / "runs" / "r"
+    out.parent.mkdir()
+    out.symlink_to(tmp_path / "nowhere" / "x" if link == "dangling" else out)
+    with pytest.raises(AftpipeError, match="is a symbolic link to a missing path"), rundir.writing(out, False, False):
+        pass
+    assert sorted(p.name for p in out.parent.iterdir()) == ["r"]
+
+
+def test_an_out_link_to_a_folder_is_followed(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with rundir.writing(tmp_path / "link", False, False) as work:
+        assert work == tmp_path / "real.partial"
+        rundir.finish(work, {"test": {"accuracy": 1.0}, "test_split": "test"})
+    assert rundir.is_finished(tmp_path / "link") and (tmp_path / "link").is_symlink()
+
+
+def test_an_out_inside_a_store_or_another_run_is_refused(tmp_path):
+    store = tmp_path / "cache" / "x" / "minilm"
+    store.mkdir(parents=True)
+    (store / "zarr.json").write_text("{}")
+    with pytest.raises(AftpipeError, match="is inside the feature store .*/minilm"), rundir.writing(store / "myrun", False, False):
+        pass
+    with rundir.writing(tmp_path / "run", False, False) as work:
+        rundir.write_config(work, "lr: 0.1\n")
+        rundir.finish(work, {"test": {"accuracy": 1.0}, "test_split": "test"})
+    for inner in (tmp_path / "run" / "inner", tmp_path / "run" / "a" / "b", rundir.work_dir(tmp_path / "r2") / "x"):
+        if inner.parent.name.endswith(rundir.PARTIAL):
+            inner.parent.mkdir()
+            (inner.parent / rundir.CONFIG).write_text("lr: 0.1\n")
+        with pytest.raises(AftpipeError, match="is inside the run folder"), rundir.writing(inner, False, False):
+            pass
+    assert not (tmp_path / "run" / "a").exists() and not (store / "myrun").exists()
+
+
+def test_overwrite_replaces_only_a_run_folder_or_an_empty_one(tmp_path):
+    docs = tmp_path / "Documents"
+    docs.mkdir()
+    (docs / "thesis.tex").write_text("years of work")
+    for overwrite in (False, True):
+        with pytest.raises(AftpipeError, match="is not an aftpipe run folder"), rundir.writing(docs, resume=False, overwrite=overwrite):
+            pass
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(AftpipeError, match="is not an aftpipe run folder"), rundir.writing(tmp_path / "file", resume=False, overwrite=True):
+        pass
+    assert (docs / "thesis.tex").read_text() == "years of work" and (tmp_path / "file").read_text() == "mine"
+    (tmp_path / "empty").mkdir()
+    with rundir.writing(tmp_path / "empty", resume=False, overwrite=True) as work:
+        rundir.finish(work, {"test": {"accuracy": 1.0}, "test_split": "test"})
+    assert rundir.is_finished(tmp_path / "empty")

@@ -13,7 +13,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
@@ -124,40 +124,57 @@ def _label_cell(value: str) -> str | None:
     return value or None
 
 
-def _read_delimited(path: Path, delimiter: str, options: DatasetOptions, need_label: bool = True) -> TextTable:
-    """A tsv/csv file with a header row, read with the csv module so quoted fields may hold the delimiter."""
-    kind = "tab-separated" if delimiter == "\t" else "comma-separated"
-    table = TextTable(path)
-    label_at: int | None = None
-    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
-    header: list[str] | None = None
-    text_at = 0
+def _tsv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of a TSV file as the IANA text/tab-separated-values type defines it, and as the
+    GLUE files are written: one record per line, a field is exactly the characters between two tabs. Quotes
+    are text like any other (a review may well start with `"`), so a field cannot hold a tab or a newline."""
+    for n, line in enumerate(read_text(path).split("\n"), start=1):
+        yield n, line.removesuffix("\r").split("\t")
+
+
+def _csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(first line, fields) of a CSV file under RFC 4180: a field in double quotes may hold commas, newlines
+    and doubled quotes. strict: a quote that opens a field must close it before the next comma, or the row
+    is refused, never re-read as something else."""
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), strict=True)
     end_of_last = 0  # reader.line_num after the previous record: a record starts on the next line
     try:
         for row in reader:
-            line, end_of_last = end_of_last + 1, reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank lines (a trailing one is common) carry no row
-            if header is None:
-                header = [c.strip() for c in row]
-                twice = sorted({c for c in header if header.count(c) > 1})
-                if twice:
-                    raise AftpipeError(f"{path} line {line}: the header names column `{twice[0]}` more than once; "
-                                       "give every column its own name")
-                text_col, label_col = _pick_columns(path, header, options, need_label)
-                text_at = header.index(text_col)
-                label_at = None if label_col is None else header.index(label_col)
-                continue
-            if len(row) != len(header):
-                raise AftpipeError(
-                    f"{path} line {line}: expected {len(header)} {kind} fields, got {len(row)}; fix or quote that row"
-                )
-            table.ids.append(f"{path.name}:{line}")
-            table.texts.append(row[text_at])
-            table.labels.append(None if label_at is None else _label_cell(row[label_at]))
-            table.lines.append(line)
+            yield end_of_last + 1, row
+            end_of_last = reader.line_num
     except csv.Error as e:
-        raise AftpipeError(f"{path} line {reader.line_num}: {e}; fix that row") from None
+        raise AftpipeError(f"{path} line {end_of_last + 1}: {e} (a quoted field runs from a `\"` at its start to "
+                           "the next lone `\"`); fix the quotes of that row or write `\"\"` for a quote") from None
+
+
+def _read_delimited(path: Path, kind: str, options: DatasetOptions, need_label: bool = True) -> TextTable:
+    """A tsv/csv file with a header row (see `_tsv_records` and `_csv_records` for how each is quoted)."""
+    records = _tsv_records(path) if kind == "tsv" else _csv_records(path)
+    what = "tab-separated" if kind == "tsv" else "comma-separated"
+    fix = "a TSV field cannot hold a tab; fix that row" if kind == "tsv" else "fix or quote that row"
+    table = TextTable(path)
+    label_at: int | None = None
+    header: list[str] | None = None
+    text_at = 0
+    for line, row in records:
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue  # blank lines (a trailing one is common) carry no row
+        if header is None:
+            header = [c.strip() for c in row]
+            twice = sorted({c for c in header if header.count(c) > 1})
+            if twice:
+                raise AftpipeError(f"{path} line {line}: the header names column `{twice[0]}` more than once; "
+                                   "give every column its own name")
+            text_col, label_col = _pick_columns(path, header, options, need_label)
+            text_at = header.index(text_col)
+            label_at = None if label_col is None else header.index(label_col)
+            continue
+        if len(row) != len(header):
+            raise AftpipeError(f"{path} line {line}: expected {len(header)} {what} fields, got {len(row)}; {fix}")
+        table.ids.append(f"{path.name}:{line}")
+        table.texts.append(row[text_at])
+        table.labels.append(None if label_at is None else _label_cell(row[label_at]))
+        table.lines.append(line)
     if header is None:
         raise AftpipeError(f"{path} is empty; it needs a header row and one row per example")
     if not table.ids:
@@ -342,11 +359,11 @@ def _load_table(kind: str, arg: str | None, data_dir: Path | None, options: Data
 
 
 def _read_tsv(path: Path, options: DatasetOptions, need_label: bool = True) -> TextTable:
-    return _read_delimited(path, "\t", options, need_label)
+    return _read_delimited(path, "tsv", options, need_label)
 
 
 def _read_csv(path: Path, options: DatasetOptions, need_label: bool = True) -> TextTable:
-    return _read_delimited(path, ",", options, need_label)
+    return _read_delimited(path, "csv", options, need_label)
 
 
 _READERS = {".tsv": _read_tsv, ".csv": _read_csv, ".jsonl": _read_jsonl, ".parquet": _read_parquet}

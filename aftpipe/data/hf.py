@@ -98,8 +98,12 @@ def _open(spec: str, arg: str, data_dir: Path | None) -> tuple[Any, dict[str, An
             try:
                 return datasets.load_from_disk(str(folder)), {"path": str(folder.resolve())}
             except FileNotFoundError as e:
-                raise AftpipeError(f"{spec}: {folder} is not a folder written by `save_to_disk` ({e}); point at one, "
-                                   "or give a hub name") from None
+                if (folder / "dataset_dict.json").exists() or (folder / "state.json").exists():
+                    raise _damaged(spec, folder, e) from None  # save_to_disk wrote it; a file of it is gone
+                raise AftpipeError(f"{spec}: {folder} is not a folder written by `save_to_disk` ({_first_line(e)}); "
+                                   "point at one, or give a hub name") from None
+            except Exception as e:  # noqa: BLE001 - json, pyarrow and datasets each fail on damage their own way
+                raise _damaged(spec, folder, e) from None
         name, _, config = arg.partition(":") if not Path(arg).is_absolute() else (arg, "", "")
         try:
             ds = datasets.load_dataset(name, config or None)
@@ -187,17 +191,40 @@ def _labels(spec: str, parts: dict[str, Any], label_col: str) -> tuple[dict[str,
                        "integers or strings")
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
+
+
+def _damaged(spec: str, folder: Path | str, e: BaseException) -> AftpipeError:
+    return AftpipeError(f"{spec}: the `save_to_disk` folder {folder} is damaged ({_first_line(e)}); save the dataset "
+                        "again with `save_to_disk`")
+
+
 def load_hf(arg: str | None, data_dir: Path | None, options: DatasetOptions) -> Dataset:
     """A Hugging Face dataset: a `save_to_disk` folder or a hub name[:config]; --text-col/--label-col/--split-map."""
     spec = f"hf:{arg or ''}"
     if not arg:
         raise AftpipeError("dataset `hf:` needs a folder or hub name after the colon, e.g. `hf:data/reviews`")
     ds, where = _open(spec, arg, data_dir)
-    parts = _splits(ds, spec, options.split_map)
-    first = next(iter(parts.values()))
-    col, modality = _input_column(spec, first.features, options)
     label_col = options.label_col or LABEL_COLUMN
-    labels, num_classes, class_names = _labels(spec, parts, label_col)
+    try:
+        parts = _splits(ds, spec, options.split_map)
+        col, modality = _input_column(spec, next(iter(parts.values())).features, options)
+        labels, num_classes, class_names = _labels(spec, parts, label_col)
+        splits = _read_splits(spec, parts, col, modality, labels)
+    except (AftpipeError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - an arrow file damaged past its header fails only when read
+        raise _damaged(spec, where.get("path") or arg, e) from None
+    info = {"format": "hf", **where, "fingerprints": {n: d._fingerprint for n, d in parts.items()},
+            "text_col": col, "label_col": label_col, "split_map": dict(options.split_map)}
+    return Dataset(spec=spec, modality=modality, splits=splits, num_classes=num_classes, class_names=class_names,
+                   info=info)
+
+
+def _read_splits(spec: str, parts: dict[str, Any], col: str, modality: str,
+                 labels: dict[str, np.ndarray]) -> dict[str, Split]:
     splits: dict[str, Split] = {}
     for name, d in parts.items():
         if col not in d.features:
@@ -212,10 +239,7 @@ def load_hf(arg: str | None, data_dir: Path | None, options: DatasetOptions) -> 
             inputs = HFImages(d, col)
         splits[name] = HFSplit(name, [f"{name}:{i}" for i in range(len(d))], inputs, labels[name],
                                hf_fingerprint=d._fingerprint)
-    info = {"format": "hf", **where, "fingerprints": {n: d._fingerprint for n, d in parts.items()},
-            "text_col": col, "label_col": label_col, "split_map": dict(options.split_map)}
-    return Dataset(spec=spec, modality=modality, splits=splits, num_classes=num_classes, class_names=class_names,
-                   info=info)
+    return splits
 
 
 __all__ = ["HFImages", "HFSplit", "load_hf"]

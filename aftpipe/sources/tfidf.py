@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from aftpipe.config import SourceOptions
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint
 from aftpipe.sources.base import FeatureSource
 
 
@@ -39,8 +39,18 @@ class TfidfSource(FeatureSource):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         texts = list(train_inputs)
+        if len(texts) < 2:  # min_df=2: a term is kept when two rows share it
+            raise AftpipeError(f"tfidf: the train split has {len(texts)} row{'s' * (len(texts) != 1)}, and a term is "
+                               "kept only when two rows share it; use a larger train split")
+        if len(texts) < self.dim:  # the SVD has at most one component per row
+            raise AftpipeError(f"tfidf: the train split has {len(texts)} rows, fewer than the {self.dim} components "
+                               f"asked for; use a larger train split or lower {option_hint('tfidf_dim', 'N')}")
         vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=200_000, dtype=np.float32)
-        x = vec.fit_transform(texts)
+        try:
+            x = vec.fit_transform(texts)
+        except ValueError:  # sklearn's "empty vocabulary" / "no terms remain"
+            raise AftpipeError("tfidf: no term appears in two rows of the train split, so there is nothing to fit; "
+                               "use a larger train split") from None
         if x.shape[1] <= self.dim:
             raise AftpipeError(f"tfidf: the train split has only {x.shape[1]} terms, fewer than the {self.dim} "
                                "components asked for; use a larger train split")

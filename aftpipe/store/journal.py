@@ -11,9 +11,12 @@ done shard of a resumed store. A record is removed once the manifest holds it.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aftpipe.store.location import fresh, is_remote, remove, write_bytes
+
+_RECORD = re.compile(r".+\.\d+\.json")  # <split>.<shard>.json
 
 
 class ShardJournal:
@@ -52,4 +55,12 @@ class ShardJournal:
             self.folder.rmdir()
 
     def clear(self) -> None:
-        remove(self.folder)
+        """Remove every record (the records of a store that is gone or being replaced), and the folder if
+        that empties it: a file aftpipe did not write there stays."""
+        if not fresh(self.folder).exists():
+            return
+        for f in self.folder.iterdir():
+            if _RECORD.fullmatch(f.name) and not f.is_dir():
+                remove(f)
+        if not is_remote(self.folder) and not any(self.folder.iterdir()):
+            self.folder.rmdir()

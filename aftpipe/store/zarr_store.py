@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from aftpipe.errors import AftpipeError, option_name
+from aftpipe.errors import AftpipeError, option_hint, option_name
 from aftpipe.store.array import ChunkedFeatureArray, FeatureArray, map_rows, map_stitched
 from aftpipe.store.base import (Damage, Damaged, FeatureStore, SplitPlan, StoreWriter, disk_errors,
                                 summary, unreadable_message)
@@ -43,6 +43,37 @@ def looks_like_store(path: Path) -> bool:
     """A directory aftpipe wrote, even with its root zarr.json damaged or gone: one with a zarr.json, or
     whose subfolders hold `features` arrays (so `--overwrite` may remove it, unlike any other folder)."""
     return (path / "zarr.json").exists() or any((p / "features").is_dir() for p in path.iterdir() if p.is_dir())
+
+
+# What a zarr store holds, as this module writes it: the root group's zarr.json; per split a group folder
+# (zarr.json, `features`, `index`), each array a zarr.json and chunk/shard files under `c/<n>[/<n>]`; and
+# zarr's `.<hex>.partial` temp files a kill leaves.
+_SPLIT_ENTRIES = {"zarr.json", "features", "index"}
+_ARRAY_ENTRIES = {"zarr.json", "c"}
+
+
+def foreign_entries(path: Any) -> list[str]:
+    """The names of what inside the store `path` this module did not write (someone's file, a run folder
+    trained into the store), so `--overwrite` never deletes them."""
+    def split_group(p: Any) -> bool:
+        return p.is_dir() and all(_own(c, _SPLIT_ENTRIES) for c in p.iterdir())
+
+    return sorted(p.name for p in path.iterdir()
+                  if not (p.name == "zarr.json" and not p.is_dir() or _ZARR_TEMP.search(p.name) or split_group(p)))
+
+
+def _own(p: Any, allowed: set[str] | None) -> bool:
+    """Whether `p` is what a store folder holds where `allowed` names its entries (None: the numbered
+    chunk and shard entries under an array's `c`)."""
+    if _ZARR_TEMP.search(p.name):
+        return True
+    if allowed is None:
+        return p.name.isdigit() and (not p.is_dir() or all(_own(c, None) for c in p.iterdir()))
+    if p.name not in allowed:
+        return False
+    if p.name == "zarr.json":
+        return not p.is_dir()
+    return p.is_dir() and all(_own(c, None if p.name == "c" else _ARRAY_ENTRIES) for c in p.iterdir())
 
 
 def read_manifest(path: Path) -> Any:
@@ -96,6 +127,13 @@ class ZarrWriter(StoreWriter):
                 raise AftpipeError(f"{self.path} exists and is not an aftpipe zarr store; move it away or pick another "
                                    f"{option_name('cache_dir')}")
             if self.overwrite:
+                # refused rather than worked around: what aftpipe did not write is never its to delete, and
+                # a rebuilt store around someone's folder would still be one `rm -r` away from losing it
+                if foreign := foreign_entries(self.path):
+                    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+                    raise AftpipeError(f"{self.path} holds {shown}, which aftpipe did not write, so "
+                                       f"{option_hint('overwrite')} will not delete the store; move them out of it "
+                                       "and run the same command again")
                 self._discard_existing()
             else:
                 reader = ZarrFeatureStore(self.path)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.machinery
+import io
 import json
 import sys
 import types
@@ -245,6 +247,47 @@ def test_csv_quoted_fields_and_int_labels(tmp_path: Path) -> None:
     assert train.ids == ["news.csv:2", "news.csv:3", "news.csv:5"]  # a record's first line
 
 
+def test_tsv_fields_are_the_text_between_tabs_quotes_included(tmp_path: Path) -> None:
+    """A review starting with `"` once swallowed the lines up to the next quote: 300 lines became 290 rows."""
+    texts = [f"review {i}, fine" for i in range(300)]
+    texts[7] = '"a quote" opens this review'
+    texts[150] = '"another, never closed'
+    texts[200] = 'ends with a quote"'
+    texts[201] = '""doubled"" stays doubled, \\ and \\t stay too'
+    texts[202] = "  spaces kept  "
+    f = write(tmp_path / "train.tsv", "sentence\tlabel\n" + "".join(f"{t}\t{i % 2}\n" for i, t in enumerate(texts)))
+    train = load_dataset(f"tsv:{f}").split("train")
+    assert train.inputs == texts and train.labels.tolist() == [i % 2 for i in range(300)]
+    assert train.ids[150] == "train.tsv:152"
+    # predict reads its input through the same reader: one prediction per line
+    from aftpipe.data.files import read_text_table
+
+    table = read_text_table(f, DatasetOptions(), need_label=False)
+    assert table.texts == texts and len(table.ids) == 300
+
+
+def test_csv_is_rfc4180_quotes_commas_tabs_and_newlines_in_fields(tmp_path: Path) -> None:
+    rows = ['plain', 'a, comma', 'a "quote" inside', '"starts" with one', 'a\ttab', 'two\nlines', 'ends"', '']
+    body = io.StringIO(newline="")
+    w = csv.writer(body, lineterminator="\r\n")  # how spreadsheets write it
+    w.writerow(["text", "label"])
+    w.writerows([t, i] for i, t in enumerate(rows))
+    f = write(tmp_path / "t.csv", body.getvalue())
+    train = load_dataset(f"csv:{f}").split("train")
+    assert train.inputs == rows and train.labels.tolist() == list(range(len(rows)))
+    assert train.ids[5:] == ["t.csv:7", "t.csv:9", "t.csv:10"]  # a record's first line
+    # unquoted, a quote after the start is text (as RFC 4180 readers take it)
+    f = write(tmp_path / "u.csv", 'text,label\nhe said "hi" then,1\n')
+    assert load_dataset(f"csv:{f}").split("train").inputs == ['he said "hi" then']
+
+
+def test_jsonl_texts_are_read_exactly(tmp_path: Path) -> None:
+    texts = ['"quoted"', "tab\there", "new\nline", "carriage\rreturn", "line\u2028separator", "\\"]
+    f = write(tmp_path / "t.jsonl", "".join(json.dumps({"text": t, "label": i}) + "\n" for i, t in enumerate(texts)))
+    train = load_dataset(f"jsonl:{f}").split("train")
+    assert train.inputs == texts and train.ids == [f"t.jsonl:{i + 1}" for i in range(len(texts))]
+
+
 def test_jsonl_and_column_options(tmp_path: Path) -> None:
     f = write(
         tmp_path / "q.jsonl",
@@ -394,9 +437,11 @@ def test_unreadable_image_names_the_file(tmp_path: Path) -> None:
         (
             "reviews.tsv",
             "text\tlabel\na\t0\nb\t1\textra\n",
-            ["reviews.tsv line 3: expected 2 tab-separated fields, got 3", "quote"],
+            ["reviews.tsv line 3: expected 2 tab-separated fields, got 3", "cannot hold a tab"],
         ),
         ("reviews.csv", "text,label\na,0\nb\n", ["reviews.csv line 3: expected 2 comma-separated fields, got 1"]),
+        ("reviews.csv", 'text,label\na,0\n"quoted" then more,1\n', ["reviews.csv line 3: ',' expected after '\"'"]),
+        ("reviews.csv", 'text,label\na,0\n"never closed,1\nb,0\n', ["reviews.csv line 3: unexpected end of data"]),
         ("reviews.tsv", "body\tlabel\na\t0\n", ["no text column", "`body`, `label`", "text_col=NAME"]),
         ("reviews.tsv", "text\ty\na\t0\n", ["no label column `label`", "`text`, `y`", "label_col=NAME"]),
         ("reviews.tsv", "", ["reviews.tsv is empty"]),

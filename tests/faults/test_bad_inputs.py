@@ -39,10 +39,21 @@ class Case:
     args: tuple[str, ...]
     needles: tuple[str, ...]
     setup: Callable[[World], object] | None = None
+    env: tuple[tuple[str, str], ...] = ()  # environment variables the command runs with
 
 
-def C(id: str, args: str, *needles: str, setup: Callable[[World], object] | None = None) -> Case:  # noqa: N802
-    return Case(id, tuple(args.split()), needles, setup)
+def C(id: str, args: str, *needles: str, setup: Callable[[World], object] | None = None,  # noqa: N802
+      env: dict[str, str] | None = None) -> Case:
+    return Case(id, tuple(args.split()), needles, setup, tuple((env or {}).items()))
+
+
+# an S3 endpoint nothing listens on (the discard port), tried once; credentials from the variables alone
+S3_CLOSED = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "testing",
+             "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1",
+             "AWS_RETRY_MODE": "standard", "AWS_EC2_METADATA_DISABLED": "true",
+             "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent"}
+S3_UNKNOWN_HOST = {**S3_CLOSED, "AWS_ENDPOINT_URL": "http://no-such-host.invalid:9000"}
+S3_NO_CREDENTIALS = {k: v for k, v in S3_CLOSED.items() if not k.startswith("AWS_ACCESS") and "SECRET" not in k}
 
 
 EXTRACT = "extract --cache-dir {tmp}/c --quiet --workers 0 --dataset"
@@ -169,6 +180,12 @@ def edit_finished(edit: Callable[[Path], None]) -> Callable[[World], None]:
     return lambda w: edit(finished_copy(w))
 
 
+def link(name: str, to: str) -> Callable[[World], None]:
+    def f(w: World) -> None:
+        (w.tmp / name).symlink_to(to.format(tmp=w.tmp))
+    return f
+
+
 def unfinished_run(w: World) -> None:
     rundir.work_dir(w.tmp / "run").mkdir(parents=True)
     (rundir.work_dir(w.tmp / "run") / rundir.CONFIG).write_text("lr: 0.001\n")
@@ -194,6 +211,24 @@ def checkpoint(damage: str) -> Callable[[World], None]:
         if damage == "truncated":
             (work / rundir.CHECKPOINT).write_bytes((work / rundir.CHECKPOINT).read_bytes()[:40])
     return f
+
+
+def hf_folder(damage: Callable[[Path], None]) -> Callable[[World], None]:
+    """A `save_to_disk` folder at {tmp}/hfds (splits train, test), then `damage` done to it."""
+    def f(w: World) -> None:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.DatasetDict({
+            "train": datasets.Dataset.from_dict({"text": ["good film", "bad film", "fine film"], "label": [1, 0, 1]}),
+            "test": datasets.Dataset.from_dict({"text": ["good", "bad"], "label": [1, 0]}),
+        }).save_to_disk(str(w.tmp / "hfds"))
+        damage(w.tmp / "hfds")
+    return f
+
+
+def arrow_of(folder: Path) -> Path:
+    return next((folder / "train").glob("*.arrow"))
 
 
 def pipeline(body: str) -> Callable[[World], None]:
@@ -290,6 +325,10 @@ CASES = [
       setup=write("{tmp}/x.tsv", "text\ttext\tlabel\nfine\tok\t1\n")),
     C("tsv-not-utf8", f"{EXTRACT} tsv:{{tmp}}/x.tsv", "not UTF-8",
       setup=write("{tmp}/x.tsv", b"text\tlabel\n\xff\xfe bad\t1\n")),
+    C("csv-text-after-a-closing-quote", f"{EXTRACT} csv:{{tmp}}/x.csv", "x.csv line 3", "expected after",
+      "fix the quotes", setup=write("{tmp}/x.csv", 'text,label\nfine,1\n"quoted" then more,0\n')),
+    C("csv-quote-never-closed", f"{EXTRACT} csv:{{tmp}}/x.csv", "x.csv line 3: unexpected end of data",
+      setup=write("{tmp}/x.csv", 'text,label\nfine,1\n"never closed,0\nnext,1\n')),
     C("csv-folder-without-csv", f"{EXTRACT} csv:{{tmp}}", "holds no .csv files"),
     C("jsonl-invalid-json", f"{EXTRACT} jsonl:{{tmp}}/x.jsonl", "x.jsonl line 2: invalid JSON",
       setup=write("{tmp}/x.jsonl", '{"text": "a", "label": 1}\n{"text": \n')),
@@ -302,6 +341,28 @@ CASES = [
       setup=write("{tmp}/imgs/readme.txt", "")),
     C("imagefolder-no-images", f"{EXTRACT} imagefolder:{{tmp}}/imgs", "has class folders but no images",
       setup=write("{tmp}/imgs/cat/readme.txt", "")),
+    C("tfidf-one-row", f"{EXTRACT} tsv:{{tmp}}/x.tsv --source tfidf --tfidf-dim 1", "the train split has 1 row",
+      setup=write("{tmp}/x.tsv", "text\tlabel\ngood film\t1\n")),
+    C("tfidf-two-rows-three-components", f"{EXTRACT} tsv:{{tmp}}/x.tsv --source tfidf --tfidf-dim 3",
+      "has 2 rows, fewer than the 3 components", "--tfidf-dim",
+      setup=write("{tmp}/x.tsv", "text\tlabel\nthe good film was long\t1\nthe good film was short\t0\n")),
+    C("tfidf-no-shared-term", f"{EXTRACT} tsv:{{tmp}}/x.tsv --source tfidf --tfidf-dim 1",
+      "no term appears in two rows", setup=write("{tmp}/x.tsv", "text\tlabel\ngood\t1\nbad\t0\n")),
+    C("hf-folder-arrow-garbled", f"{EXTRACT} hf:{{tmp}}/hfds --source tfidf --tfidf-dim 1",
+      "the `save_to_disk` folder", "is damaged", "save the dataset again",
+      setup=hf_folder(lambda d: arrow_of(d).write_bytes(b"garbage" * 100))),
+    C("hf-folder-arrow-truncated", f"{EXTRACT} hf:{{tmp}}/hfds --source tfidf --tfidf-dim 1", "is damaged",
+      setup=hf_folder(lambda d: truncate(arrow_of(d), 0.5))),
+    C("hf-folder-arrow-missing", f"{EXTRACT} hf:{{tmp}}/hfds --source tfidf --tfidf-dim 1", "is damaged",
+      "FileNotFoundError", setup=hf_folder(lambda d: arrow_of(d).unlink())),
+    C("hf-folder-info-invalid", f"{EXTRACT} hf:{{tmp}}/hfds --source tfidf --tfidf-dim 1", "is damaged",
+      "JSONDecodeError", setup=hf_folder(lambda d: (d / "train" / "dataset_info.json").write_text("{"))),
+    C("hf-folder-info-wrong-type", f"{EXTRACT} hf:{{tmp}}/hfds --source tfidf --tfidf-dim 1", "is damaged",
+      setup=hf_folder(lambda d: (d / "train" / "dataset_info.json").write_text('{"features": 3}'))),
+    C("hf-folder-state-invalid", f"{EXTRACT} hf:{{tmp}}/hfds --source tfidf --tfidf-dim 1", "is damaged",
+      setup=hf_folder(lambda d: (d / "train" / "state.json").write_text("{"))),
+    C("hf-folder-dict-invalid", f"{EXTRACT} hf:{{tmp}}/hfds --source tfidf --tfidf-dim 1", "is damaged",
+      setup=hf_folder(lambda d: (d / "dataset_dict.json").write_text("{"))),
     C("tfidf-without-train-split", f"{EXTRACT} tsv:{{tmp}}/only --source tfidf", "fitted on a split named `train`",
       setup=write("{tmp}/only/test.tsv", "text\tlabel\ngood film\t1\nbad film\t0\n")),
     # extract: existing stores
@@ -313,8 +374,27 @@ CASES = [
       "is being written by pid", setup=hold(lambda w: StoreLock(cache_copy(w)))),
     C("extract-store-path-not-a-store", f"{EXTRACT} tsv:{{data}} --source hf:{{model}}",
       "is not an aftpipe zarr store", setup=write("{tmp}/c/data/hf-tiny-bert0/notes.txt", "mine")),
+    C("extract-overwrite-foreign-entries", f"{EXTRACT} tsv:{{data}} --source hf:{{model}} --shard-rows 32 "
+      "--chunk-rows 16 --overwrite", "holds myrun, which aftpipe did not write", "move them out",
+      setup=with_cache(write("{tmp}/c/data/hf-tiny-bert0/myrun/metrics.json", "{}"))),
     C("extract-manifest-unreadable", f"{EXTRACT} tsv:{{data}} --source hf:{{model}} --shard-rows 32 --chunk-rows 16",
       "unreadable manifest", "--overwrite", setup=damage_manifest),
+    # object-store URLs: the client's failure on one line, whichever command meets it
+    C("url-extract-endpoint-closed", f"{EXTRACT} tsv:{{data}} --source tfidf --tfidf-dim 8 --cache-dir s3://b/c",
+      "cannot write the store s3://b/c/data/tfidf", "EndpointConnectionError", "check the s3 credentials and endpoint",
+      env=S3_CLOSED),
+    C("url-extract-unknown-host", f"{EXTRACT} tsv:{{data}} --source tfidf --tfidf-dim 8 --cache-dir s3://b/c",
+      "cannot write the store", "no-such-host.invalid", env=S3_UNKNOWN_HOST),
+    C("url-extract-no-credentials", f"{EXTRACT} tsv:{{data}} --source tfidf --tfidf-dim 8 --cache-dir s3://b/c",
+      "cannot write the store", "NoCredentialsError", env=S3_NO_CREDENTIALS),
+    C("url-train-endpoint-closed", f"{TRAIN_ON} --dataset tsv:{{data}} --features s3://b/c/data/tfidf",
+      "cannot read the store s3://b/c/data/tfidf", "EndpointConnectionError", env=S3_CLOSED),
+    C("url-validate-endpoint-closed", "validate {tmp}/p.yaml --cache-dir s3://b/c --runs-dir {tmp}/runs",
+      "cannot read the store s3://b/c/data/", "EndpointConnectionError", setup=lambda w: pipe()(w), env=S3_CLOSED),
+    C("url-run-endpoint-closed", "run {tmp}/p.yaml --cache-dir s3://b/c --runs-dir {tmp}/runs --results-dir "
+      "{tmp}/results", "cannot read the store s3://b/c/data/", setup=lambda w: pipe()(w), env=S3_CLOSED),
+    C("url-run-memory-cache-with-jobs", "run {tmp}/p.yaml --cache-dir memory://x/c --jobs 2 --runs-dir {tmp}/runs "
+      "--results-dir {tmp}/results", "lives in this process's memory", "--jobs 1", setup=lambda w: pipe()(w)),
     # train: options
     C("train-unknown-method", f"{TRAIN} --method nope", "no method `nope`", "aft"),
     C("train-unknown-student", f"{TRAIN} --student nope", "no student `nope`", "textcnn"),
@@ -368,6 +448,11 @@ CASES = [
     C("train-not-a-number", f"{TRAIN} --epochs abc", "Invalid value for '--epochs'"),
     C("train-missing-out", "train --dataset tsv:{data} --quiet", "Missing option '--out'"),
     # train: data and stores
+    C("train-store-given-twice", f"{TRAIN} --features file://{{store}}", "is given twice", "pass each store once"),
+    C("train-store-given-twice-by-link", f"{TRAIN} --features {{tmp}}/link", "is given twice",
+      setup=lambda w: (w.tmp / "link").symlink_to(w.store)),
+    C("train-store-copies", f"{TRAIN_ON} --dataset tsv:{{data}} --features {{store}} --features {{tmp}}/copy",
+      "hold the same features (copies of one store)", setup=lambda w: shutil.copytree(w.store, w.tmp / "copy")),
     C("train-store-missing", f"{TRAIN_ON} --dataset tsv:{{data}} --features {{tmp}}/none", "no feature store",
       "aftpipe extract"),
     C("train-store-not-a-store", f"{TRAIN_ON} --dataset tsv:{{data}} --features {{tmp}}",
@@ -386,13 +471,28 @@ CASES = [
     C("train-store-partial", f"{TRAIN_ON} --dataset tsv:{{data}} --features {{tmp}}/c/data/hf-tiny-bert0",
       "holds 50 of the 120 rows of split `train` (it was extracted with --limit 50)", "--stored-rows-only",
       setup=limited_store),
+    C("train-one-class", "train --dataset tsv:{tmp}/d --method none --student bow-mlp --vocab-size 200 --steps 2 "
+      "--threads 1 --quiet --out {run}", "are all of class 1", "at least two classes",
+      setup=lambda w: (write("{tmp}/d/train.tsv", "text\tlabel\n" + "".join(f"good {i}\t1\n" for i in range(20)))(w),
+                       write("{tmp}/d/test.tsv", "text\tlabel\nbad\t0\ngood\t1\n")(w))),
+    C("train-one-class-aft", f"{TRAIN_ON} --dataset tsv:{{tmp}}/d --features {{store}} --labels 1 --holdout 0",
+      "labeled rows left to train on are all of class", setup=lambda w: shutil.copytree(w.data, w.tmp / "d")),
     C("train-test-rows-unlabeled", f"{TRAIN_ON} --dataset tsv:{{tmp}}/d --features {{store}}",
       "test split `test` has 1 of 40 rows without a label", setup=dataset_copy(unlabeled_test)),
     # train: run folders
     C("train-out-is-a-file", f"{TRAIN} --out {{tmp}}/f/run", "--out", setup=write("{tmp}/f", "")),
     C("train-out-finished", TRAIN, "already holds a finished run", "--overwrite", setup=finished_copy),
     C("train-out-unfinished", TRAIN, "holds an unfinished run", "--resume", setup=unfinished_run),
-    C("train-out-not-a-run", TRAIN, "holds no finished run", "--overwrite", setup=write("{tmp}/run/notes.txt", "x")),
+    C("train-out-not-a-run", TRAIN, "holds no finished run", "not an aftpipe run folder", "--out",
+      setup=write("{tmp}/run/notes.txt", "x")),
+    C("train-out-not-a-run-overwrite", f"{TRAIN} --overwrite", "not an aftpipe run folder", "--overwrite alone",
+      setup=write("{tmp}/run/notes.txt", "x")),
+    C("train-out-dangling-link", TRAIN, "is a symbolic link to a missing path", "--out",
+      setup=link("run", "/nowhere/x")),
+    C("train-out-link-loop", TRAIN, "is a symbolic link to a missing path (or a loop", setup=link("run", "{tmp}/run")),
+    C("train-out-inside-a-store", f"{TRAIN} --out {{tmp}}/c/data/hf-tiny-bert0/myrun", "is inside the feature store",
+      "extract --overwrite", setup=lambda w: cache_copy(w)),
+    C("train-out-inside-a-run", f"{TRAIN} --out {{run}}/inner", "is inside the run folder", setup=finished_copy),
     C("train-out-legacy-pickle", f"{TRAIN} --resume", "checkpoint.pt written by an older aftpipe", "never loads",
       setup=write("{tmp}/run/checkpoint.pt", b"\x80\x04N.")),
     C("train-out-locked", TRAIN, "run folder", "is being written by pid",
@@ -447,6 +547,16 @@ CASES = [
     # pipelines: validate runs the checks run would
     C("validate-missing-file", VALIDATE, "no pipeline file"),
     C("validate-invalid-yaml", VALIDATE, "not valid YAML", setup=pipeline("methods: [\n")),
+    C("validate-repeated-source", VALIDATE, "sources.bert[1]: repeats", "list each source once",
+      setup=pipe(**{"[hf:{model}]": "[hf:{model}, hf:{model}]"})),
+    C("validate-duplicate-key", VALIDATE, "p.yaml: line 6: the key `seeds` is given twice (also line 4); keep one",
+      setup=pipe("seeds: [5]\n")),
+    C("validate-alias-bomb", VALIDATE, "its aliases expand to more than 100,000 values",
+      setup=write("{tmp}/p.yaml", "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+          f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")))),
+    C("validate-alias-loop", VALIDATE, "an alias refers to a value that contains it",
+      setup=write("{tmp}/p.yaml", "seeds: &s [0, *s]\n")),
+    C("validate-huge-value", VALIDATE, "expected a list of integers", setup=pipe(**{"[0, 1, 2]": "'" + "x" * 10**6 + "'"})),
     C("validate-unknown-key", VALIDATE, "unknown key", setup=pipe("epochs: 3\n")),
     C("validate-extract-dtype", VALIDATE, "extract.dtype", "expected one of", setup=pipe("extract: {{dtype: float8}}\n")),
     C("validate-source-path-missing", VALIDATE, "/nonexistent does not exist",
@@ -483,7 +593,16 @@ def finished_run(tmp_path_factory, fault_data, clean_stores, tiny_hf_dir) -> Pat
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_bad_input_is_one_line(case, fault_data, clean_stores, tiny_hf_dir, finished_run, tmp_path, cli, record_property):
+def test_bad_input_is_one_line(case, fault_data, clean_stores, tiny_hf_dir, finished_run, tmp_path, cli, record_property,
+                               monkeypatch):
+    if case.env:
+        import s3fs
+
+        for var, value in case.env:
+            monkeypatch.setenv(var, value)
+        for var in {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"} - {k for k, _ in case.env}:
+            monkeypatch.delenv(var, raising=False)
+        s3fs.S3FileSystem.clear_instance_cache()  # a filesystem cached under other settings
     w = World(tmp_path, fault_data, store_of(clean_stores["zarr"], tiny_hf_dir, "zarr"),
               store_of(clean_stores["hdf5"], tiny_hf_dir, "hdf5"), tiny_hf_dir, finished_run)
     held = case.setup(w) if case.setup else None
@@ -500,6 +619,7 @@ def test_bad_input_is_one_line(case, fault_data, clean_stores, tiny_hf_dir, fini
     # did run may come before it)
     assert code == 2 and "Traceback" not in err and lines and lines[-1].startswith("error: "), err
     assert sum(ln.startswith("error:") for ln in lines) == 1, err
+    assert len(lines[-1]) < 1500, lines[-1][:3000]  # one line a person reads, whatever size the bad value was
     for needle in case.needles:
         assert needle in lines[-1], lines[-1]
     after = sorted(str(p) for p in tmp_path.rglob("*") if p.is_file())

@@ -194,3 +194,51 @@ def test_the_hdf5_work_file_never_grows_past_one_store(fault_data, tiny_hf_dir, 
     assert store.stat().st_size < clean.stat().st_size + features / 2  # not one dead copy of the rows
     assert np.array_equal(open_features(store).split("train")[np.arange(120)],
                           open_features(clean).split("train")[np.arange(120)])
+
+
+def test_extract_overwrite_deletes_only_what_the_store_wrote(clean_stores, fault_data, tiny_hf_dir, tmp_path, cli):
+    """A run folder someone put inside a store was deleted, without a word, by `extract --overwrite`."""
+    from aftpipe.store.zarr_store import foreign_entries
+
+    cache = copy_cache(clean_stores["zarr"], tmp_path / "c")
+    store = store_of(cache, tiny_hf_dir, "zarr")
+    assert foreign_entries(store) == []  # everything the store code writes is known as its own
+    temp = store / "train" / "features" / "c" / "0" / f".{'0' * 32}.partial"
+    temp.write_bytes(b"a killed write")
+    assert foreign_entries(store) == []
+    temp.unlink()
+    (store / "myrun").mkdir()
+    (store / "myrun" / "metrics.json").write_text("{}")
+    (store / "notes.txt").write_text("mine")
+    (store / "train" / "features" / "mine.txt").write_text("mine too")
+    assert foreign_entries(store) == ["myrun", "notes.txt", "train"]
+    held = snapshot(store)
+    args = ["extract", "--dataset", f"tsv:{fault_data}", "--source", f"hf:{tiny_hf_dir}", "--cache-dir", str(cache),
+            "--shard-rows", "32", "--chunk-rows", "16", "--workers", "0", "--quiet", "--overwrite"]
+    code, _, err = cli(args)
+    assert code == 2 and "holds myrun, notes.txt, train, which aftpipe did not write" in err, err
+    assert (store / "myrun" / "metrics.json").exists() and differences(held, snapshot(store)) == []
+    shutil.rmtree(store / "myrun")
+    (store / "notes.txt").unlink()
+    (store / "train" / "features" / "mine.txt").unlink()
+    (store.with_name(store.name + ".journal")).mkdir()
+    (store.with_name(store.name + ".journal") / "readme.md").write_text("not a record")
+    code, _, err = cli(args)
+    assert code == 0, err
+    assert verify_store(store).ok and (store.with_name(store.name + ".journal") / "readme.md").exists()
+
+
+def test_a_text_starting_with_a_quote_is_one_row_as_written(tmp_path, cli):
+    """Two reviews starting with `"` merged 300 lines into 290 rows, one of them 11 lines long."""
+    words = ["good", "bad", "film", "plot", "actor", "music", "long", "short", "funny", "dull", "score", "cast"]
+    lines = [" ".join(words[(i * k + k) % 12] for k in range(1, 5)) + f" {i}\t{i % 2}" for i in range(300)]
+    lines[10] = '"the best" film of the year\t1'
+    lines[20] = '"unwatchable\t0'
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(lines) + "\n")
+    (tmp_path / "d" / "test.tsv").write_text("sentence\tlabel\n" + "\n".join(lines[:40]) + "\n")
+    code, _, err = cli(["extract", "--dataset", f"tsv:{tmp_path / 'd'}", "--source", "tfidf", "--tfidf-dim", "8",
+                        "--cache-dir", str(tmp_path / "c"), "--workers", "0", "--quiet"])
+    assert code == 0, err
+    code, out, err = cli(["inspect", str(tmp_path / "c" / "d" / "tfidf")])
+    assert code == 0 and "rows:    test 40, train 300" in out, out + err

@@ -182,3 +182,74 @@ def test_file_urls_are_local_paths_and_memory_urls_work_in_one_process(reviews, 
     store = open_features(f"memory://aftpipe-test/cache/reviews/hf-{tiny_hf_dir.name}")
     _same_features(local_store, store.path)
     assert np.asarray(store.split("train")[np.arange(5)]).shape == (5, 32)
+
+
+@pytest.fixture
+def nowhere(monkeypatch, tmp_path):
+    """AWS settings pointing at an endpoint nothing listens on, tried once; returns a function to point them
+    at another endpoint (an unknown host) or to drop the credentials."""
+    import s3fs
+
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}", "AWS_MAX_ATTEMPTS": "1",
+           "AWS_RETRY_MODE": "standard", "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+           "AFTPIPE_REMOTE_CACHE": str(tmp_path / "remote-cache")}
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+
+    def point(endpoint: str | None = None, credentials: bool = True) -> None:
+        if endpoint:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        if not credentials:
+            monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+            monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+        s3fs.S3FileSystem.clear_instance_cache()
+
+    return point
+
+
+PIPELINE = ("dataset: tsv:{data}\nsources: {{t: [tfidf]}}\nstudents: [bow-mlp]\nseeds: [0]\nmethods: [{{name: none}}]\n"
+            "extract: {{source_options: {{tfidf_dim: 8}}}}\ntrain: {{steps: 2, threads: 1}}\n")
+
+
+def _ends_in_one_error(code: int, err: str, *needles: str) -> None:
+    """Exit 2 and one `error:` line, the last, holding every needle (progress lines of what ran may come first)."""
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2 and "Traceback" not in err and sum(ln.startswith("error:") for ln in lines) == 1, err
+    assert lines[-1].startswith("error: ") and all(n in lines[-1] for n in needles), lines[-1]
+
+
+@pytest.mark.parametrize("failure", ["closed-port", "unknown-host", "no-credentials"])
+def test_an_unreachable_object_store_is_one_line_on_extract_train_and_pipelines(failure, nowhere, reviews, tmp_path,
+                                                                                cli):
+    if failure == "unknown-host":
+        nowhere("http://no-such-host.invalid:9000")
+    elif failure == "no-credentials":
+        nowhere(credentials=False)
+    url = "s3://bucket/cache"
+    code, _, err = cli(["extract", "--dataset", f"tsv:{reviews}", "--source", "tfidf", "--tfidf-dim", "8",
+                        "--cache-dir", url, "--workers", "0", "--quiet"])
+    _ends_in_one_error(code, err, f"cannot write the store {url}/reviews/tfidf", "check the s3 credentials and endpoint")
+    code, _, err = cli(["train", "--dataset", f"tsv:{reviews}", "--features", f"{url}/reviews/tfidf", "--student",
+                        "bow-mlp", "--steps", "2", "--quiet", "--out", str(tmp_path / "run")])
+    _ends_in_one_error(code, err, f"cannot read the store {url}/reviews/tfidf", "check the s3 credentials")
+    (tmp_path / "p.yaml").write_text(PIPELINE.format(data=reviews))
+    for command in ("validate", "run"):
+        code, _, err = cli([command, str(tmp_path / "p.yaml"), "--cache-dir", url, "--runs-dir", str(tmp_path / "runs")])
+        _ends_in_one_error(code, err, f"cannot read the store {url}/reviews/tfidf", "check the s3 credentials")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_pipeline_on_a_memory_cache_runs_in_this_process(reviews, tmp_path, cli, one_line_error):
+    (tmp_path / "p.yaml").write_text(PIPELINE.format(data=reviews))
+    args = [str(tmp_path / "p.yaml"), "--cache-dir", "memory://aftpipe-pipeline/cache", "--runs-dir",
+            str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    code, out, err = cli(["validate", *args[:-2]])
+    assert code == 0 and "1 runs" in out, err
+    code, _, err = cli(["run", *args, "--jobs", "2"])
+    one_line_error(code, err, "memory://aftpipe-pipeline/cache lives in this process's memory", "--jobs 1")
+    code, _, err = cli(["run", *args])
+    assert code == 0, err
+    assert (tmp_path / "results" / "p" / "results.csv").exists()
