@@ -269,8 +269,11 @@ def predict(
                                                      rich_help_panel=DATA)] = None,
     strict: Annotated[bool, typer.Option("--strict", help="refuse an image that does not decode instead of "
                                          "skipping it", metavar="", rich_help_panel=DATA)] = False,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="CSV to write (default: stdout)",
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="CSV to write (default, or -: stdout)",
                                                   metavar="FILE", rich_help_panel=OUTPUT)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --output file (never the input, "
+                                            "nor a file of a run folder or store)", metavar="",
+                                            rich_help_panel=OUTPUT)] = False,
     batch_size: Annotated[int, typer.Option(help="inputs per forward pass", metavar="INT",
                                             rich_help_panel=SYSTEM)] = 64,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto", metavar="TEXT",
@@ -289,7 +292,7 @@ def predict(
         torch.set_num_threads(threads)
     with long_running(quiet, "ex", log_every) as progress:
         r = predict_file(run, input_, output, batch_size=batch_size, strict=strict, device=device, progress=progress,
-                         options=DatasetOptions(text_col=text_col, label_col=label_col))
+                         options=DatasetOptions(text_col=text_col, label_col=label_col), overwrite=overwrite)
         if r.output is not None:
             progress.log(f"{r.rows:,} predictions → {r.output}")
         if r.skipped:

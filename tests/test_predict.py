@@ -76,7 +76,8 @@ def test_images_that_do_not_decode_are_skipped_or_refused(image_run, tmp_path, c
         [str(folder / r["id"]) for r in rows])
     assert list(rows[0])[2:] == [f"prob_{d}" for d in range(10)]
     before = out.read_bytes()
-    code, _, err = cli(["predict", str(image_run), "--input", str(folder), "--output", str(out), "--strict"])
+    code, _, err = cli(["predict", str(image_run), "--input", str(folder), "--output", str(out), "--strict",
+                        "--overwrite"])
     one_line_error(code, err, "broken.jpg is not a readable image", "--strict")
     assert out.read_bytes() == before  # the earlier predictions are untouched
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left behind
@@ -137,3 +138,32 @@ def test_predict_file_api_reports_what_it_did(text_runs, tmp_path):
     r = predict_file(text_runs["student"], str(text_runs["data"] / "test.tsv"), tmp_path / "p.csv", batch_size=7)
     assert r.rows == r.labelled == 80 and r.output == tmp_path / "p.csv" and not r.skipped
     assert r.scores == evaluate(text_runs["student"])
+
+
+def test_predict_never_replaces_what_it_did_not_write(text_runs, tmp_path, cli, one_line_error):
+    run = tmp_path / "run"
+    shutil.copytree(text_runs["student"], run)
+    inp = tmp_path / "in.tsv"
+    shutil.copyfile(text_runs["data"] / "test.tsv", inp)
+    kept = {p: p.read_bytes() for p in (inp, run / "metrics.json")}
+    for target, needle in ((inp, "is the input file"), (run / "metrics.json", "inside the run folder"),
+                           (run / "new.csv", "inside the run folder")):
+        code, _, err = cli(["predict", str(run), "--input", str(inp), "--output", str(target), "--overwrite"])
+        one_line_error(code, err, needle)
+    assert {p: p.read_bytes() for p in kept} == kept and not (run / "new.csv").exists()
+    # an existing file is replaced only when --overwrite says so
+    out = tmp_path / "p.csv"
+    out.write_text("mine\n")
+    code, _, err = cli(["predict", str(run), "--input", str(inp), "--output", str(out)])
+    one_line_error(code, err, "already exists", "--overwrite")
+    assert out.read_text() == "mine\n"
+    code, _, err = cli(["predict", str(run), "--input", str(inp), "--output", str(out), "--overwrite"])
+    assert code == 0 and read_csv(out)[0]["id"] == "in.tsv:2", err
+
+
+def test_output_dash_is_stdout(text_runs, tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(["predict", str(text_runs["student"]), "--input", str(text_runs["data"] / "test.tsv"),
+                          "--output", "-"])
+    assert code == 0 and out.startswith("id,label,prob_neg,prob_pos\n"), err
+    assert list(tmp_path.iterdir()) == []

@@ -157,6 +157,19 @@ def edit_finished(edit: Callable[[Path], None]) -> Callable[[World], None]:
     return lambda w: edit(finished_copy(w))
 
 
+def predicting(*setups: Callable[[World], object]) -> Callable[[World], None]:
+    """A copy of the finished run at {run} and its input {tmp}/in.tsv, then `setups`."""
+    def f(w: World) -> None:
+        finished_copy(w)
+        shutil.copyfile(w.data / "test.tsv", w.tmp / "in.tsv")
+        for setup in setups:
+            setup(w)
+    return f
+
+
+PREDICT = "predict {run} --input {tmp}/in.tsv --quiet"
+
+
 def unfinished_run(w: World) -> None:
     rundir.work_dir(w.tmp / "run").mkdir(parents=True)
     (rundir.work_dir(w.tmp / "run") / rundir.CONFIG).write_text("lr: 0.001\n")
@@ -413,6 +426,14 @@ CASES = [
       setup=edit_finished(lambda r: (r / "metrics.json").write_text("{"))),
     C("evaluate-metrics-incomplete", "evaluate {run}", "lacks its `test` scores",
       setup=edit_finished(lambda r: (r / "metrics.json").write_text('{"test": {}}'))),
+    # predict: outputs it must not replace
+    C("predict-output-is-the-input", f"{PREDICT} --output {{tmp}}/in.tsv", "is the input file", setup=predicting()),
+    C("predict-output-in-the-run", f"{PREDICT} --output {{run}}/metrics.json", "inside the run folder",
+      setup=predicting()),
+    C("predict-output-in-a-store", f"{PREDICT} --output {{tmp}}/c/data/hf-tiny-bert0/p.csv",
+      "inside the feature store", setup=predicting(cache_copy)),
+    C("predict-output-exists", f"{PREDICT} --output {{tmp}}/p.csv", "already exists", "--overwrite",
+      setup=predicting(write("{tmp}/p.csv", "mine\n"))),
     # verify / inspect
     C("verify-missing", "verify {tmp}/none", "no feature store"),
     C("verify-not-a-store", "verify {tmp}", "is a directory but not a zarr store"),
