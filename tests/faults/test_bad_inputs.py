@@ -170,6 +170,37 @@ def predicting(*setups: Callable[[World], object]) -> Callable[[World], None]:
 PREDICT = "predict {run} --input {tmp}/in.tsv --quiet"
 
 
+def model_json(edit: Callable[[dict], object], rebind: bool = False) -> Callable[[World], None]:
+    """model.json of {run} edited (and its binding recomputed, as a careful hand edit would leave it)."""
+    def f(w: World) -> None:
+        import json
+
+        from aftpipe.model import binding
+
+        path = w.tmp / "run" / "model.json"
+        info = json.loads(path.read_text())
+        edit(info)
+        if rebind:
+            info["binding"] = binding(info)
+        path.write_text(json.dumps(info))
+    return f
+
+
+def foreign_tokenizer(w: World) -> None:
+    import json
+
+    path = w.tmp / "run" / "tokenizer.json"
+    tok = json.loads(path.read_text())
+    tok["model"]["vocab"] = dict(reversed(list(tok["model"]["vocab"].items())))
+    path.write_text(json.dumps(tok))
+
+
+def weights_linked_out(w: World) -> None:
+    weights = w.tmp / "run" / "student.safetensors"
+    shutil.move(weights, w.tmp / "elsewhere.safetensors")
+    weights.symlink_to(w.tmp / "elsewhere.safetensors")
+
+
 def unfinished_run(w: World) -> None:
     rundir.work_dir(w.tmp / "run").mkdir(parents=True)
     (rundir.work_dir(w.tmp / "run") / rundir.CONFIG).write_text("lr: 0.001\n")
@@ -434,6 +465,34 @@ CASES = [
       "inside the feature store", setup=predicting(cache_copy)),
     C("predict-output-exists", f"{PREDICT} --output {{tmp}}/p.csv", "already exists", "--overwrite",
       setup=predicting(write("{tmp}/p.csv", "mine\n"))),
+    # predict: model folders taken apart
+    C("model-json-field-missing", PREDICT, "model.json is damaged: `labels` is missing", "--overwrite",
+      setup=predicting(model_json(lambda i: i.pop("labels")))),
+    C("model-json-field-type", PREDICT, "`text.max_length` must be an integer ≥ 1", "--overwrite",
+      setup=predicting(model_json(lambda i: i["text"].update(max_length="16")))),
+    C("model-json-field-range", PREDICT, "`text.max_length` must be an integer ≥ 1, got 0",
+      setup=predicting(model_json(lambda i: i["text"].update(max_length=0)))),
+    C("model-json-not-json", PREDICT, "model.json is corrupt (not JSON)",
+      setup=predicting(write("{tmp}/run/model.json", "{"))),
+    C("model-json-old-format", PREDICT, "written by an older aftpipe", "--overwrite",
+      setup=predicting(model_json(lambda i: (i.pop("version"), i.update(format=1))))),
+    C("model-json-labels-edited", PREDICT, "was edited after training",
+      setup=predicting(model_json(lambda i: i.update(labels=["neg", "pos", "other"])))),
+    C("model-json-labels-rebound", PREDICT, "names 3 labels, but its weights give 2 classes",
+      setup=predicting(model_json(lambda i: i.update(labels=["neg", "pos", "other"]), rebind=True))),
+    C("model-json-weights-out-of-folder", PREDICT, "`weights.file` must name a file inside the folder",
+      setup=predicting(model_json(lambda i: i["weights"].update(file="../../other/student.safetensors"),
+                                  rebind=True))),
+    C("model-weights-symlink-out", PREDICT, "leads out of the model folder", setup=predicting(weights_linked_out)),
+    C("model-tokenizer-from-another-run", PREDICT, "tokenizer.json is not the file this model was trained with",
+      setup=predicting(foreign_tokenizer)),
+    C("model-weights-swapped", PREDICT, "student.safetensors is", setup=predicting(
+      lambda w: (w.tmp / "run" / "student.safetensors").write_bytes(
+          (w.tmp / "run" / "student.safetensors").read_bytes()[:-4] + b"ZZZZ"))),
+    C("export-model-json-damaged", "export {run} --out {tmp}/onnx", "`kind` must be one of",
+      setup=predicting(model_json(lambda i: i.update(kind="teacher")))),
+    C("extract-model-json-damaged", f"{EXTRACT} tsv:{{data}} --source model:{{run}}", "`weights.sha256` is missing",
+      setup=predicting(model_json(lambda i: i["weights"].pop("sha256")))),
     # verify / inspect
     C("verify-missing", "verify {tmp}/none", "no feature store"),
     C("verify-not-a-store", "verify {tmp}", "is a directory but not a zarr store"),

@@ -62,3 +62,13 @@ def test_extract_from_a_probe_run_exits_with_one_line(text_runs, cli, one_line_e
                           "--cache-dir", str(text_runs["data"].parent / "never")])
     one_line_error(code, err, "linear probe")
     assert not (text_runs["data"].parent / "never").exists()
+
+
+def test_a_teacher_whose_files_were_swapped_is_refused(text_runs, tmp_path):
+    import shutil
+
+    run = tmp_path / "teacher"
+    shutil.copytree(text_runs["student"], run)
+    (run / "tokenizer.json").write_text((run / "tokenizer.json").read_text().replace('"[UNK]"', '"[unk]"', 1))
+    with pytest.raises(AftpipeError, match="tokenizer.json is not the file this model was trained with"):
+        load_source(f"model:{run}")
