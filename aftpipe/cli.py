@@ -462,7 +462,8 @@ def verify(
     log_every: LogEvery = 30.0,
 ) -> None:
     """Check a store in full: each split's array metadata and index against the manifest, every shard's file and
-    bytes against its checksum. Prints every problem by name and exits 1 when there is any."""
+    bytes against its checksum, and a `model:` teacher's weights against the ones it was extracted from. Prints
+    every problem by name and exits 1 when there is any."""
     from aftpipe.api import repair_store, verify_store
 
     report = verify_store(store)
@@ -481,6 +482,13 @@ def verify(
         how = "resume it by re-running the extract command" if all(d.kind == "unfinished" for d in report.damage) \
             else f"repair it with `aftpipe verify {store} --repair`"
         typer.echo(f"error: {report.path} fails verification ({len(report.damage)} problems); {how}", err=True)
+        raise typer.Exit(1)
+    from aftpipe.api import open_features
+    from aftpipe.sources.run_source import teacher_change
+
+    changed = teacher_change(open_features(store))
+    if changed:
+        typer.echo(f"error: {changed}", err=True)
         raise typer.Exit(1)
     typer.echo(f"ok: {report.path}: {report.shards_checked} shards in {len(report.splits)} splits match the manifest "
                "(metadata, index, checksums)")

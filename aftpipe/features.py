@@ -125,8 +125,13 @@ def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in
     that holds only some of the split's rows unless `stored_rows_only`."""
     ds_split = dataset.split(split)
     arrays, index, dims, identity = [], None, [], []
+    from aftpipe.sources.run_source import teacher_change
+
     for p in paths:
         store = open_features(p)
+        changed = teacher_change(store)  # features of a teacher that has been retrained since: stale
+        if changed:
+            raise AftpipeError(changed)
         arr = store.split(split, verify=True)
         info = store.split_info(split)
         if store.views != dataset.views:

@@ -201,6 +201,21 @@ def weights_linked_out(w: World) -> None:
     weights.symlink_to(w.tmp / "elsewhere.safetensors")
 
 
+def retrained_teacher(w: World) -> None:
+    """A store of {run} as a `model:` teacher, then {run} retrained over the same folder with another seed."""
+    from aftpipe.config import ExtractConfig, TrainConfig
+    from aftpipe.extraction import extract
+    from aftpipe.students import StudentConfig
+    from aftpipe.training import train
+
+    finished_copy(w)
+    extract(ExtractConfig(dataset=f"tsv:{w.data}", sources=(f"model:{w.tmp / 'run'}",), cache_dir=str(w.tmp / "c"),
+                          workers=0))
+    train(TrainConfig(dataset=f"tsv:{w.data}", features=(str(w.store),), student="bow-mlp", steps=2, threads=1, seed=1,
+                      student_options=StudentConfig(vocab_size=200, embed_dim=16, width=16), out=str(w.tmp / "run"),
+                      overwrite=True))
+
+
 def unfinished_run(w: World) -> None:
     rundir.work_dir(w.tmp / "run").mkdir(parents=True)
     (rundir.work_dir(w.tmp / "run") / rundir.CONFIG).write_text("lr: 0.001\n")
@@ -416,6 +431,8 @@ CASES = [
     C("train-store-partial", f"{TRAIN_ON} --dataset tsv:{{data}} --features {{tmp}}/c/data/hf-tiny-bert0",
       "holds 50 of the 120 rows of split `train` (it was extracted with --limit 50)", "--stored-rows-only",
       setup=limited_store),
+    C("train-teacher-retrained", f"{TRAIN_ON} --dataset tsv:{{data}} --features {{tmp}}/c/data/model-run --out {{tmp}}/s",
+      "holds the features of teacher", "has changed since", "--source model:", "--overwrite", setup=retrained_teacher),
     C("train-test-rows-unlabeled", f"{TRAIN_ON} --dataset tsv:{{tmp}}/d --features {{store}}",
       "test split `test` has 1 of 40 rows without a label", setup=dataset_copy(unlabeled_test)),
     # train: run folders
