@@ -48,7 +48,10 @@ if TYPE_CHECKING:
 MODEL_JSON, TOKENIZER, CARD = "model.json", "tokenizer.json", "README.md"
 STUDENT_WEIGHTS, STUDENT_SPEC = "student.safetensors", "student.json"
 VERSION = 2  # model.json's schema version (1: before the files were bound to the weights)
-BOUND = ("version", "kind", "modality", "labels", "weights", "files", "text", "image")  # what `binding` hashes
+BOUND = ("version", "kind", "modality", "labels", "label_cells", "weights", "files", "text", "image")  # `binding`'s
+# How the built-in datasets' own files write each class where that is not its name (GLUE: ids; AG News: 1-based),
+# so `predict` scores those files by what they mean; any other dataset's files write the labels themselves.
+FILE_LABELS = {"sst2": ["0", "1"], "cola": ["0", "1"], "ag_news": ["1", "2", "3", "4"]}
 
 
 # --- writing the folder (end of a training run) -------------------------------------------------------------
@@ -70,6 +73,7 @@ def write_model_files(out: Path, cfg: TrainConfig, data: RunData, metrics: dict[
         "kind": "student" if student is not None else "linear_probe",
         "modality": data.dataset.modality,
         "labels": labels,
+        "label_cells": FILE_LABELS.get(data.dataset.spec),
         "weights": {"file": weights.name, "sha256": sha256_file(weights), "bytes": weights.stat().st_size},
         "files": {},  # every other file the model reads, by sha256
         "params": metrics["params"],
@@ -342,6 +346,7 @@ class ModelSpec:
     kind: str  # student | linear_probe
     modality: str  # text | image
     labels: tuple[str | int, ...]
+    label_cells: tuple[str, ...] | None  # how the dataset's files write each label, when not by its name
     weights: FileDigest
     files: dict[str, str]  # every other file the model reads → sha256
     binding: str
@@ -365,6 +370,9 @@ class ModelSpec:
             raise SchemaError(f"`labels` must list 2 or more names (or 2 or more integers), got {json.dumps(labels)[:60]}")
         if len(set(labels)) != len(labels):
             raise SchemaError("`labels` must be distinct")
+        cells = f.get("label_cells", list, "a list of strings", optional=True)
+        if cells is not None and (len(cells) != len(labels) or not all(isinstance(c, str) for c in cells)):
+            raise SchemaError(f"`label_cells` must be {len(labels)} strings, one per label")
         w = f.sub("weights")
         assert w is not None
         weights = FileDigest(w.file_name("file"), w.sha256("sha256"), w.int("bytes", 1))
@@ -404,7 +412,7 @@ class ModelSpec:
         if kind == "student" and (text, image)[modality == "image"] is None:
             raise SchemaError(f"`{modality}` is missing")
         student = f.get("student", str, "a student name", optional=kind != "student")
-        return cls(version, kind, modality, tuple(labels), weights, files, f.sha256("binding"), f.int("params", 1),
+        return cls(version, kind, modality, tuple(labels), None if cells is None else tuple(cells), weights, files, f.sha256("binding"), f.int("params", 1),
                    metric, student, text, image)
 
 

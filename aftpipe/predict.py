@@ -96,18 +96,24 @@ def read_inputs(path: str, modality: str, options: DatasetOptions = DatasetOptio
 
 
 # --- predicting -------------------------------------------------------------------------------------------
-def _label_ids(cells: list[str | None], labels: list[Any]) -> np.ndarray:
-    """Each label cell as a class index (-1 when empty or not one of the model's labels): a cell matches a
-    label's name, or is a class id (SST-2's files hold 0/1 for `negative`/`positive`)."""
+def label_ids(cells: list[str | None], labels: list[Any], label_cells: list[str] | None = None) -> np.ndarray:
+    """Each label cell as a class index, -1 when empty or not one of the model's labels. A cell matches a label
+    by its name exactly as the dataset gave it (`1.0` is not `1`, `Billing` not `billing`), or by how the
+    dataset's own files write it (`label_cells`: SST-2's 0/1 for negative/positive). Only a model whose
+    labels are integers reads a cell as an integer (` 1` and `+1` are 1 there)."""
     by_name = {str(v): i for i, v in enumerate(labels)}
+    for i, c in enumerate(label_cells or []):
+        by_name.setdefault(c, i)
+    integers = all(type(v) is int for v in labels)
+    by_int = {v: i for i, v in enumerate(labels)} if integers else {}
     out = np.full(len(cells), -1, dtype=np.int64)
     for r, c in enumerate(cells):
         if c is None:
             continue
         if c in by_name:
             out[r] = by_name[c]
-        elif c.lstrip("+-").isdigit() and 0 <= int(c) < len(labels):
-            out[r] = int(c)
+        elif integers and c.strip().lstrip("+-").isdigit() and int(c) in by_int:
+            out[r] = by_int[int(c)]
     return out
 
 
@@ -225,7 +231,7 @@ def predict_file(run: str | Path, input: str, output: str | Path | None = None, 
             tmp.unlink(missing_ok=True)
     report = PredictReport(rows=len(keep), output=target, skipped=skipped)
     if inputs.labels is not None:
-        y = _label_ids([inputs.labels[i] for i in keep], model.labels)
+        y = label_ids([inputs.labels[i] for i in keep], model.labels, model.info.get("label_cells"))
         mask = y >= 0
         report.labelled = int(mask.sum())
         if report.labelled:

@@ -167,3 +167,40 @@ def test_output_dash_is_stdout(text_runs, tmp_path, cli, monkeypatch):
                           "--output", "-"])
     assert code == 0 and out.startswith("id,label,prob_neg,prob_pos\n"), err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def decimal_label_run(tmp_path_factory):
+    """A run on a dataset whose labels are written `1.0` and `2.0`: names that look like numbers."""
+    from aftpipe.config import TrainConfig
+    from aftpipe.students import StudentConfig
+    from aftpipe.training import train
+
+    root = tmp_path_factory.mktemp("decimal-labels")
+    for split, n in (("train", 60), ("test", 20)):
+        rows = ["text\tlabel"] + [f"{('bad dull', 'good fine')[i % 2]} film {i}\t{('1.0', '2.0')[i % 2]}" for i in range(n)]
+        (root / "data" / f"{split}.tsv").parent.mkdir(exist_ok=True)
+        (root / "data" / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    train(TrainConfig(dataset=f"tsv:{root / 'data'}", method="none", student="bow-mlp", steps=20, threads=1,
+                      student_options=StudentConfig(vocab_size=200, embed_dim=16, width=16), out=str(root / "run")))
+    return root / "run"
+
+
+def test_labels_are_matched_by_their_names_as_written(decimal_label_run, tmp_path):
+    from aftpipe.predict import label_ids
+
+    assert load_model(decimal_label_run).labels == ["1.0", "2.0"]
+    as_written = tmp_path / "as-written.tsv"
+    as_written.write_text("text\tlabel\ngood fine film\t2.0\nbad dull film\t1.0\n")
+    r = predict_file(decimal_label_run, str(as_written), tmp_path / "a.csv")
+    assert r.labelled == 2
+    # `1` and `2` are neither label: not class indices 1 and 2 (nor 0 and 1)
+    indices = tmp_path / "indices.tsv"
+    indices.write_text("text\tlabel\ngood fine film\t1\nbad dull film\t0\n")
+    r = predict_file(decimal_label_run, str(indices), tmp_path / "b.csv")
+    assert r.labelled == 0 and r.scores is None
+    # the rule itself: names exactly; integers only for a model whose labels are integers; the files' own cells
+    assert label_ids(["1.0", "1", "2.0", None, " 2.0"], ["1.0", "2.0"]).tolist() == [0, -1, 1, -1, -1]
+    assert label_ids(["0", "1", " 1", "+1", "1.0", "2"], [0, 1]).tolist() == [0, 1, 1, 1, -1, -1]
+    assert label_ids(["Billing", "billing"], ["billing", "other"]).tolist() == [-1, 0]
+    assert label_ids(["0", "1", "positive"], ["negative", "positive"], ["0", "1"]).tolist() == [0, 1, 1]
