@@ -286,13 +286,10 @@ def predict(
     """Predict every row of a file with a trained model: a CSV of id, label and one prob_<label> column per class."""
     from aftpipe.api import DatasetOptions, predict_file
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     with long_running(quiet, "ex", log_every) as progress:
         r = predict_file(run, input_, output, batch_size=batch_size, strict=strict, device=device, progress=progress,
-                         options=DatasetOptions(text_col=text_col, label_col=label_col), overwrite=overwrite)
+                         options=DatasetOptions(text_col=text_col, label_col=label_col), overwrite=overwrite,
+                         threads=threads)
         if r.output is not None:
             progress.log(f"{r.rows:,} predictions → {r.output}")
         if r.skipped:

@@ -244,6 +244,28 @@ def render_card(info: dict[str, Any], folder: str | Path, onnx: bool = False) ->
     return "\n".join(lines)
 
 
+# --- where outputs may not go -------------------------------------------------------------------------------
+def owning_folder(path: Path) -> str | None:
+    """What aftpipe folder `path` lies in (a run folder, a feature store, an ONNX export), if any: files there
+    belong to that folder, and an output written there would silently damage it."""
+    from aftpipe.store.hdf5_store import is_hdf5
+    from aftpipe.store.zarr_store import looks_like_store
+
+    if path.is_file() and is_hdf5(path):
+        return f"the feature store {path}"
+    for folder in path.parents:
+        try:
+            if rundir.is_finished(folder) or (folder / MODEL_JSON).exists() or folder.name.endswith(rundir.PARTIAL):
+                return f"the run folder {folder}"
+            if (folder / "model.onnx").exists():
+                return f"the ONNX export {folder}"
+            if looks_like_store(folder):
+                return f"the feature store {folder}"
+        except OSError:  # an ancestor we may not list is no aftpipe folder of ours
+            continue
+    return None
+
+
 # --- the schema -------------------------------------------------------------------------------------------
 def binding(info: dict[str, Any]) -> str:
     """The sha256 that ties the files' hashes to the labels and input settings of model.json (`BOUND`)."""
@@ -580,6 +602,8 @@ def open_image(x: Any) -> Any:
     try:
         with Image.open(x) as im:
             return im.convert("RGB")  # convert() loads the pixels, so the file can be closed
+    except Image.DecompressionBombError as e:
+        raise AftpipeError(f"{x} is too large to decode safely ({str(e).split(',')[0]}); shrink or remove it") from None
     except (UnidentifiedImageError, OSError) as e:
         raise AftpipeError(f"{x} is not a readable image ({e}); replace or remove it") from None
 
@@ -673,4 +697,4 @@ def load_model(folder: str | Path, device: str = "cpu") -> Model:
 
 
 __all__ = ["Model", "ModelSpec", "add_seed_summary", "binding", "check_model_files", "load_model", "open_image",
-           "read_model_info", "render_card", "write_model_files"]
+           "owning_folder", "read_model_info", "render_card", "write_model_files"]

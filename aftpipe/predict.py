@@ -117,33 +117,12 @@ def label_ids(cells: list[str | None], labels: list[Any], label_cells: list[str]
     return out
 
 
-def _owning_folder(path: Path) -> str | None:
-    """What aftpipe folder `path` lies in (a run folder, a feature store, an ONNX export), if any: files there
-    belong to that folder, and a prediction written over one would silently damage it."""
-    from aftpipe import rundir
-    from aftpipe.model import MODEL_JSON
-    from aftpipe.store.hdf5_store import is_hdf5
-    from aftpipe.store.zarr_store import looks_like_store
-
-    if path.is_file() and is_hdf5(path):
-        return f"the feature store {path}"
-    for folder in path.parents:
-        try:
-            if rundir.is_finished(folder) or (folder / MODEL_JSON).exists() or folder.name.endswith(rundir.PARTIAL):
-                return f"the run folder {folder}"
-            if (folder / "model.onnx").exists():
-                return f"the ONNX export {folder}"
-            if looks_like_store(folder):
-                return f"the feature store {folder}"
-        except OSError:  # an ancestor we may not list is no aftpipe folder of ours
-            continue
-    return None
-
-
 def _open_output(output: str | Path | None, input: str, overwrite: bool) -> tuple[Path | None, Path | None]:
     """(target, temporary file beside it), created now so an unwritable --output fails before any work; None
     for stdout (no --output, or `-`). Refused: the input itself, a file inside a run folder, store or export,
     and any existing file unless `overwrite`."""
+    from aftpipe.model import owning_folder
+
     if output is None or str(output) == "-":
         return None, None
     target = Path(output).expanduser()
@@ -152,7 +131,7 @@ def _open_output(output: str | Path | None, input: str, overwrite: bool) -> tupl
                            f"{target / 'predictions.csv'}")
     if input != "-" and target.exists() and os.path.samefile(target, Path(input).expanduser()):
         raise AftpipeError(f"{option_name('output')} {target} is the input file; write the predictions to another file")
-    owner = _owning_folder(target.resolve())
+    owner = owning_folder(target.resolve())
     if owner is not None:
         raise AftpipeError(f"{option_name('output')} {target} is inside {owner}, whose files aftpipe manages; write the "
                            "predictions outside it")
@@ -171,9 +150,9 @@ def _open_output(output: str | Path | None, input: str, overwrite: bool) -> tupl
 def predict_file(run: str | Path, input: str, output: str | Path | None = None, batch_size: int = 64,
                  options: DatasetOptions = DatasetOptions(), strict: bool = False,
                  device: str = "cpu", progress: Progress | None = None, stdin: IO[bytes] | None = None,
-                 stdout: IO[str] | None = None, overwrite: bool = False) -> PredictReport:
-    """Predict every row of `input` with the model in `run`; write the CSV to `output` (stdout when None or
-    `-`). An existing `output` is replaced only with `overwrite`; the input itself and the files of run folders,
+                 stdout: IO[str] | None = None, overwrite: bool = False, threads: int | None = None) -> PredictReport:
+    """Predict every row of `input` with the model in `run` (on `threads` torch CPU threads, when given); write
+    the CSV to `output` (stdout when None or `-`). An existing `output` is replaced only with `overwrite`; the input itself and the files of run folders,
     stores and exports never are. Images that do not decode are skipped and counted, or refused with `strict`."""
     from aftpipe.metrics import score
     from aftpipe.model import load_model, open_image, read_model_info
@@ -181,6 +160,12 @@ def predict_file(run: str | Path, input: str, output: str | Path | None = None, 
     progress = progress or SilentProgress()
     if batch_size < 1:
         raise AftpipeError(f"{option_name('batch_size')} must be at least 1, got {batch_size}")
+    if threads is not None:
+        if threads < 1:
+            raise AftpipeError(f"{option_name('threads')} must be ≥ 1, got {threads}; leave it out for torch's own choice")
+        import torch
+
+        torch.set_num_threads(threads)
     info = read_model_info(run)  # cheap checks first: a wrong folder fails before any file is read
     inputs = read_inputs(input, info["modality"], options, stdin)
     target, tmp = _open_output(output, input, overwrite)

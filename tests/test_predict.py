@@ -204,3 +204,23 @@ def test_labels_are_matched_by_their_names_as_written(decimal_label_run, tmp_pat
     assert label_ids(["0", "1", " 1", "+1", "1.0", "2"], [0, 1]).tolist() == [0, 1, 1, 1, -1, -1]
     assert label_ids(["Billing", "billing"], ["billing", "other"]).tolist() == [-1, 0]
     assert label_ids(["0", "1", "positive"], ["negative", "positive"], ["0", "1"]).tolist() == [0, 1, 1]
+
+
+def test_an_image_too_large_to_decode_is_skipped_or_refused(image_run, tmp_path, cli, one_line_error):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(load_dataset("digits").split("test").inputs[0]).save(folder / "small.png")
+    Image.new("1", (20000, 10000)).save(folder / "huge.png")  # 200 M pixels in 25 kB: a decompression bomb
+    code, out, err = cli(["predict", str(image_run), "--input", str(folder)])
+    assert code == 0 and "skipped 1 unreadable image: huge.png" in err, err
+    assert [r["id"] for r in csv.DictReader(io.StringIO(out))] == ["small.png"]
+    code, _, err = cli(["predict", str(image_run), "--input", str(folder), "--strict"])
+    one_line_error(code, err, "huge.png is too large to decode safely", "--strict")
+
+
+def test_negative_threads_are_refused(text_runs, cli, one_line_error):
+    code, _, err = cli(["predict", str(text_runs["student"]), "--input", str(text_runs["data"] / "test.tsv"),
+                        "--threads", "-2"])
+    one_line_error(code, err, "--threads must be ≥ 1, got -2")

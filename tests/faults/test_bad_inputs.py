@@ -201,6 +201,27 @@ def weights_linked_out(w: World) -> None:
     weights.symlink_to(w.tmp / "elsewhere.safetensors")
 
 
+def huge_image(path: str) -> Callable[[World], None]:
+    """A 20000×10000 PNG (200 M pixels, 25 kB on disk): past PIL's decompression-bomb limit."""
+    def f(w: World) -> None:
+        from PIL import Image
+
+        p = Path(path.format(tmp=w.tmp))
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("1", (20000, 10000)).save(p)
+    return f
+
+
+def image_run_with_huge_image(w: World) -> None:
+    from aftpipe.config import TrainConfig
+    from aftpipe.students import StudentConfig
+    from aftpipe.training import train
+
+    train(TrainConfig(dataset="digits", student="small-cnn", method="none", steps=2, threads=1,
+                      student_options=StudentConfig(width=8, layers=1), out=str(w.tmp / "run")))
+    huge_image("{tmp}/imgs/huge.png")(w)
+
+
 def retrained_teacher(w: World) -> None:
     """A store of {run} as a `model:` teacher, then {run} retrained over the same folder with another seed."""
     from aftpipe.config import ExtractConfig, TrainConfig
@@ -510,6 +531,23 @@ CASES = [
       setup=predicting(model_json(lambda i: i.update(kind="teacher")))),
     C("extract-model-json-damaged", f"{EXTRACT} tsv:{{data}} --source model:{{run}}", "`weights.sha256` is missing",
       setup=predicting(model_json(lambda i: i["weights"].pop("sha256")))),
+    C("predict-threads-negative", f"{PREDICT} --threads -2", "--threads must be ≥ 1, got -2", setup=predicting()),
+    C("predict-image-too-large", "predict {run} --input {tmp}/imgs --strict --quiet", "huge.png is too large to "
+      "decode safely", "--strict", setup=image_run_with_huge_image),
+    C("train-image-too-large", "train --dataset imagefolder:{tmp}/imgs --student small-cnn --method none --steps 1 "
+      "--threads 1 --quiet --out {run}", "huge.png is too large to decode safely",
+      setup=lambda w: [huge_image(f"{{tmp}}/imgs/{split}/{c}/huge.png")(w) for split in ("train", "test") for c in "ab"]),
+    # export: where the folder may go
+    C("export-out-current-folder", "export {run} --out . --overwrite", "is the current folder or one above it",
+      setup=predicting()),
+    C("export-out-parent-folder", "export {run} --out .. --overwrite", "is the current folder or one above it",
+      setup=predicting()),
+    C("export-out-is-the-run", "export {run} --out {run} --overwrite", "holds the run itself", setup=predicting()),
+    C("export-out-inside-the-run", "export {run} --out {run}/onnx", "is inside the run folder", setup=predicting()),
+    C("export-out-not-an-export", "export {run} --out {tmp}/mine --overwrite", "holds no earlier export",
+      setup=predicting(write("{tmp}/mine/keep.txt", "mine"))),
+    C("export-out-exists", "export {run} --out {tmp}/mine", "holds no earlier export",
+      setup=predicting(write("{tmp}/mine/keep.txt", "mine"))),
     # verify / inspect
     C("verify-missing", "verify {tmp}/none", "no feature store"),
     C("verify-not-a-store", "verify {tmp}", "is a directory but not a zarr store"),
