@@ -1,22 +1,29 @@
-"""`aftpipe predict`: a model folder over a file of inputs, the predictions to CSV.
+"""`aftpipe predict`: a model folder over a file of inputs, the predictions to CSV or JSON Lines.
 
     report = predict_file("runs/sst2-aft", "reviews.tsv", output="predictions.csv")
 
 Inputs are read as datasets are: a .tsv / .csv / .jsonl / .parquet file with a text column (`text_col`, else
 text, sentence or content), a folder of images (at any depth; ids are paths relative to it), or `-` for one
 text per line on stdin. Row ids are the datasets' ids (`reviews.tsv:2` is line 2, `reviews.parquet:0` row 0,
-`stdin:1` the first line). The CSV holds `id`, `label` (the predicted label) and one `prob_<label>` column per
-class, in input order. It is written under a temporary name and renamed, so a failed or interrupted run never
-leaves half a file; it never replaces the input, a file inside a run folder, store or export, or (unless
-`overwrite`) any existing file. When the input file has the label column too, the run's metric on those rows is reported.
+`stdin:1` the first line); blank texts are skipped and counted.
+
+The CSV holds `id` (then `text` with `include_text`), `label` (the predicted label) and one `prob_<label>`
+column per class, in input order. A `.jsonl` output (or `format="jsonl"`) holds one object per input instead,
+`{"id", "label", "score", "probs": {label: p}}` (+ `"text"`), the shape a `transformers` pipeline gives.
+The file is written under a temporary name and renamed, so a failed or interrupted run never leaves half of
+it; it never replaces the input, a file inside a run folder, store or export, or (unless `overwrite`) any
+existing file. When the input has the label column too, the run's metric on the rows whose labels the model
+knows is reported, and the other rows are counted by label (`label_ids` says how a cell matches a label).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -45,7 +52,10 @@ class PredictReport:
     output: Path | None  # None: written to stdout
     skipped: list[str] = field(default_factory=list)  # images that did not decode
     scores: dict[str, float] | None = None  # the run's metric(s) on the input's labelled rows
-    labelled: int = 0
+    labelled: int = 0  # rows whose label the model knows (scored)
+    unknown: dict[str, int] = field(default_factory=dict)  # label cells the model does not know → rows (not scored)
+    blank: int = 0  # blank texts, skipped
+    labels: list[Any] = field(default_factory=list)  # the model's
 
 
 # --- reading ----------------------------------------------------------------------------------------------
@@ -147,13 +157,37 @@ def _open_output(output: str | Path | None, input: str, overwrite: bool) -> tupl
     return target, tmp
 
 
+FORMATS = ("csv", "jsonl")
+
+
+def output_format(output: str | Path | None, format: str | None) -> str:
+    """`format` when given, else by the output's extension: `.jsonl` is JSON Lines, anything else (and stdout) CSV."""
+    if format is not None:
+        if format not in FORMATS:
+            raise AftpipeError(f"unknown {option_name('format')} `{format}`; predict writes {' or '.join(FORMATS)}")
+        return format
+    return "jsonl" if output not in (None, "-") and Path(output).suffix.lower() == ".jsonl" else "csv"
+
+
+def _without_blanks(inputs: Inputs) -> tuple[Inputs, int]:
+    """The rows whose text is not blank (a blank line in a file of texts is a separator, not an input)."""
+    keep = [i for i, t in enumerate(inputs.items) if not isinstance(t, str) or t.strip()]
+    if len(keep) == len(inputs.items):
+        return inputs, 0
+    labels = None if inputs.labels is None else [inputs.labels[i] for i in keep]
+    return Inputs([inputs.ids[i] for i in keep], [inputs.items[i] for i in keep], labels), len(inputs.items) - len(keep)
+
+
 def predict_file(run: str | Path, input: str, output: str | Path | None = None, batch_size: int = 64,
                  options: DatasetOptions = DatasetOptions(), strict: bool = False,
                  device: str = "cpu", progress: Progress | None = None, stdin: IO[bytes] | None = None,
-                 stdout: IO[str] | None = None, overwrite: bool = False, threads: int | None = None) -> PredictReport:
+                 stdout: IO[str] | None = None, overwrite: bool = False, threads: int | None = None,
+                 include_text: bool = False, format: str | None = None) -> PredictReport:
     """Predict every row of `input` with the model in `run` (on `threads` torch CPU threads, when given); write
-    the CSV to `output` (stdout when None or `-`). An existing `output` is replaced only with `overwrite`; the input itself and the files of run folders,
-    stores and exports never are. Images that do not decode are skipped and counted, or refused with `strict`."""
+    the predictions to `output` (stdout when None or `-`) as CSV or JSON Lines (`format`, else `output_format`),
+    with each input's text when `include_text`. An existing `output` is replaced only with `overwrite`; the
+    input itself and the files of run folders, stores and exports never are. Images that do not decode are
+    skipped and counted, or refused with `strict`."""
     from aftpipe.metrics import score
     from aftpipe.model import load_model, open_image, read_model_info
 
@@ -166,8 +200,15 @@ def predict_file(run: str | Path, input: str, output: str | Path | None = None, 
         import torch
 
         torch.set_num_threads(threads)
+    fmt = output_format(output, format)
     info = read_model_info(run)  # cheap checks first: a wrong folder fails before any file is read
-    inputs = read_inputs(input, info["modality"], options, stdin)
+    if include_text and info["modality"] != "text":
+        raise AftpipeError(f"{option_name('include_text')} adds the input text, but this model takes images (the id "
+                           "is the image's path); drop it")
+    inputs, blank = _without_blanks(read_inputs(input, info["modality"], options, stdin))
+    if not inputs.items:
+        raise AftpipeError(f"every one of the {blank} texts in {'stdin' if input == '-' else input} is blank; "
+                           "give texts to classify")
     target, tmp = _open_output(output, input, overwrite)
     try:
         model = load_model(run, device)
@@ -204,7 +245,9 @@ def predict_file(run: str | Path, input: str, output: str | Path | None = None, 
             raise AftpipeError(f"none of the {n} images in {input} could be read; check the files")
         p = np.concatenate(probs)
         pred = p.argmax(axis=1)
-        text = _csv_text([inputs.ids[i] for i in keep], pred, p, model.labels)
+        texts = [inputs.items[i] for i in keep] if include_text else None
+        text = (_jsonl_text if fmt == "jsonl" else _csv_text)([inputs.ids[i] for i in keep], texts, pred, p,
+                                                               model.labels)
         if target is None:
             (stdout or sys.stdout).write(text)
         else:
@@ -214,23 +257,48 @@ def predict_file(run: str | Path, input: str, output: str | Path | None = None, 
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
-    report = PredictReport(rows=len(keep), output=target, skipped=skipped)
+    report = PredictReport(rows=len(keep), output=target, skipped=skipped, blank=blank, labels=list(model.labels))
     if inputs.labels is not None:
-        y = label_ids([inputs.labels[i] for i in keep], model.labels, model.info.get("label_cells"))
+        cells = [inputs.labels[i] for i in keep]
+        y = label_ids(cells, model.labels, model.info.get("label_cells"))
         mask = y >= 0
         report.labelled = int(mask.sum())
+        report.unknown = dict(Counter(c for c, k in zip(cells, y) if k < 0 and c is not None).most_common())
         if report.labelled:
             report.scores = score(pred[mask], y[mask], info["dataset"]["metric"])
     return report
 
 
-def _csv_text(ids: list[str], pred: np.ndarray, probs: np.ndarray, labels: list[Any]) -> str:
+def _csv_text(ids: list[str], texts: list[str] | None, pred: np.ndarray, probs: np.ndarray, labels: list[Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["id", "label", *(f"prob_{v}" for v in labels)])
-    for row_id, k, pr in zip(ids, pred, probs):
-        w.writerow([row_id, labels[k], *(f"{x:.6f}" for x in pr)])
+    w.writerow(["id", *(["text"] if texts is not None else []), "label", *(f"prob_{v}" for v in labels)])
+    for r, (row_id, k, pr) in enumerate(zip(ids, pred, probs)):
+        w.writerow([row_id, *([texts[r]] if texts is not None else []), labels[k], *(f"{x:.6f}" for x in pr)])
     return buf.getvalue()
 
 
-__all__ = ["Inputs", "PredictReport", "predict_file", "read_inputs"]
+def _jsonl_text(ids: list[str], texts: list[str] | None, pred: np.ndarray, probs: np.ndarray,
+                labels: list[Any]) -> str:
+    lines = []
+    for r, (row_id, k, pr) in enumerate(zip(ids, pred, probs)):
+        obj: dict[str, Any] = {"id": row_id}
+        if texts is not None:
+            obj["text"] = texts[r]
+        obj.update(label=labels[k], score=round(float(pr[k]), 6),
+                   probs={str(v): round(float(x), 6) for v, x in zip(labels, pr)})
+        lines.append(json.dumps(obj, ensure_ascii=False) + "\n")
+    return "".join(lines)
+
+
+def describe_unknown(report: PredictReport) -> str:
+    """The rows left out of the metric, by label: `3 rows with labels the model does not know (Billing: 2, …)`."""
+    n = sum(report.unknown.values())
+    shown = ", ".join(f"{c}: {k}" for c, k in list(report.unknown.items())[:8])
+    more = f", … ({len(report.unknown)} labels)" if len(report.unknown) > 8 else ""
+    return (f"{n:,} row{'s' if n != 1 else ''} with label{'s' if len(report.unknown) != 1 else ''} the model does "
+            f"not know ({shown}{more}) left out")
+
+
+__all__ = ["FORMATS", "Inputs", "PredictReport", "describe_unknown", "label_ids", "output_format", "predict_file",
+           "read_inputs"]

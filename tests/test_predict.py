@@ -224,3 +224,50 @@ def test_negative_threads_are_refused(text_runs, cli, one_line_error):
     code, _, err = cli(["predict", str(text_runs["student"]), "--input", str(text_runs["data"] / "test.tsv"),
                         "--threads", "-2"])
     one_line_error(code, err, "--threads must be ≥ 1, got -2")
+
+
+def test_include_text_and_json_lines(text_runs, tmp_path, cli, monkeypatch):
+    run, test_file = text_runs["student"], text_runs["data"] / "test.tsv"
+    texts = [ln.split("\t")[0] for ln in test_file.read_text().splitlines()[1:]]
+    code, _, err = cli(["predict", str(run), "--input", str(test_file), "-o", str(tmp_path / "p.csv"), "--include-text"])
+    assert code == 0, err
+    rows = read_csv(tmp_path / "p.csv")
+    assert list(rows[0]) == ["id", "text", "label", "prob_neg", "prob_pos"] and [r["text"] for r in rows] == texts
+    code, _, err = cli(["predict", str(run), "--input", str(test_file), "-o", str(tmp_path / "p.jsonl"),
+                        "--include-text"])
+    assert code == 0, err
+    objs = [json.loads(ln) for ln in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [o["id"] for o in objs] == [r["id"] for r in rows] and [o["text"] for o in objs] == texts
+    assert [o["label"] for o in objs] == [r["label"] for r in rows]
+    for o, r in zip(objs, rows):
+        assert list(o) == ["id", "text", "label", "score", "probs"] and list(o["probs"]) == ["neg", "pos"]
+        assert o["probs"]["neg"] == float(r["prob_neg"]) and o["score"] == max(o["probs"].values())
+        assert o["probs"][o["label"]] == o["score"]
+    # stdout stays CSV unless --format jsonl; blank lines are skipped and counted
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"good great film\n\n  \nawful plot\n")))
+    code, out, err = cli(["predict", str(run), "--input", "-", "--format", "jsonl"])
+    assert code == 0 and "skipped 2 blank lines" in err, err
+    assert [json.loads(ln)["id"] for ln in out.splitlines()] == ["stdin:1", "stdin:4"]
+    assert "label" in json.loads(out.splitlines()[0]) and "text" not in json.loads(out.splitlines()[0])
+
+
+def test_unknown_labels_are_counted_and_named_not_dropped(text_runs, tmp_path, cli, one_line_error, monkeypatch):
+    run = text_runs["student"]
+    f = tmp_path / "tickets.tsv"
+    f.write_text("text\tlabel\ngood great film\tpos\nawful plot\tneg\nfine cast\tPos\nbad plot\tother\n"
+                 "dull film\tPos\n\t\n   \tneg\n")
+    r = predict_file(run, str(f), tmp_path / "p.csv")
+    assert r.rows == 5 and r.labelled == 2 and r.unknown == {"Pos": 2, "other": 1} and r.blank == 2
+    code, _, err = cli(["predict", str(run), "--input", str(f)])
+    assert code == 0, err
+    assert (f"on the 2 labelled rows; 3 rows with labels the model does not know (Pos: 2, other: 1) left out"
+            in err), err
+    assert "skipped 2 blank texts" in err
+    f.write_text("text\tlabel\ngood\tPositive\nbad\tNegative\n")
+    code, _, err = cli(["predict", str(run), "--input", str(f)])
+    assert code == 0, err
+    assert "no score: 2 rows with labels the model does not know (Positive: 1, Negative: 1) left out (the model's " \
+           "labels: neg, pos)" in err, err
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\n \n")))
+    code, _, err = cli(["predict", str(run), "--input", "-"])
+    one_line_error(code, err, "every one of the 2 texts in stdin is blank")

@@ -531,6 +531,12 @@ CASES = [
       setup=predicting(model_json(lambda i: i.update(kind="teacher")))),
     C("extract-model-json-damaged", f"{EXTRACT} tsv:{{data}} --source model:{{run}}", "`weights.sha256` is missing",
       setup=predicting(model_json(lambda i: i["weights"].pop("sha256")))),
+    C("predict-format-unknown", f"{PREDICT} --format xml", "unknown --format `xml`", "csv or jsonl",
+      setup=predicting()),
+    C("predict-all-blank", "predict {run} --input {tmp}/blank.tsv --quiet", "is blank", "give texts",
+      setup=predicting(write("{tmp}/blank.tsv", "text\tlabel\n \t1\n\t0\n"))),
+    C("predict-include-text-on-images", "predict {run} --input {tmp}/imgs --include-text --quiet",
+      "--include-text adds the input text, but this model takes images", setup=image_run_with_huge_image),
     C("predict-threads-negative", f"{PREDICT} --threads -2", "--threads must be ≥ 1, got -2", setup=predicting()),
     C("predict-image-too-large", "predict {run} --input {tmp}/imgs --strict --quiet", "huge.png is too large to "
       "decode safely", "--strict", setup=image_run_with_huge_image),
