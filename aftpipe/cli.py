@@ -272,7 +272,7 @@ def predict(
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="file to write: .jsonl for JSON Lines, "
                                                   "else CSV (default, or -: CSV on stdout)", metavar="FILE",
                                                   rich_help_panel=OUTPUT)] = None,
-    format: Annotated[Optional[str], typer.Option(help="csv or jsonl (default: by --output's extension)",
+    format: Annotated[str | None, typer.Option(help="csv or jsonl (default: by --output's extension)",
                                                   metavar="csv|jsonl", rich_help_panel=OUTPUT)] = None,
     include_text: Annotated[bool, typer.Option("--include-text", help="add each input's text to the output",
                                                metavar="", rich_help_panel=OUTPUT)] = False,

@@ -260,7 +260,7 @@ def test_unknown_labels_are_counted_and_named_not_dropped(text_runs, tmp_path, c
     assert r.rows == 5 and r.labelled == 2 and r.unknown == {"Pos": 2, "other": 1} and r.blank == 2
     code, _, err = cli(["predict", str(run), "--input", str(f)])
     assert code == 0, err
-    assert (f"on the 2 labelled rows; 3 rows with labels the model does not know (Pos: 2, other: 1) left out"
+    assert ("on the 2 labelled rows; 3 rows with labels the model does not know (Pos: 2, other: 1) left out"
             in err), err
     assert "skipped 2 blank texts" in err
     f.write_text("text\tlabel\ngood\tPositive\nbad\tNegative\n")
