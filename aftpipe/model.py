@@ -281,7 +281,8 @@ class _Fields:
 
     def __init__(self, doc: Any, where: str) -> None:
         if not isinstance(doc, dict):
-            raise SchemaError(f"`{where}` must be an object, got {type(doc).__name__}")
+            raise SchemaError(f"`{where}` must be an object, got {type(doc).__name__}" if where else
+                              f"it must hold a JSON object, not a {type(doc).__name__}")
         self.doc, self.where = doc, where
 
     def _name(self, key: str) -> str:
@@ -293,8 +294,8 @@ class _Fields:
                 return None
             raise SchemaError(f"`{self._name(key)}` is missing")
         v = self.doc[key]
-        if not isinstance(v, types) or (isinstance(v, bool) and bool not in (types if isinstance(types, tuple)
-                                                                              else (types,))):
+        types = types if isinstance(types, tuple) else (types,)
+        if not isinstance(v, types) or (type(v) is bool and bool not in types):  # JSON's true is no integer
             raise SchemaError(f"`{self._name(key)}` must be {what}, got {json.dumps(v)[:60]}")
         return v
 
@@ -521,6 +522,7 @@ class Model:
     def __init__(self, folder: Path, info: dict[str, Any], encode: Callable[[Sequence[Any]], Any],
                  forward: Callable[[Any], Any], device: Any, net: Any = None) -> None:
         self.folder, self.info, self.device = folder, info, device
+        self.spec = ModelSpec.from_dict(info)  # checked by read_model_info already: the typed view of `info`
         self.labels: list[Any] = list(info["labels"])
         self.modality: str = info["modality"]
         self.kind: str = info["kind"]

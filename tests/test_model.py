@@ -221,6 +221,8 @@ def rebind(info):
      "`weights.file` must name a file inside the folder"),
     (lambda i: (i["weights"].update(file="/etc/passwd"), rebind(i)), "must name a file inside the folder"),
     (lambda i: (i.pop("version"), i.update(format=1)), "written by an older aftpipe (format 1)"),
+    (lambda i: i.update(text=[16]), "`text` must be an object"),
+    (lambda i: i["text"].update(id_map=1), "`text.id_map` must be true or false, got 1"),
 ])
 def test_a_damaged_model_json_is_one_line_naming_the_field(text_runs, tmp_path, edit, needle):
     run = tmp_path / "run"
@@ -231,6 +233,15 @@ def test_a_damaged_model_json_is_one_line_naming_the_field(text_runs, tmp_path, 
     msg = str(e.value)
     assert "\n" not in msg and "--overwrite" in msg, msg
     assert needle is None or needle in msg, msg
+
+
+def test_a_model_json_that_is_not_an_object_is_refused(text_runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(text_runs["student"], run)
+    (run / "model.json").write_text("[1, 2]")
+    with pytest.raises(AftpipeError, match="model.json is damaged: it must hold a JSON object, not a list"):
+        load_model(run)
+    assert load_model(text_runs["student"]).spec.labels == ("neg", "pos")
 
 
 def test_a_model_json_rebound_by_hand_still_fails_on_its_weights(text_runs, tmp_path):
