@@ -181,6 +181,7 @@ def test_seed_summary_goes_into_the_card_once(text_runs, tmp_path):
     card = (run / "README.md").read_text()
     assert "| test accuracy over seeds | 0.8500 ± 0.0500 (seeds 0, 1, 2, same settings) |" in card
     assert json.loads((run / "model.json").read_text())["across_seeds"]["std"] == pytest.approx(0.05)
+    assert load_model(run).labels == ["neg", "pos"]  # the summary is provenance: the folder's binding still holds
     stamp = (run / "README.md").stat().st_mtime_ns, (run / "model.json").stat().st_mtime_ns
     add_seed_summary([run], "accuracy", [0.8, 0.9, 0.85], [0, 1, 2])
     assert ((run / "README.md").stat().st_mtime_ns, (run / "model.json").stat().st_mtime_ns) == stamp
