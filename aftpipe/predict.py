@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -122,7 +123,7 @@ def label_ids(cells: list[str | None], labels: list[Any], label_cells: list[str]
             continue
         if c in by_name:
             out[r] = by_name[c]
-        elif integers and c.strip().lstrip("+-").isdigit() and int(c) in by_int:
+        elif integers and re.fullmatch(r"\s*[+-]?[0-9]+\s*", c) and int(c) in by_int:
             out[r] = by_int[int(c)]
     return out
 

@@ -201,7 +201,7 @@ def test_labels_are_matched_by_their_names_as_written(decimal_label_run, tmp_pat
     assert r.labelled == 0 and r.scores is None
     # the rule itself: names exactly; integers only for a model whose labels are integers; the files' own cells
     assert label_ids(["1.0", "1", "2.0", None, " 2.0"], ["1.0", "2.0"]).tolist() == [0, -1, 1, -1, -1]
-    assert label_ids(["0", "1", " 1", "+1", "1.0", "2"], [0, 1]).tolist() == [0, 1, 1, 1, -1, -1]
+    assert label_ids(["0", "1", " 1", "+1", "1.0", "2", "+-1", "1_0"], [0, 1]).tolist() == [0, 1, 1, 1, -1, -1, -1, -1]
     assert label_ids(["Billing", "billing"], ["billing", "other"]).tolist() == [-1, 0]
     assert label_ids(["0", "1", "positive"], ["negative", "positive"], ["0", "1"]).tolist() == [0, 1, 1]
 
