@@ -302,8 +302,16 @@ def predict(
                                                      rich_help_panel=DATA)] = None,
     strict: Annotated[bool, typer.Option("--strict", help="refuse an image that does not decode instead of "
                                          "skipping it", metavar="", rich_help_panel=DATA)] = False,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="CSV to write (default: stdout)",
-                                                  metavar="FILE", rich_help_panel=OUTPUT)] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="file to write: .jsonl for JSON Lines, "
+                                                  "else CSV (default, or -: CSV on stdout)", metavar="FILE",
+                                                  rich_help_panel=OUTPUT)] = None,
+    format: Annotated[str | None, typer.Option(help="csv or jsonl (default: by --output's extension)",
+                                                  metavar="csv|jsonl", rich_help_panel=OUTPUT)] = None,
+    include_text: Annotated[bool, typer.Option("--include-text", help="add each input's text to the output",
+                                               metavar="", rich_help_panel=OUTPUT)] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --output file (never the input, "
+                                            "nor a file of a run folder or store)", metavar="",
+                                            rich_help_panel=OUTPUT)] = False,
     batch_size: Annotated[int, typer.Option(help="inputs per forward pass", metavar="INT",
                                             rich_help_panel=SYSTEM)] = 64,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto", metavar="TEXT",
@@ -313,25 +321,31 @@ def predict(
     quiet: Quiet = False,
     log_every: LogEvery = 30.0,
 ) -> None:
-    """Predict every row of a file with a trained model: a CSV of id, label and one prob_<label> column per class."""
+    """Predict every row of a file with a trained model: a CSV of id, label and one prob_<label> column per class
+    (or JSON Lines of {id, label, score, probs}); with the label column, the run's metric on the rows it knows."""
     from aftpipe.api import DatasetOptions, predict_file
+    from aftpipe.predict import describe_unknown
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     with long_running(quiet, "ex", log_every) as progress:
         r = predict_file(run, input_, output, batch_size=batch_size, strict=strict, device=device, progress=progress,
-                         options=DatasetOptions(text_col=text_col, label_col=label_col))
+                         options=DatasetOptions(text_col=text_col, label_col=label_col), overwrite=overwrite,
+                         threads=threads, include_text=include_text, format=format)
         if r.output is not None:
             progress.log(f"{r.rows:,} predictions → {r.output}")
+        if r.blank:
+            where = "blank line" if input_ == "-" else "blank text"
+            progress.log(f"skipped {r.blank:,} {where}{'s' if r.blank > 1 else ''}")
         if r.skipped:
             shown = ", ".join(r.skipped[:5]) + (", …" if len(r.skipped) > 5 else "")
             progress.log(f"skipped {len(r.skipped)} unreadable image{'s' if len(r.skipped) > 1 else ''}: {shown} "
                          "(--strict refuses them)")
+        unknown = f"; {describe_unknown(r)}" if r.unknown else ""
         if r.scores:
             progress.log("  ".join(f"{k} {v:.4f}" for k, v in r.scores.items())
-                         + f" on the {r.labelled:,} labelled rows")
+                         + f" on the {r.labelled:,} labelled rows{unknown}")
+        elif r.unknown:
+            progress.log(f"no score: {describe_unknown(r)} (the model's labels: "
+                         f"{', '.join(map(str, r.labels))})")
 
 
 @app.command(cls=Command)
@@ -494,7 +508,8 @@ def verify(
     log_every: LogEvery = 30.0,
 ) -> None:
     """Check a store in full: each split's array metadata and index against the manifest, every shard's file and
-    bytes against its checksum. Prints every problem by name and exits 1 when there is any."""
+    bytes against its checksum, and a `model:` teacher's weights against the ones it was extracted from. Prints
+    every problem by name and exits 1 when there is any."""
     from aftpipe.api import repair_store, verify_store
 
     report = verify_store(store)
@@ -513,6 +528,13 @@ def verify(
         how = "resume it by re-running the extract command" if all(d.kind == "unfinished" for d in report.damage) \
             else f"repair it with `aftpipe verify {store} --repair`"
         typer.echo(f"error: {report.path} fails verification ({len(report.damage)} problems); {how}", err=True)
+        raise typer.Exit(1)
+    from aftpipe.api import open_features
+    from aftpipe.sources.run_source import teacher_change
+
+    changed = teacher_change(open_features(store))
+    if changed:
+        typer.echo(f"error: {changed}", err=True)
         raise typer.Exit(1)
     typer.echo(f"ok: {report.path}: {report.shards_checked} shards in {len(report.splits)} splits match the manifest "
                "(metadata, index, checksums)")

@@ -25,10 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import re
 import shutil
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,8 +134,7 @@ def _to_onnx(model: Any, path: Path) -> None:
         module, args = ImageLogits(student).eval(), (torch.zeros(2, c, h, w),)
         names, shapes = ["pixels"], {"pixels": {0: batch}}
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
+        with _silenced():
             torch.onnx.export(module, args, str(path), input_names=names, output_names=["logits"],
                               dynamic_shapes=shapes, opset_version=OPSET, dynamo=True, external_data=False,
                               verbose=False)
@@ -195,6 +198,60 @@ def _config(model: Any, split: str, rows: int, diff: float) -> dict[str, Any]:
     return cfg
 
 
+def _check_out(run: Path, out: Path, overwrite: bool) -> None:
+    """Refuse an --out that would put the export where it destroys or mixes with something else: the current
+    folder or one above it, the run or a folder inside a run, store or export, a file, and a folder that is not
+    an earlier export (which alone `overwrite` replaces)."""
+    from aftpipe.model import owning_folder
+
+    target, here, source = Path(os.path.abspath(out)).resolve(), Path.cwd().resolve(), run.resolve()
+    suggestion = f"such as {run.name}-onnx"
+    if target == here or target in here.parents:
+        raise AftpipeError(f"{option_name('out')} {out} is the current folder or one above it; name a new folder for "
+                           f"the export, {suggestion}")
+    if target == source or target in source.parents:
+        raise AftpipeError(f"{option_name('out')} {out} holds the run itself; choose another folder, {suggestion}")
+    owner = owning_folder(target)
+    if owner is not None:
+        raise AftpipeError(f"{option_name('out')} {out} is inside {owner}, whose files aftpipe manages; export outside "
+                           "it")
+    if out.exists() or out.is_symlink():
+        if not out.is_dir() or out.is_symlink():
+            raise AftpipeError(f"{option_name('out')} {out} is a file or link, not a folder; choose a new folder, "
+                               f"{suggestion}")
+        if not (out / "model.onnx").exists() or not (out / "config.json").exists():
+            raise AftpipeError(f"{option_name('out')} {out} is a folder that holds no earlier export, which "
+                               f"{option_hint('overwrite')} would replace; choose a new folder, {suggestion}")
+        if not overwrite:
+            raise AftpipeError(f"{out} already exists; pass {option_hint('overwrite')} to replace it, or choose "
+                               f"another {option_name('out')}")
+
+
+@contextlib.contextmanager
+def _silenced() -> Iterator[None]:
+    """Keep the exporter's own output from the user (a 70-line graph dump, progress lines, warnings, log
+    records), at the file-descriptor level too: some of it is written below Python."""
+    previous = logging.root.manager.disable
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink, warnings.catch_warnings(), \
+            contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        logging.disable(logging.CRITICAL)
+        for stream in (sys.__stdout__, sys.__stderr__):
+            if stream is not None:
+                stream.flush()
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            logging.disable(previous)
+
+
 def export_model(run: str | Path, out: str | Path, format: str = "onnx", overwrite: bool = False,
                  data_dir: str | None = None) -> ExportReport:
     """Export the student of the finished run `run` to the folder `out` (see the module docstring)."""
@@ -207,18 +264,15 @@ def export_model(run: str | Path, out: str | Path, format: str = "onnx", overwri
     if model.kind != "student":
         raise AftpipeError(f"{run} is a linear probe: it needs its foundation model at inference, so it is not a small "
                            "model to export; export a student run")
-    if out.resolve() == run.resolve() or out.resolve() in run.resolve().parents:
-        raise AftpipeError(f"{option_name('out')} {out} holds the run itself; choose another folder")
-    if out.exists() and not overwrite:
-        raise AftpipeError(f"{out} already exists; pass {option_hint('overwrite')} to replace it, or choose another "
-                           f"{option_name('out')}")
+    _check_out(run, out, overwrite)
+    shown, out = out, Path(os.path.abspath(out))  # `x/..` has no name to build the temporary folder's from
     _require_onnx()
     items, split = _verification_inputs(run, model, data_dir)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         tmp.mkdir(parents=True)
     except OSError as e:
-        raise AftpipeError(f"cannot create {out} ({e.strerror}); choose a writable {option_name('out')}") from None
+        raise AftpipeError(f"cannot create {shown} ({e.strerror}); choose a writable {option_name('out')}") from None
     try:
         _to_onnx(model, tmp / "model.onnx")
         if model.modality == "text":
@@ -233,7 +287,7 @@ def export_model(run: str | Path, out: str | Path, format: str = "onnx", overwri
                 f"on {len(items)} rows of `{split}`" + (f", and the predicted label on {flipped}" if flipped else "")
                 + "; nothing was written")
         write_json(tmp / "config.json", _config(model, split, len(items), diff))
-        write_atomic(tmp / "README.md", render_card(model.info, out, onnx=True))
+        write_atomic(tmp / "README.md", render_card(model.info, shown, onnx=True))
         old = out.with_name(f".{out.name}.{os.getpid()}.old")
         if out.exists():
             os.replace(out, old)  # --overwrite: the old export is removed only once the new one is in place
@@ -242,7 +296,7 @@ def export_model(run: str | Path, out: str | Path, format: str = "onnx", overwri
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
-    return ExportReport(out, size, len(items), split, diff)
+    return ExportReport(shown, size, len(items), split, diff)
 
 
 __all__ = ["ExportReport", "export_model"]

@@ -132,6 +132,8 @@ def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in
     that holds only some of the split's rows unless `stored_rows_only`."""
     ds_split = dataset.split(split)
     arrays, index, dims, identity = [], None, [], []
+    from aftpipe.sources.run_source import teacher_change
+
     seen: dict[str, str] = {}  # where each store really is → the path it was given as
     for p in paths:
         store = open_features(p)
@@ -140,6 +142,9 @@ def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in
             raise AftpipeError(f"the store {where} is given twice ({seen[where]} and {p}), which would feed the same "
                                f"features twice; pass each store once to {option_name('features')}")
         seen[where] = str(p)
+        changed = teacher_change(store)  # features of a teacher that has been retrained since: stale
+        if changed:
+            raise AftpipeError(changed)
         arr = store.split(split, verify=True)
         info = store.split_info(split)
         if store.views != dataset.views:

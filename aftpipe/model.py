@@ -2,10 +2,11 @@
 
 What a finished run holds for inference, written by `write_model_files` when training ends:
 
-    model.json            what the folder is: kind (student | linear_probe), modality, the labels as the dataset
-                          gave them, how raw inputs become tensors (tokenizer and max length, or image size and
-                          normalisation), the weights' sha256, and provenance (dataset, label budget, method, β,
-                          sources with their weights' sha256, parameters, test metric, the training command)
+    model.json            what the folder is (`ModelSpec`, version 2): kind (student | linear_probe), modality, the
+                          labels as the dataset gave them, how raw inputs become tensors (tokenizer and max length,
+                          or image size and normalisation), the sha256 of the weights and of every other file the
+                          model reads, a `binding` hash over all of these, and provenance (dataset, label budget,
+                          method, β, sources with their weights' sha256, parameters, test metric, the command)
     student.safetensors   the weights, beside student.json (the architecture: `rebuild_student(spec)`)
     tokenizer.json        text students: text → the student's compact ids with the `tokenizers` library alone
     README.md             the model card, rendered from model.json
@@ -14,13 +15,21 @@ What a finished run holds for inference, written by `write_model_files` when tra
 Nothing in it is a pickle: weights are safetensors, everything else JSON, YAML or Markdown. A linear probe
 is a folder too, but not a self-contained one: it needs its foundation model, found at the path its feature
 store recorded and checked against the recorded sha256.
+
+A folder is checked before it is used, as a store's manifest is: model.json against the schema (a field
+missing, of the wrong type or out of range is a one-line error naming it), each file it names against its
+sha256 (a tokenizer.json from another run, a swapped weights file), the binding against the labels and the
+input settings (labels edited by hand), and every file name against the folder (`../x`, an absolute path or a
+symlink out of it is refused).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +38,7 @@ import numpy as np
 from aftpipe import rundir
 from aftpipe.errors import AftpipeError
 from aftpipe.fileio import write_atomic, write_if_changed, write_json
-from aftpipe.store.manifest import sha256_file
+from aftpipe.store.manifest import sha256_bytes, sha256_file
 
 if TYPE_CHECKING:
     from aftpipe.config import TrainConfig
@@ -38,7 +47,11 @@ if TYPE_CHECKING:
 
 MODEL_JSON, TOKENIZER, CARD = "model.json", "tokenizer.json", "README.md"
 STUDENT_WEIGHTS, STUDENT_SPEC = "student.safetensors", "student.json"
-FORMAT = 1  # model.json's layout version
+VERSION = 2  # model.json's schema version (1: before the files were bound to the weights)
+BOUND = ("version", "kind", "modality", "labels", "label_cells", "weights", "files", "text", "image")  # `binding`'s
+# How the built-in datasets' own files write each class where that is not its name (GLUE: ids; AG News: 1-based),
+# so `predict` scores those files by what they mean; any other dataset's files write the labels themselves.
+FILE_LABELS = {"sst2": ["0", "1"], "cola": ["0", "1"], "ag_news": ["1", "2", "3", "4"]}
 
 
 # --- writing the folder (end of a training run) -------------------------------------------------------------
@@ -48,7 +61,7 @@ def write_model_files(out: Path, cfg: TrainConfig, data: RunData, metrics: dict[
     card. Called once the weights are on disk and before metrics.json, which marks the run finished; `out`
     may be the folder the run is built in (`<out>.partial`): the card names `cfg.out`, where it is published."""
     from aftpipe.config import command_line
-    from aftpipe.probe import HEAD_WEIGHTS
+    from aftpipe.probe import HEAD_SPEC, HEAD_WEIGHTS
     from aftpipe.store import open_features
 
     weights = out / (STUDENT_WEIGHTS if student is not None else HEAD_WEIGHTS)
@@ -56,11 +69,13 @@ def write_model_files(out: Path, cfg: TrainConfig, data: RunData, metrics: dict[
     if not labels or len(labels) != data.num_classes:
         labels = list(range(data.num_classes))  # integer labels: the class ids are the dataset's own values
     info: dict[str, Any] = {
-        "format": FORMAT,
+        "version": VERSION,
         "kind": "student" if student is not None else "linear_probe",
         "modality": data.dataset.modality,
         "labels": labels,
+        "label_cells": FILE_LABELS.get(data.dataset.spec),
         "weights": {"file": weights.name, "sha256": sha256_file(weights), "bytes": weights.stat().st_size},
+        "files": {},  # every other file the model reads, by sha256
         "params": metrics["params"],
         "dataset": {"spec": data.dataset.spec, "train_split": data.train.name, "test_split": data.test.name,
                     "metric": data.metric, "label_budget": cfg.labels, "rows": metrics.get("rows", {})},
@@ -82,6 +97,9 @@ def write_model_files(out: Path, cfg: TrainConfig, data: RunData, metrics: dict[
                             "id_map": student.id_map() is not None, "inputs": ["input_ids", "attention_mask"]}
         else:
             info["image"] = {**student.data_config, "inputs": ["pixels"]}
+    spec_file = STUDENT_SPEC if student is not None else HEAD_SPEC
+    info["files"] = {name: sha256_file(out / name) for name in (spec_file, *([TOKENIZER] if "text" in info else []))}
+    info["binding"] = binding(info)
     write_json(out / MODEL_JSON, info)
     write_atomic(out / CARD, render_card(info, cfg.out))
 
@@ -226,9 +244,210 @@ def render_card(info: dict[str, Any], folder: str | Path, onnx: bool = False) ->
     return "\n".join(lines)
 
 
+# --- where outputs may not go -------------------------------------------------------------------------------
+def owning_folder(path: Path) -> str | None:
+    """What aftpipe folder `path` lies in (a run folder, a feature store, an ONNX export), if any: files there
+    belong to that folder, and an output written there would silently damage it."""
+    from aftpipe.store.hdf5_store import is_hdf5
+    from aftpipe.store.zarr_store import looks_like_store
+
+    if path.is_file() and is_hdf5(path):
+        return f"the feature store {path}"
+    for folder in path.parents:
+        try:
+            if rundir.is_finished(folder) or (folder / MODEL_JSON).exists() or folder.name.endswith(rundir.PARTIAL):
+                return f"the run folder {folder}"
+            if (folder / "model.onnx").exists():
+                return f"the ONNX export {folder}"
+            if looks_like_store(folder):
+                return f"the feature store {folder}"
+        except OSError:  # an ancestor we may not list is no aftpipe folder of ours
+            continue
+    return None
+
+
+# --- the schema -------------------------------------------------------------------------------------------
+def binding(info: dict[str, Any]) -> str:
+    """The sha256 that ties the files' hashes to the labels and input settings of model.json (`BOUND`)."""
+    bound = {k: info.get(k) for k in BOUND}
+    return sha256_bytes(json.dumps(bound, sort_keys=True, default=float).encode())
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class _Fields:
+    """Typed reads from one JSON object of model.json; a bad field is a SchemaError naming its path."""
+
+    def __init__(self, doc: Any, where: str) -> None:
+        if not isinstance(doc, dict):
+            raise SchemaError(f"`{where}` must be an object, got {type(doc).__name__}" if where else
+                              f"it must hold a JSON object, not a {type(doc).__name__}")
+        self.doc, self.where = doc, where
+
+    def _name(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def get(self, key: str, types: type | tuple[type, ...], what: str, optional: bool = False) -> Any:
+        if key not in self.doc or (optional and self.doc[key] is None):
+            if optional:
+                return None
+            raise SchemaError(f"`{self._name(key)}` is missing")
+        v = self.doc[key]
+        types = types if isinstance(types, tuple) else (types,)
+        if not isinstance(v, types) or (type(v) is bool and bool not in types):  # JSON's true is no integer
+            raise SchemaError(f"`{self._name(key)}` must be {what}, got {json.dumps(v)[:60]}")
+        return v
+
+    def int(self, key: str, low: int = 0) -> int:
+        v = self.get(key, int, f"an integer ≥ {low}")
+        if v < low:
+            raise SchemaError(f"`{self._name(key)}` must be an integer ≥ {low}, got {v}")
+        return v
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        v = self.get(key, str, f"one of {', '.join(choices)}")
+        if v not in choices:
+            raise SchemaError(f"`{self._name(key)}` must be one of {', '.join(choices)}, got {v!r}")
+        return v
+
+    def file_name(self, key: str) -> str:
+        return _file_name(self.get(key, str, "a file name"), self._name(key))
+
+    def sha256(self, key: str) -> str:
+        v = self.get(key, str, "a sha256 (64 hex digits)")
+        if not _SHA256.fullmatch(v):
+            raise SchemaError(f"`{self._name(key)}` must be a sha256 (64 hex digits), got {v[:70]!r}")
+        return v
+
+    def sub(self, key: str, optional: bool = False) -> _Fields | None:
+        v = self.get(key, dict, "an object", optional)
+        return None if v is None else _Fields(v, self._name(key))
+
+
+class SchemaError(ValueError):
+    """A model.json field that is missing, of the wrong type or out of range (becomes an AftpipeError)."""
+
+
+def _file_name(name: str, field: str) -> str:
+    """A file directly inside the model folder: no separators, no `..`, not absolute."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or os.path.isabs(name):
+        raise SchemaError(f"`{field}` must name a file inside the folder, got {name!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    file: str
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class TextInput:
+    tokenizer: str
+    max_length: int
+    pad_id: int
+    id_map: bool
+    inputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """model.json, checked: what `load_model` relies on, typed and bounded. Provenance (dataset, method,
+    sources, test, command) is checked for its type only; the model card reads it."""
+
+    version: int
+    kind: str  # student | linear_probe
+    modality: str  # text | image
+    labels: tuple[str | int, ...]
+    label_cells: tuple[str, ...] | None  # how the dataset's files write each label, when not by its name
+    weights: FileDigest
+    files: dict[str, str]  # every other file the model reads → sha256
+    binding: str
+    params: int
+    metric: str
+    student: str | None
+    text: TextInput | None
+    image: ImageInput | None
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> ModelSpec:
+        f = _Fields(doc, "")
+        version = f.get("version", int, f"the integer {VERSION}")
+        if version != VERSION:
+            raise SchemaError(f"`version` is {version}, this aftpipe reads {VERSION}")
+        kind = f.choice("kind", ("student", "linear_probe"))
+        modality = f.choice("modality", ("text", "image"))
+        labels = f.get("labels", list, "a list of names or integers")
+        if len(labels) < 2 or not (all(isinstance(v, str) and v for v in labels)
+                                   or all(type(v) is int for v in labels)):
+            raise SchemaError(f"`labels` must list 2 or more names (or 2 or more integers), got {json.dumps(labels)[:60]}")
+        if len(set(labels)) != len(labels):
+            raise SchemaError("`labels` must be distinct")
+        cells = f.get("label_cells", list, "a list of strings", optional=True)
+        if cells is not None and (len(cells) != len(labels) or not all(isinstance(c, str) for c in cells)):
+            raise SchemaError(f"`label_cells` must be {len(labels)} strings, one per label")
+        w = f.sub("weights")
+        assert w is not None
+        weights = FileDigest(w.file_name("file"), w.sha256("sha256"), w.int("bytes", 1))
+        files_doc = f.sub("files")
+        assert files_doc is not None
+        files = {_file_name(k, f"files.{k}"): files_doc.sha256(k) for k in files_doc.doc}
+        f.sub("dataset")
+        metric = _Fields(doc["dataset"], "dataset").get("metric", str, "a metric name")
+        f.sub("method")
+        f.get("sources", list, "a list")
+        f.sub("test")
+        f.get("command", str, "the training command")
+        f.int("seed")
+        text = image = None
+        t = f.sub("text", optional=True)
+        if t is not None:
+            tokenizer = t.file_name("tokenizer")
+            if tokenizer not in files:
+                raise SchemaError(f"`text.tokenizer` {tokenizer} is not among `files`, whose sha256 bind it")
+            text = TextInput(tokenizer, t.int("max_length", 1), t.int("pad_id"), t.get("id_map", bool, "true or false"),
+                             tuple(t.get("inputs", list, "a list of input names")))
+        i = f.sub("image", optional=True)
+        if i is not None:
+            size = i.get("input_size", list, "[channels, height, width]")
+            mean, std = i.get("mean", list, "a list of numbers"), i.get("std", list, "a list of numbers")
+            if len(size) != 3 or not all(type(v) is int and v >= 1 for v in size):
+                raise SchemaError(f"`image.input_size` must be 3 integers ≥ 1, got {json.dumps(size)[:60]}")
+            for name, vals in (("mean", mean), ("std", std)):
+                if len(vals) != size[0] or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+                    raise SchemaError(f"`image.{name}` must be {size[0]} numbers (one per channel)")
+            if not all(v > 0 for v in std):
+                raise SchemaError("`image.std` must be > 0")
+            image = ImageInput(tuple(size), tuple(mean), tuple(std), i.get("interpolation", str, "a name"))
+        other = "image" if modality == "text" else "text"
+        if (text, image)[modality == "text"] is not None:
+            raise SchemaError(f"a {modality} model has no `{other}` settings")
+        if kind == "student" and (text, image)[modality == "image"] is None:
+            raise SchemaError(f"`{modality}` is missing")
+        student = f.get("student", str, "a student name", optional=kind != "student")
+        return cls(version, kind, modality, tuple(labels), None if cells is None else tuple(cells), weights, files, f.sha256("binding"), f.int("params", 1),
+                   metric, student, text, image)
+
+
 # --- loading ----------------------------------------------------------------------------------------------
+def _retrain(folder: Path) -> str:
+    return f"train it again with `aftpipe train ... --out {folder} --overwrite` (its README.md has the command)"
+
+
 def read_model_info(folder: str | Path) -> dict[str, Any]:
-    """model.json of a finished run, or a one-line error saying what the folder is instead."""
+    """model.json of a finished run, checked (`ModelSpec`, the binding, file names inside the folder), or a
+    one-line error saying what the folder is instead or what is wrong with it. The files' hashes are checked
+    when they are read (`check_model_files`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise AftpipeError(f"no run directory at {folder}; pass the --out folder of `aftpipe train`")
@@ -240,28 +459,57 @@ def read_model_info(folder: str | Path) -> dict[str, Any]:
     path = folder / MODEL_JSON
     if not path.exists():
         raise AftpipeError(f"{folder} has no {MODEL_JSON} (it was trained before runs became model folders); "
-                           "train it again")
+                           + _retrain(folder))
     try:
         info = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise AftpipeError(f"{path} is corrupt (not JSON); train the run again") from None
-    if info.get("format") != FORMAT:
-        raise AftpipeError(f"{path} has format {info.get('format')!r}, this aftpipe reads {FORMAT}; use a matching aftpipe")
+        raise AftpipeError(f"{path} is corrupt (not JSON); {_retrain(folder)}") from None
+    if isinstance(info, dict) and "version" not in info and info.get("format") == 1:
+        raise AftpipeError(f"{path} was written by an older aftpipe (format 1), which does not bind the folder's files "
+                           f"to its weights; {_retrain(folder)}")
+    try:
+        spec = ModelSpec.from_dict(info)
+    except SchemaError as e:
+        raise AftpipeError(f"{path} is damaged: {e}; restore it or {_retrain(folder)}") from None
+    if binding(info) != spec.binding:
+        raise AftpipeError(f"{path} was edited after training (its labels or input settings no longer match the "
+                           f"`binding` hash of the weights); restore it or {_retrain(folder)}")
+    for name in (spec.weights.file, *spec.files):
+        _inside(folder, name)
     return info
 
 
-def _checked_weights(folder: Path, info: dict[str, Any]) -> Path:
-    """The weights file, refused when it is missing, truncated or not the one that was trained."""
+def _inside(folder: Path, name: str) -> Path:
+    """`folder / name`, refused when a symlink takes it out of the folder."""
+    path = folder / name
+    if path.resolve().parent != folder.resolve():
+        raise AftpipeError(f"{path} leads out of the model folder (to {path.resolve()}); put the file itself in "
+                           f"{folder}, or {_retrain(folder)}")
+    return path
+
+
+def check_model_files(folder: str | Path, info: dict[str, Any]) -> Path:
+    """Every file model.json names, refused when missing, truncated or not the one that was trained; returns the
+    weights file. `info` comes from `read_model_info`."""
+    folder = Path(folder)
     w = info["weights"]
-    path = folder / w["file"]
+    path = _inside(folder, w["file"])
     if not path.exists():
-        raise AftpipeError(f"{path} is missing; restore it or train the run again")
+        raise AftpipeError(f"{path} is missing; restore it or {_retrain(folder)}")
     size = path.stat().st_size
     if size != w["bytes"]:
         what = "truncated" if size < w["bytes"] else "not the trained file"
-        raise AftpipeError(f"{path} is {what} ({size:,} bytes, {w['bytes']:,} expected); restore it or train the run again")
+        raise AftpipeError(f"{path} is {what} ({size:,} bytes, {w['bytes']:,} expected); restore it or "
+                           + _retrain(folder))
     if sha256_file(path) != w["sha256"]:
-        raise AftpipeError(f"{path} is corrupt (its sha256 differs from {MODEL_JSON}'s); restore it or train the run again")
+        raise AftpipeError(f"{path} is corrupt (its sha256 differs from {MODEL_JSON}'s); restore it or {_retrain(folder)}")
+    for name, sha in info["files"].items():
+        other = _inside(folder, name)
+        if not other.exists():
+            raise AftpipeError(f"{other} is missing; restore it or {_retrain(folder)}")
+        if sha256_file(other) != sha:
+            raise AftpipeError(f"{other} is not the file this model was trained with (its sha256 differs from "
+                               f"{MODEL_JSON}'s: from another run, or edited); restore it or {_retrain(folder)}")
     return path
 
 
@@ -274,6 +522,7 @@ class Model:
     def __init__(self, folder: Path, info: dict[str, Any], encode: Callable[[Sequence[Any]], Any],
                  forward: Callable[[Any], Any], device: Any, net: Any = None) -> None:
         self.folder, self.info, self.device = folder, info, device
+        self.spec = ModelSpec.from_dict(info)  # checked by read_model_info already: the typed view of `info`
         self.labels: list[Any] = list(info["labels"])
         self.modality: str = info["modality"]
         self.kind: str = info["kind"]
@@ -355,8 +604,16 @@ def open_image(x: Any) -> Any:
     try:
         with Image.open(x) as im:
             return im.convert("RGB")  # convert() loads the pixels, so the file can be closed
+    except Image.DecompressionBombError as e:
+        raise AftpipeError(f"{x} is too large to decode safely ({str(e).split(',')[0]}); shrink or remove it") from None
     except (UnidentifiedImageError, OSError) as e:
         raise AftpipeError(f"{x} is not a readable image ({e}); replace or remove it") from None
+
+
+def _same_classes(folder: Path, info: dict[str, Any], classes: int) -> None:
+    if classes != len(info["labels"]):
+        raise AftpipeError(f"{folder / MODEL_JSON} names {len(info['labels'])} labels, but its weights give {classes} "
+                           f"classes; restore model.json or {_retrain(folder)}")
 
 
 def _student(folder: Path, info: dict[str, Any], device: Any) -> Model:
@@ -365,7 +622,7 @@ def _student(folder: Path, info: dict[str, Any], device: Any) -> Model:
 
     from aftpipe.students import rebuild_student
 
-    weights = _checked_weights(folder, info)
+    weights = check_model_files(folder, info)
     try:
         spec = json.loads((folder / STUDENT_SPEC).read_text())
     except FileNotFoundError:
@@ -378,6 +635,7 @@ def _student(folder: Path, info: dict[str, Any], device: Any) -> Model:
     except (SafetensorError, RuntimeError) as e:
         raise AftpipeError(f"{weights} does not load into the student ({str(e).splitlines()[0][:160]}); "
                            "restore it or train the run again") from None
+    _same_classes(folder, info, student.num_classes)
     student.eval().to(device)
     if info["modality"] == "text":
         encode = _text_encoder(folder, info, student.id_map())
@@ -399,7 +657,7 @@ def _probe(folder: Path, info: dict[str, Any], device: Any) -> Model:
     from aftpipe.sources import SourceOptions
     from aftpipe.sources.hf import HFSource
 
-    _checked_weights(folder, info)
+    check_model_files(folder, info)
     sources = []
     for s in info["sources"]:
         path = s.get("path")
@@ -416,6 +674,7 @@ def _probe(folder: Path, info: dict[str, Any], device: Any) -> Model:
                                "differs from its store's); restore them")
         sources.append(source.to(device))
     head = load_head(folder).to(device)
+    _same_classes(folder, info, head.num_classes)
 
     def encode(texts: Sequence[Any]) -> list[Any]:
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
@@ -439,5 +698,5 @@ def load_model(folder: str | Path, device: str = "cpu") -> Model:
     return _student(folder, info, dev) if info["kind"] == "student" else _probe(folder, info, dev)
 
 
-__all__ = ["Model", "add_seed_summary", "load_model", "open_image", "read_model_info", "render_card",
-           "write_model_files"]
+__all__ = ["Model", "ModelSpec", "add_seed_summary", "binding", "check_model_files", "load_model", "open_image",
+           "owning_folder", "read_model_info", "render_card", "write_model_files"]

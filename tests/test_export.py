@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,18 +103,51 @@ def test_image_student_exports(image_run, tmp_path):
     assert np.abs(got - model.logits(images)).max() <= TOLERANCE
 
 
-def test_an_existing_folder_is_refused_unless_overwrite(exported, text_runs, tmp_path, cli, one_line_error):
+def test_an_existing_export_is_replaced_only_with_overwrite(exported, text_runs, tmp_path, cli, one_line_error):
     out = tmp_path / "onnx"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    shutil.copytree(exported, out)
+    (out / "model.onnx").write_bytes(b"an older export")
     code, _, err = cli(["export", str(text_runs["student"]), "--out", str(out)])
     one_line_error(code, err, "already exists", "--overwrite")
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert (out / "model.onnx").read_bytes() == b"an older export"
     code, stdout, err = cli(["export", str(text_runs["student"]), "--out", str(out), "--overwrite"])
     assert code == 0, err
     assert "match the torch student's within" in stdout and "on 64 rows of `test`" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.onnx", "tokenizer.json"]
+    assert (out / "model.onnx").read_bytes() != b"an older export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]  # no temporary or old folder left
+
+
+def test_an_out_that_is_not_an_earlier_export_is_refused_even_with_overwrite(text_runs, tmp_path, cli, one_line_error,
+                                                                             monkeypatch):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    (tmp_path / "file").write_text("mine")
+    monkeypatch.chdir(mine)
+    run = str(text_runs["student"])
+    for out, needle in ((".", "is the current folder or one above it"), ("..", "is the current folder or one above it"),
+                        (str(mine), "is the current folder"), (str(tmp_path / "file"), "is a file"),
+                        (run, "holds the run itself"), (f"{run}/onnx", "is inside the run folder"),
+                        (str(text_runs["store"] / "onnx"), "is inside the feature store")):
+        code, _, err = cli(["export", run, "--out", out, "--overwrite"])
+        one_line_error(code, err, needle)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(["export", run, "--out", "mine", "--overwrite"])
+    one_line_error(code, err, "holds no earlier export", "choose a new folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "mine"] and os.listdir(mine) == ["keep.txt"]
+    assert not (text_runs["student"] / "onnx").exists()
+
+
+def test_a_successful_export_prints_one_line(text_runs, tmp_path):
+    """The exporter's graph dump, progress lines and warnings (written by torch, some below Python) are kept
+    from the user: the command prints its one summary line and nothing else."""
+    env = {**os.environ, "PYTHONPATH": str(README.parent)}
+    done = subprocess.run([sys.executable, "-m", "aftpipe", "export", str(text_runs["student"]), "--out",
+                           str(tmp_path / "onnx")], env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and len(done.stdout.splitlines()) == 1, (done.stdout, done.stderr[:2000])
+    assert "match the torch student's within" in done.stdout
 
 
 def test_refusals(text_runs, tmp_path, cli, one_line_error):

@@ -151,7 +151,7 @@ def test_a_probe_whose_foundation_weights_changed_is_refused(text_runs, tmp_path
     (lambda r: (r / "student.safetensors").write_bytes((r / "student.safetensors").read_bytes()[:1000]), "truncated"),
     (lambda r: (r / "student.safetensors").write_bytes(
         (lambda b: b[:-4] + bytes(4 * [0x5a]))((r / "student.safetensors").read_bytes())), "is corrupt"),
-    (lambda r: (r / "tokenizer.json").write_text("{"), "tokenizer.json is corrupt"),
+    (lambda r: (r / "tokenizer.json").write_text("{"), "tokenizer.json is not the file this model was trained with"),
     (lambda r: (r / "model.json").unlink(), "no model.json"),
 ])
 def test_a_damaged_folder_is_refused_with_one_line(text_runs, tmp_path, damage, needle):
@@ -181,6 +181,102 @@ def test_seed_summary_goes_into_the_card_once(text_runs, tmp_path):
     card = (run / "README.md").read_text()
     assert "| test accuracy over seeds | 0.8500 ± 0.0500 (seeds 0, 1, 2, same settings) |" in card
     assert json.loads((run / "model.json").read_text())["across_seeds"]["std"] == pytest.approx(0.05)
+    assert load_model(run).labels == ["neg", "pos"]  # the summary is provenance: the folder's binding still holds
     stamp = (run / "README.md").stat().st_mtime_ns, (run / "model.json").stat().st_mtime_ns
     add_seed_summary([run], "accuracy", [0.8, 0.9, 0.85], [0, 1, 2])
     assert ((run / "README.md").stat().st_mtime_ns, (run / "model.json").stat().st_mtime_ns) == stamp
+
+
+def edit_model_json(run, edit):
+    info = json.loads((run / "model.json").read_text())
+    edit(info)
+    (run / "model.json").write_text(json.dumps(info))
+
+
+def rebind(info):
+    """What a hand edit that also rewrote the file hashes would leave: a binding that matches its fields."""
+    from aftpipe.model import binding
+
+    info["binding"] = binding(info)
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda i: i.pop("labels"), "`labels` is missing"),
+    (lambda i: i.pop("weights"), "`weights` is missing"),
+    (lambda i: i["weights"].pop("sha256"), "`weights.sha256` is missing"),
+    (lambda i: i.update(kind="teacher"), "`kind` must be one of student, linear_probe, got 'teacher'"),
+    (lambda i: i.update(labels="neg,pos"), "`labels` must be a list"),
+    (lambda i: i.update(labels=["neg"]), "`labels` must list 2 or more"),
+    (lambda i: i.update(labels=["neg", "neg"]), "`labels` must be distinct"),
+    (lambda i: i["text"].update(max_length=0), "`text.max_length` must be an integer ≥ 1, got 0"),
+    (lambda i: i["text"].update(max_length="16"), "`text.max_length` must be an integer ≥ 1"),
+    (lambda i: i["text"].update(pad_id=-1), "`text.pad_id` must be an integer ≥ 0, got -1"),
+    (lambda i: i["weights"].update(bytes=True), "`weights.bytes` must be an integer ≥ 1"),
+    (lambda i: i["weights"].update(sha256="abc"), "`weights.sha256` must be a sha256"),
+    (lambda i: i.update(params=-3), "`params` must be an integer ≥ 1, got -3"),
+    (lambda i: i.pop("text"), "`text` is missing"),
+    (lambda i: i.update(version=7), "`version` is 7, this aftpipe reads 2"),
+    (lambda i: i.update(binding="0" * 64), "was edited after training"),
+    (lambda i: i.update(labels=["neg", "pos", "other"]), "was edited after training"),
+    (lambda i: (i["weights"].update(file="../other/student.safetensors"), rebind(i)),
+     "`weights.file` must name a file inside the folder"),
+    (lambda i: (i["weights"].update(file="/etc/passwd"), rebind(i)), "must name a file inside the folder"),
+    (lambda i: (i.pop("version"), i.update(format=1)), "written by an older aftpipe (format 1)"),
+    (lambda i: i.update(text=[16]), "`text` must be an object"),
+    (lambda i: i["text"].update(id_map=1), "`text.id_map` must be true or false, got 1"),
+])
+def test_a_damaged_model_json_is_one_line_naming_the_field(text_runs, tmp_path, edit, needle):
+    run = tmp_path / "run"
+    shutil.copytree(text_runs["student"], run)
+    edit_model_json(run, edit)
+    with pytest.raises(AftpipeError) as e:
+        load_model(run)
+    msg = str(e.value)
+    assert "\n" not in msg and "--overwrite" in msg, msg
+    assert needle is None or needle in msg, msg
+
+
+def test_a_model_json_that_is_not_an_object_is_refused(text_runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(text_runs["student"], run)
+    (run / "model.json").write_text("[1, 2]")
+    with pytest.raises(AftpipeError, match="model.json is damaged: it must hold a JSON object, not a list"):
+        load_model(run)
+    assert load_model(text_runs["student"]).spec.labels == ("neg", "pos")
+
+
+def test_a_model_json_rebound_by_hand_still_fails_on_its_weights(text_runs, tmp_path):
+    """Three labels over a 2-class head, with the binding recomputed: the head's shape refuses it."""
+    run = tmp_path / "run"
+    shutil.copytree(text_runs["student"], run)
+    edit_model_json(run, lambda i: (i.update(labels=["neg", "pos", "other"]), rebind(i)))
+    with pytest.raises(AftpipeError, match="3 labels, but its weights give 2 classes"):
+        load_model(run)
+
+
+def test_files_from_another_run_or_outside_the_folder_are_refused(text_runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(text_runs["student"], run)
+    tok = json.loads((run / "tokenizer.json").read_text())
+    tok["model"]["vocab"] = dict(reversed(list(tok["model"]["vocab"].items())))  # a tokenizer that encodes otherwise
+    (run / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(AftpipeError, match="tokenizer.json is not the file this model was trained with"):
+        load_model(run)
+    shutil.copyfile(text_runs["student"] / "tokenizer.json", run / "tokenizer.json")
+    # a weights file swapped in together with its size and hash: the binding no longer matches
+    w = run / "student.safetensors"
+    w.write_bytes(w.read_bytes()[:-4] + b"ZZZZ")
+    edit_model_json(run, lambda i: i["weights"].update(sha256=sha256_file(w)))
+    with pytest.raises(AftpipeError, match="was edited after training"):
+        load_model(run)
+    shutil.copyfile(text_runs["student"] / "student.safetensors", w)
+    shutil.copyfile(text_runs["student"] / "model.json", run / "model.json")
+    # a symlink that leads out of the folder, to a copy of the very same file, is refused all the same
+    outside = tmp_path / "elsewhere.safetensors"
+    shutil.copyfile(w, outside)
+    w.unlink()
+    w.symlink_to(outside)
+    with pytest.raises(AftpipeError, match="leads out of the model folder"):
+        load_model(run)
+    with pytest.raises(AftpipeError, match="student saved in .* cannot be loaded .*leads out of the model folder"):
+        evaluate(run)

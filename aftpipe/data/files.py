@@ -417,6 +417,9 @@ class ImageFiles(Sequence[Any]):
         try:
             with Image.open(path) as im:
                 return im.convert("RGB")  # convert() loads the pixels, so the file can be closed
+        except Image.DecompressionBombError as e:
+            raise AftpipeError(f"{path} is too large to decode safely ({str(e).split(',')[0]}); shrink or remove "
+                               "it") from None
         except (UnidentifiedImageError, OSError) as e:
             raise AftpipeError(f"{path} is not a readable image ({e}); replace or remove it") from None
 

@@ -186,6 +186,86 @@ def link(name: str, to: str) -> Callable[[World], None]:
     return f
 
 
+def predicting(*setups: Callable[[World], object]) -> Callable[[World], None]:
+    """A copy of the finished run at {run} and its input {tmp}/in.tsv, then `setups`."""
+    def f(w: World) -> None:
+        finished_copy(w)
+        shutil.copyfile(w.data / "test.tsv", w.tmp / "in.tsv")
+        for setup in setups:
+            setup(w)
+    return f
+
+
+PREDICT = "predict {run} --input {tmp}/in.tsv --quiet"
+
+
+def model_json(edit: Callable[[dict], object], rebind: bool = False) -> Callable[[World], None]:
+    """model.json of {run} edited (and its binding recomputed, as a careful hand edit would leave it)."""
+    def f(w: World) -> None:
+        import json
+
+        from aftpipe.model import binding
+
+        path = w.tmp / "run" / "model.json"
+        info = json.loads(path.read_text())
+        edit(info)
+        if rebind:
+            info["binding"] = binding(info)
+        path.write_text(json.dumps(info))
+    return f
+
+
+def foreign_tokenizer(w: World) -> None:
+    import json
+
+    path = w.tmp / "run" / "tokenizer.json"
+    tok = json.loads(path.read_text())
+    tok["model"]["vocab"] = dict(reversed(list(tok["model"]["vocab"].items())))
+    path.write_text(json.dumps(tok))
+
+
+def weights_linked_out(w: World) -> None:
+    weights = w.tmp / "run" / "student.safetensors"
+    shutil.move(weights, w.tmp / "elsewhere.safetensors")
+    weights.symlink_to(w.tmp / "elsewhere.safetensors")
+
+
+def huge_image(path: str) -> Callable[[World], None]:
+    """A 20000×10000 PNG (200 M pixels, 25 kB on disk): past PIL's decompression-bomb limit."""
+    def f(w: World) -> None:
+        from PIL import Image
+
+        p = Path(path.format(tmp=w.tmp))
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("1", (20000, 10000)).save(p)
+    return f
+
+
+def image_run_with_huge_image(w: World) -> None:
+    from aftpipe.config import TrainConfig
+    from aftpipe.students import StudentConfig
+    from aftpipe.training import train
+
+    train(TrainConfig(dataset="digits", student="small-cnn", method="none", steps=2, threads=1,
+                      student_options=StudentConfig(width=8, layers=1), out=str(w.tmp / "run")))
+    huge_image("{tmp}/imgs/huge.png")(w)
+
+
+def retrained_teacher(w: World) -> None:
+    """A store of {run} as a `model:` teacher, then {run} retrained over the same folder with another seed."""
+    from aftpipe.config import ExtractConfig, TrainConfig
+    from aftpipe.extraction import extract
+    from aftpipe.students import StudentConfig
+    from aftpipe.training import train
+
+    finished_copy(w)
+    extract(ExtractConfig(dataset=f"tsv:{w.data}", sources=(f"model:{w.tmp / 'run'}",), cache_dir=str(w.tmp / "c"),
+                          workers=0))
+    train(TrainConfig(dataset=f"tsv:{w.data}", features=(str(w.store),), student="bow-mlp", steps=2, threads=1, seed=1,
+                      student_options=StudentConfig(vocab_size=200, embed_dim=16, width=16), out=str(w.tmp / "run"),
+                      overwrite=True))
+
+
 def unfinished_run(w: World) -> None:
     rundir.work_dir(w.tmp / "run").mkdir(parents=True)
     (rundir.work_dir(w.tmp / "run") / rundir.CONFIG).write_text("lr: 0.001\n")
@@ -477,6 +557,8 @@ CASES = [
                        write("{tmp}/d/test.tsv", "text\tlabel\nbad\t0\ngood\t1\n")(w))),
     C("train-one-class-aft", f"{TRAIN_ON} --dataset tsv:{{tmp}}/d --features {{store}} --labels 1 --holdout 0",
       "labeled rows left to train on are all of class", setup=lambda w: shutil.copytree(w.data, w.tmp / "d")),
+    C("train-teacher-retrained", f"{TRAIN_ON} --dataset tsv:{{data}} --features {{tmp}}/c/data/model-run --out {{tmp}}/s",
+      "holds the features of teacher", "has changed since", "--source model:", "--overwrite", setup=retrained_teacher),
     C("train-test-rows-unlabeled", f"{TRAIN_ON} --dataset tsv:{{tmp}}/d --features {{store}}",
       "test split `test` has 1 of 40 rows without a label", setup=dataset_copy(unlabeled_test)),
     # train: run folders
@@ -527,6 +609,65 @@ CASES = [
       setup=edit_finished(lambda r: (r / "metrics.json").write_text("{"))),
     C("evaluate-metrics-incomplete", "evaluate {run}", "lacks its `test` scores",
       setup=edit_finished(lambda r: (r / "metrics.json").write_text('{"test": {}}'))),
+    # predict: outputs it must not replace
+    C("predict-output-is-the-input", f"{PREDICT} --output {{tmp}}/in.tsv", "is the input file", setup=predicting()),
+    C("predict-output-in-the-run", f"{PREDICT} --output {{run}}/metrics.json", "inside the run folder",
+      setup=predicting()),
+    C("predict-output-in-a-store", f"{PREDICT} --output {{tmp}}/c/data/hf-tiny-bert0/p.csv",
+      "inside the feature store", setup=predicting(cache_copy)),
+    C("predict-output-exists", f"{PREDICT} --output {{tmp}}/p.csv", "already exists", "--overwrite",
+      setup=predicting(write("{tmp}/p.csv", "mine\n"))),
+    # predict: model folders taken apart
+    C("model-json-field-missing", PREDICT, "model.json is damaged: `labels` is missing", "--overwrite",
+      setup=predicting(model_json(lambda i: i.pop("labels")))),
+    C("model-json-field-type", PREDICT, "`text.max_length` must be an integer ≥ 1", "--overwrite",
+      setup=predicting(model_json(lambda i: i["text"].update(max_length="16")))),
+    C("model-json-field-range", PREDICT, "`text.max_length` must be an integer ≥ 1, got 0",
+      setup=predicting(model_json(lambda i: i["text"].update(max_length=0)))),
+    C("model-json-not-json", PREDICT, "model.json is corrupt (not JSON)",
+      setup=predicting(write("{tmp}/run/model.json", "{"))),
+    C("model-json-old-format", PREDICT, "written by an older aftpipe", "--overwrite",
+      setup=predicting(model_json(lambda i: (i.pop("version"), i.update(format=1))))),
+    C("model-json-labels-edited", PREDICT, "was edited after training",
+      setup=predicting(model_json(lambda i: i.update(labels=["neg", "pos", "other"])))),
+    C("model-json-labels-rebound", PREDICT, "names 3 labels, but its weights give 2 classes",
+      setup=predicting(model_json(lambda i: i.update(labels=["neg", "pos", "other"]), rebind=True))),
+    C("model-json-weights-out-of-folder", PREDICT, "`weights.file` must name a file inside the folder",
+      setup=predicting(model_json(lambda i: i["weights"].update(file="../../other/student.safetensors"),
+                                  rebind=True))),
+    C("model-weights-symlink-out", PREDICT, "leads out of the model folder", setup=predicting(weights_linked_out)),
+    C("model-tokenizer-from-another-run", PREDICT, "tokenizer.json is not the file this model was trained with",
+      setup=predicting(foreign_tokenizer)),
+    C("model-weights-swapped", PREDICT, "student.safetensors is", setup=predicting(
+      lambda w: (w.tmp / "run" / "student.safetensors").write_bytes(
+          (w.tmp / "run" / "student.safetensors").read_bytes()[:-4] + b"ZZZZ"))),
+    C("export-model-json-damaged", "export {run} --out {tmp}/onnx", "`kind` must be one of",
+      setup=predicting(model_json(lambda i: i.update(kind="teacher")))),
+    C("extract-model-json-damaged", f"{EXTRACT} tsv:{{data}} --source model:{{run}}", "`weights.sha256` is missing",
+      setup=predicting(model_json(lambda i: i["weights"].pop("sha256")))),
+    C("predict-format-unknown", f"{PREDICT} --format xml", "unknown --format `xml`", "csv or jsonl",
+      setup=predicting()),
+    C("predict-all-blank", "predict {run} --input {tmp}/blank.tsv --quiet", "is blank", "give texts",
+      setup=predicting(write("{tmp}/blank.tsv", "text\tlabel\n \t1\n\t0\n"))),
+    C("predict-include-text-on-images", "predict {run} --input {tmp}/imgs --include-text --quiet",
+      "--include-text adds the input text, but this model takes images", setup=image_run_with_huge_image),
+    C("predict-threads-negative", f"{PREDICT} --threads -2", "--threads must be ≥ 1, got -2", setup=predicting()),
+    C("predict-image-too-large", "predict {run} --input {tmp}/imgs --strict --quiet", "huge.png is too large to "
+      "decode safely", "--strict", setup=image_run_with_huge_image),
+    C("train-image-too-large", "train --dataset imagefolder:{tmp}/imgs --student small-cnn --method none --steps 1 "
+      "--threads 1 --quiet --out {run}", "huge.png is too large to decode safely",
+      setup=lambda w: [huge_image(f"{{tmp}}/imgs/{split}/{c}/huge.png")(w) for split in ("train", "test") for c in "ab"]),
+    # export: where the folder may go
+    C("export-out-current-folder", "export {run} --out . --overwrite", "is the current folder or one above it",
+      setup=predicting()),
+    C("export-out-parent-folder", "export {run} --out .. --overwrite", "is the current folder or one above it",
+      setup=predicting()),
+    C("export-out-is-the-run", "export {run} --out {run} --overwrite", "holds the run itself", setup=predicting()),
+    C("export-out-inside-the-run", "export {run} --out {run}/onnx", "is inside the run folder", setup=predicting()),
+    C("export-out-not-an-export", "export {run} --out {tmp}/mine --overwrite", "holds no earlier export",
+      setup=predicting(write("{tmp}/mine/keep.txt", "mine"))),
+    C("export-out-exists", "export {run} --out {tmp}/mine", "holds no earlier export",
+      setup=predicting(write("{tmp}/mine/keep.txt", "mine"))),
     # verify / inspect
     C("verify-missing", "verify {tmp}/none", "no feature store"),
     C("verify-not-a-store", "verify {tmp}", "is a directory but not a zarr store"),

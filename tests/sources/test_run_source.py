@@ -62,3 +62,40 @@ def test_extract_from_a_probe_run_exits_with_one_line(text_runs, cli, one_line_e
                           "--cache-dir", str(text_runs["data"].parent / "never")])
     one_line_error(code, err, "linear probe")
     assert not (text_runs["data"].parent / "never").exists()
+
+
+def test_a_teacher_whose_files_were_swapped_is_refused(text_runs, tmp_path):
+    import shutil
+
+    run = tmp_path / "teacher"
+    shutil.copytree(text_runs["student"], run)
+    (run / "tokenizer.json").write_text((run / "tokenizer.json").read_text().replace('"[UNK]"', '"[unk]"', 1))
+    with pytest.raises(AftpipeError, match="tokenizer.json is not the file this model was trained with"):
+        load_source(f"model:{run}")
+
+
+def test_a_teacher_retrained_after_extraction_is_noticed_by_train_and_verify(text_runs, tmp_path, cli):
+    import dataclasses
+    import shutil
+
+    from aftpipe.config import TrainConfig, load_config
+    from aftpipe.training import train
+
+    teacher, data = tmp_path / "teacher", text_runs["data"]
+    shutil.copytree(text_runs["student"], teacher)
+    extract(ExtractConfig(dataset=f"tsv:{data}", sources=(f"model:{teacher}",), cache_dir=str(tmp_path / "c"), workers=0))
+    store = tmp_path / "c" / "reviews" / "model-teacher"
+    train_args = ["train", "--dataset", f"tsv:{data}", "--features", str(store), "--student", "bow-mlp", "--steps", "2",
+                  "--threads", "1", "--quiet"]
+    code, _, err = cli([*train_args, "--out", str(tmp_path / "before")])
+    assert code == 0, err  # the teacher as extracted: fine
+    code, out, err = cli(["verify", str(store)])
+    assert code == 0 and out.startswith("ok:"), err
+    cfg = load_config(TrainConfig, teacher / "config.yaml")
+    train(dataclasses.replace(cfg, seed=1, epochs=1, out=str(teacher), overwrite=True))  # retrained in place
+    code, _, err = cli([*train_args, "--out", str(tmp_path / "after")])
+    assert code == 2 and f"holds the features of teacher {teacher.resolve()}" in err and "--overwrite" in err, err
+    assert not (tmp_path / "after").exists()
+    code, _, err = cli(["verify", str(store)])
+    assert code == 1 and "has changed since" in err and f"--source model:{teacher.resolve()} --overwrite" in err, err
+
