@@ -281,3 +281,56 @@ def test_trade_off_sentence():
     assert trade_off(442_502, 22_713_986, "MiniLM", 66.2, 0.0241) == \
         "0.44M parameters, 1/51 of MiniLM, 66× its throughput, 2.4 points below the teacher"
     assert trade_off(442_502, 8_800_000, "MiniLM", 3.14, -0.005).endswith("3.1× its throughput, 0.5 points above the teacher")
+
+
+# --- teachers in pipelines: the same teacher, from the same code ------------------------------------------
+def test_a_pipeline_fine_tunes_its_teacher_first_and_distils_from_it(data, tiny_hf_dir, tmp_path):
+    from aftpipe.config import TeacherConfig, load_config
+    from aftpipe.pipeline import load_pipeline, run_pipeline, validate
+    from aftpipe.teacher import teacher_train_config
+    from aftpipe.training import train
+
+    yaml = tmp_path / "taught.yaml"
+    yaml.write_text(f"""\
+# aftpipe run taught.yaml
+dataset: tsv:{data}
+labels: 60
+teachers:
+  tiny-teacher: {{model: "hf:{tiny_hf_dir}", steps: 4, eval_every: 2, batch_size: 16, max_length: 16}}
+sources:
+  teacher: ["teacher:tiny-teacher"]
+students: ["{SMALL}"]
+methods:
+  - {{name: tokt, unlabeled: true, train: {{steps: 6}}}}
+  - {{name: linear_probe}}
+seeds: [0]
+train: {{threads: 1}}
+""")
+    dirs = {"cache_dir": tmp_path / "cache", "runs_dir": tmp_path / "runs"}
+    assert f"teacher `tiny-teacher`: hf:{tiny_hf_dir} fine-tuned first" in validate(yaml, **dirs)
+    out = run_pipeline(yaml, results_dir=tmp_path / "results", **dirs)
+    teacher = tmp_path / "runs" / "teachers" / "tiny-teacher"
+    store = tmp_path / "cache" / data.name / "model-tiny-teacher"
+    assert (teacher / "metrics.json").is_file() and store.is_dir()
+    assert "tokt" in (out / "results.md").read_text()
+    # the run `distill` would train for this teacher on these rows is the one the pipeline trained
+    cfg = load_pipeline(yaml)
+    want = teacher_train_config(TeacherConfig(model=f"hf:{tiny_hf_dir}", steps=4, eval_every=2, batch_size=16,
+                                              max_length=16), cfg.train_template(), teacher)
+    assert load_config(type(want), teacher / "config.yaml") == want
+    assert train(want)["test"] == json.loads((teacher / "metrics.json").read_text())["test"]  # read back, not retrained
+    assert "0 to extract" in validate(yaml, **dirs)
+
+
+def test_a_pipeline_source_must_name_a_declared_teacher(tmp_path):
+    from aftpipe.pipeline import load_pipeline
+
+    yaml = tmp_path / "p.yaml"
+    yaml.write_text("dataset: sst2\nteachers: {t1: {model: minilm}}\nsources: {s: ['teacher:t2']}\n"
+                    "methods: [{name: none}]\n")
+    with pytest.raises(AftpipeError, match=r"sources\.s\[0\]: no teacher `t2` in `teachers:` \(t1\)"):
+        load_pipeline(yaml)
+    yaml.write_text("dataset: sst2\nteachers: {t1: {model: tfidf}}\nsources: {s: ['teacher:t1']}\n"
+                    "methods: [{name: none}]\n")
+    with pytest.raises(AftpipeError, match=r"teachers\.t1\.model: `tfidf` cannot be fine-tuned"):
+        load_pipeline(yaml)
