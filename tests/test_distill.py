@@ -107,12 +107,13 @@ def test_a_finished_distill_rerun_changes_nothing(finished, computed):
     assert computed == [] and files(Path(cfg.out)) == before
 
 
-@pytest.mark.parametrize("stage", ["teacher", "teacher-store", "student-lr0.01-s0", "probe", "none-s0", "report"])
+@pytest.mark.parametrize("stage", ["teacher", "teacher-store", "student-lr0.01-s0", "probe-store", "probe", "none-s0",
+                                   "publish", "onnx", "report"])
 def test_a_killed_distill_resumes_where_it_stopped(stage, finished, data, tiny_hf_dir, tmp_path, monkeypatch,
                                                    computed):
     """A stage killed (after its work, before the folder records it finished) is the one computed again: the
     stages before it are read back, and the result is the uninterrupted run's."""
-    cfg = tiny_config(data, tiny_hf_dir, tmp_path / "out")
+    cfg = tiny_config(data, tiny_hf_dir, tmp_path / "out", onnx=stage == "onnx")
     real = Stages.run
 
     def dying(self, name, key, outputs, fn, what, owned=True):
@@ -160,14 +161,20 @@ def test_a_run_killed_mid_training_continues_from_its_checkpoint(data, tiny_hf_d
     assert resumed["rows"][1]["values"] == fresh["rows"][1]["values"]
 
 
-def test_a_changed_option_reruns_only_the_stages_it_affects(finished, tmp_path, computed):
+def test_a_changed_option_reruns_only_the_stages_it_affects(finished, tmp_path, computed, cli):
+    import shlex
     import shutil
+
+    from aftpipe.config import command_line
 
     cfg, _ = finished
     out = tmp_path / "out"
     shutil.copytree(cfg.out, out)
     changed = dataclasses.replace(cfg, out=str(out), teacher_steps=6)
-    distill(changed, SilentProgress())
+    code, stdout, stderr = cli([*shlex.split(command_line(changed, "distill"))[1:], "--quiet"])
+    assert code == 0, stderr
+    assert "distill · teacher: fine-tuning" in stderr + stdout  # the progress names the stage
+    assert json.loads((out / "report.json").read_text())["trade_off"] in stdout  # the report is printed
     assert computed[:3] == ["teacher", "teacher-store", "student-lr0.003-s0"]
     assert not {"probe-store", "probe", "none-s0", "none-s1"} & set(computed)  # they never saw the teacher
     assert {"publish", "onnx", "report"} <= set(computed)
