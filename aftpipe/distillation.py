@@ -517,7 +517,8 @@ def _markdown(report: dict[str, Any]) -> str:
                    f"{report['candidates'][0]['agreement_rows']:,} unlabeled rows no student trained on; chosen by "
                    f"{report['select_by']}."), "", "| lr | hold-out | agreement | chosen |", "|---|---|---|---|"]
     for c in report["candidates"]:
-        lines.append(f"| {c['lr']:g} | {c['holdout']:.4f} | {c['agreement']:.4f} | {'yes' if c.get('chosen') else ''} |")
+        agreed = "–" if math.isnan(c["agreement"]) else f"{c['agreement']:.4f}"  # no unlabeled rows to spare
+        lines.append(f"| {c['lr']:g} | {c['holdout']:.4f} | {agreed} | {'yes' if c.get('chosen') else ''} |")
     lines += ["", "Stage times (computed when this folder was made; cached stages cost nothing on a re-run):", "",
               "| stage | seconds |", "|---|---|"]
     lines += [f"| {name} | {rec.get('wall_s', float('nan')):.1f} |" for name, rec in report["stages"].items()]

@@ -341,3 +341,16 @@ def test_a_pipeline_source_must_name_a_declared_teacher(tmp_path):
                     "methods: [{name: none}]\n")
     with pytest.raises(AftpipeError, match=r"teachers\.t1\.model: `tfidf` cannot be fine-tuned"):
         load_pipeline(yaml)
+
+
+def test_the_report_says_when_there_were_no_rows_to_measure_agreement_on():
+    from aftpipe.distillation import _markdown
+
+    row = {"what": "x", "test": 0.8, "std": None, "values": [0.8], "params": 10, "bytes": 2**20,
+           "per_s_batch1": 5.0, "per_s_batch64": 50.0}
+    report = {"out": "o", "student": "textcnn", "trade_off": "t", "dataset": "d", "test_split": "test",
+              "metric": "accuracy", "labels": "every", "machine": "m", "modality": "text", "select_by": "holdout",
+              "rows": [row], "stages": {"teacher": {"wall_s": 1.0}},
+              "candidates": [{"lr": 0.01, "holdout": 0.9, "agreement": float("nan"), "agreement_rows": 0,
+                              "chosen": True}]}
+    assert "| 0.01 | 0.9000 | – | yes |" in _markdown(report) and "nan" not in _markdown(report)
