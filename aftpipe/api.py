@@ -27,7 +27,7 @@ from aftpipe.store import open_features, verify_store
 from aftpipe.students import StudentConfig
 from aftpipe.training import train
 
-__all__ = ["DatasetOptions", "DistillConfig", "ExtractConfig", "MethodConfig", "Model", "SourceOptions", "StudentConfig", "TeacherConfig",
-           "TrainConfig", "check_run", "distill", "evaluate", "export_model", "extract", "load_dataset", "load_model", "load_pipeline",
-           "open_features", "plan_pipeline", "predict_file", "repair_store", "run_pipeline", "train", "validate",
-           "verify_store"]
+__all__ = ["DatasetOptions", "DistillConfig", "ExtractConfig", "MethodConfig", "Model", "SourceOptions", "StudentConfig",
+           "TeacherConfig", "TrainConfig", "check_run", "distill", "evaluate", "export_model", "extract", "load_dataset",
+           "load_model", "load_pipeline", "open_features", "plan_pipeline", "predict_file", "repair_store", "run_pipeline",
+           "train", "validate", "verify_store"]

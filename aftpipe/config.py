@@ -577,8 +577,7 @@ class TrainConfig(Config):
         require(0 <= self.holdout < 1, "holdout", f"must be in [0, 1), got {self.holdout:g}")
 
 
-
-# --- a fine-tuned teacher and the distillation recipe (aftpipe/teacher.py, aftpipe/distillation.py) ----------------
+# --- a fine-tuned teacher and the distillation recipe (aftpipe/teacher.py, aftpipe/distillation.py) -----------
 
 
 @dataclass(frozen=True)
@@ -753,5 +752,5 @@ def command_line(cfg: Config, command: str, skip: frozenset[str] = frozenset({"r
 
 __all__ = ["Config", "ConfigError", "DatasetOptions", "DistillConfig", "ExtractConfig", "MethodConfig", "Partial",
            "SourceOptions", "StudentConfig", "TeacherConfig", "TrainConfig", "check_keys", "command_line", "convert",
-           "dump_yaml", "format_path", "from_dict", "load_config", "load_yaml", "option", "registered", "require", "to_plain", "DATA", "MODEL",
-           "METHOD", "OPTIMISATION", "OUTPUT", "SYSTEM"]
+           "dump_yaml", "format_path", "from_dict", "load_config", "load_yaml", "option", "registered", "require",
+           "to_plain", "DATA", "MODEL", "METHOD", "OPTIMISATION", "OUTPUT", "SYSTEM"]

@@ -239,8 +239,9 @@ def plan_recipe(cfg: DistillConfig) -> Recipe:
     options = DatasetOptions(text_col=cfg.text_col, label_col=cfg.label_col)
     dataset = load_dataset(cfg.dataset, cfg.data_dir, options)
     if teacher.modality != dataset.modality:
+        example = "minilm" if dataset.modality == "text" else "timm:<dir>"
         raise AftpipeError(f"teacher `{cfg.teacher}` is for {teacher.modality} but dataset `{cfg.dataset}` is "
-                           f"{dataset.modality}; pass {option_hint('teacher', 'minilm' if dataset.modality == 'text' else 'timm:<dir>')}")
+                           f"{dataset.modality}; pass {option_hint('teacher', example)}")
     check_teacher(teacher)
     student = cfg.student or DEFAULT_STUDENT[dataset.modality]
     cls = STUDENTS.get(STUDENTS.split_options(student)[0])
@@ -492,8 +493,8 @@ def _measure(name: str, what: str, runs: Sequence[Path], folder: Path, inputs: S
     mean, std = mean_std(values)
     model = load_model(folder)
     return {"model": name, "what": what, "metric": metric, "test": mean, "std": std if len(values) > 1 else None,
-            "seeds": [int(read_model_info(run)["seed"]) for run in runs], "values": values, "params": model.info["params"],
-            "bytes": _size_on_disk(folder, model.info),
+            "seeds": [int(read_model_info(run)["seed"]) for run in runs], "values": values,
+            "params": model.info["params"], "bytes": _size_on_disk(folder, model.info),
             **{f"per_s_batch{b}": throughput(model, inputs, b, n) for b, n in BENCH_ROWS.items()}}
 
 

@@ -380,9 +380,9 @@ class PipelinePlan:
             + (f", {n_unl:,} unlabeled" if n_unl > 0 else "") + f"; test split `{test.name}` {len(test):,} rows",
             f"stores ({', '.join(self.splits)}): {len(self.stores) - len(missing)} present, {len(missing)} to extract"
             + (f" ({', '.join(missing)})" if missing else ""),
-            *[f"teacher `{s[len(TEACHER):]}`: {cfg.teachers[s[len(TEACHER):]].student} fine-tuned first "
-              f"({cfg.teachers[s[len(TEACHER):]].steps} steps) into {teacher_dir(self.runs_dir.parent, s[len(TEACHER):])}"
-              for s in self.missing_stores() if s.startswith(TEACHER)],
+            *[f"teacher `{name}`: {cfg.teachers[name].student} fine-tuned first ({cfg.teachers[name].steps} steps) "
+              f"into {teacher_dir(self.runs_dir.parent, name)}"
+              for name in (s[len(TEACHER):] for s in self.missing_stores() if s.startswith(TEACHER))],
             f"groups: {len(self.groups)} ({'; '.join(g.label for g in self.groups)})",
             f"tuning: {sum(len(g.grid) for g in tuned)} runs with seed {cfg.tune_seed} over {len(tuned)} grids",
             f"final: {len(self.groups) * len(cfg.seeds)} runs ({len(self.groups)} groups × seeds "

@@ -182,7 +182,8 @@ def test_a_changed_option_reruns_only_the_stages_it_affects(finished, tmp_path, 
 
 def test_an_image_dataset_with_a_timm_teacher(tiny_timm_dir, tmp_path):
     cfg = DistillConfig(dataset="digits", labels=200, teacher=f"timm:{tiny_timm_dir}", teacher_image_size=32,
-                        student="small-cnn@width=8,layers=1", teacher_steps=2, teacher_eval_every=1, teacher_batch_size=16, student_steps=4,
+                        student="small-cnn@width=8,layers=1", teacher_steps=2, teacher_eval_every=1,
+                        teacher_batch_size=16, student_steps=4,
                         agreement_rows=50, baselines=False, threads=1, out=str(tmp_path / "out"), onnx=False)
     report = distill(cfg, SilentProgress())
     assert report["modality"] == "image" and report["views"] == 1 and report["init_embeddings"] is None
@@ -279,7 +280,8 @@ def test_agreement_rows_are_kept_out_with_their_augmented_copies():
 def test_agreement_and_choice():
     t = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
     assert agreement(np.array([1, 0, 0, 0]), t) == 0.75
-    cands = [{"holdout": 0.8, "agreement": 0.7}, {"holdout": 0.8, "agreement": 0.9}, {"holdout": 0.7, "agreement": float("nan")}]
+    cands = [{"holdout": 0.8, "agreement": 0.7}, {"holdout": 0.8, "agreement": 0.9},
+             {"holdout": 0.7, "agreement": float("nan")}]
     assert choose(cands, "holdout") is cands[0]  # a tie goes to the first in grid order
     assert choose(cands, "agreement") is cands[1]
 
@@ -287,7 +289,8 @@ def test_agreement_and_choice():
 def test_trade_off_sentence():
     assert trade_off(442_502, 22_713_986, "MiniLM", 66.2, 0.0241) == \
         "0.44M parameters, 1/51 of MiniLM, 66× its throughput, 2.4 points below the teacher"
-    assert trade_off(442_502, 8_800_000, "MiniLM", 3.14, -0.005).endswith("3.1× its throughput, 0.5 points above the teacher")
+    assert trade_off(442_502, 8_800_000, "MiniLM", 3.14, -0.005).endswith(
+        "3.1× its throughput, 0.5 points above the teacher")
 
 
 # --- teachers in pipelines: the same teacher, from the same code ------------------------------------------
