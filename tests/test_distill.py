@@ -357,3 +357,18 @@ def test_the_report_says_when_there_were_no_rows_to_measure_agreement_on():
               "candidates": [{"lr": 0.01, "holdout": 0.9, "agreement": float("nan"), "agreement_rows": 0,
                               "chosen": True}]}
     assert "| 0.01 | 0.9000 | – | yes |" in _markdown(report) and "nan" not in _markdown(report)
+
+
+def test_a_student_never_trains_on_the_agreement_rows(data):
+    from aftpipe.config import TrainConfig
+    from aftpipe.features import plan_rows
+    from aftpipe.methods import METHODS
+    from aftpipe.training import load_run_data
+
+    cfg = TrainConfig(dataset=f"tsv:{data}", out="x", method="none", labels=60, agreement_rows=40)
+    rows = load_run_data(cfg, METHODS.get("none")).plan
+    train = load_run_data(TrainConfig(dataset=f"tsv:{data}", out="x", method="none"), METHODS.get("none")).train
+    every = plan_rows(np.arange(len(train)), train.labels, 60, cfg.holdout, cfg.data_seed)
+    held = agreement_split(every.unlabeled, 40, cfg.data_seed)[1]
+    assert len(rows.unlabeled) == len(every.unlabeled) - 40 and not set(rows.unlabeled) & set(held)
+    assert list(rows.train) == list(every.train) and list(rows.holdout) == list(every.holdout)  # labels untouched
