@@ -370,10 +370,14 @@ def distill(cfg: DistillConfig, progress: Progress | None = None) -> dict[str, A
     progress = default_progress(progress, "step")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.onnx:
+    if cfg.onnx:  # refused now, not after an hour of training
         from aftpipe.export import _require_onnx
 
-        _require_onnx()
+        try:
+            _require_onnx()
+        except AftpipeError as e:
+            skip = "--no-onnx" if option_name("onnx").startswith("--") else "onnx=False"
+            raise AftpipeError(f"{e}, or pass {skip} to skip the export") from None
     r = plan_recipe(cfg)
     out = r.out
     _claim(out)

@@ -372,3 +372,15 @@ def test_a_student_never_trains_on_the_agreement_rows(data):
     held = agreement_split(every.unlabeled, 40, cfg.data_seed)[1]
     assert len(rows.unlabeled) == len(every.unlabeled) - 40 and not set(rows.unlabeled) & set(held)
     assert list(rows.train) == list(every.train) and list(rows.holdout) == list(every.holdout)  # labels untouched
+
+
+def test_a_missing_onnx_exporter_is_refused_before_training(data, tiny_hf_dir, tmp_path, monkeypatch):
+    from aftpipe import export
+
+    def missing() -> None:
+        raise AftpipeError("ONNX export needs onnxscript; install them with `pip install 'aftpipe[export]'`")
+
+    monkeypatch.setattr(export, "_require_onnx", missing)
+    with pytest.raises(AftpipeError, match="aftpipe\\[export\\]'`, or pass onnx=False to skip the export"):
+        distill(tiny_config(data, tiny_hf_dir, tmp_path / "out", onnx=True), SilentProgress())
+    assert not (tmp_path / "out").exists()
