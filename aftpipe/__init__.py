@@ -18,10 +18,10 @@ try:
 except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0"
 
-_API = ("DatasetOptions", "ExtractConfig", "MethodConfig", "Model", "SourceOptions", "StudentConfig", "TrainConfig",
-        "check_run", "evaluate", "export_model", "extract", "load_dataset", "load_model", "load_pipeline",
-        "open_features", "plan_pipeline", "predict_file", "repair_store", "run_pipeline", "train", "validate",
-        "verify_store")
+_API = ("DatasetOptions", "DistillConfig", "ExtractConfig", "MethodConfig", "Model", "SourceOptions", "StudentConfig",
+        "TeacherConfig", "TrainConfig", "check_run", "distill", "evaluate", "export_model", "extract", "load_dataset",
+        "load_model", "load_pipeline", "open_features", "plan_pipeline", "predict_file", "repair_store", "run_pipeline",
+        "train", "validate", "verify_store")
 
 
 def __getattr__(name: str):

@@ -8,10 +8,12 @@
     aftpipe.run_pipeline("pipelines/demo.yaml")
     model = aftpipe.load_model("runs/sst2-aft"); model.predict(["a fine film"])
     aftpipe.export_model("runs/sst2-aft", "exports/sst2-aft")   # ONNX
+    aftpipe.distill(aftpipe.DistillConfig(dataset="sst2", labels=2000, out="models/sst2"))  # the whole recipe
 """
 
-from aftpipe.config import ExtractConfig, TrainConfig
+from aftpipe.config import DistillConfig, ExtractConfig, TeacherConfig, TrainConfig
 from aftpipe.data import DatasetOptions, load_dataset
+from aftpipe.distillation import distill
 from aftpipe.evaluation import check_run, evaluate
 from aftpipe.export import export_model
 from aftpipe.extraction import extract
@@ -25,7 +27,7 @@ from aftpipe.store import open_features, verify_store
 from aftpipe.students import StudentConfig
 from aftpipe.training import train
 
-__all__ = ["DatasetOptions", "ExtractConfig", "MethodConfig", "Model", "SourceOptions", "StudentConfig", "TrainConfig",
-           "check_run", "evaluate", "export_model", "extract", "load_dataset", "load_model", "load_pipeline",
-           "open_features", "plan_pipeline", "predict_file", "repair_store", "run_pipeline", "train", "validate",
-           "verify_store"]
+__all__ = ["DatasetOptions", "DistillConfig", "ExtractConfig", "MethodConfig", "Model", "SourceOptions", "StudentConfig",
+           "TeacherConfig", "TrainConfig", "check_run", "distill", "evaluate", "export_model", "extract", "load_dataset",
+           "load_model", "load_pipeline", "open_features", "plan_pipeline", "predict_file", "repair_store", "run_pipeline",
+           "train", "validate", "verify_store"]

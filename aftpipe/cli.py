@@ -18,13 +18,14 @@ import os
 import sys
 import types
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from aftpipe.config import (DATA, METHOD, MODEL, OPTIMISATION, OUTPUT, SYSTEM, Config, ConfigError, ExtractConfig,
-                            TrainConfig)
+from aftpipe.config import (DATA, METHOD, MODEL, OPTIMISATION, OUTPUT, SYSTEM, Config, ConfigError, DistillConfig,
+                            ExtractConfig, TrainConfig)
 from aftpipe.errors import AftpipeError, speaking_to_cli
 
 PANELS = (DATA, MODEL, METHOD, OPTIMISATION, OUTPUT, SYSTEM)
@@ -173,8 +174,8 @@ def _build(cls: type, values: dict[str, Any]) -> Any:
                 if bad is not None:
                     raise ConfigError(f.name, f"expected KEY=VALUE items, got `{bad}`")
                 v = {k.strip(): val.strip() for k, _, val in pairs}
-            elif isinstance(v, list):
-                v = _split_items(v)
+            elif isinstance(v, list):  # numbers (`--student-lr 3e-3 --student-lr 1e-2`) come parsed already
+                v = _split_items(v) if all(isinstance(x, str) for x in v) else tuple(v)
             kw[f.name] = v
     return cls(**kw)
 
@@ -346,6 +347,19 @@ def predict(
         elif r.unknown:
             progress.log(f"no score: {describe_unknown(r)} (the model's labels: "
                          f"{', '.join(map(str, r.labels))})")
+
+
+@config_command(DistillConfig)
+def distill(cfg: DistillConfig, quiet: Quiet = False, log_every: LogEvery = 30.0) -> None:
+    """Make a small model from a labeled dataset: fine-tune a foundation model on the labels, distil it into a
+    small student over the unlabeled rows, export it to ONNX and report both side by side, all into --out.
+
+    Stages are cached in --out: a killed distill resumes, a re-run changes nothing, a changed option redoes its own."""
+    from aftpipe.api import distill as run_distill
+
+    with long_running(quiet, "step", log_every) as progress:
+        report = run_distill(cfg, progress)
+    typer.echo((Path(report["out"]) / "report.md").read_text())
 
 
 @app.command(cls=Command)

@@ -65,6 +65,18 @@ def plan_rows(examples: np.ndarray, labels: np.ndarray, budget: int | None, hold
     return RowPlan(train, hold, np.sort(unl))
 
 
+
+def agreement_split(unlabeled: np.ndarray, n: int, seed: int,
+                    origin: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held): `n` original unlabeled rows held out of training, seeded like the row plan, and the
+    unlabeled rows without them or their augmented copies. A distilled student's agreement with its teacher
+    on the held rows is a score that needs no label (aftpipe distill)."""
+    originals = unlabeled if origin is None else unlabeled[origin[unlabeled] == unlabeled]
+    rng = np.random.default_rng([seed, 1])  # its own stream: the labeled/hold-out split stays as it was
+    held = np.sort(rng.choice(originals, size=min(n, len(originals)), replace=False))
+    of = unlabeled if origin is None else origin[unlabeled]
+    return unlabeled[~np.isin(of, held)], held
+
 class Features:
     """φ for dataset examples of one split: the stores' rows concatenated, optionally standardised."""
 
@@ -244,5 +256,5 @@ def foundation_params(paths: tuple[str, ...]) -> int:
     return total
 
 
-__all__ = ["Features", "RowPlan", "RunData", "check_labels", "coverage_error", "foundation_params",
+__all__ = ["Features", "RowPlan", "RunData", "agreement_split", "check_labels", "coverage_error", "foundation_params",
            "open_split_features", "plan_rows", "stores_hold", "test_rows"]

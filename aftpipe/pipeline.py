@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aftpipe import rundir
-from aftpipe.config import (Config, ConfigError, ExtractConfig, Partial, SourceOptions, TrainConfig, from_dict,
-                            load_yaml, registered, require)
+from aftpipe.config import (Config, ConfigError, ExtractConfig, Partial, SourceOptions, TeacherConfig, TrainConfig,
+                            from_dict, load_yaml, registered, require)
 from aftpipe.data.base import Dataset
 from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
 from aftpipe.features import RowPlan, check_labels, coverage_error, plan_rows
@@ -42,6 +42,13 @@ from aftpipe.methods import METHODS, MethodConfig
 from aftpipe.progress import Progress
 from aftpipe.report import PROBE, PROBE_STUDENT, csv_text, markdown_report, plot_png, plot_svg
 from aftpipe.training import resolve_test_split, schedule
+
+TEACHER = "teacher:"  # a source naming one of the pipeline's `teachers:`
+
+
+def teacher_dir(runs_dir: str | Path, name: str) -> Path:
+    """Where teacher `name` is trained: beside the pipelines' run folders, shared by the pipelines of a runs dir."""
+    return Path(runs_dir) / "teachers" / name
 
 NO_BETA = ("none", PROBE)  # methods without a regulariser: their β grid is [0]
 MIN_SEEDS = 3  # a mean ± std over fewer seeds says little about a method: allowed (smoke sweeps), with a warning
@@ -146,6 +153,8 @@ class PipelineConfig(Config):
     seeds: tuple[int, ...] = (0, 1, 2)
     train: Partial[TrainConfig] = field(default_factory=dict)  # TrainConfig fields shared by every run
     tune_seed: int = 0
+    # name → a foundation model fine-tuned on the pipeline's labeled rows first; a source `teacher:<name>`
+    teachers: dict[str, TeacherConfig] = field(default_factory=dict)
 
     def validate(self) -> None:
         from aftpipe.data import DATASETS
@@ -163,11 +172,19 @@ class PipelineConfig(Config):
                     "use letters, digits and _ . + = -")
             require(len(specs) > 0, ("sources", set_name), "empty set; list at least one source spec")
             for j, spec in enumerate(specs):
+                if spec.startswith(TEACHER):
+                    require(spec[len(TEACHER):] in self.teachers, ("sources", set_name, j),
+                            f"no teacher `{spec[len(TEACHER):]}` in `teachers:`"
+                            + (f" ({', '.join(self.teachers)})" if self.teachers else "; declare it there"))
+                    continue
                 registered(SOURCES, spec, ("sources", set_name, j),
                            self.extract.get("source_options") or SourceOptions())
                 require(spec not in specs[:j], ("sources", set_name, j),
                         f"repeats `{spec}` (sources[{set_name}][{specs.index(spec)}]), whose features would be fed "
                         "twice; list each source once")
+        for name in self.teachers:
+            require(bool(NAME_RE.match(name)), ("teachers", name), "a teacher's name becomes its run directory; use "
+                    "letters, digits and _ . + = -")
         require(len(self.students) > 0, "students", "empty list; name at least one student (`aftpipe students`)")
         object.__setattr__(self, "students", tuple(StudentSpec(s) if isinstance(s, str) else s for s in self.students))
         for i, s in enumerate(self.students):
@@ -183,7 +200,7 @@ class PipelineConfig(Config):
         self._validate_methods()
         _refuse_controlled(self.extract, EXTRACT_CONTROLLED, ("extract",))
         try:
-            self.extract_config(tuple(s for specs in self.sources.values() for s in specs))
+            self.extract_config(tuple(self.source_spec(s) for specs in self.sources.values() for s in specs))
         except ConfigError as e:
             raise e.under("extract") from None
 
@@ -222,6 +239,12 @@ class PipelineConfig(Config):
     def extract_config(self, sources: tuple[str, ...], cache_dir: str | Path = "cache") -> ExtractConfig:
         return ExtractConfig(dataset=self.dataset, sources=sources, data_dir=self.data_dir, cache_dir=str(cache_dir),
                              dataset_options=self.train_template().dataset_options, **self.extract)
+
+    def source_spec(self, spec: str, runs_dir: str | Path = "runs") -> str:
+        """The feature source a spec names: `teacher:<name>` is the teacher's run (`teacher_dir`)."""
+        from aftpipe.teacher import source
+
+        return source(teacher_dir(runs_dir, spec[len(TEACHER):])) if spec.startswith(TEACHER) else spec
 
     def source_sets(self, m: MethodSpec) -> tuple[str, ...]:
         return m.sources or (next(iter(self.sources)),)
@@ -382,6 +405,9 @@ class PipelinePlan:
             + (f", {n_unl:,} unlabeled" if n_unl > 0 else "") + f"; test split `{test.name}` {len(test):,} rows",
             f"stores ({', '.join(self.splits)}): {len(self.stores) - len(missing)} present, {len(missing)} to extract"
             + (f" first ({', '.join(missing)})" if missing else ""),
+            *[f"teacher `{name}`: {cfg.teachers[name].student} fine-tuned first ({cfg.teachers[name].steps} steps) "
+              f"into {teacher_dir(self.runs_dir.parent, name)}"
+              for name in (s[len(TEACHER):] for s in self.missing_stores() if s.startswith(TEACHER))],
             f"groups: {len(self.groups)} ({'; '.join(g.label for g in self.groups)})",
             f"tuning: {sum(len(g.grid) for g in tuned)} runs with seed {cfg.tune_seed} over {len(tuned)} grids",
             f"final: {len(self.groups) * len(cfg.seeds)} runs ({len(self.groups)} groups × seeds "
@@ -449,18 +475,22 @@ def plan_pipeline(path: str | Path, cache_dir: str | Path = "cache", runs_dir: s
 
     from aftpipe.sources import check_source, store_name
     from aftpipe.store import store_path
+    from aftpipe.teacher import check_teacher
 
     cfg = load_pipeline(path)
     dataset = _load_checked(cfg)
     groups = tuple(plan(cfg))
     template = cfg.train_template()
     used = tuple(dict.fromkeys(s for g in groups for s in cfg.sources[g.sources]))
-    ext = cfg.extract_config(used, cache_dir)
+    ext = cfg.extract_config(tuple(cfg.source_spec(s, runs_dir) for s in used), cache_dir)
     splits = ext.splits or tuple(dict.fromkeys([template.train_split, resolve_test_split(dataset.name, cfg.test_split)]))
-    stores = {spec: store_path(cache_dir, dataset.name, store_name(spec, ext.source_options), ext.format) for spec in used}
+    stores = {spec: store_path(cache_dir, dataset.name, store_name(cfg.source_spec(spec, runs_dir), ext.source_options),
+                               ext.format) for spec in used}
     for spec, store in stores.items():
         if _store_complete(store, splits):  # what the runs will read must cover the splits they need
             _check_coverage(store, dataset, splits, template.stored_rows_only)
+        elif spec.startswith(TEACHER):  # fine-tuned first, by `run`
+            check_teacher(cfg.teachers[spec[len(TEACHER):]])
         else:  # what `run` would extract must be loadable
             check_source(spec, ext.source_options)
     train = dataset.split(template.train_split)
@@ -482,7 +512,11 @@ def check_reusable(out: Path, tc: TrainConfig) -> None:
     old = rundir.read_config_dict(out)
     if old is None:
         return
-    for k, was, now in rundir.config_diff(old, tc.to_dict(), IGNORED_WHEN_REUSING)[:1]:
+    new = tc.to_dict()
+    # a field added to TrainConfig since the run was trained is absent from its config.yaml: it had its default
+    defaults = TrainConfig(dataset=tc.dataset, out=".", method="none").to_dict()
+    old = {**{k: defaults[k] for k in new.keys() - old.keys() if k in defaults}, **old}
+    for k, was, now in rundir.config_diff(old, new, IGNORED_WHEN_REUSING)[:1]:
         raise AftpipeError(f"{out} was trained with {k}={was!r}, the pipeline now says {now!r}; delete that run "
                            "directory (or rename the pipeline) to train it again")
 
@@ -493,6 +527,21 @@ def reproduce_command(path: str | Path, cache_dir: str | Path, results_dir: str 
 
     return shlex.join(["aftpipe", "run", str(path), "--cache-dir", str(cache_dir), "--runs-dir", str(runs_dir),
                        "--results-dir", str(results_dir)])
+
+
+def fine_tune_teachers(p: PipelinePlan, missing: tuple[str, ...], progress: Progress) -> None:
+    """Train each `teachers:` entry whose store is still to extract, at `teacher_dir` (one trained with other
+    settings is refused, as a run is)."""
+    from aftpipe.teacher import fine_tune, teacher_train_config
+
+    for spec in missing:
+        if not spec.startswith(TEACHER):
+            continue
+        name = spec[len(TEACHER):]
+        teacher, base, out = p.cfg.teachers[name], p.cfg.train_template(), teacher_dir(p.runs_dir.parent, name)
+        check_reusable(out, teacher_train_config(teacher, base, out))
+        progress.log(f"fine-tuning teacher `{name}` ({teacher.student}) on the labeled rows → {out}")
+        fine_tune(teacher, base, out, progress)
 
 
 def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir: str | Path = "results",
@@ -523,10 +572,12 @@ def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir:
     for warning in cfg.warnings():
         progress.log(f"warning: {warning}")
     missing = tuple(p.missing_stores())  # extract itself skips finished shards
+    fine_tune_teachers(p, missing, progress)
     if missing:
         progress.log(f"extracting {', '.join(missing)} over {', '.join(p.splits)}")
         with counting(progress, "ex"):
-            extract(dataclasses.replace(cfg.extract_config(missing, cache_dir), splits=p.splits), progress)
+            specs = tuple(cfg.source_spec(s, runs_dir) for s in missing)
+            extract(dataclasses.replace(cfg.extract_config(specs, cache_dir), splits=p.splits), progress)
     jobs = 1 if in_process else jobs or default_jobs(cfg.train_template().device)
     log_every = progress.every_s if isinstance(progress, LogProgress) and not progress.quiet else None
     sweep = Sweep(p, progress, jobs, report_to, log_every)

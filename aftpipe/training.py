@@ -40,7 +40,8 @@ from aftpipe.config import TrainConfig, dump_yaml
 from aftpipe.data import load_dataset
 from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
 from aftpipe.extraction import resolve_device
-from aftpipe.features import RunData, check_labels, foundation_params, open_split_features, plan_rows, test_rows
+from aftpipe.features import (RunData, agreement_split, check_labels, foundation_params, open_split_features, plan_rows,
+                               test_rows)
 from aftpipe.methods import METHODS, Method, build_method
 from aftpipe.metrics import score
 from aftpipe.model import write_model_files
@@ -88,6 +89,8 @@ def load_run_data(cfg: TrainConfig, method_cls: type[Method]) -> RunData:
         feats.apply_control(cfg.phi_control)
     examples = np.arange(len(train_split)) if feats is None else feats.examples
     plan = plan_rows(examples, train_split.labels, cfg.labels, cfg.holdout, cfg.data_seed, train_split.origin)
+    if cfg.agreement_rows:
+        plan.unlabeled = agreement_split(plan.unlabeled, cfg.agreement_rows, cfg.data_seed, train_split.origin)[0]
     if feats is not None and cfg.phi_norm == "standardize" and method_cls.uses_student:  # the probe's head standardises itself
         feats.fit_standardizer(np.concatenate([plan.train, plan.unlabeled]))
     rows = test_rows(cfg, dataset, test)

@@ -61,6 +61,7 @@ TRAIN_ON = ("train --student bow-mlp --vocab-size 200 --embed-dim 16 --width 16 
             "--out {run}")  # + --dataset and --features
 TRAIN = f"{TRAIN_ON} --dataset tsv:{{data}} --features {{store}}"
 VALIDATE = "validate {tmp}/p.yaml --cache-dir {tmp}/c --runs-dir {tmp}/runs"
+DISTILL = "distill --dataset tsv:{data} --teacher hf:{model} --threads 1 --quiet --cache-dir {tmp}/c --out {run}"
 
 
 # --- setups ---------------------------------------------------------------------------------------------------
@@ -70,6 +71,18 @@ def write(path: str, text: str | bytes) -> Callable[[World], None]:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(text) if isinstance(text, bytes) else p.write_text(text)
     return f
+
+
+def other_vocabulary_model(w: World) -> None:
+    """A tiny BERT at {tmp}/other-vocab whose WordPiece vocabulary is its own, not the students'."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = w.tmp / "other-vocab"
+    folder.mkdir()
+    (w.tmp / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\ngood\nbad\n")
+    BertTokenizerFast(vocab_file=str(w.tmp / "vocab.txt")).save_pretrained(folder)
+    BertModel(BertConfig(vocab_size=7, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                         intermediate_size=8)).save_pretrained(folder)
 
 
 def dataset_copy(edit: Callable[[Path], None]) -> Callable[[World], None]:
@@ -717,6 +730,16 @@ CASES = [
       setup=lambda w: (limited_store(w), pipe()(w))),
     C("validate-test-rows-unlabeled", VALIDATE, "rows without a label",
       setup=lambda w: (dataset_copy(unlabeled_test)(w), pipe(**{"tsv:{data}": "tsv:{tmp}/d"})(w))),
+    # distill: what the recipe cannot do with this data or this model, refused before it trains anything
+    C("distill-too-few-labels-per-class", f"{DISTILL} --labels 12", "labeled rows; a 10% hold-out needs at least 10",
+      "--labels"),
+    C("distill-teacher-not-fine-tunable", f"{DISTILL} --teacher tfidf", "--teacher", "cannot be fine-tuned",
+      "minilm, hf:<model dir> or timm:<model dir>"),
+    C("distill-teacher-modality", f"{DISTILL} --teacher timm:{{tmp}}", "is for image but dataset", "--teacher"),
+    C("distill-init-embeddings-vocabulary", f"{DISTILL} --init-embeddings hf:{{tmp}}/other-vocab",
+      "its vocabulary is not the students' WordPiece vocabulary", "e.g. minilm", setup=other_vocabulary_model),
+    C("distill-out-not-a-distill-folder", DISTILL, "is not an `aftpipe distill` folder", "--out",
+      setup=write("{tmp}/run/notes.txt", "mine")),
 ]
 
 

@@ -1,0 +1,581 @@
+"""`aftpipe distill`: a labeled dataset in, a small deployed model out, within reach of its fine-tuned teacher.
+
+    aftpipe.distill(aftpipe.DistillConfig(dataset="sst2", labels=2000, out="models/sst2"))
+
+The recipe measured here (BENCHMARKS "Regime 3"), as stages over the existing API, each cached under `out`:
+
+    teacher         the foundation model fine-tuned on the labeled rows (aftpipe/teacher.py)    out/teacher
+    teacher-store   its penultimate features over every train and test row                     out/cache/...
+    student-*       TOKT into the small student over the unlabeled rows: each candidate lr     out/runs/tokt-*
+                    with seed 0, the chosen one (hold-out or agreement) with every other seed
+    probe-store, probe, none-*   the report's references: a linear probe on the frozen model,  out/runs/...
+                    the same student trained without transfer
+    publish         the chosen student's model folder copied to `out` (predict/export/load_model)
+    onnx            out/onnx
+    report          out/report.md, report.json, report.png and the card's one-sentence trade-off
+
+Each stage is keyed by a hash of the options it depends on, its own and its inputs' (`stages.json`). A
+finished stage whose key is unchanged is skipped; a killed stage runs again and resumes (a run from its
+checkpoint, a store from its finished shards); a stage whose key changed is redone from nothing, and with it
+only the stages downstream of it. So a finished distill re-run changes no file, and a changed student lr
+retrains the students but not the teacher.
+
+Agreement (a label-free score): `agreement_rows` unlabeled rows are kept out of every student's transfer set,
+and the fraction of them on which student and teacher predict the same class is reported for each candidate
+beside its hold-out score. With a few hundred labels the hold-out is too small to tell settings apart (one
+row is half a point); the agreement rows are thousands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aftpipe import rundir
+from aftpipe.config import (
+    DatasetOptions,
+    DistillConfig,
+    ExtractConfig,
+    StudentConfig,
+    TeacherConfig,
+    TrainConfig,
+)
+from aftpipe.errors import AftpipeError, option_hint, option_name
+from aftpipe.fileio import write_if_changed, write_json
+from aftpipe.progress import Progress
+
+STAGES = "stages.json"
+# the files that make a run folder a model folder (rundir, model.py), copied from the chosen student to `out`
+MODEL_FILES = ("student.safetensors", "student.json", "tokenizer.json", "model.json", "config.yaml", "metrics.jsonl",
+               "metrics.json")  # metrics.json last: it marks the folder finished
+VIEWS_BELOW = 10  # fewer unlabeled rows than this many times the labels: the recipe adds augmented views
+AUTO_VIEWS = 8  # the views that let TOKT approach the probe on AG News (README "Augmented views")
+WORD_STUDENTS = ("textcnn", "bow-mlp", "tiny-transformer")  # students with a word embedding table to initialise
+DEFAULT_STUDENT = {"text": "textcnn", "image": "small-cnn"}
+AGREEMENT_SHARE = 4  # at most 1/4 of the unlabeled pool is kept out of distillation for the agreement score
+BENCH_ROWS = {1: 64, 64: 512}  # rows timed at each batch size
+
+
+# --- pure pieces ------------------------------------------------------------------------------------------
+def stage_key(*parts: Any) -> str:
+    """A stage's key: a hash of the options it depends on (and its inputs' keys)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_key(tc: TrainConfig, *upstream: str) -> str:
+    """A training stage's key: its config without what does not change the run (where files are, threads),
+    and its inputs' keys (the store it reads stands for `features`)."""
+    d = tc.to_dict()
+    for k in rundir.RUNTIME_ONLY | {"features"}:
+        d.pop(k, None)
+    return stage_key(d, *upstream)
+
+
+def agreement(student: np.ndarray, teacher: np.ndarray) -> float:
+    """Fraction of rows on which two models predict the same class (logits or class ids, row-aligned)."""
+    s = student.argmax(1) if student.ndim == 2 else student
+    t = teacher.argmax(1) if teacher.ndim == 2 else teacher
+    return float(np.mean(s == t)) if len(s) else math.nan
+
+
+def choose(candidates: Sequence[dict[str, Any]], by: str) -> dict[str, Any]:
+    """The candidate with the best `holdout` or `agreement` (ties: the first, the grid's order)."""
+    return max(candidates, key=lambda c: (-math.inf if math.isnan(c[by]) else c[by]))
+
+
+def _short(n: float) -> str:
+    """442,502 → 0.44M, 8,200,000 → 8.2M, 6,418 → 6.4K."""
+    return f"{n / 1e3:.1f}K" if n < 1e5 else f"{n / 1e6:.2f}M" if n < 1e6 else f"{n / 1e6:.1f}M"
+
+
+def trade_off(student_params: int, teacher_params: int, teacher_name: str, speedup: float, gap: float) -> str:
+    """The card's one sentence: "0.44M parameters, 1/51 of MiniLM, 66× its throughput, 2.4 points below the
+    teacher" (`gap`: the teacher's test metric minus the student's, as a fraction; speedup at batch 64)."""
+    points = abs(gap) * 100
+    side = "below" if gap > 0 else "above"
+    speed = f"{speedup:.0f}×" if speedup >= 10 else f"{speedup:.1f}×"
+    return (f"{_short(student_params)} parameters, 1/{teacher_params / student_params:.0f} of {teacher_name}, "
+            f"{speed} its throughput, {points:.1f} points {side} the teacher")
+
+
+# --- the stage ledger -------------------------------------------------------------------------------------
+def _remove(path: Path) -> None:
+    """A stage's output and what a half-made run leaves beside it (`<out>.partial`, `<out>.lock`)."""
+    for p in (path, rundir.work_dir(path), path.with_name(path.name + ".lock")):
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+class Stages:
+    """Which stages of a distill folder finished, under which key (`stages.json`), and how long each took."""
+
+    def __init__(self, out: Path, progress: Progress) -> None:
+        self.path = out / STAGES
+        self.progress = progress
+        self.state: dict[str, dict[str, Any]] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.ran: list[str] = []  # stages computed by this call (the rest were cached)
+
+    def run(self, name: str, key: str, outputs: Sequence[Path], fn: Callable[[], Any], what: str,
+            owned: bool = True) -> None:
+        """Run stage `name` unless it finished under `key` and its outputs are there. A stage recorded under
+        another key is redone from nothing (its `owned` outputs removed first); one recorded under this key
+        but unfinished resumes."""
+        rec = self.state.get(name)
+        if rec and rec["key"] == key and rec.get("done") and all(p.exists() for p in outputs):
+            return
+        if rec and rec["key"] != key and owned:
+            for p in outputs:
+                _remove(p)
+        self.state[name] = {"key": key, "done": False}
+        self._save()
+        self.progress.log(f"distill · {name}: {what}")
+        t = time.perf_counter()
+        fn()
+        self.state[name] = {"key": key, "done": True, "wall_s": round(time.perf_counter() - t, 1)}
+        self._save()
+        self.ran.append(name)
+
+    def key(self, name: str) -> str:
+        return self.state[name]["key"]
+
+    def _save(self) -> None:
+        write_json(self.path, self.state)
+
+
+# --- the plan ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Recipe:
+    """`DistillConfig` resolved against its dataset: the teacher, the student and its options, the views,
+    the rows kept for agreement, and the TrainConfig every run starts from."""
+
+    cfg: DistillConfig
+    teacher: TeacherConfig
+    student: str
+    student_options: StudentConfig
+    views: int
+    unlabeled: bool
+    agreement_n: int
+    base: TrainConfig  # the data every run shares (dataset, labels, hold-out, test split)
+    test_split: str
+    modality: str
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    def student_config(self, lr: float, seed: int, store: Path) -> TrainConfig:
+        cfg = self.cfg
+        return dataclasses.replace(
+            self.base, features=(str(store),), student=self.student, student_options=self.student_options,
+            method="tokt", unlabeled=self.unlabeled, steps=cfg.student_steps, lr=lr, seed=seed,
+            agreement_rows=self.agreement_n, out=str(self.out / "runs" / f"tokt-lr{lr:g}-s{seed}"), resume=True,
+            dataset_options=dataclasses.replace(self.base.dataset_options, views=self.views))
+
+    def none_config(self, seed: int) -> TrainConfig:
+        """The same student trained on the labels alone, from its own initialisation: no transfer at all."""
+        options = dataclasses.replace(self.student_options, init_embeddings=None)
+        return dataclasses.replace(self.base, student=self.student, student_options=options, method="none",
+                                   steps=self.cfg.student_steps, lr=self.cfg.student_lr[0], seed=seed,
+                                   out=str(self.out / "runs" / f"none-s{seed}"), resume=True)
+
+    def probe_config(self, store: Path) -> TrainConfig:
+        return dataclasses.replace(self.base, features=(str(store),), method="linear_probe",
+                                   out=str(self.out / "runs" / "probe"), resume=True)
+
+
+def _shares_vocabulary(model: str, given_as: str | None = None) -> bool:
+    """Whether text model `model` (minilm, hf:<dir>) tokenises with the students' WordPiece vocabulary; a model
+    that is not there is an error naming the option it was `given_as` (else: False)."""
+    from transformers import AutoTokenizer
+
+    from aftpipe.students.pretrained import _model_dir
+    from aftpipe.students.tokenizer import base_vocab
+
+    try:
+        ref = _model_dir("minilm" if model == "minilm" else model.removeprefix("hf:"))
+        return AutoTokenizer.from_pretrained(ref).get_vocab() == base_vocab()
+    except AftpipeError as e:
+        if given_as is None:
+            return False
+        raise AftpipeError(f"{given_as} {model}: {e}") from None
+    except (OSError, ValueError, ImportError):  # no tokenizer there (a timm folder is not a text model)
+        return False
+
+
+def _check_per_class(labels: np.ndarray, rows: np.ndarray, holdout: float, names: Sequence[Any]) -> None:
+    """Every class needs enough labeled rows for the hold-out to hold one of them: 1/holdout rows."""
+    need = math.ceil(1 / holdout - 1e-9)
+    counts = np.bincount(labels[rows], minlength=len(names) or int(labels.max()) + 1)
+    for c, n in enumerate(counts):
+        if n < need:
+            name = names[c] if c < len(names) else c
+            raise AftpipeError(
+                f"class `{name}` has {n} labeled row{'s' if n != 1 else ''}; a {holdout:.0%} hold-out needs at least "
+                f"{need} of every class to choose the teacher's checkpoint; raise {option_name('labels')} or "
+                f"{option_name('holdout')}")
+
+
+def plan_recipe(cfg: DistillConfig) -> Recipe:
+    """Check `cfg` against its dataset and settle what it leaves open; loads the dataset, trains nothing."""
+    from aftpipe.data import load_dataset
+    from aftpipe.features import plan_rows
+    from aftpipe.students import STUDENTS
+    from aftpipe.teacher import check_teacher
+    from aftpipe.training import resolve_test_split
+
+    teacher = cfg.teacher_config()
+    options = DatasetOptions(text_col=cfg.text_col, label_col=cfg.label_col)
+    dataset = load_dataset(cfg.dataset, cfg.data_dir, options)
+    if teacher.modality != dataset.modality:
+        example = "minilm" if dataset.modality == "text" else "timm:<dir>"
+        raise AftpipeError(f"teacher `{cfg.teacher}` is for {teacher.modality} but dataset `{cfg.dataset}` is "
+                           f"{dataset.modality}; pass {option_hint('teacher', example)}")
+    check_teacher(teacher)
+    student = cfg.student or DEFAULT_STUDENT[dataset.modality]
+    cls = STUDENTS.get(STUDENTS.split_options(student)[0])
+    if cls.modality != dataset.modality:
+        raise AftpipeError(f"student `{student}` is for {cls.modality} but dataset `{cfg.dataset}` is "
+                           f"{dataset.modality}; pick a {dataset.modality} student (`aftpipe students`)")
+    test_split = resolve_test_split(dataset.name, cfg.test_split)
+    base = TrainConfig(dataset=cfg.dataset, out=".", method="none", labels=cfg.labels, holdout=cfg.holdout,
+                       data_seed=cfg.data_seed, test_split=cfg.test_split, data_dir=cfg.data_dir, device=cfg.device,
+                       threads=cfg.threads, dataset_options=options)
+    train = dataset.split(base.train_split)
+    dataset.split(test_split)
+    rows = plan_rows(np.arange(len(train)), train.labels, cfg.labels, cfg.holdout, cfg.data_seed, train.origin)
+    _check_per_class(train.labels, np.concatenate([rows.train, rows.holdout]), cfg.holdout, dataset.class_names or [])
+
+    init = cfg.init_embeddings
+    if init == "auto":
+        word = STUDENTS.split_options(student)[0] in WORD_STUDENTS
+        init = teacher.model if word and teacher.modality == "text" and _shares_vocabulary(teacher.model) else "none"
+    elif init != "none" and not _shares_vocabulary(init, option_name("init_embeddings")):
+        raise AftpipeError(f"{option_name('init_embeddings')} {init}: its vocabulary is not the students' WordPiece "
+                           "vocabulary (MiniLM's, bert-base-uncased); use a model with that tokenizer, e.g. minilm, "
+                           "or `none`")
+    student_options = StudentConfig(init_embeddings=None if init == "none" else init)
+
+    labeled = len(rows.train) + len(rows.holdout)
+    views = cfg.views or (AUTO_VIEWS if dataset.modality == "text" and len(rows.unlabeled) < VIEWS_BELOW * labeled
+                          else 1)
+    unlabeled = len(rows.unlabeled) > 0 or views > 1
+    agreement_n = min(cfg.agreement_rows, len(rows.unlabeled) // AGREEMENT_SHARE)
+    if cfg.select_by == "agreement" and agreement_n == 0:
+        raise AftpipeError(f"{option_name('select_by')} agreement needs unlabeled rows to measure it on and "
+                           f"`{cfg.dataset}` has {len(rows.unlabeled)} after the labels; use --select-by holdout")
+    return Recipe(cfg, teacher, student, student_options, views, unlabeled, agreement_n, base, test_split,
+                  dataset.modality)
+
+
+# --- the stages -------------------------------------------------------------------------------------------
+def _claim(out: Path) -> None:
+    """`out` is new, or a distill folder (which this continues); anything else is refused untouched."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / STAGES).exists())):
+        raise AftpipeError(f"{out} exists and is not an `aftpipe distill` folder; choose another "
+                           f"{option_name('out')} (a distill folder is continued, never another folder)")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _extract_config(r: Recipe, source: str, cache_dir: Path | str, views: int) -> ExtractConfig:
+    return ExtractConfig(dataset=r.cfg.dataset, sources=(source,), splits=(r.base.train_split, r.test_split),
+                         data_dir=r.cfg.data_dir, cache_dir=str(cache_dir), device=r.cfg.device,
+                         dataset_options=dataclasses.replace(r.base.dataset_options, views=views))
+
+
+def _store(ext: ExtractConfig) -> Path:
+    from aftpipe.data import load_dataset
+    from aftpipe.sources import store_name
+    from aftpipe.store import store_path
+
+    name = load_dataset(ext.dataset, ext.data_dir, ext.dataset_options).name  # `<name>-views8` with views
+    return Path(store_path(ext.cache_dir, name, store_name(ext.sources[0], ext.source_options), ext.format))
+
+
+def _ext_key(ext: ExtractConfig, *upstream: str) -> str:
+    d = ext.to_dict()
+    for k in ("cache_dir", "data_dir", "device", "workers", "batch_size", "sources"):
+        d.pop(k, None)
+    return stage_key(d, *upstream)
+
+
+def _agreement_inputs(r: Recipe) -> list[Any]:
+    """The inputs of the unlabeled rows every student is kept from (as `training` keeps them)."""
+    from aftpipe.data import load_dataset
+    from aftpipe.features import agreement_split, plan_rows
+
+    ds = load_dataset(r.cfg.dataset, r.cfg.data_dir, dataclasses.replace(r.base.dataset_options, views=r.views))
+    train = ds.split(r.base.train_split)
+    rows = plan_rows(np.arange(len(train)), train.labels, r.cfg.labels, r.cfg.holdout, r.cfg.data_seed, train.origin)
+    held = agreement_split(rows.unlabeled, r.agreement_n, r.cfg.data_seed, train.origin)[1]
+    return [train.inputs[int(i)] for i in held]
+
+
+def _score_candidate(run: Path, teacher_run: Path, inputs: list[Any]) -> None:
+    """Write `<run>/agreement.json`: the student's agreement with the teacher on rows it never trained on."""
+    from aftpipe.model import load_model
+
+    value = math.nan
+    if inputs:
+        value = agreement(load_model(run).logits(inputs), load_model(teacher_run).logits(inputs))
+    write_json(run / "agreement.json", {"agreement": value, "rows": len(inputs)})
+
+
+def _train_stage(stages: Stages, name: str, tc: TrainConfig, progress: Progress, *upstream: str,
+                 what: str, after: Callable[[], None] | None = None) -> dict[str, Any]:
+    from aftpipe.training import train
+
+    def fn() -> None:
+        train(tc, progress)
+        if after is not None:
+            after()
+
+    stages.run(name, run_key(tc, *upstream), [Path(tc.out)], fn, what)
+    return rundir.read_metrics(tc.out)
+
+
+def _publish(run: Path, out: Path, runs: Sequence[Path], metric: str, seeds: Sequence[int]) -> None:
+    """The chosen student's model folder, copied into `out` (metrics.json last: it marks `out` finished)."""
+    from aftpipe.model import add_seed_summary
+
+    (out / rundir.METRICS).unlink(missing_ok=True)
+    for name in MODEL_FILES:
+        if (run / name).exists():
+            shutil.copyfile(run / name, out / name)
+    if len(runs) > 1:
+        values = [rundir.read_metrics(r)["test"][metric] for r in runs]
+        add_seed_summary([out], metric, values, seeds)
+
+
+def distill(cfg: DistillConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the recipe into `cfg.out` (see the module docstring); returns the report (report.json's content)."""
+    import torch
+
+    from aftpipe.export import export_model
+    from aftpipe.extraction import extract
+    from aftpipe.progress import counting, default_progress
+    from aftpipe.teacher import source, teacher_train_config
+
+    progress = default_progress(progress, "step")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.onnx:  # refused now, not after an hour of training
+        from aftpipe.export import _require_onnx
+
+        try:
+            _require_onnx()
+        except AftpipeError as e:
+            skip = "--no-onnx" if option_name("onnx").startswith("--") else "onnx=False"
+            raise AftpipeError(f"{e}, or pass {skip} to skip the export") from None
+    r = plan_recipe(cfg)
+    out = r.out
+    _claim(out)
+    stages = Stages(out, progress)
+
+    # 1. the teacher, fine-tuned on the labeled rows; 2. its features over every row
+    teacher_run = out / "teacher"
+    tt = teacher_train_config(r.teacher, r.base, teacher_run)
+    teacher_m = _train_stage(stages, "teacher", tt, progress, what=f"fine-tuning {r.teacher.student} on the labels")
+    ext = _extract_config(r, source(teacher_run), out / "cache", r.views)
+    store = _store(ext)
+
+    def extract_teacher() -> None:
+        with counting(progress, "ex"):
+            extract(ext, progress)
+
+    stages.run("teacher-store", _ext_key(ext, stages.key("teacher")), [store], extract_teacher,
+               f"the teacher's features over {ext.splits[0]}" + (f" ×{r.views} views" if r.views > 1 else "")
+               + f" and {ext.splits[1]}")
+
+    # 3. the students: each candidate lr with seed 0, scored on the hold-out and by agreement
+    inputs: list[Any] | None = None
+
+    def agreement_inputs() -> list[Any]:
+        nonlocal inputs
+        if inputs is None:
+            inputs = _agreement_inputs(r) if r.agreement_n else []
+        return inputs
+
+    candidates = []
+    for lr in cfg.student_lr:
+        tc = r.student_config(lr, 0, store)
+        run = Path(tc.out)
+        m = _train_stage(stages, f"student-lr{lr:g}-s0", tc, progress, stages.key("teacher-store"),
+                         what=f"TOKT into {r.student} (lr {lr:g}, seed 0)",
+                         after=lambda run=run: _score_candidate(run, teacher_run, agreement_inputs()))
+        agreed = rundir.read_json(run / "agreement.json", "agreement score")
+        candidates.append({"lr": lr, "holdout": m["holdout"][m["metric"]], "agreement": agreed["agreement"],
+                           "agreement_rows": agreed["rows"], "run": str(run)})
+    chosen = choose(candidates, cfg.select_by)
+    chosen["chosen"] = True
+    seeds = list(range(cfg.seeds))
+    student_runs = [Path(chosen["run"])]
+    for seed in seeds[1:]:
+        tc = r.student_config(chosen["lr"], seed, store)
+        _train_stage(stages, f"student-lr{chosen['lr']:g}-s{seed}", tc, progress, stages.key("teacher-store"),
+                     what=f"TOKT into {r.student} (lr {chosen['lr']:g}, seed {seed})")
+        student_runs.append(Path(tc.out))
+
+    # 4. the references: a linear probe on the frozen model and the student without transfer
+    probe_run, none_runs = None, []
+    if cfg.baselines:
+        pext = _extract_config(r, r.teacher.model, cfg.cache_dir, 1)
+        pstore = _store(pext)
+
+        def extract_frozen() -> None:
+            with counting(progress, "ex"):
+                extract(pext, progress)
+
+        # a shared cache: never removed here, and extract itself skips what is finished
+        stages.run("probe-store", _ext_key(pext, r.teacher.model), [pstore], extract_frozen,
+                   f"the frozen {r.teacher.model}'s features", owned=False)
+        pc = r.probe_config(pstore)
+        probe_run = Path(pc.out)
+        _train_stage(stages, "probe", pc, progress, stages.key("probe-store"),
+                     what=f"linear probe on the frozen {r.teacher.model}")
+        for seed in seeds:
+            nc = r.none_config(seed)
+            _train_stage(stages, f"none-s{seed}", nc, progress, what=f"{r.student} without transfer (seed {seed})")
+            none_runs.append(Path(nc.out))
+
+    # 5. the student's model folder at `out`, its ONNX export and the report
+    metric = teacher_m["metric"]
+    publish_key = stage_key([stages.key(f"student-lr{chosen['lr']:g}-s{s}") for s in seeds], cfg.select_by)
+    stages.run("publish", publish_key, [out / rundir.METRICS],
+               lambda: _publish(student_runs[0], out, student_runs, metric, seeds),
+               f"{student_runs[0].name} becomes the model folder {out}", owned=False)
+    if cfg.onnx:
+        stages.run("onnx", stage_key(publish_key), [out / "onnx"],
+                   lambda: export_model(out, out / "onnx", overwrite=True, data_dir=cfg.data_dir), "ONNX export")
+    report_key = stage_key(publish_key, *(stages.key(n) for n in ("teacher", "probe") if n in stages.state),
+                           *(stages.key(f"none-s{s}") for s in seeds if f"none-s{s}" in stages.state), candidates)
+    stages.run("report", report_key, [out / "report.json", out / "report.md", out / "README.md"],
+               lambda: _write_report(r, teacher_run, student_runs, probe_run, none_runs, candidates, stages),
+               "measuring the models and writing report.md", owned=False)
+    progress.log(f"distill · done: {out} ({len(stages.ran)} stages computed now, the rest were cached)")
+    return json.loads((out / "report.json").read_text())
+
+
+# --- the report -------------------------------------------------------------------------------------------
+def throughput(model: Any, inputs: Sequence[Any], batch_size: int, rows: int) -> float:
+    """Inputs per second of `model.logits` at `batch_size` over `rows` inputs (cycled), after one warm-up batch."""
+    items = [inputs[i % len(inputs)] for i in range(rows)]
+    model.logits(items[:batch_size], batch_size=batch_size)
+    t = time.perf_counter()
+    model.logits(items, batch_size=batch_size)
+    return rows / max(time.perf_counter() - t, 1e-9)
+
+
+def _size_on_disk(folder: Path, info: dict[str, Any]) -> int:
+    """Bytes of the weights a model needs at inference: its own, and for a probe its foundation model's."""
+    size = int(info["weights"]["bytes"])
+    for s in info.get("sources", []) if info["kind"] != "student" else ():
+        path = Path(s.get("path") or "")
+        if s.get("path") and path.is_dir():
+            size += sum(p.stat().st_size for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
+    return size
+
+
+def _measure(name: str, what: str, runs: Sequence[Path], folder: Path, inputs: Sequence[Any]) -> dict[str, Any]:
+    from aftpipe.model import load_model, read_model_info
+    from aftpipe.report import mean_std
+
+    metrics = [rundir.read_metrics(run) for run in runs]
+    metric = metrics[0]["metric"]
+    values = [m["test"][metric] for m in metrics]
+    mean, std = mean_std(values)
+    model = load_model(folder)
+    return {"model": name, "what": what, "metric": metric, "test": mean, "std": std if len(values) > 1 else None,
+            "seeds": [int(read_model_info(run)["seed"]) for run in runs], "values": values,
+            "params": model.info["params"], "bytes": _size_on_disk(folder, model.info),
+            **{f"per_s_batch{b}": throughput(model, inputs, b, n) for b, n in BENCH_ROWS.items()}}
+
+
+def _teacher_name(teacher: TeacherConfig) -> str:
+    return "MiniLM" if teacher.model == "minilm" else Path(teacher.model.split(":", 1)[1]).name
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    unit = "images" if report["modality"] == "image" else "sentences"
+    lines = [f"# {report['out']}: a distilled {report['student']}", "", report["trade_off"] + ".", "",
+             (f"Dataset `{report['dataset']}`, test split `{report['test_split']}` ({report['metric']}); "
+              f"{report['labels']} labels. Speed measured on this machine ({report['machine']})."), "",
+             f"| model | test {report['metric']} | parameters | size on disk | {unit}/s at batch 1 | at batch 64 |",
+             "|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        score = f"{row['test']:.4f}" + (f" ± {row['std']:.4f} ({len(row['values'])} seeds)" if row["std"] is not None
+                                        else "")
+        lines.append(f"| {row['what']} | {score} | {row['params']:,} | {row['bytes'] / 2**20:.1f} MiB | "
+                     f"{row['per_s_batch1']:,.0f} | {row['per_s_batch64']:,.0f} |")
+    lines += ["", ("Student settings (seed 0): the hold-out score and the agreement with the teacher on "
+                   f"{report['candidates'][0]['agreement_rows']:,} unlabeled rows no student trained on; chosen by "
+                   f"{report['select_by']}."), "", "| lr | hold-out | agreement | chosen |", "|---|---|---|---|"]
+    for c in report["candidates"]:
+        agreed = "–" if math.isnan(c["agreement"]) else f"{c['agreement']:.4f}"  # no unlabeled rows to spare
+        lines.append(f"| {c['lr']:g} | {c['holdout']:.4f} | {agreed} | {'yes' if c.get('chosen') else ''} |")
+    lines += ["", "Stage times (computed when this folder was made; cached stages cost nothing on a re-run):", "",
+              "| stage | seconds |", "|---|---|"]
+    lines += [f"| {name} | {rec.get('wall_s', float('nan')):.1f} |" for name, rec in report["stages"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(report: dict[str, Any]) -> bytes:
+    from aftpipe.report import PROBE, RunRecord, plot_png
+
+    records = []
+    for row in report["rows"]:
+        method = PROBE if row["model"] == "probe" else row["model"]
+        for seed, value in zip(row["seeds"], row["values"]):
+            records.append(RunRecord(method=method, sources="", student=row["what"], beta=0.0, lr=0.0, seed=seed,
+                                     metric=row["metric"], test=value, holdout=math.nan, params=row["params"]))
+    return plot_png(records, title=f"{report['dataset']}: distilled student")
+
+
+def _write_report(r: Recipe, teacher_run: Path, student_runs: Sequence[Path], probe_run: Path | None,
+                  none_runs: Sequence[Path], candidates: list[dict[str, Any]], stages: Stages) -> None:
+    import os
+    import platform
+
+    from aftpipe.data import load_dataset
+    from aftpipe.model import CARD, read_model_info, render_card
+
+    out = r.out
+    ds = load_dataset(r.cfg.dataset, r.cfg.data_dir, r.base.dataset_options)
+    test = ds.split(r.test_split)
+    inputs = list(test.inputs[: BENCH_ROWS[64]])
+    teacher_name = _teacher_name(r.teacher)
+    rows = [_measure("teacher", f"{teacher_name} fine-tuned (teacher)", [teacher_run], teacher_run, inputs),
+            _measure("student", f"{r.student} distilled (this folder)", student_runs, out, inputs)]
+    if probe_run is not None:
+        rows.append(_measure("probe", f"linear probe on the frozen {teacher_name}", [probe_run], probe_run, inputs))
+    if none_runs:
+        rows.append(_measure("none", f"{r.student} without transfer", none_runs, none_runs[0], inputs))
+    teacher, student = rows[0], rows[1]
+    sentence = trade_off(student["params"], teacher["params"], f"the fine-tuned {teacher_name}",
+                         student["per_s_batch64"] / teacher["per_s_batch64"], teacher["test"] - student["test"])
+    report = {"out": str(out), "dataset": r.cfg.dataset, "test_split": r.test_split, "metric": teacher["metric"],
+              "labels": r.cfg.labels or "every", "modality": r.modality, "student": r.student, "views": r.views,
+              "init_embeddings": r.student_options.init_embeddings, "select_by": r.cfg.select_by,
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {r.cfg.threads or 'default'}",
+              "trade_off": sentence, "rows": rows, "candidates": candidates,
+              "stages": {k: v for k, v in stages.state.items() if k != "report"}}
+    write_json(out / "report.json", report)
+    write_if_changed(out / "report.md", _markdown(report))
+    write_if_changed(out / "report.png", _plot(report))
+    card = render_card(read_model_info(out), out).split("\n", 2)  # title, blank line, the rest
+    write_if_changed(out / CARD, "\n".join([card[0], "", f"**{sentence}** (report.md).", *card[1:]]))
+
+
+__all__ = ["DistillConfig", "Recipe", "Stages", "agreement", "choose", "distill", "plan_recipe", "run_key",
+           "stage_key", "throughput", "trade_off"]
