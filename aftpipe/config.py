@@ -529,8 +529,8 @@ class TrainConfig(Config):
     data_seed: int = option(0, "seed of the labeled/hold-out row split", panel=DATA)
     train_split: str = option("train", "split to train on (labeled rows; the hold-out comes from it)", panel=DATA,
                               metavar="SPLIT")
-    test_split: str | None = option(None, "split to report (default: dev for sst2/cola, else test)", panel=DATA,
-                                    metavar="SPLIT")
+    test_split: str | None = option(None, "split to report (default: the dataset's own: dev for sst2/cola, else "
+                                    "test)", panel=DATA, metavar="SPLIT")
     num_classes: int | None = option(None, "number of classes (default: the dataset's)", panel=DATA)
     device: str = option("auto", "auto, cpu, cuda or cuda:N", panel=SYSTEM, metavar="DEVICE")
     amp: bool = option(True, "bf16 autocast on CUDA (ignored on CPU)", panel=SYSTEM)

@@ -48,8 +48,6 @@ from aftpipe.students import build_student
 from aftpipe.students.base import cut_padding
 from aftpipe.tracking import RunLog, check_trackers
 
-TEST_SPLIT = {"sst2": "dev", "cola": "dev"}  # GLUE's labelled dev sets are the test splits here
-
 
 @dataclass(frozen=True)
 class Schedule:
@@ -65,20 +63,12 @@ def schedule(cfg: TrainConfig, n_train: int) -> Schedule:
     return Schedule(per_epoch, total, cfg.eval_every or max(1, min(per_epoch, total // 10)))
 
 
-def resolve_test_split(dataset_name: str, given: str | None) -> str:
-    return given or TEST_SPLIT.get(dataset_name, "test")
-
-
 # --- setup ------------------------------------------------------------------------------------------------
 def load_run_data(cfg: TrainConfig, method_cls: type[Method]) -> RunData:
     """The dataset, its splits and labels checked, φ of the train split checked against it, the row plan."""
     dataset = load_dataset(cfg.dataset, cfg.data_dir, cfg.dataset_options)
-    test_split = resolve_test_split(dataset.name, cfg.test_split)
     train_split = dataset.split(cfg.train_split)
-    if test_split not in dataset.splits:
-        raise AftpipeError(f"dataset `{dataset.spec}` has no split `{test_split}` to test on (it has: "
-                           f"{', '.join(dataset.splits)}); pass {option_hint('test_split', 'NAME')}")
-    test = dataset.split(test_split)
+    test = dataset.test(cfg.test_split)
     num_classes = cfg.num_classes or dataset.num_classes
     check_labels(train_split, test, num_classes)
     feats = (open_split_features(cfg.features, dataset, cfg.train_split, cfg.in_memory, cfg.stored_rows_only)
@@ -493,4 +483,4 @@ class Trainer:
         return metrics
 
 
-__all__ = ["Schedule", "TrainConfig", "Trainer", "load_run_data", "predict", "resolve_test_split", "schedule", "train"]
+__all__ = ["Schedule", "TrainConfig", "Trainer", "load_run_data", "predict", "schedule", "train"]

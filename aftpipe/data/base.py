@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint
 
 Modality = Literal["text", "image"]
 
@@ -67,7 +67,9 @@ class Split:
 @dataclass
 class Dataset:
     """A loaded dataset. `spec` is what the user typed (`sst2`, `tsv:my.tsv`); `info` is provenance
-    recorded in every store built from it (files read, split seed, ...)."""
+    recorded in every store built from it (files read, split seed, ...). `test_split` is the split runs are
+    scored on unless told otherwise: the dataset knows it (GLUE's is its labelled `dev`), nothing else guesses
+    it from the dataset's name."""
 
     spec: str
     modality: Modality
@@ -77,12 +79,21 @@ class Dataset:
     class_names: list[str] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     views: int = 1  # K > 1: the train split carries K − 1 augmented copies per example (data/views.py)
+    test_split: str = "test"
 
     def split(self, name: str) -> Split:
         if name not in self.splits:
             raise AftpipeError(
                 f"dataset `{self.spec}` has no split `{name}`; its splits are: {', '.join(self.splits)}"
             )
+        return self.splits[name]
+
+    def test(self, name: str | None = None) -> Split:
+        """The split runs are scored on: `name` when given (--test-split), else the dataset's own."""
+        name = name or self.test_split
+        if name not in self.splits:
+            raise AftpipeError(f"dataset `{self.spec}` has no split `{name}` to test on (it has: "
+                               f"{', '.join(self.splits)}); pass {option_hint('test_split', 'NAME')} naming one")
         return self.splits[name]
 
     @property
