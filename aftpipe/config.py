@@ -325,9 +325,17 @@ class DatasetOptions(Config):
                                        factory=dict, metavar="FROM=TO")
     # K > 1: K − 1 augmented, unlabeled copies of each train example (text; data/views.py), with their own stores
     views: int = option(1, "text: K views per train example (K − 1 augmented, unlabeled copies)", metavar="K")
+    # a single file is a `train` split alone; a run needs rows it never trained on (data/splits.py)
+    test_fraction: float | None = option(None, "hold out this fraction of the labelled train rows as the test split "
+                                         "(stratified by label; default: 0.2 when the dataset has only a train "
+                                         "split; 0: none)", metavar="F")
+    split_seed: int = option(0, "seed of the rows --test-fraction holds out (the same rows every time)")
 
     def validate(self) -> None:
         at_least(self, 1, "views")
+        at_least(self, 0, "split_seed")
+        require(self.test_fraction is None or 0 <= self.test_fraction < 1, "test_fraction",
+                f"must be in [0, 1), got {self.test_fraction:g}" if self.test_fraction is not None else "")
         for old, new in self.split_map.items():
             require(bool(old) and bool(new), ("split_map", old), "split names must not be empty")
         twice = [v for v in set(self.split_map.values()) if list(self.split_map.values()).count(v) > 1]

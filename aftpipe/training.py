@@ -142,6 +142,8 @@ def _train(cfg: TrainConfig, method_cls: type[Method], progress: Progress,
                          **{f"test_{k}": v for k, v in metrics["test"].items()}})
         metrics["wall_s"] = time.perf_counter() - t_start
         metrics["record"] = run_record(cfg.features, [cfg.train_split, data.test.name])
+        if "test_split" in data.dataset.info:  # a test split held out of train: which rows, by what rule
+            metrics["record"]["test_split"] = data.dataset.info["test_split"]
         write_model_files(work, cfg, data, metrics, student)  # the run directory becomes a loadable model folder
         rundir.finish(work, metrics)
     return metrics

@@ -53,6 +53,12 @@ class Split:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def subset(self, rows: np.ndarray, name: str, inputs: Sequence[Any]) -> Split:
+        """Rows `rows` of this split as the split `name`, with `inputs` already taken from them (data/splits.py)."""
+        if self.origin is not None:
+            raise ValueError(f"split {self.name}: rows of a split with augmented views cannot be taken apart")
+        return Split(name, [self.ids[int(i)] for i in rows], inputs, self.labels[rows])
+
     def fingerprint(self, rows: Sequence[int] | np.ndarray | None = None) -> str:
         """sha256 over the ordered (id, raw input) of `rows` (all rows by default)."""
         h = hashlib.sha256()
@@ -93,7 +99,8 @@ class Dataset:
         name = name or self.test_split
         if name not in self.splits:
             raise AftpipeError(f"dataset `{self.spec}` has no split `{name}` to test on (it has: "
-                               f"{', '.join(self.splits)}); pass {option_hint('test_split', 'NAME')} naming one")
+                               f"{', '.join(self.splits)}); pass {option_hint('test_split', 'NAME')} naming one, or "
+                               f"{option_hint('test_fraction', 'F')} to hold out part of `train`")
         return self.splits[name]
 
     @property

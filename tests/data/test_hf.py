@@ -66,12 +66,12 @@ def test_plain_labels_single_dataset_and_images(tmp_path):
     single = tmp_path / "single"
     datasets.Dataset.from_dict({"text": ["a", "b", "c", "d"], "label": ["spam", "ham", "spam", None]}).save_to_disk(
         str(single))
-    ds = load_dataset(f"hf:{single}")
+    ds = load_dataset(f"hf:{single}", options=DatasetOptions(test_fraction=0))  # the rows as they are
     assert list(ds.splits) == ["train"] and ds.class_names == ["ham", "spam"]
     assert ds.split("train").labels.tolist() == [1, 0, 1, -1]
     ints = tmp_path / "ints"
     datasets.Dataset.from_dict({"body": ["a", "b", "c"], "y": [2, 0, -1]}).save_to_disk(str(ints))
-    ds = load_dataset(f"hf:{ints}", options=DatasetOptions(text_col="body", label_col="y"))
+    ds = load_dataset(f"hf:{ints}", options=DatasetOptions(text_col="body", label_col="y", test_fraction=0))
     assert ds.num_classes == 3 and ds.split("train").labels.tolist() == [2, 0, -1] and ds.class_names is None
 
     from PIL import Image

@@ -136,6 +136,17 @@ def limited_store(w: World, splits: tuple[str, ...] | None = None) -> None:
                           shard_rows=32, chunk_rows=16, workers=0, limit=None if splits else 50, splits=splits))
 
 
+def single_file_store(w: World) -> None:
+    """{tmp}/one.tsv, one file of the tiny dataset's rows, extracted to {tmp}/c (its test split held out of train)."""
+    from aftpipe.config import ExtractConfig
+    from aftpipe.extraction import extract
+
+    rows = (w.data / "train.tsv").read_text().splitlines()
+    (w.tmp / "one.tsv").write_text("\n".join(rows[:61]) + "\n")
+    extract(ExtractConfig(dataset=f"tsv:{w.tmp / 'one.tsv'}", sources=(f"hf:{w.model}",), cache_dir=str(w.tmp / "c"),
+                          shard_rows=32, chunk_rows=16, workers=0))
+
+
 def truncate(path: Path, keep: float) -> None:
     path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
 
@@ -245,6 +256,13 @@ CASES = [
     C("extract-views", f"{EXTRACT} tsv:{{data}} --views 0", "--views must be ≥ 1, got 0"),
     C("extract-modality", f"{EXTRACT} digits --source minilm", "reads text", "image"),
     C("extract-device-unknown", f"{EXTRACT} tsv:{{data}} --source hf:{{model}} --device tpu", "unknown --device tpu"),
+    C("extract-test-fraction", f"{EXTRACT} tsv:{{data}} --test-fraction 1.5", "--test-fraction must be in [0, 1), got 1.5"),
+    C("extract-split-seed", f"{EXTRACT} tsv:{{data}} --split-seed -1", "--split-seed must be ≥ 0, got -1"),
+    C("extract-test-fraction-with-a-test-split", f"{EXTRACT} tsv:{{data}} --test-fraction 0.2",
+      "already has a `test` split; drop --test-fraction"),
+    C("extract-test-fraction-holds-out-no-row", f"{EXTRACT} tsv:{{tmp}}/x.tsv --test-fraction 0.1",
+      "--test-fraction 0.1 of the 3 labelled rows", "is no row at all; raise --test-fraction",
+      setup=write("{tmp}/x.tsv", "text\tlabel\ngood\t1\nbad\t0\nfine\t1\n")),
     C("extract-text-col-is-label", f"{EXTRACT} tsv:{{data}} --text-col label", "`label` is the label column"),
     C("extract-text-col-missing", f"{EXTRACT} tsv:{{data}} --text-col body", "no text column `body`"),
     C("extract-label-col-missing", f"{EXTRACT} tsv:{{data}} --label-col target", "no label column `target`"),
@@ -350,6 +368,9 @@ CASES = [
     C("train-device-unknown", f"{TRAIN} --device tpu", "unknown --device tpu"),
     C("train-train-split", f"{TRAIN} --train-split dev", "no split `dev`"),
     C("train-test-split", f"{TRAIN} --test-split dev", "no split `dev` to test on"),
+    C("train-no-test-split", f"{TRAIN_ON} --dataset tsv:{{tmp}}/d --method none", "no split `test` to test on",
+      "--test-split NAME", "--test-fraction F", setup=lambda w: (write("{tmp}/d/train.tsv", "text\tlabel\na\t0\nb\t1\n")(w),
+                                                                 write("{tmp}/d/valid.tsv", "text\tlabel\nc\t0\n")(w))),
     C("train-unknown-flag", f"{TRAIN} --nope", "No such option: --nope"),
     C("train-not-a-number", f"{TRAIN} --epochs abc", "Invalid value for '--epochs'"),
     C("train-missing-out", "train --dataset tsv:{data} --quiet", "Missing option '--out'"),
@@ -372,6 +393,9 @@ CASES = [
     C("train-store-partial", f"{TRAIN_ON} --dataset tsv:{{data}} --features {{tmp}}/c/data/hf-tiny-bert0",
       "holds 50 of the 120 rows of split `train` (it was extracted with --limit 50)", "--stored-rows-only",
       setup=limited_store),
+    C("train-store-other-test-rows", f"{TRAIN_ON} --dataset tsv:{{tmp}}/one.tsv --features {{tmp}}/c/one/hf-tiny-bert0 "
+      "--split-seed 1", "was extracted with --test-fraction 0.2 --split-seed 0", "pass --test-fraction 0.2 --split-seed 0",
+      setup=single_file_store),
     C("train-test-rows-unlabeled", f"{TRAIN_ON} --dataset tsv:{{tmp}}/d --features {{store}}",
       "test split `test` has 1 of 40 rows without a label", setup=dataset_copy(unlabeled_test)),
     # train: run folders
