@@ -502,7 +502,9 @@ class TrainConfig(Config):
     method: str = option("aft", "transfer method (`aftpipe methods`)", panel=METHOD, metavar="NAME")
     method_options: MethodConfig = option(factory=MethodConfig, panel=METHOD)
     student_options: StudentConfig = option(factory=StudentConfig, panel=MODEL)
-    epochs: int = option(5, "passes over the labeled training rows", panel=OPTIMISATION, aliases=("--num-train-epochs",))
+    # None: 5 epochs and at least 300 steps (training.schedule), so a few hundred rows get more than a handful of steps
+    epochs: int | None = option(None, "passes over the labeled training rows (default: 5, and at least 300 steps)",
+                                panel=OPTIMISATION, aliases=("--num-train-epochs",))
     steps: int | None = option(None, "optimizer steps (overrides --epochs)", panel=OPTIMISATION,
                                aliases=("--max-steps",))
     # the official AFT batch; the kernel is a per-batch statistic, so it matters
