@@ -373,9 +373,13 @@ class ExtractConfig(Config):
                                             metavar="SPLIT")
     data_dir: str | None = option(None, "folder with the dataset files (default: $AFTPIPE_DATA_DIR, else ../shared/data)",
                                   panel=DATA, metavar="DIR")
-    cache_dir: str = option("cache", "stores land at <cache-dir>/<dataset>/<source> (.h5 for hdf5); a folder or an "
+    cache_dir: str = option("cache", "stores land at <cache-dir>/<name>/<source> (.h5 for hdf5); a folder or an "
                             "fsspec URL (s3://bucket/prefix, gs://..., file:///abs/path) for zarr", panel=OUTPUT,
                             metavar="DIR")
+    # None: the dataset's own name (Dataset.name), which no other dataset, format or split of the same file shares
+    name: str | None = option(None, "the stores' folder under --cache-dir (default: the dataset's name: sst2, or for "
+                              "a path <stem>-<format>-<hash of path and split options>, e.g. tickets-tsv-3f2a9c01)",
+                              panel=OUTPUT, metavar="NAME")
     format: Literal["zarr", "hdf5"] = option("zarr", "store format: zarr (v3, sharded) or hdf5", panel=OUTPUT)
     # fp16 halves the store and loses nothing a student can use
     dtype: Literal["float16", "bfloat16", "float32"] = option("float16", "stored dtype: float16, bfloat16 or float32",
@@ -408,6 +412,9 @@ class ExtractConfig(Config):
             registered(SOURCES, spec, ("sources", i), self.source_options)
         at_least(self, 0, "workers")
         at_least(self, 1, "batch_size", "chunk_rows", "shard_rows", "limit")
+        require(self.name is None or (re.fullmatch(r"[A-Za-z0-9_.+=-]+", self.name) is not None
+                                      and self.name not in (".", "..")), "name",
+                f"`{self.name}` becomes a folder name; use letters, digits and _ . + = -")
         require(self.dist_timeout > 0, "dist_timeout", f"must be > 0, got {self.dist_timeout:g}")
         from aftpipe.store.location import is_url
 

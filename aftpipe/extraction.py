@@ -173,7 +173,7 @@ def _check_writable(path: Path) -> None:
 
 
 def extract(config: ExtractConfig, progress: Progress | None = None) -> list[SplitResult]:
-    """Extract every (source, split) of `config` into `<cache_dir>/<dataset>/<source>`; resumable. Launched as
+    """Extract every (source, split) of `config` into `<cache_dir>/<name>/<source>`; resumable. Launched as
     several processes (WORLD_SIZE set, e.g. by torchrun), the processes share the work; each returns the
     results of the whole job."""
     progress = default_progress(progress, "ex")
@@ -227,7 +227,7 @@ def rebuild_command(config: ExtractConfig, spec: str, splits: list[str], limit: 
 def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, Split], source: FeatureSource,
                     device: torch.device, progress: Progress, spec: str = "",
                     ctx: distributed.Context = distributed.SINGLE) -> list[SplitResult]:
-    path = store_path(config.cache_dir, dataset.name, source.name, config.format)
+    path = store_path(config.cache_dir, config.name or dataset.name, source.name, config.format)
     with contextlib.ExitStack() as held:
         with ctx.together(f"preparing the store {path}"):
             if not is_remote(path):
@@ -243,7 +243,7 @@ def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, S
             identity = {k: v for k, v in source_spec.items()
                         if k != "path" and not (k == "model_id" and source_spec.get("weights_sha256"))}
             shard_rows = config.shard_rows or default_shard_rows(source.dim, config.dtype)
-            key = {"source": identity, "dataset": {"name": dataset.spec, "info": dataset.info}}
+            key = {"source": identity, "dataset": {"name": dataset.resolved_spec, "info": dataset.info}}
             plans = {}
             for name, split in splits.items():  # rows 0..limit: every shard then lies in the first `limit` rows
                 rows = np.arange(len(split) if config.limit is None else min(config.limit, len(split)))
@@ -370,7 +370,8 @@ def repair(path: str | Path, progress: Progress | None = None) -> list[SplitResu
     results = []
     for limit, names in by_limit.items():
         cfg = ExtractConfig(dataset=rec["dataset"], sources=(rec["source"],), splits=tuple(names), data_dir=data_dir,
-                            cache_dir=str(store.path.parent.parent), format=storage["format"], dtype=storage["dtype"],
+                            cache_dir=str(store.path.parent.parent), name=store.path.parent.name,
+                            format=storage["format"], dtype=storage["dtype"],
                             chunk_rows=storage["chunk_rows"], shard_rows=storage["shard_rows"], limit=limit,
                             source_options=SourceOptions(**rec.get("source_options", {})),
                             dataset_options=DatasetOptions(**rec.get("dataset_options", {})))

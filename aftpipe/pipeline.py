@@ -430,7 +430,8 @@ def plan_pipeline(path: str | Path, cache_dir: str | Path = "cache", runs_dir: s
     used = tuple(dict.fromkeys(s for g in groups for s in cfg.sources[g.sources]))
     ext = cfg.extract_config(used, cache_dir)
     splits = ext.splits or tuple(dict.fromkeys([template.train_split, dataset.test(cfg.test_split).name]))
-    stores = {spec: store_path(cache_dir, dataset.name, store_name(spec, ext.source_options), ext.format) for spec in used}
+    folder = ext.name or dataset.name  # the folder `aftpipe extract` would choose
+    stores = {spec: store_path(cache_dir, folder, store_name(spec, ext.source_options), ext.format) for spec in used}
     for spec, path in stores.items():
         if _store_complete(path, splits):  # what the runs will read must cover the splits they need
             _check_coverage(path, dataset, splits, template.stored_rows_only)
@@ -455,6 +456,10 @@ def check_reusable(out: Path, tc: TrainConfig) -> None:
     old = rundir.read_config_dict(out)
     if old is None:
         return
+    try:  # options added since that run was trained take their defaults, which is what it trained with
+        old = from_dict(TrainConfig, old).to_dict()
+    except ConfigError:
+        pass  # a key this version no longer knows: compared as written, so the difference is named
     for k, was, now in rundir.config_diff(old, tc.to_dict(), IGNORED_WHEN_REUSING)[:1]:
         raise AftpipeError(f"{out} was trained with {k}={was!r}, the pipeline now says {now!r}; delete that run "
                            "directory (or rename the pipeline) to train it again")

@@ -18,7 +18,7 @@ WHOLE = DatasetOptions(test_fraction=0)  # extraction itself is tested on the fi
 
 def cfg(tiny_hf_dir, reviews_tsv, tmp_path, **kw):
     base = dict(dataset=f"tsv:{reviews_tsv}", sources=(f"hf:{tiny_hf_dir}",), cache_dir=str(tmp_path / "cache"),
-                chunk_rows=16, shard_rows=64, batch_size=16, workers=0, dataset_options=WHOLE)
+                chunk_rows=16, shard_rows=64, batch_size=16, workers=0, dataset_options=WHOLE, name="reviews")
     return ExtractConfig(**{**base, **kw})
 
 

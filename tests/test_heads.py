@@ -16,7 +16,7 @@ from aftpipe.sources import SourceOptions
 def feats(tmp_path, reviews_tsv):
     whole = DatasetOptions(test_fraction=0)  # every row of the file is a train row here
     extract(ExtractConfig(dataset=f"tsv:{reviews_tsv}", sources=("tfidf",), cache_dir=str(tmp_path / "cache"),
-                          source_options=SourceOptions(tfidf_dim=16), dataset_options=whole))
+                          source_options=SourceOptions(tfidf_dim=16), dataset_options=whole, name="reviews"))
     ds = load_dataset(f"tsv:{reviews_tsv}", options=whole)
     store = str(tmp_path / "cache" / "reviews" / "tfidf")
     return open_split_features((store,), ds, "train"), store, ds.split("train").labels

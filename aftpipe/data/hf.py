@@ -223,8 +223,9 @@ def load_hf(arg: str | None, data_dir: Path | None, options: DatasetOptions) -> 
                                hf_fingerprint=d._fingerprint)
     info = {"format": "hf", **where, "fingerprints": {n: d._fingerprint for n, d in parts.items()},
             "text_col": col, "label_col": label_col, "split_map": dict(options.split_map)}
+    location = where.get("path") or f"hub:{where['hub']}:{where['config'] or ''}"
     return Dataset(spec=spec, modality=modality, splits=splits, num_classes=num_classes, class_names=class_names,
-                   info=info)
+                   info=info, location=location)
 
 
 __all__ = ["HFImages", "HFSplit", "load_hf"]

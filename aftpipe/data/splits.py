@@ -97,7 +97,7 @@ def with_test_split(dataset: Dataset, fraction: float | None, seed: int = DEFAUL
     held = {"from": "train", "fraction": fraction, "seed": seed, "rows": len(test_rows)}
     return Dataset(spec=dataset.spec, modality=dataset.modality, splits=splits, num_classes=dataset.num_classes,
                    metric=dataset.metric, class_names=dataset.class_names, info={**dataset.info, "test_split": held},
-                   views=dataset.views, test_split="test")
+                   views=dataset.views, test_split="test", location=dataset.location)
 
 
 __all__ = ["DEFAULT_SPLIT_SEED", "DEFAULT_TEST_FRACTION", "stratified_test_rows", "take_rows", "with_test_split"]

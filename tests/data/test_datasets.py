@@ -231,7 +231,7 @@ def test_tsv_defaults_and_string_labels(tmp_path: Path) -> None:
     f = write(tmp_path / "reviews.tsv", "id\tsentence\tlabel\n1\tgreat\tpos\n2\tawful\tneg\n3\tmeh\t\n4\tfine\tpos\n")
     d = load_dataset(f"tsv:{f}", options=WHOLE)
     train = d.split("train")
-    assert list(d.splits) == ["train"] and d.name == "reviews"
+    assert list(d.splits) == ["train"] and d.name.startswith("reviews-tsv-")
     assert train.inputs == ["great", "awful", "meh", "fine"]
     assert d.class_names == ["neg", "pos"] and d.num_classes == 2
     assert train.labels.tolist() == [1, 0, -1, 1]  # an empty label cell is an unlabeled row

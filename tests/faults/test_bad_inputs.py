@@ -120,7 +120,7 @@ def changed_data_then_repair(w: World) -> None:
 
     shutil.copytree(w.data, w.tmp / "d")
     extract(ExtractConfig(dataset=f"tsv:{w.tmp / 'd'}", sources=(f"hf:{w.model}",), cache_dir=str(w.tmp / "c"),
-                          shard_rows=32, chunk_rows=16, workers=0))
+                          name="d", shard_rows=32, chunk_rows=16, workers=0))
     lines = (w.tmp / "d" / "train.tsv").read_text().splitlines()
     lines[4] = "an edited review\t1"
     (w.tmp / "d" / "train.tsv").write_text("\n".join(lines) + "\n")
@@ -133,7 +133,8 @@ def limited_store(w: World, splits: tuple[str, ...] | None = None) -> None:
     from aftpipe.extraction import extract
 
     extract(ExtractConfig(dataset=f"tsv:{w.data}", sources=(f"hf:{w.model}",), cache_dir=str(w.tmp / "c"),
-                          shard_rows=32, chunk_rows=16, workers=0, limit=None if splits else 50, splits=splits))
+                          name="data", shard_rows=32, chunk_rows=16, workers=0, limit=None if splits else 50,
+                          splits=splits))
 
 
 def single_file_store(w: World) -> None:
@@ -144,7 +145,7 @@ def single_file_store(w: World) -> None:
     rows = (w.data / "train.tsv").read_text().splitlines()
     (w.tmp / "one.tsv").write_text("\n".join(rows[:61]) + "\n")
     extract(ExtractConfig(dataset=f"tsv:{w.tmp / 'one.tsv'}", sources=(f"hf:{w.model}",), cache_dir=str(w.tmp / "c"),
-                          shard_rows=32, chunk_rows=16, workers=0))
+                          name="one", shard_rows=32, chunk_rows=16, workers=0))
 
 
 def truncate(path: Path, keep: float) -> None:
@@ -256,6 +257,8 @@ CASES = [
     C("extract-views", f"{EXTRACT} tsv:{{data}} --views 0", "--views must be ≥ 1, got 0"),
     C("extract-modality", f"{EXTRACT} digits --source minilm", "reads text", "image"),
     C("extract-device-unknown", f"{EXTRACT} tsv:{{data}} --source hf:{{model}} --device tpu", "unknown --device tpu"),
+    C("extract-name-not-a-folder-name", f"{EXTRACT} tsv:{{data}} --name a/b", "--name", "`a/b` becomes a folder name"),
+    C("extract-name-dot-dot", f"{EXTRACT} tsv:{{data}} --name ..", "--name", "`..` becomes a folder name"),
     C("extract-test-fraction", f"{EXTRACT} tsv:{{data}} --test-fraction 1.5", "--test-fraction must be in [0, 1), got 1.5"),
     C("extract-split-seed", f"{EXTRACT} tsv:{{data}} --split-seed -1", "--split-seed must be ≥ 0, got -1"),
     C("extract-test-fraction-with-a-test-split", f"{EXTRACT} tsv:{{data}} --test-fraction 0.2",
@@ -309,15 +312,16 @@ CASES = [
     C("tfidf-without-train-split", f"{EXTRACT} tsv:{{tmp}}/only --source tfidf", "fitted on a split named `train`",
       setup=write("{tmp}/only/test.tsv", "text\tlabel\ngood film\t1\nbad film\t0\n")),
     # extract: existing stores
-    C("extract-other-arguments", f"{EXTRACT} tsv:{{data}} --source hf:{{model}} --shard-rows 32 --chunk-rows 16 "
-      "--max-length 16", "different arguments", "--overwrite", setup=lambda w: cache_copy(w)),
-    C("extract-changed-data", f"{EXTRACT} tsv:{{tmp}}/d --source hf:{{model}} --shard-rows 32 --chunk-rows 16",
+    C("extract-other-arguments", f"{EXTRACT} tsv:{{data}} --name data --source hf:{{model}} --shard-rows 32 "
+      "--chunk-rows 16 --max-length 16", "different arguments", "--overwrite", setup=lambda w: cache_copy(w)),
+    C("extract-changed-data", f"{EXTRACT} tsv:{{tmp}}/d --name d --source hf:{{model}} --shard-rows 32 --chunk-rows 16",
       "extracted from other data", "--overwrite", setup=changed_data_then_repair),
-    C("extract-store-locked", f"{EXTRACT} tsv:{{data}} --source hf:{{model}} --shard-rows 32 --chunk-rows 16",
+    C("extract-store-locked", f"{EXTRACT} tsv:{{data}} --name data --source hf:{{model}} --shard-rows 32 --chunk-rows 16",
       "is being written by pid", setup=hold(lambda w: StoreLock(cache_copy(w)))),
-    C("extract-store-path-not-a-store", f"{EXTRACT} tsv:{{data}} --source hf:{{model}}",
+    C("extract-store-path-not-a-store", f"{EXTRACT} tsv:{{data}} --name data --source hf:{{model}}",
       "is not an aftpipe zarr store", setup=write("{tmp}/c/data/hf-tiny-bert0/notes.txt", "mine")),
-    C("extract-manifest-unreadable", f"{EXTRACT} tsv:{{data}} --source hf:{{model}} --shard-rows 32 --chunk-rows 16",
+    C("extract-manifest-unreadable", f"{EXTRACT} tsv:{{data}} --name data --source hf:{{model}} --shard-rows 32 "
+      "--chunk-rows 16",
       "unreadable manifest", "--overwrite", setup=damage_manifest),
     # train: options
     C("train-unknown-method", f"{TRAIN} --method nope", "no method `nope`", "aft"),
@@ -470,10 +474,11 @@ CASES = [
     C("validate-repeated-method", VALIDATE, "repeats methods[0]", setup=pipe(methods="[{{name: none}}, {{name: none}}]")),
     C("validate-labels-too-many", VALIDATE, "labels: 100000 is more than", setup=pipe("labels: 100000\n")),
     C("validate-student-modality", VALIDATE, "is for image", setup=pipe(**{"[bow-mlp]": "[small-cnn]"})),
+    C("validate-extract-name", VALIDATE, "extract.name", "becomes a folder name", setup=pipe("extract: {{name: a/b}}\n")),
     C("validate-limit-is-controlled", VALIDATE, "extract.limit", "set by the pipeline",
       setup=pipe("extract: {{limit: 10}}\n")),
     C("validate-partial-store", VALIDATE, "holds 50 of the 120 rows", "--limit 50",
-      setup=lambda w: (limited_store(w), pipe()(w))),
+      setup=lambda w: (limited_store(w), pipe("extract: {{name: data}}\n")(w))),
     C("validate-test-rows-unlabeled", VALIDATE, "rows without a label",
       setup=lambda w: (dataset_copy(unlabeled_test)(w), pipe(**{"tsv:{data}": "tsv:{tmp}/d"})(w))),
 ]
