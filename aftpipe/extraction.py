@@ -214,11 +214,14 @@ def _recorded(config: ExtractConfig, dataset: Dataset, spec: str) -> dict[str, A
             "chunk_rows": config.chunk_rows}
 
 
-def rebuild_command(config: ExtractConfig, spec: str, splits: list[str], limit: int | None, shard_rows: int) -> str:
+def rebuild_command(config: ExtractConfig, spec: str, splits: list[str], limit: int | None, shard_rows: int,
+                    name: str | None = None) -> str:
     """The `aftpipe extract` command that rebuilds one source's store from scratch, without its --cache-dir
-    (a store may be moved: the message that prints it adds where the store is now)."""
+    (a store may be moved: the message that prints it adds where the store is now). `name` pins the store's
+    folder (--name), which for a dataset given by path is derived from where it is."""
     folder = Path(config.data_dir).expanduser().resolve() if config.data_dir is not None else None
     cfg = dataclasses.replace(config, sources=(spec,), splits=tuple(splits), limit=limit, shard_rows=shard_rows,
+                              name=name or config.name,
                               overwrite=True, workers=None, device="auto", batch_size=ExtractConfig.batch_size,
                               cache_dir=ExtractConfig.cache_dir, data_dir=str(folder) if folder else None)
     return command_line(cfg, "extract", skip=frozenset())
@@ -259,7 +262,8 @@ def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, S
             path, config.format, key=key,
             provenance={"source": source_spec, "dataset": dataset_spec, "packages": package_versions(),
                         "device": _device_name(device, ctx), "extract": _recorded(config, dataset, spec),
-                        "command": rebuild_command(config, spec, all_splits, config.limit, shard_rows)},
+                        "command": rebuild_command(config, spec, all_splits, config.limit, shard_rows,
+                                                   None if dataset.location is None else path.parent.name)},
             dtype=config.dtype, chunk_rows=config.chunk_rows, shard_rows=shard_rows, overwrite=config.overwrite,
             log=progress.log,
         )

@@ -45,7 +45,9 @@ def test_inputs_that_share_a_stem_extract_side_by_side(tickets, monkeypatch):
     assert len(set(folders)) == 3 and all(f.parent == cache for f in folders)
     assert [f.name.split("-")[:2] for f in folders] == [["tickets", "tsv"], ["tickets", "tsv"], ["tickets", "parquet"]]
     for spec, folder in zip(specs, folders):
-        assert open_features(folder / "tfidf").dataset["name"] == spec
+        store = open_features(folder / "tfidf")
+        assert store.dataset["name"] == spec
+        assert f"--name {folder.name}" in store.manifest["command"]  # its rebuild command rebuilds this folder
     # the same file typed relatively is the same dataset, so the same store: nothing is computed again
     monkeypatch.chdir(tickets)
     again = run_extract("tsv:tickets.tsv", cache)
