@@ -402,9 +402,17 @@ class DatasetOptions(Config):
                                        factory=dict, metavar="FROM=TO")
     # K > 1: K − 1 augmented, unlabeled copies of each train example (text; data/views.py), with their own stores
     views: int = option(1, "text: K views per train example (K − 1 augmented, unlabeled copies)", metavar="K")
+    # a single file is a `train` split alone; a run needs rows it never trained on (data/splits.py)
+    test_fraction: float | None = option(None, "hold out this fraction of the labelled train rows as the test split "
+                                         "(stratified by label; default: 0.2 when the dataset has only a train "
+                                         "split; 0: none)", metavar="F")
+    split_seed: int = option(0, "seed of the rows --test-fraction holds out (the same rows every time)")
 
     def validate(self) -> None:
         at_least(self, 1, "views")
+        at_least(self, 0, "split_seed")
+        require(self.test_fraction is None or 0 <= self.test_fraction < 1, "test_fraction",
+                f"must be in [0, 1), got {self.test_fraction:g}" if self.test_fraction is not None else "")
         for old, new in self.split_map.items():
             require(bool(old) and bool(new), ("split_map", old), "split names must not be empty")
         twice = [v for v in set(self.split_map.values()) if list(self.split_map.values()).count(v) > 1]
@@ -444,9 +452,13 @@ class ExtractConfig(Config):
                                             metavar="SPLIT", common=True)
     data_dir: str | None = option(None, "folder with the dataset files (default: $AFTPIPE_DATA_DIR, else ../shared/data)",
                                   panel=DATA, metavar="DIR")
-    cache_dir: str = option("cache", "stores land at <cache-dir>/<dataset>/<source> (.h5 for hdf5); a folder or an "
+    cache_dir: str = option("cache", "stores land at <cache-dir>/<name>/<source> (.h5 for hdf5); a folder or an "
                             "fsspec URL (s3://bucket/prefix, gs://..., file:///abs/path) for zarr", panel=OUTPUT,
                             metavar="DIR", common=True)
+    # None: the dataset's own name (Dataset.name), which no other dataset, format or split of the same file shares
+    name: str | None = option(None, "the stores' folder under --cache-dir (default: the dataset's name: sst2, or for "
+                              "a path <stem>-<format>-<hash of path and split options>, e.g. tickets-tsv-3f2a9c01)",
+                              panel=OUTPUT, metavar="NAME")
     format: Literal["zarr", "hdf5"] = option("zarr", "store format: zarr (v3, sharded) or hdf5", panel=OUTPUT)
     # fp16 halves the store and loses nothing a student can use
     dtype: Literal["float16", "bfloat16", "float32"] = option("float16", "stored dtype: float16, bfloat16 or float32",
@@ -480,6 +492,9 @@ class ExtractConfig(Config):
             registered(SOURCES, spec, ("sources", i), self.source_options)
         at_least(self, 0, "workers")
         at_least(self, 1, "batch_size", "chunk_rows", "shard_rows", "limit")
+        require(self.name is None or (re.fullmatch(r"[A-Za-z0-9_.+=-]+", self.name) is not None
+                                      and self.name not in (".", "..")), "name",
+                f"`{self.name}` becomes a folder name; use letters, digits and _ . + = -")
         require(self.dist_timeout > 0, "dist_timeout", f"must be > 0, got {self.dist_timeout:g}")
         from aftpipe.store.location import is_url
 
@@ -577,8 +592,9 @@ class TrainConfig(Config):
                          common=True)
     method_options: MethodConfig = option(factory=MethodConfig, panel=METHOD)
     student_options: StudentConfig = option(factory=StudentConfig, panel=MODEL)
-    epochs: int = option(5, "passes over the labeled training rows", panel=OPTIMISATION,
-                        aliases=("--num-train-epochs",), common=True)
+    # None: 5 epochs and at least 300 steps (training.schedule), so a few hundred rows get more than a handful of steps
+    epochs: int | None = option(None, "passes over the labeled training rows (default: 5, and at least 300 steps)",
+                                panel=OPTIMISATION, aliases=("--num-train-epochs",), common=True)
     steps: int | None = option(None, "optimizer steps (overrides --epochs)", panel=OPTIMISATION,
                                aliases=("--max-steps",), common=True)
     # the official AFT batch; the kernel is a per-batch statistic, so it matters
@@ -613,8 +629,8 @@ class TrainConfig(Config):
     data_seed: int = option(0, "seed of the labeled/hold-out row split", panel=DATA)
     train_split: str = option("train", "split to train on (labeled rows; the hold-out comes from it)", panel=DATA,
                               metavar="SPLIT")
-    test_split: str | None = option(None, "split to report (default: dev for sst2/cola, else test)", panel=DATA,
-                                    metavar="SPLIT", common=True)
+    test_split: str | None = option(None, "split to report (default: the dataset's own: dev for sst2/cola, else "
+                                    "test)", panel=DATA, metavar="SPLIT", common=True)
     num_classes: int | None = option(None, "number of classes (default: the dataset's)", panel=DATA)
     device: str = option("auto", "auto, cpu, cuda or cuda:N", panel=SYSTEM, metavar="DEVICE", common=True)
     amp: bool = option(True, "bf16 autocast on CUDA (ignored on CPU)", panel=SYSTEM)

@@ -233,7 +233,6 @@ def plan_recipe(cfg: DistillConfig) -> Recipe:
     from aftpipe.features import plan_rows
     from aftpipe.students import STUDENTS
     from aftpipe.teacher import check_teacher
-    from aftpipe.training import resolve_test_split
 
     teacher = cfg.teacher_config()
     options = DatasetOptions(text_col=cfg.text_col, label_col=cfg.label_col)
@@ -248,7 +247,7 @@ def plan_recipe(cfg: DistillConfig) -> Recipe:
     if cls.modality != dataset.modality:
         raise AftpipeError(f"student `{student}` is for {cls.modality} but dataset `{cfg.dataset}` is "
                            f"{dataset.modality}; pick a {dataset.modality} student (`aftpipe students`)")
-    test_split = resolve_test_split(dataset.name, cfg.test_split)
+    test_split = dataset.test(cfg.test_split).name
     base = TrainConfig(dataset=cfg.dataset, out=".", method="none", labels=cfg.labels, holdout=cfg.holdout,
                        data_seed=cfg.data_seed, test_split=cfg.test_split, data_dir=cfg.data_dir, device=cfg.device,
                        threads=cfg.threads, dataset_options=options)

@@ -173,7 +173,7 @@ def _check_writable(path: Path) -> None:
 
 
 def extract(config: ExtractConfig, progress: Progress | None = None) -> list[SplitResult]:
-    """Extract every (source, split) of `config` into `<cache_dir>/<dataset>/<source>`; resumable. Launched as
+    """Extract every (source, split) of `config` into `<cache_dir>/<name>/<source>`; resumable. Launched as
     several processes (WORLD_SIZE set, e.g. by torchrun), the processes share the work; each returns the
     results of the whole job."""
     progress = default_progress(progress, "ex")
@@ -214,11 +214,14 @@ def _recorded(config: ExtractConfig, dataset: Dataset, spec: str) -> dict[str, A
             "chunk_rows": config.chunk_rows}
 
 
-def rebuild_command(config: ExtractConfig, spec: str, splits: list[str], limit: int | None, shard_rows: int) -> str:
+def rebuild_command(config: ExtractConfig, spec: str, splits: list[str], limit: int | None, shard_rows: int,
+                    name: str | None = None) -> str:
     """The `aftpipe extract` command that rebuilds one source's store from scratch, without its --cache-dir
-    (a store may be moved: the message that prints it adds where the store is now)."""
+    (a store may be moved: the message that prints it adds where the store is now). `name` pins the store's
+    folder (--name), which for a dataset given by path is derived from where it is."""
     folder = Path(config.data_dir).expanduser().resolve() if config.data_dir is not None else None
     cfg = dataclasses.replace(config, sources=(spec,), splits=tuple(splits), limit=limit, shard_rows=shard_rows,
+                              name=name or config.name,
                               overwrite=True, workers=None, device="auto", batch_size=ExtractConfig.batch_size,
                               cache_dir=ExtractConfig.cache_dir, data_dir=str(folder) if folder else None)
     return command_line(cfg, "extract", skip=frozenset())
@@ -227,7 +230,7 @@ def rebuild_command(config: ExtractConfig, spec: str, splits: list[str], limit: 
 def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, Split], source: FeatureSource,
                     device: torch.device, progress: Progress, spec: str = "",
                     ctx: distributed.Context = distributed.SINGLE) -> list[SplitResult]:
-    path = store_path(config.cache_dir, dataset.name, source.name, config.format)
+    path = store_path(config.cache_dir, config.name or dataset.name, source.name, config.format)
     # an object store's client fails in its own exception tree anywhere below (listing, reading, writing,
     # cleaning up): one line naming the store, not a traceback
     with remote_errors(path, "write the store"), contextlib.ExitStack() as held:
@@ -245,7 +248,7 @@ def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, S
             identity = {k: v for k, v in source_spec.items()
                         if k != "path" and not (k == "model_id" and source_spec.get("weights_sha256"))}
             shard_rows = config.shard_rows or default_shard_rows(source.dim, config.dtype)
-            key = {"source": identity, "dataset": {"name": dataset.spec, "info": dataset.info}}
+            key = {"source": identity, "dataset": {"name": dataset.resolved_spec, "info": dataset.info}}
             plans = {}
             for name, split in splits.items():  # rows 0..limit: every shard then lies in the first `limit` rows
                 rows = np.arange(len(split) if config.limit is None else min(config.limit, len(split)))
@@ -261,7 +264,8 @@ def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, S
             path, config.format, key=key,
             provenance={"source": source_spec, "dataset": dataset_spec, "packages": package_versions(),
                         "device": _device_name(device, ctx), "extract": _recorded(config, dataset, spec),
-                        "command": rebuild_command(config, spec, all_splits, config.limit, shard_rows)},
+                        "command": rebuild_command(config, spec, all_splits, config.limit, shard_rows,
+                                                   None if dataset.location is None else path.parent.name)},
             dtype=config.dtype, chunk_rows=config.chunk_rows, shard_rows=shard_rows, overwrite=config.overwrite,
             log=progress.log,
         )
@@ -372,7 +376,8 @@ def repair(path: str | Path, progress: Progress | None = None) -> list[SplitResu
     results = []
     for limit, names in by_limit.items():
         cfg = ExtractConfig(dataset=rec["dataset"], sources=(rec["source"],), splits=tuple(names), data_dir=data_dir,
-                            cache_dir=str(store.path.parent.parent), format=storage["format"], dtype=storage["dtype"],
+                            cache_dir=str(store.path.parent.parent), name=store.path.parent.name,
+                            format=storage["format"], dtype=storage["dtype"],
                             chunk_rows=storage["chunk_rows"], shard_rows=storage["shard_rows"], limit=limit,
                             source_options=SourceOptions(**rec.get("source_options", {})),
                             dataset_options=DatasetOptions(**rec.get("dataset_options", {})))

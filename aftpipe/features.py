@@ -138,6 +138,14 @@ def coverage_error(path: str, held: int, split: Split, limit: int | None) -> Aft
         f"{option_hint('stored_rows_only')} to train and test on the rows it holds")
 
 
+def _held_out(record: dict | None, options_only: bool = False) -> str:
+    """How a test split was held out of train (data/splits.py): the options that ask for it, and what it was."""
+    if not record:
+        return option_hint("test_fraction", 0) if options_only else "no test split held out of train"
+    options = f"{option_hint('test_fraction', record['fraction'])} {option_hint('split_seed', record['seed'])}"
+    return options if options_only else f"{options} ({record['rows']:,} test rows held out of train)"
+
+
 def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in_memory: bool = False,
                         stored_rows_only: bool = False) -> Features:
     """Open `split` of every store, checking each against the dataset's rows; refuse any mismatch, and a store
@@ -166,6 +174,11 @@ def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in
         if arr.index.max(initial=-1) >= len(ds_split):
             raise AftpipeError(f"store {p} split `{split}` has {len(arr)} rows indexing up to {arr.index.max()}, but "
                                f"dataset `{dataset.spec}` has only {len(ds_split)}; it was extracted from other data")
+        stored_test = (store.dataset.get("info") or {}).get("test_split")
+        if stored_test != dataset.info.get("test_split"):  # the rows differ by rule: say which rule to pass
+            raise AftpipeError(f"store {p} was extracted with {_held_out(stored_test)}, dataset `{dataset.spec}` is "
+                               f"loaded with {_held_out(dataset.info.get('test_split'))}; pass "
+                               f"{_held_out(stored_test, options_only=True)} as that extract did, or extract again")
         fp = ds_split.fingerprint(arr.index)
         if fp != info.fingerprint:
             raise AftpipeError(

@@ -41,7 +41,7 @@ from aftpipe.fileio import write_if_changed
 from aftpipe.methods import METHODS, MethodConfig
 from aftpipe.progress import Progress
 from aftpipe.report import PROBE, PROBE_STUDENT, csv_text, markdown_report, plot_png, plot_svg
-from aftpipe.training import resolve_test_split, schedule
+from aftpipe.training import schedule
 
 TEACHER = "teacher:"  # a source naming one of the pipeline's `teachers:`
 
@@ -145,7 +145,7 @@ class PipelineConfig(Config):
     dataset: str
     data_dir: str | None = None
     labels: int | None = None  # label budget; the rest of train is an unlabeled transfer set
-    test_split: str | None = None  # default: dev for sst2/cola, else test
+    test_split: str | None = None  # default: the dataset's own (Dataset.test_split)
     extract: Partial[ExtractConfig] = field(default_factory=dict)  # how missing stores are extracted
     sources: dict[str, tuple[str, ...]] = field(default_factory=dict)  # set name → source specs (concatenated)
     students: tuple[str | StudentSpec, ...] = ("textcnn",)  # names, or mappings {name, lr, train}
@@ -384,7 +384,7 @@ class PipelinePlan:
         """What `run_pipeline` would do, in a few lines (the `aftpipe validate` output)."""
         cfg, rows, ds = self.cfg, self.rows, self.dataset
         train_split = ds.split(self.cfg.train_template().train_split)
-        test = ds.split(resolve_test_split(ds.name, cfg.test_split))
+        test = ds.test(cfg.test_split)
         missing = [str(self.stores[s]) for s in self.missing_stores()]
         tuned = [g for g in self.groups if len(g.grid) > 1]
         reused = cfg.tune_seed in cfg.seeds
@@ -452,7 +452,8 @@ def _load_checked(cfg: PipelineConfig) -> Dataset:
 
     template = cfg.train_template()
     dataset = load_dataset(cfg.dataset, cfg.data_dir, template.dataset_options)
-    for split in (template.train_split, resolve_test_split(dataset.name, cfg.test_split), *(cfg.extract.get("splits") or ())):
+    test = dataset.test(cfg.test_split)
+    for split in (template.train_split, *(cfg.extract.get("splits") or ())):
         dataset.split(split)  # an unknown split names the ones there are
     for i, s in enumerate(st.name for st in cfg.students):
         cls = STUDENTS.get(STUDENTS.split_options(s)[0])
@@ -460,8 +461,7 @@ def _load_checked(cfg: PipelineConfig) -> Dataset:
             raise AftpipeError(f"students[{i}]: `{s}` is for {cls.modality} but dataset `{cfg.dataset}` is "
                                f"{dataset.modality}; pick a {dataset.modality} student (`aftpipe students`)")
     split = dataset.split(template.train_split)
-    check_labels(split, dataset.split(resolve_test_split(dataset.name, cfg.test_split)),
-                 template.num_classes or dataset.num_classes)
+    check_labels(split, test, template.num_classes or dataset.num_classes)
     n = int((split.labels >= 0).sum())
     if cfg.labels is not None and cfg.labels > n:
         raise AftpipeError(f"labels: {cfg.labels} is more than the {n:,} labeled training rows of "
@@ -483,8 +483,9 @@ def plan_pipeline(path: str | Path, cache_dir: str | Path = "cache", runs_dir: s
     template = cfg.train_template()
     used = tuple(dict.fromkeys(s for g in groups for s in cfg.sources[g.sources]))
     ext = cfg.extract_config(tuple(cfg.source_spec(s, runs_dir) for s in used), cache_dir)
-    splits = ext.splits or tuple(dict.fromkeys([template.train_split, resolve_test_split(dataset.name, cfg.test_split)]))
-    stores = {spec: store_path(cache_dir, dataset.name, store_name(cfg.source_spec(spec, runs_dir), ext.source_options),
+    splits = ext.splits or tuple(dict.fromkeys([template.train_split, dataset.test(cfg.test_split).name]))
+    folder = ext.name or dataset.name  # the folder `aftpipe extract` would choose
+    stores = {spec: store_path(cache_dir, folder, store_name(cfg.source_spec(spec, runs_dir), ext.source_options),
                                ext.format) for spec in used}
     for spec, store in stores.items():
         if _store_complete(store, splits):  # what the runs will read must cover the splits they need
@@ -512,11 +513,11 @@ def check_reusable(out: Path, tc: TrainConfig) -> None:
     old = rundir.read_config_dict(out)
     if old is None:
         return
-    new = tc.to_dict()
-    # a field added to TrainConfig since the run was trained is absent from its config.yaml: it had its default
-    defaults = TrainConfig(dataset=tc.dataset, out=".", method="none").to_dict()
-    old = {**{k: defaults[k] for k in new.keys() - old.keys() if k in defaults}, **old}
-    for k, was, now in rundir.config_diff(old, new, IGNORED_WHEN_REUSING)[:1]:
+    try:  # options added since that run was trained take their defaults, which is what it trained with
+        old = from_dict(TrainConfig, old).to_dict()
+    except ConfigError:
+        pass  # a key this version no longer knows: compared as written, so the difference is named
+    for k, was, now in rundir.config_diff(old, tc.to_dict(), IGNORED_WHEN_REUSING)[:1]:
         raise AftpipeError(f"{out} was trained with {k}={was!r}, the pipeline now says {now!r}; delete that run "
                            "directory (or rename the pipeline) to train it again")
 

@@ -127,7 +127,7 @@ def text_runs(tmp_path_factory, tiny_hf_dir) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("text-runs")
     data = write_named_reviews(root / "reviews")
-    extract(ExtractConfig(dataset=f"tsv:{data}", sources=(f"hf:{tiny_hf_dir}",), cache_dir=str(root / "cache"),
+    extract(ExtractConfig(dataset=f"tsv:{data}", sources=(f"hf:{tiny_hf_dir}",), cache_dir=str(root / "cache"), name="reviews",
                           workers=0))
     store = str(root / "cache" / "reviews" / f"hf-{tiny_hf_dir.name}")
     common = dict(dataset=f"tsv:{data}", features=(store,), epochs=4, batch_size=32, lr=3e-3, threads=1)

@@ -43,7 +43,7 @@ def test_malformed_tsv_row(tmp_path, cli, one_line_error):
 
 def test_existing_store_with_other_arguments_is_refused(tiny_hf_dir, reviews_tsv, tmp_path, cli, one_line_error):
     base = ["extract", "--dataset", f"tsv:{reviews_tsv}", "--source", f"hf:{tiny_hf_dir}", "--cache-dir",
-            str(tmp_path), "--quiet", "--workers", "0"]
+            str(tmp_path), "--name", "reviews", "--quiet", "--workers", "0"]
     assert cli(base)[0] == 0
     store = tmp_path / "reviews" / f"hf-{tiny_hf_dir.name}"
     before = (store / "zarr.json").read_text()
@@ -64,7 +64,8 @@ def test_unwritable_cache_dir(tmp_path, reviews_tsv, tiny_hf_dir, cli, one_line_
 
 def test_inspect_and_verify_report_and_catch_corruption(tiny_hf_dir, reviews_tsv, tmp_path, cli, one_line_error):
     args = ["extract", "--dataset", f"tsv:{reviews_tsv}", "--source", f"hf:{tiny_hf_dir}", "--cache-dir",
-            str(tmp_path), "--format", "hdf5", "--quiet", "--workers", "0", "--shard-rows", "128", "--chunk-rows", "64"]
+            str(tmp_path), "--format", "hdf5", "--quiet", "--workers", "0", "--shard-rows", "128", "--chunk-rows", "64",
+            "--test-fraction", "0", "--name", "reviews"]
     assert cli(args)[0] == 0
     store = tmp_path / "reviews" / f"hf-{tiny_hf_dir.name}.h5"
     code, out, _ = cli(["inspect", str(store)])
@@ -212,7 +213,7 @@ def test_errors_name_the_option_as_the_caller_spells_it(reviews_tsv, tmp_path, c
         train(cfg)
     code, _, err = cli(["train", "--dataset", f"tsv:{reviews_tsv}", "--test-split", "train", "--labels", "100000",
                         "--method", "none", "--out", str(tmp_path / "q"), "--quiet"])
-    one_line_error(code, err, "--labels 100000 is more than the 300 labeled training rows")
+    one_line_error(code, err, "--labels 100000 is more than the 240 labeled training rows")  # 60 held out to test
 
 
 def test_command_line_is_the_cli_call_that_rebuilds_a_config(cli, monkeypatch):

@@ -85,7 +85,8 @@ def data(tmp_path_factory) -> Path:
 
 
 def extract_args(data: Path, cache: Path | str, model: Path, fmt: str = "zarr", *extra: str) -> list[str]:
-    return ["extract", "--dataset", f"tsv:{data}", "--source", f"hf:{model}", "--cache-dir", str(cache), "--format", fmt,
+    return ["extract", "--dataset", f"tsv:{data}", "--source", f"hf:{model}", "--cache-dir", str(cache), "--name", "data",
+            "--format", fmt,
             "--shard-rows", str(SHARD_ROWS), "--chunk-rows", str(CHUNK_ROWS), "--batch-size", "8", "--workers", "0",
             "--quiet", *extra]
 
@@ -110,7 +111,7 @@ def reference(tmp_path_factory, data, tiny_hf_dir) -> dict[str, Path]:
     out = {}
     for fmt in ("zarr", "hdf5"):
         cache = tmp_path_factory.mktemp(f"ref-{fmt}")
-        extract(ExtractConfig(dataset=f"tsv:{data}", sources=(f"hf:{tiny_hf_dir}",), cache_dir=str(cache), format=fmt,
+        extract(ExtractConfig(dataset=f"tsv:{data}", sources=(f"hf:{tiny_hf_dir}",), cache_dir=str(cache), name="data", format=fmt,
                               shard_rows=SHARD_ROWS, chunk_rows=CHUNK_ROWS, batch_size=8, workers=0))
         out[fmt] = store_of(cache, tiny_hf_dir, fmt)
     return out

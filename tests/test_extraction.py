@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from aftpipe.config import ExtractConfig
+from aftpipe.config import DatasetOptions, ExtractConfig
 from aftpipe.data import load_dataset
 from aftpipe.errors import AftpipeError
 from aftpipe.extraction import extract
@@ -13,10 +13,12 @@ from aftpipe.progress import SilentProgress
 from aftpipe.sources import SourceOptions
 from aftpipe.store import StoreLock, open_features
 
+WHOLE = DatasetOptions(test_fraction=0)  # extraction itself is tested on the file read whole
+
 
 def cfg(tiny_hf_dir, reviews_tsv, tmp_path, **kw):
     base = dict(dataset=f"tsv:{reviews_tsv}", sources=(f"hf:{tiny_hf_dir}",), cache_dir=str(tmp_path / "cache"),
-                chunk_rows=16, shard_rows=64, batch_size=16, workers=0)
+                chunk_rows=16, shard_rows=64, batch_size=16, workers=0, dataset_options=WHOLE, name="reviews")
     return ExtractConfig(**{**base, **kw})
 
 
@@ -31,7 +33,7 @@ def test_zarr_and_hdf5_hold_the_same_rows_in_dataset_order(tiny_hf_dir, reviews_
     np.testing.assert_array_equal(z[np.arange(300)], h[np.arange(300)])
     # rows are in dataset order whatever the length-sorted batching did
     src = load_source(f"hf:{tiny_hf_dir}")
-    split = load_dataset(f"tsv:{reviews_tsv}").split("train")
+    split = load_dataset(f"tsv:{reviews_tsv}", options=WHOLE).split("train")
     rows = [7, 250, 0]
     ref = src.forward(src.collate([split.inputs[i] for i in rows])).numpy()
     np.testing.assert_allclose(z[np.array(rows)].astype(np.float32), ref, atol=2e-3, rtol=2e-3)
@@ -181,7 +183,7 @@ def test_a_text_extract_imports_no_vision_plotting_hdf5_or_sklearn(tiny_hf_dir, 
 
     code = f"""
 import sys
-from aftpipe.config import ExtractConfig
+from aftpipe.config import DatasetOptions, ExtractConfig
 from aftpipe.extraction import extract
 extract(ExtractConfig(dataset="tsv:{reviews_tsv}", sources=("hf:{tiny_hf_dir}",), cache_dir="{tmp_path}", workers=1))
 print(sorted({{m.split(".")[0] for m in sys.modules}} & {{"timm", "torchvision", "h5py", "matplotlib", "sklearn", "scipy"}}))

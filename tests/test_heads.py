@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from aftpipe.config import ExtractConfig
+from aftpipe.config import DatasetOptions, ExtractConfig
 from aftpipe.data import load_dataset
 from aftpipe.extraction import extract
 from aftpipe.features import open_split_features
@@ -14,9 +14,10 @@ from aftpipe.sources import SourceOptions
 
 @pytest.fixture
 def feats(tmp_path, reviews_tsv):
+    whole = DatasetOptions(test_fraction=0)  # every row of the file is a train row here
     extract(ExtractConfig(dataset=f"tsv:{reviews_tsv}", sources=("tfidf",), cache_dir=str(tmp_path / "cache"),
-                          source_options=SourceOptions(tfidf_dim=16)))
-    ds = load_dataset(f"tsv:{reviews_tsv}")
+                          source_options=SourceOptions(tfidf_dim=16), dataset_options=whole, name="reviews"))
+    ds = load_dataset(f"tsv:{reviews_tsv}", options=whole)
     store = str(tmp_path / "cache" / "reviews" / "tfidf")
     return open_split_features((store,), ds, "train"), store, ds.split("train").labels
 

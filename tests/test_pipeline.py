@@ -429,3 +429,21 @@ train: {{epochs: 2, batch_size: 32, dataset_options: {{split_map: {{train: train
     assert (out / "plot.svg").read_text().lstrip().startswith("<?xml") and (out / "plot.png").exists()
     record = json.loads((runs[0] / "metrics.json").read_text())["record"]
     assert record["command"].startswith(f"aftpipe run {pipeline}") and "tensorboard" in record["command"]
+
+
+def test_a_run_trained_before_an_option_existed_is_reused_and_a_changed_one_is_not(tmp_path):
+    from aftpipe import rundir
+    from aftpipe.config import TrainConfig, dump_yaml
+    from aftpipe.pipeline import check_reusable
+
+    tc = TrainConfig(dataset="sst2", method="none", epochs=5, out=str(tmp_path / "run"))
+    old = tc.to_dict()
+    for added in ("test_fraction", "split_seed"):  # a config.yaml written before these options existed
+        del old["dataset_options"][added]
+    work = rundir.work_dir(tmp_path / "run")
+    work.mkdir(parents=True)
+    (work / rundir.CONFIG).write_text(dump_yaml(old))
+    check_reusable(tmp_path / "run", tc)
+    (work / rundir.CONFIG).write_text(dump_yaml({**old, "lr": 0.5}))
+    with pytest.raises(AftpipeError, match="was trained with lr=0.5, the pipeline now says 0.001"):
+        check_reusable(tmp_path / "run", tc)

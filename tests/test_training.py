@@ -37,7 +37,7 @@ def reviews_dir(tmp_path, tiny_hf_dir):
         (tmp_path / "data").mkdir(exist_ok=True)
         (tmp_path / "data" / f"{name}.tsv").write_text("\n".join(rows) + "\n")
     extract(ExtractConfig(dataset=f"tsv:{tmp_path / 'data'}", sources=(f"hf:{tiny_hf_dir}",),
-                          cache_dir=str(tmp_path / "cache"), workers=0))
+                          cache_dir=str(tmp_path / "cache"), name="data", workers=0))
     return tmp_path
 
 
@@ -78,7 +78,7 @@ def test_same_seed_same_result_different_seed_differs(reviews_dir, tiny_hf_dir):
 
 
 def test_multi_source_concatenates_and_weights_each_source(reviews_dir, tiny_hf_dir):
-    extract(ExtractConfig(dataset=f"tsv:{reviews_dir / 'data'}", sources=("tfidf",), cache_dir=str(reviews_dir / "cache"),
+    extract(ExtractConfig(dataset=f"tsv:{reviews_dir / 'data'}", sources=("tfidf",), cache_dir=str(reviews_dir / "cache"), name="data",
                           source_options=__import__("aftpipe.sources", fromlist=["x"]).SourceOptions(tfidf_dim=8)))
     c = cfg(reviews_dir, tiny_hf_dir, method="aft")
     m = train(TrainConfig(**{**c.__dict__, "features": (*c.features, str(reviews_dir / "cache" / "data" / "tfidf"))}))
@@ -95,7 +95,7 @@ def test_views_are_an_unlabeled_transfer_set_without_the_hold_outs_copies(review
 
     opts = DatasetOptions(views=3)
     extract(ExtractConfig(dataset=f"tsv:{reviews_dir / 'data'}", sources=(f"hf:{tiny_hf_dir}",),
-                          cache_dir=str(reviews_dir / "cache"), workers=0, dataset_options=opts))
+                          cache_dir=str(reviews_dir / "cache"), name="data-views3", workers=0, dataset_options=opts))
     store = str(reviews_dir / "cache" / "data-views3" / f"hf-{tiny_hf_dir.name}")
     m = train(cfg(reviews_dir, tiny_hf_dir, method="tokt", features=(store,), dataset_options=opts, steps=20))
     # 400 originals: 360 train + 40 hold-out; 2 copies each, minus the hold-out's 80 copies
@@ -205,7 +205,7 @@ def test_train_cli_store_and_run_dir_errors(reviews_dir, tiny_hf_dir, tmp_path, 
 
 def test_train_split_missing_from_the_store(reviews_dir, tiny_hf_dir, tmp_path, cli, one_line_error):
     extract(ExtractConfig(dataset=f"tsv:{reviews_dir / 'data'}", sources=(f"hf:{tiny_hf_dir}",), splits=("test",),
-                          cache_dir=str(tmp_path / "c2"), workers=0))
+                          cache_dir=str(tmp_path / "c2"), name="data", workers=0))
     code, _, err = cli(["train", "--dataset", f"tsv:{reviews_dir / 'data'}", "--features",
                         str(tmp_path / "c2" / "data" / f"hf-{tiny_hf_dir.name}"), "--out", str(tmp_path / "r"),
                         "--quiet"])

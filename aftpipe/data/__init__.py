@@ -60,6 +60,7 @@ def default_data_dir() -> Path | None:
 
 def load_dataset(spec: str, data_dir: str | Path | None = None, options: DatasetOptions = DatasetOptions()) -> Dataset:
     """Load the dataset named by `spec` (see `DATASETS.describe()`); `data_dir` defaults to `default_data_dir()`."""
+    from aftpipe.data.splits import with_test_split
     from aftpipe.data.views import with_views
 
     loader, arg = DATASETS.resolve(spec)
@@ -67,4 +68,6 @@ def load_dataset(spec: str, data_dir: str | Path | None = None, options: Dataset
         raise AftpipeError(f"{option_name('split_map')} renames the splits of hf: datasets; dataset `{spec}` names "
                            f"its splits itself, so drop it")
     folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    return with_views(loader(arg, folder, options), options.views)
+    # the test split first: views copy only the rows left to train on
+    dataset = with_test_split(loader(arg, folder, options), options.test_fraction, options.split_seed)
+    return with_views(dataset, options.views)

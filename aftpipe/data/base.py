@@ -8,13 +8,14 @@ rows it trains on are the rows that were extracted.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_hint
 
 Modality = Literal["text", "image"]
 
@@ -53,6 +54,12 @@ class Split:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def subset(self, rows: np.ndarray, name: str, inputs: Sequence[Any]) -> Split:
+        """Rows `rows` of this split as the split `name`, with `inputs` already taken from them (data/splits.py)."""
+        if self.origin is not None:
+            raise ValueError(f"split {self.name}: rows of a split with augmented views cannot be taken apart")
+        return Split(name, [self.ids[int(i)] for i in rows], inputs, self.labels[rows])
+
     def fingerprint(self, rows: Sequence[int] | np.ndarray | None = None) -> str:
         """sha256 over the ordered (id, raw input) of `rows` (all rows by default)."""
         h = hashlib.sha256()
@@ -67,7 +74,9 @@ class Split:
 @dataclass
 class Dataset:
     """A loaded dataset. `spec` is what the user typed (`sst2`, `tsv:my.tsv`); `info` is provenance
-    recorded in every store built from it (files read, split seed, ...)."""
+    recorded in every store built from it (files read, split seed, ...). `test_split` is the split runs are
+    scored on unless told otherwise: the dataset knows it (GLUE's is its labelled `dev`), nothing else guesses
+    it from the dataset's name."""
 
     spec: str
     modality: Modality
@@ -77,6 +86,8 @@ class Dataset:
     class_names: list[str] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     views: int = 1  # K > 1: the train split carries K − 1 augmented copies per example (data/views.py)
+    test_split: str = "test"
+    location: str | None = None  # the resolved file, folder or hub name of a dataset given by path; None: by name
 
     def split(self, name: str) -> Split:
         if name not in self.splits:
@@ -85,13 +96,37 @@ class Dataset:
             )
         return self.splits[name]
 
+    def test(self, name: str | None = None) -> Split:
+        """The split runs are scored on: `name` when given (--test-split), else the dataset's own."""
+        name = name or self.test_split
+        if name not in self.splits:
+            raise AftpipeError(f"dataset `{self.spec}` has no split `{name}` to test on (it has: "
+                               f"{', '.join(self.splits)}); pass {option_hint('test_split', 'NAME')} naming one, or "
+                               f"{option_hint('test_fraction', 'F')} to hold out part of `train`")
+        return self.splits[name]
+
+    @property
+    def resolved_spec(self) -> str:
+        """The spec with its path resolved (`tsv:/abs/tickets.tsv`): the same rows however the path was typed."""
+        prefix, sep, _ = self.spec.partition(":")
+        return f"{prefix}:{self.location}" if sep and self.location is not None else self.spec
+
     @property
     def name(self) -> str:
-        """A filesystem-safe name for cache paths: `sst2`, or the file stem for `tsv:path/to/reviews.tsv`."""
+        """The folder its stores are cached under (`<cache>/<name>/<source>`): a named dataset's name (`sst2`), and
+        for one given by path `<stem>-<format>-<8 hex digits>`, the digits a hash of what decides its rows: the
+        format, the resolved path, the columns and the split options (`tsv:tickets.tsv` → `tickets-tsv-3f2a9c01`).
+        So `tsv:tickets.tsv`, a folder `tickets/` and `tickets.parquet`, or one file with two test fractions, never
+        share a folder, while the same file typed relatively or absolutely does."""
         from pathlib import Path
 
         prefix, sep, arg = self.spec.partition(":")
         name = Path(arg.rstrip("/")).stem.replace(":", "-") if sep else prefix  # hf:glue:sst2 → glue-sst2
+        if sep and self.location is not None:
+            rows = {"format": prefix, "location": self.location, "split_map": self.info.get("split_map"),
+                    "text_col": self.info.get("text_col"), "label_col": self.info.get("label_col"),
+                    "test_split": self.info.get("test_split")}
+            name += f"-{prefix}-{hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:8]}"
         return f"{name}-views{self.views}" if self.views > 1 else name  # other rows: their own stores
 
 

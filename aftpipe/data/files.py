@@ -354,7 +354,8 @@ def _load_table(kind: str, arg: str | None, data_dir: Path | None, options: Data
         "label_col": options.label_col or LABEL_COLUMN,
     }
     return Dataset(
-        spec=spec, modality="text", splits=splits, num_classes=num_classes, class_names=class_names, info=info
+        spec=spec, modality="text", splits=splits, num_classes=num_classes, class_names=class_names, info=info,
+        location=str(path.resolve()),
     )
 
 
@@ -480,5 +481,6 @@ def load_imagefolder(arg: str | None, data_dir: Path | None, options: DatasetOpt
         "layout": "splits" if has_splits else "classes",
     }
     return Dataset(
-        spec=spec, modality="image", splits=splits, num_classes=len(class_names), class_names=class_names, info=info
+        spec=spec, modality="image", splits=splits, num_classes=len(class_names), class_names=class_names, info=info,
+        location=str(root.resolve()),
     )

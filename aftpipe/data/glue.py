@@ -129,10 +129,10 @@ def _load_glue(task: str, data_dir: Path | None, *, header: bool, class_names: l
 def load_sst2(arg: str | None, data_dir: Path | None, options: DatasetOptions) -> Dataset:
     """GLUE SST-2: binary movie-review sentiment; splits train (67,349) and dev (872); accuracy."""
     parts = _load_glue("sst2", data_dir, header=True, class_names=["negative", "positive"])
-    return Dataset(spec="sst2", modality="text", metric="accuracy", **parts)
+    return Dataset(spec="sst2", modality="text", metric="accuracy", test_split="dev", **parts)
 
 
 def load_cola(arg: str | None, data_dir: Path | None, options: DatasetOptions) -> Dataset:
     """GLUE CoLA: binary grammatical acceptability; splits train (8,551) and dev (516); Matthews correlation."""
     parts = _load_glue("cola", data_dir, header=False, class_names=["unacceptable", "acceptable"])
-    return Dataset(spec="cola", modality="text", metric="mcc", **parts)
+    return Dataset(spec="cola", modality="text", metric="mcc", test_split="dev", **parts)

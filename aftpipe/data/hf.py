@@ -36,14 +36,23 @@ from aftpipe.errors import AftpipeError, option_hint, option_name
 
 
 class HFSplit(Split):
-    """A split read from `datasets`: its fingerprint is the `datasets` fingerprint plus the rows."""
+    """A split read from `datasets`: its fingerprint is the `datasets` fingerprint plus the rows. `source_rows`
+    are the `datasets` rows this split's rows are (a test split held out of train holds some of them)."""
 
-    def __init__(self, *args: Any, hf_fingerprint: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, hf_fingerprint: str, source_rows: np.ndarray | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.hf_fingerprint = hf_fingerprint
+        self.source_rows = source_rows
+
+    def subset(self, rows: np.ndarray, name: str, inputs: Sequence[Any]) -> Split:
+        source_rows = rows if self.source_rows is None else self.source_rows[rows]
+        return HFSplit(name, [self.ids[int(i)] for i in rows], inputs, self.labels[rows],
+                       hf_fingerprint=self.hf_fingerprint, source_rows=source_rows)
 
     def fingerprint(self, rows: Sequence[int] | np.ndarray | None = None) -> str:
         rows = np.arange(len(self)) if rows is None else np.asarray(rows)
+        if self.source_rows is not None:
+            rows = self.source_rows[rows]
         h = hashlib.sha256(b"datasets:" + self.hf_fingerprint.encode())
         h.update(np.ascontiguousarray(rows, dtype="<i8").tobytes())
         return h.hexdigest()
@@ -219,8 +228,9 @@ def load_hf(arg: str | None, data_dir: Path | None, options: DatasetOptions) -> 
         raise _damaged(spec, where.get("path") or arg, e) from None
     info = {"format": "hf", **where, "fingerprints": {n: d._fingerprint for n, d in parts.items()},
             "text_col": col, "label_col": label_col, "split_map": dict(options.split_map)}
+    location = where.get("path") or f"hub:{where['hub']}:{where['config'] or ''}"
     return Dataset(spec=spec, modality=modality, splits=splits, num_classes=num_classes, class_names=class_names,
-                   info=info)
+                   info=info, location=location)
 
 
 def _read_splits(spec: str, parts: dict[str, Any], col: str, modality: str,

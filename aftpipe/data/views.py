@@ -61,4 +61,5 @@ def with_views(dataset: Dataset, views: int, split: str = "train") -> Dataset:
     splits[split] = Split(split, ids, inputs, labels, origin=origin)
     info = {**dataset.info, "views": views, "views_split": split}
     return Dataset(spec=dataset.spec, modality=dataset.modality, splits=splits, num_classes=dataset.num_classes,
-                   metric=dataset.metric, class_names=dataset.class_names, info=info, views=views)
+                   metric=dataset.metric, class_names=dataset.class_names, info=info, views=views,
+                   test_split=dataset.test_split, location=dataset.location)

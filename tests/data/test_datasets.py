@@ -18,6 +18,8 @@ from aftpipe.data import DATASETS, DatasetOptions, default_data_dir, load_datase
 from aftpipe.data.base import Dataset, hub_allowed
 from aftpipe.errors import AftpipeError
 
+WHOLE = DatasetOptions(test_fraction=0)  # a file read as it is, without a test split held out
+
 
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -229,9 +231,9 @@ def test_hub_failure_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_tsv_defaults_and_string_labels(tmp_path: Path) -> None:
     f = write(tmp_path / "reviews.tsv", "id\tsentence\tlabel\n1\tgreat\tpos\n2\tawful\tneg\n3\tmeh\t\n4\tfine\tpos\n")
-    d = load_dataset(f"tsv:{f}")
+    d = load_dataset(f"tsv:{f}", options=WHOLE)
     train = d.split("train")
-    assert list(d.splits) == ["train"] and d.name == "reviews"
+    assert list(d.splits) == ["train"] and d.name.startswith("reviews-tsv-")
     assert train.inputs == ["great", "awful", "meh", "fine"]
     assert d.class_names == ["neg", "pos"] and d.num_classes == 2
     assert train.labels.tolist() == [1, 0, -1, 1]  # an empty label cell is an unlabeled row
@@ -240,7 +242,7 @@ def test_tsv_defaults_and_string_labels(tmp_path: Path) -> None:
 
 def test_csv_quoted_fields_and_int_labels(tmp_path: Path) -> None:
     f = write(tmp_path / "news.csv", 'text,label\n"one, two",3\n"multi\nline",0\nplain,1\n')
-    d = load_dataset(f"csv:{f}")
+    d = load_dataset(f"csv:{f}", options=WHOLE)
     train = d.split("train")
     assert train.inputs == ["one, two", "multi\nline", "plain"]
     assert train.labels.tolist() == [3, 0, 1] and d.num_classes == 4 and d.class_names is None

@@ -33,7 +33,7 @@ def saved(tmp_path):
 
 def test_a_saved_dataset_dict_loads_with_its_class_names_and_rows(saved):
     ds = load_dataset(f"hf:{saved}")
-    assert ds.name == "reviews" and ds.modality == "text" and list(ds.splits) == ["train", "validation", "test"]
+    assert ds.name.startswith("reviews-hf-") and ds.modality == "text" and list(ds.splits) == ["train", "validation", "test"]
     assert ds.num_classes == 2 and ds.class_names == ["neg", "pos"] and ds.info["text_col"] == "sentence"
     train = ds.split("train")
     ref = datasets.load_from_disk(str(saved))["train"]
@@ -66,12 +66,12 @@ def test_plain_labels_single_dataset_and_images(tmp_path):
     single = tmp_path / "single"
     datasets.Dataset.from_dict({"text": ["a", "b", "c", "d"], "label": ["spam", "ham", "spam", None]}).save_to_disk(
         str(single))
-    ds = load_dataset(f"hf:{single}")
+    ds = load_dataset(f"hf:{single}", options=DatasetOptions(test_fraction=0))  # the rows as they are
     assert list(ds.splits) == ["train"] and ds.class_names == ["ham", "spam"]
     assert ds.split("train").labels.tolist() == [1, 0, 1, -1]
     ints = tmp_path / "ints"
     datasets.Dataset.from_dict({"body": ["a", "b", "c"], "y": [2, 0, -1]}).save_to_disk(str(ints))
-    ds = load_dataset(f"hf:{ints}", options=DatasetOptions(text_col="body", label_col="y"))
+    ds = load_dataset(f"hf:{ints}", options=DatasetOptions(text_col="body", label_col="y", test_fraction=0))
     assert ds.num_classes == 3 and ds.split("train").labels.tolist() == [2, 0, -1] and ds.class_names is None
 
     from PIL import Image
@@ -107,7 +107,7 @@ def test_extract_and_train_from_a_saved_folder(saved, tmp_path, cli):
     code, out, err = cli(["extract", "--dataset", f"hf:{saved}", "--source", "tfidf", "--tfidf-dim", "16",
                           "--split-map", "train=train,validation=test", "--cache-dir", str(tmp_path / "cache")])
     assert code == 0, err
-    store = tmp_path / "cache" / "reviews" / "tfidf"
+    [store] = (tmp_path / "cache").glob("reviews-hf-*/tfidf")  # named by the folder and its split map
     m = train(TrainConfig(dataset=f"hf:{saved}", features=(str(store),), method="linear_probe",
                           dataset_options=DatasetOptions(split_map={"train": "train", "validation": "test"}),
                           out=str(tmp_path / "probe")))
@@ -118,7 +118,7 @@ def test_extract_and_train_from_a_saved_folder(saved, tmp_path, cli):
     ds = datasets.load_from_disk(str(saved))
     datasets.DatasetDict({"train": datasets.Dataset.from_dict({"sentence": t, "label": y}, features=ds["train"].features),
                           "validation": ds["validation"]}).save_to_disk(str(tmp_path / "reviews2"))
-    (tmp_path / "cache" / "reviews2").symlink_to(tmp_path / "cache" / "reviews")
+    (tmp_path / "cache" / "reviews2").symlink_to(store.parent)
     with pytest.raises(AftpipeError, match="does not match dataset"):
         train(TrainConfig(dataset=f"hf:{tmp_path / 'reviews2'}", features=str(tmp_path / "cache" / "reviews2" / "tfidf"),
                           method="linear_probe", out=str(tmp_path / "probe2"),

@@ -67,4 +67,5 @@ def test_copies_of_hold_out_rows_are_not_trained_on():
 def test_load_dataset_applies_the_views_option(tmp_path):
     (tmp_path / "train.tsv").write_text("text\tlabel\n" + "".join(f"row number {i} here\t{i % 2}\n" for i in range(5)))
     ds = load_dataset(f"tsv:{tmp_path}", options=DatasetOptions(views=4))
-    assert len(ds.split("train")) == 20 and ds.views == 4 and ds.info["views"] == 4
+    # one of the five rows is the held-out test split: views copy only the four left to train on
+    assert len(ds.split("train")) == 16 and len(ds.test()) == 1 and ds.views == 4 and ds.info["views"] == 4

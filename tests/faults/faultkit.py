@@ -29,7 +29,7 @@ def write_dataset(folder: Path) -> Path:
 
 
 def extract_config(data: Path, cache: Path, model: Path, fmt: str, **kw) -> ExtractConfig:
-    return ExtractConfig(**{**dict(dataset=f"tsv:{data}", sources=(f"hf:{model}",), cache_dir=str(cache), format=fmt,
+    return ExtractConfig(**{**dict(dataset=f"tsv:{data}", sources=(f"hf:{model}",), cache_dir=str(cache), name="data", format=fmt,
                                    shard_rows=SHARD_ROWS, chunk_rows=CHUNK_ROWS, batch_size=16, workers=0), **kw})
 
 

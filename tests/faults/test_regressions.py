@@ -89,7 +89,7 @@ def test_a_leftover_hdf5_partial_never_costs_finished_splits(fault_data, tiny_hf
 
 
 def _args(data: Path, cache: Path, model: Path) -> list[str]:
-    return ["--dataset", f"tsv:{data}", "--source", f"hf:{model}", "--cache-dir", str(cache), "--format", "hdf5",
+    return ["--dataset", f"tsv:{data}", "--source", f"hf:{model}", "--cache-dir", str(cache), "--name", "data", "--format", "hdf5",
             "--shard-rows", "32", "--chunk-rows", "16", "--workers", "0", "--quiet"]
 
 

@@ -15,7 +15,7 @@ from aftpipe.store import open_features
 
 def test_the_store_holds_the_runs_penultimate_features_and_its_head_reproduces_its_predictions(text_runs, tmp_path):
     run, data = text_runs["student"], text_runs["data"]
-    extract(ExtractConfig(dataset=f"tsv:{data}", sources=(f"model:{run}",), cache_dir=str(tmp_path), workers=0,
+    extract(ExtractConfig(dataset=f"tsv:{data}", sources=(f"model:{run}",), cache_dir=str(tmp_path), name="reviews", workers=0,
                           dtype="float32"))
     store = open_features(tmp_path / "reviews" / store_name(f"model:{run}"))
     test = store.split("test")

@@ -72,13 +72,13 @@ def reviews(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def local_store(tmp_path_factory, reviews, tiny_hf_dir) -> Path:
     cache = tmp_path_factory.mktemp("remote-local")
-    extract(ExtractConfig(dataset=f"tsv:{reviews}", sources=(f"hf:{tiny_hf_dir}",), cache_dir=str(cache),
+    extract(ExtractConfig(dataset=f"tsv:{reviews}", sources=(f"hf:{tiny_hf_dir}",), cache_dir=str(cache), name="reviews",
                           workers=0, **SHARDING))
     return cache / "reviews" / f"hf-{tiny_hf_dir.name}"
 
 
 def _extract(reviews: Path, model: Path, cache: str) -> list:
-    return extract(ExtractConfig(dataset=f"tsv:{reviews}", sources=(f"hf:{model}",), cache_dir=cache, workers=0,
+    return extract(ExtractConfig(dataset=f"tsv:{reviews}", sources=(f"hf:{model}",), cache_dir=cache, name="reviews", workers=0,
                                  **SHARDING))
 
 
@@ -111,7 +111,7 @@ def test_two_processes_extract_one_s3_store_identical_to_one_local_process(s3, r
     # ranks record their shards in the store's journal on S3; rank 0 merges it into the manifest there
     port = _free_port()
     args = ["-m", "aftpipe", "extract", "--dataset", f"tsv:{reviews}", "--source", f"hf:{tiny_hf_dir}", "--cache-dir",
-            f"{s3}/cache", "--shard-rows", "32", "--chunk-rows", "32", "--workers", "0", "--quiet"]
+            f"{s3}/cache", "--name", "reviews", "--shard-rows", "32", "--chunk-rows", "32", "--workers", "0", "--quiet"]
     procs = [subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, "WORLD_SIZE": "2", "RANK": str(r), "LOCAL_RANK": str(r),
                                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"})
