@@ -54,7 +54,7 @@ from aftpipe.errors import AftpipeError, option_hint, option_name
 from aftpipe.fileio import write_if_changed, write_json
 from aftpipe.progress import Progress
 
-STAGES = "stages.json"
+STAGES = rundir.DISTILL_STAGES
 # the files that make a run folder a model folder (rundir, model.py), copied from the chosen student to `out`
 MODEL_FILES = ("student.safetensors", "student.json", "tokenizer.json", "model.json", "config.yaml", "metrics.jsonl",
                "metrics.json")  # metrics.json last: it marks the folder finished

@@ -198,6 +198,9 @@ def _config(model: Any, split: str, rows: int, diff: float) -> dict[str, Any]:
     return cfg
 
 
+OWN_EXPORT = "onnx"
+
+
 def _check_out(run: Path, out: Path, overwrite: bool) -> None:
     """Refuse an --out that would put the export where it destroys or mixes with something else: the current
     folder or one above it, the run or a folder inside a run, store or export, a file, and a folder that is not
@@ -211,7 +214,9 @@ def _check_out(run: Path, out: Path, overwrite: bool) -> None:
                            f"the export, {suggestion}")
     if target == source or target in source.parents:
         raise AftpipeError(f"{option_name('out')} {out} holds the run itself; choose another folder, {suggestion}")
-    owner = owning_folder(target)
+    # <run>/onnx is the one place inside a run that holds its own export (`aftpipe distill` lays out its model
+    # folder that way); anywhere else inside a run, store or export would mix with files aftpipe manages
+    owner = None if target == source / OWN_EXPORT else owning_folder(target)
     if owner is not None:
         raise AftpipeError(f"{option_name('out')} {out} is inside {owner}, whose files aftpipe manages; export outside "
                            "it")

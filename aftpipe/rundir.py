@@ -37,6 +37,8 @@ from aftpipe.errors import AftpipeError, option_hint
 from aftpipe.fileio import fsync_path, write_atomic, write_json
 
 CONFIG, METRICS, CHECKPOINT = "config.yaml", "metrics.json", "checkpoint.safetensors"
+# an `aftpipe distill` folder: a run folder (the chosen student) that also holds the runs it was made from
+DISTILL_STAGES = "stages.json"
 LEGACY_CHECKPOINT = "checkpoint.pt"  # a pickle, written by aftpipe before 0.2; refused, never loaded
 PARTIAL = ".partial"
 # where things are and how fast to run, never what is computed
@@ -176,7 +178,8 @@ def checked_out(out: str | Path) -> Path:
             raise AftpipeError(f"{option_hint('out', str(out))} is inside the feature store {folder}, which "
                                f"`extract {option_hint('overwrite')}` would rebuild; pass an "
                                f"{option_hint('out', 'DIR')} outside it")
-        if (folder / CONFIG).is_file() and (is_finished(folder) or folder.name.endswith(PARTIAL)):
+        if (folder / CONFIG).is_file() and (is_finished(folder) or folder.name.endswith(PARTIAL)) \
+                and not (folder / DISTILL_STAGES).is_file():  # `distill` keeps its teacher and candidates inside
             raise AftpipeError(f"{option_hint('out', str(out))} is inside the run folder {folder}, which "
                                f"{option_hint('overwrite')} would replace; pass an {option_hint('out', 'DIR')} "
                                "outside it")

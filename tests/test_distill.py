@@ -296,6 +296,7 @@ def test_trade_off_sentence():
 # --- teachers in pipelines: the same teacher, from the same code ------------------------------------------
 def test_a_pipeline_fine_tunes_its_teacher_first_and_distils_from_it(data, tiny_hf_dir, tmp_path):
     from aftpipe.config import TeacherConfig, load_config
+    from aftpipe.data import load_dataset
     from aftpipe.pipeline import load_pipeline, run_pipeline, validate
     from aftpipe.teacher import teacher_train_config
     from aftpipe.training import train
@@ -320,7 +321,7 @@ train: {{threads: 1}}
     assert f"teacher `tiny-teacher`: hf:{tiny_hf_dir} fine-tuned first" in validate(yaml, **dirs)
     out = run_pipeline(yaml, results_dir=tmp_path / "results", **dirs)
     teacher = tmp_path / "runs" / "teachers" / "tiny-teacher"
-    store = tmp_path / "cache" / data.name / "model-tiny-teacher"
+    store = tmp_path / "cache" / load_dataset(f"tsv:{data}").name / "model-tiny-teacher"
     assert (teacher / "metrics.json").is_file() and store.is_dir()
     assert "tokt" in (out / "results.md").read_text()
     # the run `distill` would train for this teacher on these rows is the one the pipeline trained

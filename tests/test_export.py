@@ -128,7 +128,7 @@ def test_an_out_that_is_not_an_earlier_export_is_refused_even_with_overwrite(tex
     run = str(text_runs["student"])
     for out, needle in ((".", "is the current folder or one above it"), ("..", "is the current folder or one above it"),
                         (str(mine), "is the current folder"), (str(tmp_path / "file"), "is a file"),
-                        (run, "holds the run itself"), (f"{run}/onnx", "is inside the run folder"),
+                        (run, "holds the run itself"), (f"{run}/exports", "is inside the run folder"),
                         (str(text_runs["store"] / "onnx"), "is inside the feature store")):
         code, _, err = cli(["export", run, "--out", out, "--overwrite"])
         one_line_error(code, err, needle)

@@ -258,7 +258,7 @@ def test_tsv_fields_are_the_text_between_tabs_quotes_included(tmp_path: Path) ->
     texts[201] = '""doubled"" stays doubled, \\ and \\t stay too'
     texts[202] = "  spaces kept  "
     f = write(tmp_path / "train.tsv", "sentence\tlabel\n" + "".join(f"{t}\t{i % 2}\n" for i, t in enumerate(texts)))
-    train = load_dataset(f"tsv:{f}").split("train")
+    train = load_dataset(f"tsv:{f}", options=WHOLE).split("train")
     assert train.inputs == texts and train.labels.tolist() == [i % 2 for i in range(300)]
     assert train.ids[150] == "train.tsv:152"
     # predict reads its input through the same reader: one prediction per line
@@ -275,18 +275,18 @@ def test_csv_is_rfc4180_quotes_commas_tabs_and_newlines_in_fields(tmp_path: Path
     w.writerow(["text", "label"])
     w.writerows([t, i] for i, t in enumerate(rows))
     f = write(tmp_path / "t.csv", body.getvalue())
-    train = load_dataset(f"csv:{f}").split("train")
+    train = load_dataset(f"csv:{f}", options=WHOLE).split("train")
     assert train.inputs == rows and train.labels.tolist() == list(range(len(rows)))
     assert train.ids[5:] == ["t.csv:7", "t.csv:9", "t.csv:10"]  # a record's first line
     # unquoted, a quote after the start is text (as RFC 4180 readers take it)
     f = write(tmp_path / "u.csv", 'text,label\nhe said "hi" then,1\n')
-    assert load_dataset(f"csv:{f}").split("train").inputs == ['he said "hi" then']
+    assert load_dataset(f"csv:{f}", options=WHOLE).split("train").inputs == ['he said "hi" then']
 
 
 def test_jsonl_texts_are_read_exactly(tmp_path: Path) -> None:
     texts = ['"quoted"', "tab\there", "new\nline", "carriage\rreturn", "line\u2028separator", "\\"]
     f = write(tmp_path / "t.jsonl", "".join(json.dumps({"text": t, "label": i}) + "\n" for i, t in enumerate(texts)))
-    train = load_dataset(f"jsonl:{f}").split("train")
+    train = load_dataset(f"jsonl:{f}", options=WHOLE).split("train")
     assert train.inputs == texts and train.ids == [f"t.jsonl:{i + 1}" for i in range(len(texts))]
 
 

@@ -266,6 +266,20 @@ def huge_image(path: str) -> Callable[[World], None]:
     return f
 
 
+def small_images(folder: str, per_class: int) -> Callable[[World], None]:
+    """An image folder of two classes, `per_class` 8×8 images each in train and test: enough to train on."""
+    def f(w: World) -> None:
+        from PIL import Image
+
+        for split in ("train", "test"):
+            for c, shade in (("a", 0), ("b", 255)):
+                d = Path(folder.format(tmp=w.tmp)) / split / c
+                d.mkdir(parents=True, exist_ok=True)
+                for i in range(per_class):
+                    Image.new("L", (8, 8), shade ^ i).save(d / f"{i}.png")
+    return f
+
+
 def image_run_with_huge_image(w: World) -> None:
     from aftpipe.config import TrainConfig
     from aftpipe.students import StudentConfig
@@ -495,7 +509,8 @@ CASES = [
       "--chunk-rows 16",
       "unreadable manifest", "--overwrite", setup=damage_manifest),
     # object-store URLs: the client's failure on one line, whichever command meets it
-    C("url-extract-endpoint-closed", f"{EXTRACT} tsv:{{data}} --source tfidf --tfidf-dim 8 --cache-dir s3://b/c",
+    C("url-extract-endpoint-closed", f"{EXTRACT} tsv:{{data}} --name data --source tfidf --tfidf-dim 8 "
+      "--cache-dir s3://b/c",
       "cannot write the store s3://b/c/data/tfidf", "EndpointConnectionError", "check the s3 credentials and endpoint",
       env=S3_CLOSED),
     C("url-extract-unknown-host", f"{EXTRACT} tsv:{{data}} --source tfidf --tfidf-dim 8 --cache-dir s3://b/c",
@@ -505,9 +520,9 @@ CASES = [
     C("url-train-endpoint-closed", f"{TRAIN_ON} --dataset tsv:{{data}} --features s3://b/c/data/tfidf",
       "cannot read the store s3://b/c/data/tfidf", "EndpointConnectionError", env=S3_CLOSED),
     C("url-validate-endpoint-closed", "validate {tmp}/p.yaml --cache-dir s3://b/c --runs-dir {tmp}/runs",
-      "cannot read the store s3://b/c/data/", "EndpointConnectionError", setup=lambda w: pipe()(w), env=S3_CLOSED),
+      "cannot read the store s3://b/c/", "EndpointConnectionError", setup=lambda w: pipe()(w), env=S3_CLOSED),
     C("url-run-endpoint-closed", "run {tmp}/p.yaml --cache-dir s3://b/c --runs-dir {tmp}/runs --results-dir "
-      "{tmp}/results", "cannot read the store s3://b/c/data/", setup=lambda w: pipe()(w), env=S3_CLOSED),
+      "{tmp}/results", "cannot read the store s3://b/c/", setup=lambda w: pipe()(w), env=S3_CLOSED),
     C("url-run-memory-cache-with-jobs", "run {tmp}/p.yaml --cache-dir memory://x/c --jobs 2 --runs-dir {tmp}/runs "
       "--results-dir {tmp}/results", "lives in this process's memory", "--jobs 1", setup=lambda w: pipe()(w)),
     # train: options
@@ -697,7 +712,8 @@ CASES = [
       "decode safely", "--strict", setup=image_run_with_huge_image),
     C("train-image-too-large", "train --dataset imagefolder:{tmp}/imgs --student small-cnn --method none --steps 1 "
       "--threads 1 --quiet --out {run}", "huge.png is too large to decode safely",
-      setup=lambda w: [huge_image(f"{{tmp}}/imgs/{split}/{c}/huge.png")(w) for split in ("train", "test") for c in "ab"]),
+      setup=lambda w: (small_images("{tmp}/imgs", 6)(w),
+                       [huge_image(f"{{tmp}}/imgs/{split}/a/huge.png")(w) for split in ("train", "test")])),
     # export: where the folder may go
     C("export-out-current-folder", "export {run} --out . --overwrite", "is the current folder or one above it",
       setup=predicting()),

@@ -213,8 +213,9 @@ def test_extract_overwrite_deletes_only_what_the_store_wrote(clean_stores, fault
     (store / "train" / "features" / "mine.txt").write_text("mine too")
     assert foreign_entries(store) == ["myrun", "notes.txt", "train"]
     held = snapshot(store)
-    args = ["extract", "--dataset", f"tsv:{fault_data}", "--source", f"hf:{tiny_hf_dir}", "--cache-dir", str(cache),
-            "--shard-rows", "32", "--chunk-rows", "16", "--workers", "0", "--quiet", "--overwrite"]
+    args = ["extract", "--dataset", f"tsv:{fault_data}", "--name", "data", "--source", f"hf:{tiny_hf_dir}",
+            "--cache-dir", str(cache), "--shard-rows", "32", "--chunk-rows", "16", "--workers", "0", "--quiet",
+            "--overwrite"]
     code, _, err = cli(args)
     assert code == 2 and "holds myrun, notes.txt, train, which aftpipe did not write" in err, err
     assert (store / "myrun" / "metrics.json").exists() and differences(held, snapshot(store)) == []
@@ -237,8 +238,8 @@ def test_a_text_starting_with_a_quote_is_one_row_as_written(tmp_path, cli):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(lines) + "\n")
     (tmp_path / "d" / "test.tsv").write_text("sentence\tlabel\n" + "\n".join(lines[:40]) + "\n")
-    code, _, err = cli(["extract", "--dataset", f"tsv:{tmp_path / 'd'}", "--source", "tfidf", "--tfidf-dim", "8",
-                        "--cache-dir", str(tmp_path / "c"), "--workers", "0", "--quiet"])
+    code, _, err = cli(["extract", "--dataset", f"tsv:{tmp_path / 'd'}", "--name", "d", "--source", "tfidf",
+                        "--tfidf-dim", "8", "--cache-dir", str(tmp_path / "c"), "--workers", "0", "--quiet"])
     assert code == 0, err
     code, out, err = cli(["inspect", str(tmp_path / "c" / "d" / "tfidf")])
     assert code == 0 and "rows:    test 40, train 300" in out, out + err

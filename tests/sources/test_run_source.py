@@ -83,7 +83,8 @@ def test_a_teacher_retrained_after_extraction_is_noticed_by_train_and_verify(tex
 
     teacher, data = tmp_path / "teacher", text_runs["data"]
     shutil.copytree(text_runs["student"], teacher)
-    extract(ExtractConfig(dataset=f"tsv:{data}", sources=(f"model:{teacher}",), cache_dir=str(tmp_path / "c"), workers=0))
+    extract(ExtractConfig(dataset=f"tsv:{data}", sources=(f"model:{teacher}",), cache_dir=str(tmp_path / "c"),
+                          name="reviews", workers=0))
     store = tmp_path / "c" / "reviews" / "model-teacher"
     train_args = ["train", "--dataset", f"tsv:{data}", "--features", str(store), "--student", "bow-mlp", "--steps", "2",
                   "--threads", "1", "--quiet"]

@@ -211,7 +211,7 @@ def nowhere(monkeypatch, tmp_path):
 
 
 PIPELINE = ("dataset: tsv:{data}\nsources: {{t: [tfidf]}}\nstudents: [bow-mlp]\nseeds: [0]\nmethods: [{{name: none}}]\n"
-            "extract: {{source_options: {{tfidf_dim: 8}}}}\ntrain: {{steps: 2, threads: 1}}\n")
+            "extract: {{name: reviews, source_options: {{tfidf_dim: 8}}}}\ntrain: {{steps: 2, threads: 1}}\n")
 
 
 def _ends_in_one_error(code: int, err: str, *needles: str) -> None:
@@ -229,8 +229,8 @@ def test_an_unreachable_object_store_is_one_line_on_extract_train_and_pipelines(
     elif failure == "no-credentials":
         nowhere(credentials=False)
     url = "s3://bucket/cache"
-    code, _, err = cli(["extract", "--dataset", f"tsv:{reviews}", "--source", "tfidf", "--tfidf-dim", "8",
-                        "--cache-dir", url, "--workers", "0", "--quiet"])
+    code, _, err = cli(["extract", "--dataset", f"tsv:{reviews}", "--name", "reviews", "--source", "tfidf",
+                        "--tfidf-dim", "8", "--cache-dir", url, "--workers", "0", "--quiet"])
     _ends_in_one_error(code, err, f"cannot write the store {url}/reviews/tfidf", "check the s3 credentials and endpoint")
     code, _, err = cli(["train", "--dataset", f"tsv:{reviews}", "--features", f"{url}/reviews/tfidf", "--student",
                         "bow-mlp", "--steps", "2", "--quiet", "--out", str(tmp_path / "run")])
