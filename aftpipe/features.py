@@ -114,7 +114,7 @@ class Features:
 
     def apply_control(self, kind: str, seed: int = 0) -> None:
         """Replace φ by a control that keeps its statistics and destroys its per-example information
-        (DESIGN.md §2): `shuffle` gives each example another example's row (a seeded permutation of the
+        (docs/design.md §2): `shuffle` gives each example another example's row (a seeded permutation of the
         rows over the examples); `gaussian` gives each one a fresh draw from N(mean, covariance) of φ."""
         if kind == "none":
             return

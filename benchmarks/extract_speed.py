@@ -1,4 +1,4 @@
-"""Extraction throughput vs the model's own forward throughput on the same rows, in one process (DESIGN.md §4).
+"""Extraction throughput vs the model's own forward throughput on the same rows, in one process (docs/design.md §4).
 
     python benchmarks/extract_speed.py [--dataset sst2 --split train --rows 8192 --batch-size 256]
                                        [--threads 2] [--rounds 3] [--write BENCHMARKS.md]

@@ -1,4 +1,4 @@
-"""What the trained student costs to run next to the foundation model it learned from (DESIGN.md §6b).
+"""What the trained student costs to run next to the foundation model it learned from (docs/design.md §6).
 
     python benchmarks/inference.py [--student-run RUN --probe-run RUN] [--rounds 3] [--write BENCHMARKS.md]
 

@@ -1,4 +1,4 @@
-"""Random-batch read speed of a feature store vs the same array in RAM (DESIGN.md §3).
+"""Random-batch read speed of a feature store vs the same array in RAM (docs/design.md §3).
 
     python benchmarks/read_speed.py [--store cache/sst2/minilm] [--rows 67349 --dim 384] [--write BENCHMARKS.md]
 

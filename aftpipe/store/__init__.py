@@ -1,4 +1,4 @@
-"""Feature stores: the contract between `extract` and `train` (DESIGN.md §3).
+"""Feature stores: the contract between `extract` and `train` (docs/design.md §3).
 
     store = open_features("cache/sst2/minilm")     # zarr dir, or cache/sst2/minilm.h5
     store.manifest["source"], store.splits

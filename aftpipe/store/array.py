@@ -2,7 +2,7 @@
 
 Stage 2 asks for a batch of arbitrary row indices every step, so this is the hot path. Uncompressed
 zarr shards and HDF5 contiguous datasets are plain row-major bytes at a known offset, so each shard is
-exposed as a numpy view over an mmap and a batch is one fancy-index per shard it touches (DESIGN.md §3:
+exposed as a numpy view over an mmap and a batch is one fancy-index per shard it touches (docs/design.md §3:
 zarr's own indexing reads ~4k rows/s; a mapped array reads millions). Compressed stores fall back to
 `ChunkedFeatureArray`, which batches one zarr/h5py call per request.
 """

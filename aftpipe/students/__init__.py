@@ -1,4 +1,4 @@
-"""Students: the small downstream models aftpipe trains (DESIGN.md §5).
+"""Students: the small downstream models aftpipe trains (docs/design.md §5).
 
     student = build_student("textcnn", num_classes=2, train_inputs=train.inputs, cfg=StudentConfig())
     X = student.encode(split.inputs)                     # once per split

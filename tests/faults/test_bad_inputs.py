@@ -720,7 +720,7 @@ CASES = [
     C("export-out-parent-folder", "export {run} --out .. --overwrite", "is the current folder or one above it",
       setup=predicting()),
     C("export-out-is-the-run", "export {run} --out {run} --overwrite", "holds the run itself", setup=predicting()),
-    C("export-out-inside-the-run", "export {run} --out {run}/onnx", "is inside the run folder", setup=predicting()),
+    C("export-out-inside-the-run", "export {run} --out {run}/exports", "is inside the run folder", setup=predicting()),
     C("export-out-not-an-export", "export {run} --out {tmp}/mine --overwrite", "holds no earlier export",
       setup=predicting(write("{tmp}/mine/keep.txt", "mine"))),
     C("export-out-exists", "export {run} --out {tmp}/mine", "holds no earlier export",
