@@ -509,11 +509,13 @@ def _click_errors() -> tuple[type[Exception], type[Exception]]:
 
 
 def main() -> None:
+    from aftpipe.cpu_kernels import use_portable_kernels
     from aftpipe.provenance import running_command
 
     ClickException, NoArgsIsHelpError = _click_errors()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we parallelise with DataLoader workers instead
     try:
+        use_portable_kernels()  # before anything imports torch: the same numbers on every x86-64 CPU
         with speaking_to_cli(flag_of), running_command(["aftpipe", *sys.argv[1:]]):
             # not standalone: usage errors (unknown flag, a value that is not a number) come back to us, to be
             # printed as one line like every other error instead of typer's usage box

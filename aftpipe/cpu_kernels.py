@@ -1,0 +1,62 @@
+"""The CPU kernels torch may use, pinned so that a run gives the same numbers on any x86-64 CPU.
+
+    use_portable_kernels()        # before torch is imported: what `aftpipe` does first
+
+PyTorch's x86 wheels pick their float kernels by the CPU they run on, and kernels of different vector widths
+round differently: MKL runs the float32 matmuls, with its own code for Intel and for AMD CPUs; oneDNN and
+ATen's vectorised ops use AVX-512 where the CPU has it, AVX2 where not. The same run on an AMD EPYC and on an
+Intel Xeon therefore ends with different weights (0.6445 vs 0.6422 for the demo's `none`). Pinned here: MKL's
+COMPATIBLE code path (its conditional numerical reproducibility mode, the same code on Intel and AMD), and AVX2
+at most for oneDNN and ATen (every x86-64 server CPU since 2013 has it). The price is speed, measured in
+BENCHMARKS.md ("Reproducibility across machines"); AFTPIPE_CPU_KERNELS=native gives torch its own choice.
+
+What this cannot make identical: ARM or other CPUs (none of these libraries runs there), GPUs, other
+versions of torch/MKL/oneDNN, and another thread count (MKL's reproducible mode holds for a fixed number of
+threads: `aftpipe run` trains every run on one thread; give `aftpipe train` the same `--threads`).
+The variables are read once, when torch loads its kernels, so they are set before torch is imported;
+a variable the user has set already is left as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from collections.abc import MutableMapping
+from pathlib import Path
+
+from aftpipe.errors import AftpipeError
+
+CHOICE = "AFTPIPE_CPU_KERNELS"  # portable (the default) or native
+PORTABLE = {"MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+ATEN = ("ATEN_CPU_CAPABILITY", "avx2")  # only where the CPU has AVX2: ATen trusts the variable and would crash
+
+
+def use_portable_kernels(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
+    """Set the variables that pin torch's CPU kernels (those not already set) and return what was set; nothing
+    when AFTPIPE_CPU_KERNELS=native, off x86-64, or once torch is imported (its kernels are chosen by then, and
+    only child processes would get the others: the numbers of a pipeline's workers and of its main process
+    must not differ)."""
+    choice = environ.get(CHOICE, "portable")
+    if choice not in ("portable", "native"):
+        raise AftpipeError(f"{CHOICE}={choice} is not a kernel choice; set it to portable (the same numbers on "
+                           "every x86-64 CPU) or native (torch's fastest kernels for this CPU), or unset it")
+    if choice == "native" or "torch" in sys.modules or platform.machine().lower() not in ("x86_64", "amd64"):
+        return {}
+    wanted = dict(PORTABLE)
+    if _has_avx2():
+        wanted[ATEN[0]] = ATEN[1]
+    added = {k: v for k, v in wanted.items() if k not in environ}
+    environ.update(added)
+    return added
+
+
+def _has_avx2() -> bool:
+    try:
+        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
+    except (OSError, StopIteration):
+        return False  # not Linux: ATen keeps its own choice
+    return {"avx2", "fma"} <= set(flags.split(":", 1)[1].split())
+
+
+__all__ = ["CHOICE", "PORTABLE", "use_portable_kernels"]
