@@ -38,10 +38,12 @@ class Case:
     args: tuple[str, ...]
     needles: tuple[str, ...]
     setup: Callable[[World], object] | None = None
+    env: tuple[tuple[str, str], ...] = ()  # environment variables set for the command
 
 
-def C(id: str, args: str, *needles: str, setup: Callable[[World], object] | None = None) -> Case:  # noqa: N802
-    return Case(id, tuple(args.split()), needles, setup)
+def C(id: str, args: str, *needles: str, setup: Callable[[World], object] | None = None,  # noqa: N802
+      env: dict[str, str] | None = None) -> Case:
+    return Case(id, tuple(args.split()), needles, setup, tuple((env or {}).items()))
 
 
 EXTRACT = "extract --cache-dir {tmp}/c --quiet --workers 0 --dataset"
@@ -303,6 +305,8 @@ CASES = [
       "unreadable manifest", "--overwrite", setup=damage_manifest),
     # train: options
     C("train-unknown-method", f"{TRAIN} --method nope", "no method `nope`", "aft"),
+    C("cpu-kernels-unknown", TRAIN, "AFTPIPE_CPU_KERNELS=fast is not a kernel choice", "portable", "native",
+      env={"AFTPIPE_CPU_KERNELS": "fast"}),
     C("train-unknown-student", f"{TRAIN} --student nope", "no student `nope`", "textcnn"),
     C("train-beta", f"{TRAIN} --beta -1", "--beta must be ≥ 0"),
     C("train-labels-negative", f"{TRAIN} --labels -5", "--labels must be ≥ 1, got -5"),
@@ -469,7 +473,10 @@ def finished_run(tmp_path_factory, fault_data, clean_stores, tiny_hf_dir) -> Pat
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_bad_input_is_one_line(case, fault_data, clean_stores, tiny_hf_dir, finished_run, tmp_path, cli, record_property):
+def test_bad_input_is_one_line(case, fault_data, clean_stores, tiny_hf_dir, finished_run, tmp_path, cli, record_property,
+                               monkeypatch):
+    for k, v in case.env:
+        monkeypatch.setenv(k, v)
     w = World(tmp_path, fault_data, store_of(clean_stores["zarr"], tiny_hf_dir, "zarr"),
               store_of(clean_stores["hdf5"], tiny_hf_dir, "hdf5"), tiny_hf_dir, finished_run)
     held = case.setup(w) if case.setup else None
