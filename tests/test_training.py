@@ -77,6 +77,22 @@ def test_same_seed_same_result_different_seed_differs(reviews_dir, tiny_hf_dir):
     assert [h["loss"] for h in a["history"]] != [h["loss"] for h in c["history"]]
 
 
+def test_a_run_trains_on_one_thread_unless_told_otherwise(reviews_dir, tiny_hf_dir):
+    """As a pipeline's runs do, whatever the machine's cores: the same command gives the same numbers by hand."""
+    import dataclasses
+
+    import torch
+
+    default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}["threads"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train(cfg(reviews_dir, tiny_hf_dir, threads=default, epochs=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_multi_source_concatenates_and_weights_each_source(reviews_dir, tiny_hf_dir):
     extract(ExtractConfig(dataset=f"tsv:{reviews_dir / 'data'}", sources=("tfidf",), cache_dir=str(reviews_dir / "cache"),
                           source_options=__import__("aftpipe.sources", fromlist=["x"]).SourceOptions(tfidf_dim=8)))
