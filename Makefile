@@ -5,7 +5,7 @@ AFT := HF_HUB_OFFLINE=1 $(VENV)/bin/aftpipe
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench-speed bench-quality bench-science bench-teacher bench-reliability bench-scale clean-cache
+.PHONY: setup demo test bench-speed bench-quality bench-science bench-teacher bench-reliability bench-scale bench-repro clean-cache
 
 setup: $(VENV)/.installed
 
@@ -75,6 +75,11 @@ bench-scale: demo
 # the catalogue of error messages → docs/errors.md.
 bench-reliability: setup
 	$(PY) benchmarks/reliability.py --write BENCHMARKS.md --errors docs/errors.md
+
+# Which CPU settings change the numbers (kernel ISA of ATen, oneDNN and MKL; thread count) and what pinning them
+# costs: shortened demo runs and a small extraction under each, as separate processes (~30 min on 2 cores).
+bench-repro: setup
+	$(PY) benchmarks/reproducibility.py --speed 2 --write BENCHMARKS.md
 
 clean-cache:
 	find cache -mindepth 1 ! -name .gitignore -exec rm -rf {} +

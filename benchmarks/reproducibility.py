@@ -1,0 +1,216 @@
+"""Which CPU settings change aftpipe's numbers? The demo's runs, shortened, and an extraction under each setting.
+
+    python benchmarks/reproducibility.py [--settings NAME ...] [--rows 2560] [--epochs 5] [--tokt-steps 150]
+                                         [--extract-rows 512] [--speed 3] [--write BENCHMARKS.md]
+
+Each setting is a set of environment variables read when torch loads — which kernels ATen's vectorised ops
+(ATEN_CPU_CAPABILITY), oneDNN (ONEDNN_MAX_CPU_ISA) and MKL, which runs float32 matmuls in PyTorch's x86 wheels
+(MKL_CBWR), may use — and a torch thread count. First a MiniLM store of the first --rows SST-2 training
+sentences and the dev set is extracted (under the first setting). Then, under each setting, as separate
+processes: the demo's `none` and `tokt` runs with seed 0 on that store (`aftpipe train` with the options
+`aftpipe run pipelines/demo.yaml` gives them, shortened to --epochs / --tokt-steps), and an extraction of the
+first --extract-rows sentences. Every row is compared with the first setting's: test accuracy, the largest
+weight difference, and how many of the stored float16 feature values differ. A setting that matches the
+reference on this CPU may still differ on another; one that differs here moves the numbers.
+
+--speed N: then N alternating pairs of the same `none` run and extraction, torch's own kernels
+(AFTPIPE_CPU_KERNELS=native) vs the portable ones (aftpipe's default): the cost of pinning, as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _markdown import machine, replace_block
+
+REPO = Path(__file__).resolve().parents[1]
+KNOBS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "AFTPIPE_CPU_KERNELS")
+PORTABLE = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"}
+NATIVE = {"AFTPIPE_CPU_KERNELS": "native"}  # aftpipe sets no kernel variable of its own
+
+# name → (environment, torch threads)
+SETTINGS: dict[str, tuple[dict[str, str], int]] = {
+    "native": (NATIVE, 1),
+    "native, 2 threads": (NATIVE, 2),
+    "ATEN_CPU_CAPABILITY=default": ({**NATIVE, "ATEN_CPU_CAPABILITY": "default"}, 1),
+    "ATEN_CPU_CAPABILITY=avx2": ({**NATIVE, "ATEN_CPU_CAPABILITY": "avx2"}, 1),
+    "ATEN_CPU_CAPABILITY=avx512": ({**NATIVE, "ATEN_CPU_CAPABILITY": "avx512"}, 1),
+    "ONEDNN_MAX_CPU_ISA=AVX2": ({**NATIVE, "ONEDNN_MAX_CPU_ISA": "AVX2"}, 1),
+    "ONEDNN_MAX_CPU_ISA=AVX512_CORE": ({**NATIVE, "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, 1),
+    "MKL_CBWR=COMPATIBLE": ({**NATIVE, "MKL_CBWR": "COMPATIBLE"}, 1),
+    "MKL_CBWR=AVX2": ({**NATIVE, "MKL_CBWR": "AVX2"}, 1),
+    "MKL_CBWR=AVX512": ({**NATIVE, "MKL_CBWR": "AVX512"}, 1),
+    "portable (all three pinned)": (PORTABLE, 1),
+    "portable, 2 threads": (PORTABLE, 2),
+    "aftpipe's default": ({}, 1),
+}
+
+
+def environment(extra: dict[str, str], threads: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in KNOBS}
+    return {**env, **extra, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONPATH": str(REPO)}
+
+
+def aftpipe(args: list[str], env: dict[str, str]) -> float:
+    """Run `aftpipe ARGS` in a fresh process (the variables take effect as torch loads); returns the CPU seconds
+    it used (user + system: on a shared machine a steadier measure of its work than the wall clock)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run([sys.executable, "-m", "aftpipe", *args, "--quiet"], cwd=REPO, env=env,
+                          capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"aftpipe {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def train_args(method: str, out: Path, args: argparse.Namespace, threads: int) -> list[str]:
+    """The demo's seed-0 run of `method` (`aftpipe validate pipelines/demo.yaml` plans the same options)."""
+    common = ["train", "--dataset", "sst2", "--features", str(args.store), "--method", method,
+              "--epochs", str(args.epochs), "--labels", "2000", "--seed", "0", "--threads", str(threads),
+              "--out", str(out), "--stored-rows-only"]  # the store holds the first --rows training sentences
+    if method == "tokt":
+        return [*common, "--steps", str(args.tokt_steps), "--lr", "0.01", "--unlabeled"]
+    return [*common, "--lr", "0.003"]
+
+
+def extract_args(cache: Path, rows: int, splits: str = "train") -> list[str]:
+    return ["extract", "--dataset", "sst2", "--source", "minilm", "--splits", splits, "--limit", str(rows),
+            "--cache-dir", str(cache)]
+
+
+def weights(run: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(run / "student.safetensors"))
+
+
+def features(cache: Path) -> np.ndarray:
+    from aftpipe.store import open_features
+
+    return np.asarray(open_features(cache / "sst2" / "minilm").split("train")[:])
+
+
+def measure(name: str, work: Path, ref: Path, args: argparse.Namespace) -> dict:
+    """One setting's runs and extraction, compared with the reference setting's (in `ref`; itself for the first)."""
+    extra, threads = SETTINGS[name]
+    env = environment(extra, threads)
+    row: dict = {"setting": name, "threads": threads}
+    for method in args.methods:
+        aftpipe(train_args(method, work / method, args, threads), env)
+        row[method] = json.loads((work / method / "metrics.json").read_text())["test"]["accuracy"]
+        a, b = weights(work / method), weights(ref / method)
+        row[f"{method}_dw"] = max(float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in a)
+    if args.extract_rows:
+        aftpipe(extract_args(work / "cache", args.extract_rows), env)
+        a, b = features(work / "cache"), features(ref / "cache")
+        row["extract_diff"], row["extract_values"] = int((a != b).sum()), int(a.size)
+    return row
+
+
+def speed(work: Path, args: argparse.Namespace) -> dict[str, list[float]]:
+    """Alternating pairs of the same `none` run and extraction, native vs portable: CPU seconds of each."""
+    out: dict[str, list[float]] = {k: [] for k in ("train native", "train portable", "extract native",
+                                                   "extract portable")}
+    for i in range(args.speed):
+        for kind, extra in (("native", NATIVE), ("portable", {})):
+            env = environment(extra, 1)
+            run = work / f"speed-{kind}-{i}"
+            out[f"train {kind}"].append(aftpipe(train_args("none", run, args, 1), env))
+            out[f"extract {kind}"].append(aftpipe(extract_args(run / "cache", args.extract_rows), env))
+    return out
+
+
+def table(rows: list[dict], args: argparse.Namespace) -> str:
+    head = ["setting", "threads"]
+    for m in args.methods:
+        head += [f"`{m}` s0 test acc", f"`{m}` max abs Δweight"]
+    if args.extract_rows:
+        head.append(f"MiniLM features differing (of {rows[0]['extract_values']:,})")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["setting"], str(r["threads"])]
+        for m in args.methods:
+            cells += [f"{r[m]:.4f}", "reference" if r is rows[0] else _num(r[f"{m}_dw"])]
+        if args.extract_rows:
+            cells.append("reference" if r is rows[0] else f"{r['extract_diff']:,}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _num(x: float) -> str:
+    return "**0**" if x == 0 else f"{x:.1e}"
+
+
+def speed_table(times: dict[str, list[float]]) -> str:
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    n = len(times["train native"])
+    return ("| CPU seconds of the whole process, median of " + str(n) + " | torch's own kernels | portable (default) "
+            "| portable / own |\n|---|---|---|---|\n" + "\n".join(
+                f"| {what} | {med[k + ' native']:.1f} | {med[k + ' portable']:.1f} | "
+                f"{med[k + ' portable'] / med[k + ' native']:.2f}× |"
+                for k, what in (("train", "the `none` run"), ("extract", "the extraction"))))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS), metavar="NAME",
+                    help="the first is the reference (default: all)")
+    ap.add_argument("--methods", nargs="+", default=["none", "tokt"])
+    ap.add_argument("--rows", type=int, default=2560, help="training sentences in the runs' store")
+    ap.add_argument("--epochs", type=int, default=5, help="`none`: 15 steps an epoch (the demo: 20)")
+    ap.add_argument("--tokt-steps", type=int, default=150, help="the demo: 600")
+    ap.add_argument("--extract-rows", type=int, default=512, help="0: no extraction")
+    ap.add_argument("--speed", type=int, default=0, help="alternating native/portable pairs timed")
+    ap.add_argument("--keep", help="keep the runs and stores in this folder")
+    ap.add_argument("--write", help="put the tables in this Markdown file")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(args.keep).resolve() if args.keep else Path(tmp)
+        first, threads = SETTINGS[args.settings[0]]
+        aftpipe(extract_args(base / "store", args.rows, "train,dev"), environment(first, threads))
+        args.store = base / "store" / "sst2" / "minilm"
+        rows = []
+        for i, name in enumerate(args.settings):
+            rows.append(measure(name, base / f"s{i}", base / "s0", args))
+            print(json.dumps(rows[-1]), flush=True)
+        times = speed(base, args) if args.speed else None
+    text = table(rows, args)
+    if times:
+        print(json.dumps(times))
+        text += "\n\nThe cost, alternating native and portable runs (one thread each):\n\n" + speed_table(times)
+    print(text)
+    if args.write:
+        import torch
+
+        cmd = ("python benchmarks/reproducibility.py " + " ".join(sys.argv[1:])).replace(f" --write {args.write}", "")
+        note = (f"`{cmd.strip()}` ({datetime.date.today()}, {_cpu()}, {machine()}, torch {torch.__version__}, "
+                f"{(time.perf_counter() - t0) / 60:.0f} min):")
+        replace_block(args.write, "reproducibility", note + "\n\n" + text)
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    main()
