@@ -24,6 +24,7 @@ import platform
 import sys
 from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
 from aftpipe.errors import AftpipeError
 
@@ -51,6 +52,23 @@ def use_portable_kernels(environ: MutableMapping[str, str] = os.environ) -> dict
     return added
 
 
+def in_effect() -> dict[str, Any]:
+    """What this process computes with, for a run's record: the CPU, ATen's kernel level, MKL's and oneDNN's
+    settings (None: the library's own choice) and torch's thread count."""
+    import torch
+
+    return {"cpu": _cpu_name(), "aten": torch.backends.cpu.get_cpu_capability(),
+            **{k: os.environ.get(k) for k in PORTABLE}, "threads": torch.get_num_threads()}
+
+
+def _cpu_name() -> str:
+    try:
+        return next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def _has_avx2() -> bool:
     try:
         flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
@@ -59,4 +77,4 @@ def _has_avx2() -> bool:
     return {"avx2", "fma"} <= set(flags.split(":", 1)[1].split())
 
 
-__all__ = ["CHOICE", "PORTABLE", "use_portable_kernels"]
+__all__ = ["CHOICE", "PORTABLE", "in_effect", "use_portable_kernels"]

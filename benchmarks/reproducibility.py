@@ -107,7 +107,8 @@ def measure(name: str, work: Path, ref: Path, args: argparse.Namespace) -> dict:
     env = environment(extra, threads)
     row: dict = {"setting": name, "threads": threads}
     for method in args.methods:
-        aftpipe(train_args(method, work / method, args, threads), env)
+        if not (work / method / "metrics.json").exists():  # kept from an earlier --keep run otherwise
+            aftpipe(train_args(method, work / method, args, threads), env)
         row[method] = json.loads((work / method / "metrics.json").read_text())["test"]["accuracy"]
         a, b = weights(work / method), weights(ref / method)
         row[f"{method}_dw"] = max(float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in a)

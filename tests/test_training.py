@@ -315,6 +315,10 @@ def test_metrics_jsonl_grows_per_evaluation_and_a_resume_keeps_it_consistent(rev
 
 
 def test_a_run_records_where_it_came_from(reviews_dir, tiny_hf_dir):
+    import os
+
+    import torch
+
     from aftpipe.provenance import manifest_sha256
     from aftpipe.store import open_features
 
@@ -323,6 +327,9 @@ def test_a_run_records_where_it_came_from(reviews_dir, tiny_hf_dir):
     assert {"aftpipe", "torch", "scikit-learn", "numpy", "python"} <= set(rec["packages"])
     assert rec["created"][:2] == "20" and rec["command"] is None and rec["argv"]  # Python, not the CLI
     assert rec["git"] is None or len(rec["git"]["commit"]) == 40
+    kernels = rec["cpu_kernels"]  # what the numbers depend on besides the code: the CPU's kernels, the threads
+    assert kernels["threads"] == 1 and kernels["aten"] == torch.backends.cpu.get_cpu_capability() and kernels["cpu"]
+    assert kernels["MKL_CBWR"] == os.environ.get("MKL_CBWR")
     [store] = rec["stores"]
     st = open_features(store["path"])
     assert store["manifest_sha256"] == manifest_sha256(st.manifest)
