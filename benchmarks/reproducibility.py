@@ -26,6 +26,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -145,6 +146,7 @@ def speed(work: Path, args: argparse.Namespace) -> dict[str, list[float]]:
         for kind, extra in (("native", NATIVE), ("portable", {})):
             env = environment(extra, 1)
             run = work / f"speed-{kind}-{i}"
+            shutil.rmtree(run, ignore_errors=True)  # timed afresh, also with --keep
             out[f"train {kind}"].append(aftpipe(train_args("none", run, args, 1), env))
             out[f"extract {kind}"].append(aftpipe(extract_args(run / "cache", args.extract_rows), env))
     return out
