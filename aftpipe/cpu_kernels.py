@@ -57,11 +57,12 @@ def in_effect() -> dict[str, Any]:
     settings (None: the library's own choice) and torch's thread count."""
     import torch
 
-    return {"cpu": _cpu_name(), "aten": torch.backends.cpu.get_cpu_capability(),
+    return {"cpu": cpu_name(), "aten": torch.backends.cpu.get_cpu_capability(),
             **{k: os.environ.get(k) for k in PORTABLE}, "threads": torch.get_num_threads()}
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what `platform` knows."""
     try:
         return next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                     if ln.startswith("model name"))
@@ -77,4 +78,4 @@ def _has_avx2() -> bool:
     return {"avx2", "fma"} <= set(flags.split(":", 1)[1].split())
 
 
-__all__ = ["CHOICE", "PORTABLE", "in_effect", "use_portable_kernels"]
+__all__ = ["CHOICE", "PORTABLE", "cpu_name", "in_effect", "use_portable_kernels"]

@@ -62,6 +62,12 @@ SETTINGS: dict[str, tuple[dict[str, str], int]] = {
     "aftpipe's default": ({}, 1),
 }
 
+# settings compared with each other too, not only with the first: (setting, the one it should equal)
+PAIRS = (("MKL told it runs on Intel (shim)", "native"),
+         ("MKL told it runs on Intel, portable", "portable (all three pinned)"),
+         ("portable, 2 threads", "portable (all three pinned)"),
+         ("aftpipe's default", "portable (all three pinned)"))
+
 
 def environment(extra: dict[str, str], threads: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in KNOBS}
@@ -120,6 +126,18 @@ def features(cache: Path) -> np.ndarray:
     return np.asarray(open_features(cache / "sst2" / "minilm").split("train")[:])
 
 
+def differences(work: Path, ref: Path, args: argparse.Namespace) -> dict:
+    """The largest weight difference of each run and the count of differing feature values, `work` vs `ref`."""
+    out: dict = {}
+    for method in args.methods:
+        a, b = weights(work / method), weights(ref / method)
+        out[f"{method}_dw"] = max(float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in a)
+    if args.extract_rows:
+        a, b = features(work / "cache"), features(ref / "cache")
+        out["extract_diff"], out["extract_values"] = int((a != b).sum()), int(a.size)
+    return out
+
+
 def measure(name: str, work: Path, ref: Path, args: argparse.Namespace) -> dict:
     """One setting's runs and extraction, compared with the reference setting's (in `ref`; itself for the first)."""
     extra, threads = SETTINGS[name]
@@ -129,13 +147,9 @@ def measure(name: str, work: Path, ref: Path, args: argparse.Namespace) -> dict:
         if not (work / method / "metrics.json").exists():  # kept from an earlier --keep run otherwise
             aftpipe(train_args(method, work / method, args, threads), env)
         row[method] = json.loads((work / method / "metrics.json").read_text())["test"]["accuracy"]
-        a, b = weights(work / method), weights(ref / method)
-        row[f"{method}_dw"] = max(float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in a)
     if args.extract_rows:
         aftpipe(extract_args(work / "cache", args.extract_rows), env)
-        a, b = features(work / "cache"), features(ref / "cache")
-        row["extract_diff"], row["extract_values"] = int((a != b).sum()), int(a.size)
-    return row
+    return {**row, **differences(work, ref, args)}
 
 
 def speed(work: Path, args: argparse.Namespace) -> dict[str, list[float]]:
@@ -173,6 +187,19 @@ def _num(x: float) -> str:
     return "**0**" if x == 0 else f"{x:.1e}"
 
 
+def pairs_table(folder: dict[str, Path], args: argparse.Namespace) -> str:
+    cols = [f"`{m}` max abs Δweight" for m in args.methods] + (["features differing"] if args.extract_rows else [])
+    lines = ["| setting | compared with | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for a, b in PAIRS:
+        if a in folder and b in folder:
+            d = differences(folder[a], folder[b], args)
+            cells = [_num(d[f"{m}_dw"]) for m in args.methods]
+            if args.extract_rows:
+                cells.append("**0**" if d["extract_diff"] == 0 else f"{d['extract_diff']:,}")
+            lines.append(f"| {a} | {b} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def speed_table(times: dict[str, list[float]]) -> str:
     med = {k: float(np.median(v)) for k, v in times.items()}
     n = len(times["train native"])
@@ -207,8 +234,9 @@ def main() -> None:
         for name in args.settings:
             rows.append(measure(name, folder[name], folder[args.settings[0]], args))
             print(json.dumps(rows[-1]), flush=True)
+        text = table(rows, args) + "\n\nSettings that should give the same numbers, compared directly:\n\n" + \
+            pairs_table(folder, args)
         times = speed(base, args) if args.speed else None
-    text = table(rows, args)
     if times:
         print(json.dumps(times))
         text += "\n\nThe cost, alternating native and portable runs (one thread each):\n\n" + speed_table(times)
@@ -216,22 +244,12 @@ def main() -> None:
     if args.write:
         import torch
 
+        from aftpipe.cpu_kernels import cpu_name
+
         cmd = ("python benchmarks/reproducibility.py " + " ".join(sys.argv[1:])).replace(f" --write {args.write}", "")
-        note = (f"`{cmd.strip()}` ({datetime.date.today()}, {_cpu()}, {machine()}, torch {torch.__version__}, "
+        note = (f"`{cmd.strip()}` ({datetime.date.today()}, {cpu_name()}, {machine()}, torch {torch.__version__}, "
                 f"{(time.perf_counter() - t0) / 60:.0f} min):")
         replace_block(args.write, "reproducibility", note + "\n\n" + text)
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":
