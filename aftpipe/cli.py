@@ -61,6 +61,8 @@ class Group(_CleanHelp, TyperGroup):
 
 app = typer.Typer(
     help="aftpipe: cache foundation-model features once, train small models against them (Adaptive Feature Transfer).",
+    epilog="torch's CPU kernels are pinned to ones that Intel and AMD x86-64 CPUs run alike (slower); "
+           "AFTPIPE_CPU_KERNELS=native lets torch pick its fastest (README: \"What reproduces\").",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=Group,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
