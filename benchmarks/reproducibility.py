@@ -26,6 +26,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -246,7 +247,10 @@ def main() -> None:
 
         from aftpipe.cpu_kernels import cpu_name
 
-        cmd = ("python benchmarks/reproducibility.py " + " ".join(sys.argv[1:])).replace(f" --write {args.write}", "")
+        argv = sys.argv[1:]
+        if "--write" in argv:
+            del argv[argv.index("--write"):argv.index("--write") + 2]
+        cmd = "python benchmarks/reproducibility.py " + shlex.join(argv)
         note = (f"`{cmd.strip()}` ({datetime.date.today()}, {cpu_name()}, {machine()}, torch {torch.__version__}, "
                 f"{(time.perf_counter() - t0) / 60:.0f} min):")
         replace_block(args.write, "reproducibility", note + "\n\n" + text)
