@@ -1,18 +1,18 @@
-"""The CPU kernels torch may use, pinned so that a run gives the same numbers on any x86-64 CPU.
+"""The CPU kernels torch may use, pinned so that Intel and AMD x86-64 CPUs compute a run the same way.
 
     use_portable_kernels()        # before torch is imported: what `aftpipe` does first
 
 PyTorch's x86 wheels pick their float kernels by the CPU they run on, and kernels of different vector widths
-round differently: MKL runs the float32 matmuls, with its own code for Intel and for AMD CPUs; oneDNN and
-ATen's vectorised ops use AVX-512 where the CPU has it, AVX2 where not. The same run on an AMD EPYC and on an
-Intel Xeon therefore ends with different weights (0.6445 vs 0.6422 for the demo's `none`). Pinned here: MKL's
+round differently: MKL runs the float32 matmuls and picks its code by the CPU's vendor; oneDNN and ATen's
+vectorised ops use AVX-512 where the CPU has it, AVX2 where not. The demo run on an AMD EPYC and on an Intel
+Xeon thus gave different numbers (`none` 0.6445 vs 0.6422 in the mean). Pinned here: MKL's
 COMPATIBLE code path (its conditional numerical reproducibility mode, the same code on Intel and AMD), and AVX2
 at most for oneDNN and ATen (every x86-64 server CPU since 2013 has it). The price is speed, measured in
 BENCHMARKS.md ("Reproducibility across machines"); AFTPIPE_CPU_KERNELS=native gives torch its own choice.
 
 What this cannot make identical: ARM or other CPUs (none of these libraries runs there), GPUs, other
 versions of torch/MKL/oneDNN, and another thread count (MKL's reproducible mode holds for a fixed number of
-threads: `aftpipe run` trains every run on one thread; give `aftpipe train` the same `--threads`).
+threads: `aftpipe run` and `aftpipe train` use one unless told otherwise).
 The variables are read once, when torch loads its kernels, so they are set before torch is imported;
 a variable the user has set already is left as it is.
 """
