@@ -14,7 +14,7 @@ ALL_EXTRAS := minilm,hub,tensorboard,wandb,export,s3,test
 TORCH_INDEX ?=
 
 .PHONY: setup setup-demo demo test bench-speed bench-quality bench-science bench-teacher bench-reliability \
-        bench-scale clean-cache
+        bench-scale bench-repro clean-cache
 
 setup: $(VENV)/.installed
 setup-demo: $(VENV)/.installed-demo
@@ -105,6 +105,11 @@ bench-scale: setup demo
 # the catalogue of error messages → docs/errors.md.
 bench-reliability: setup
 	$(PY) benchmarks/reliability.py --write BENCHMARKS.md --errors docs/errors.md
+
+# Which CPU settings change the numbers (kernel ISA of ATen, oneDNN and MKL; thread count) and what pinning them
+# costs: shortened demo runs and a small extraction under each, as separate processes (~30 min on 2 cores).
+bench-repro: setup
+	$(PY) benchmarks/reproducibility.py --speed 2 --write BENCHMARKS.md
 
 clean-cache:
 	find cache -mindepth 1 ! -name .gitignore -exec rm -rf {} +

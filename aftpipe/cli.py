@@ -66,6 +66,8 @@ class Group(_CleanHelp, TyperGroup):
 
 app = typer.Typer(
     help="aftpipe: cache foundation-model features once, train small models against them (Adaptive Feature Transfer).",
+    epilog="torch's CPU kernels are pinned to ones that Intel and AMD x86-64 CPUs run alike (slower); "
+           "AFTPIPE_CPU_KERNELS=native lets torch pick its fastest (README: \"What reproduces\").",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=Group,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -580,11 +582,13 @@ def _click_errors() -> tuple[type[Exception], type[Exception]]:
 
 
 def main() -> None:
+    from aftpipe.cpu_kernels import use_portable_kernels
     from aftpipe.provenance import running_command
 
     ClickException, NoArgsIsHelpError = _click_errors()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we parallelise with DataLoader workers instead
     try:
+        use_portable_kernels()  # before anything imports torch: the same numbers on every x86-64 CPU
         with speaking_to_cli(flag_of), running_command(["aftpipe", *sys.argv[1:]]):
             # not standalone: usage errors (unknown flag, a value that is not a number) come back to us, to be
             # printed as one line like every other error instead of typer's usage box

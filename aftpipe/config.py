@@ -639,7 +639,10 @@ class TrainConfig(Config):
     # the test set without a word, so it is refused unless asked for (and metrics.json then says how many).
     stored_rows_only: bool = option(False, "train and test on only the rows the stores hold when they cover part "
                                     "of a split (extracted with --limit); metrics.json records the counts", panel=DATA)
-    threads: int | None = option(None, "torch CPU threads (default: torch's own choice)", panel=SYSTEM, common=True)
+    # One by default, as every run of a pipeline: torch sums in per-thread chunks, so another count rounds
+    # differently and a run typed by hand would not reproduce the pipeline's numbers.
+    threads: int | None = option(1, "torch CPU threads; a run's numbers hold for its thread count (a pipeline's "
+                                 "runs use 1)", panel=SYSTEM, common=True)
     dist_timeout: float = option(1800.0, "several processes (torchrun): seconds a rank waits for the others at a "
                                  "synchronisation point before stopping with an error", panel=SYSTEM,
                                  metavar="SECONDS")

@@ -82,10 +82,11 @@ def store_record(path: str, splits: Sequence[str]) -> dict[str, Any]:
 
 def run_record(features: Sequence[str], splits: Sequence[str]) -> dict[str, Any]:
     """The record of a run that read `splits` of the stores `features`."""
+    from aftpipe.cpu_kernels import in_effect
     from aftpipe.store.manifest import host, now
 
     return {"created": now(), "command": command(), "argv": list(sys.argv), "cwd": str(Path.cwd()),
-            "host": host(), "git": git_state(), "packages": package_versions(),
+            "host": host(), "cpu_kernels": in_effect(), "git": git_state(), "packages": package_versions(),
             "stores": [store_record(p, splits) for p in features]}
 
 

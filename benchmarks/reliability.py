@@ -107,7 +107,8 @@ def errors_doc(tcs: list[dict]) -> str:
         command = " ".join(case.args).replace("{tmp}", "…").replace("{data}", "DATA").replace("{run}", "RUN") \
             .replace("{store}", "STORE").replace("{model}", "MODEL").replace("{h5}", "STORE.h5")
         message = normalise(t["props"].get("message", "(failed)")).replace("|", "\\|")
-        rows.append(f"| `{case.id}` | `aftpipe {command}` | {message} | 2 |")
+        env = "".join(f"{k}={v} " for k, v in case.env)
+        rows.append(f"| `{case.id}` | `{env}aftpipe {command}` | {message} | 2 |")
     return "\n".join([
         "# Error catalogue",
         "",

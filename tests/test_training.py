@@ -77,6 +77,22 @@ def test_same_seed_same_result_different_seed_differs(reviews_dir, tiny_hf_dir):
     assert [h["loss"] for h in a["history"]] != [h["loss"] for h in c["history"]]
 
 
+def test_a_run_trains_on_one_thread_unless_told_otherwise(reviews_dir, tiny_hf_dir):
+    """As a pipeline's runs do, whatever the machine's cores: the same command gives the same numbers by hand."""
+    import dataclasses
+
+    import torch
+
+    default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}["threads"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train(cfg(reviews_dir, tiny_hf_dir, threads=default, epochs=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_multi_source_concatenates_and_weights_each_source(reviews_dir, tiny_hf_dir):
     extract(ExtractConfig(dataset=f"tsv:{reviews_dir / 'data'}", sources=("tfidf",), cache_dir=str(reviews_dir / "cache"), name="data",
                           source_options=__import__("aftpipe.sources", fromlist=["x"]).SourceOptions(tfidf_dim=8)))
@@ -299,6 +315,10 @@ def test_metrics_jsonl_grows_per_evaluation_and_a_resume_keeps_it_consistent(rev
 
 
 def test_a_run_records_where_it_came_from(reviews_dir, tiny_hf_dir):
+    import os
+
+    import torch
+
     from aftpipe.provenance import manifest_sha256
     from aftpipe.store import open_features
 
@@ -307,6 +327,9 @@ def test_a_run_records_where_it_came_from(reviews_dir, tiny_hf_dir):
     assert {"aftpipe", "torch", "scikit-learn", "numpy", "python"} <= set(rec["packages"])
     assert rec["created"][:2] == "20" and rec["command"] is None and rec["argv"]  # Python, not the CLI
     assert rec["git"] is None or len(rec["git"]["commit"]) == 40
+    kernels = rec["cpu_kernels"]  # what the numbers depend on besides the code: the CPU's kernels, the threads
+    assert kernels["threads"] == 1 and kernels["aten"] == torch.backends.cpu.get_cpu_capability() and kernels["cpu"]
+    assert kernels["MKL_CBWR"] == os.environ.get("MKL_CBWR")
     [store] = rec["stores"]
     st = open_features(store["path"])
     assert store["manifest_sha256"] == manifest_sha256(st.manifest)

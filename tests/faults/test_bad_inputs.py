@@ -527,6 +527,8 @@ CASES = [
       "--results-dir {tmp}/results", "lives in this process's memory", "--jobs 1", setup=lambda w: pipe()(w)),
     # train: options
     C("train-unknown-method", f"{TRAIN} --method nope", "no method `nope`", "aft"),
+    C("cpu-kernels-unknown", TRAIN, "AFTPIPE_CPU_KERNELS=fast is not a kernel choice", "portable", "native",
+      env={"AFTPIPE_CPU_KERNELS": "fast"}),
     C("train-unknown-student", f"{TRAIN} --student nope", "no student `nope`", "textcnn"),
     C("train-beta", f"{TRAIN} --beta -1", "--beta must be ≥ 0"),
     C("train-labels-negative", f"{TRAIN} --labels -5", "--labels must be ≥ 1, got -5"),
