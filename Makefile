@@ -1,7 +1,11 @@
 # aftpipe: fresh-machine entry points. `make demo` runs the main job end to end, `make test` the tests.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-AFT := HF_HUB_OFFLINE=1 $(VENV)/bin/aftpipe
+# The figures the demo and the benchmark pipelines print are computed with torch's CPU kernels pinned to ones
+# Intel and AMD x86-64 CPUs run alike (slower than torch's own choice, the default of `aftpipe` typed by hand):
+# the same numbers on any x86-64 machine. KERNELS=native: torch's fastest for this CPU.
+KERNELS ?= portable
+AFT := HF_HUB_OFFLINE=1 AFTPIPE_CPU_KERNELS=$(KERNELS) $(VENV)/bin/aftpipe
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 

@@ -66,8 +66,8 @@ class Group(_CleanHelp, TyperGroup):
 
 app = typer.Typer(
     help="aftpipe: cache foundation-model features once, train small models against them (Adaptive Feature Transfer).",
-    epilog="torch's CPU kernels are pinned to ones that Intel and AMD x86-64 CPUs run alike (slower); "
-           "AFTPIPE_CPU_KERNELS=native lets torch pick its fastest (README: \"What reproduces\").",
+    epilog="AFTPIPE_CPU_KERNELS=portable pins torch's CPU kernels to ones that Intel and AMD x86-64 CPUs run alike "
+           "(the same numbers on both, slower; README: \"What reproduces\").",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=Group,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -588,7 +588,7 @@ def main() -> None:
     ClickException, NoArgsIsHelpError = _click_errors()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we parallelise with DataLoader workers instead
     try:
-        use_portable_kernels()  # before anything imports torch: the same numbers on every x86-64 CPU
+        use_portable_kernels()  # before anything imports torch, when asked: the same numbers on every x86-64 CPU
         with speaking_to_cli(flag_of), running_command(["aftpipe", *sys.argv[1:]]):
             # not standalone: usage errors (unknown flag, a value that is not a number) come back to us, to be
             # printed as one line like every other error instead of typer's usage box

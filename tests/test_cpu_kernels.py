@@ -24,9 +24,15 @@ def before_torch(monkeypatch):
     monkeypatch.delitem(sys.modules, "torch", raising=False)
 
 
-def test_portable_by_default(before_torch):
+def test_torchs_own_kernels_by_default(before_torch):
     env: dict[str, str] = {}
+    assert cpu_kernels.use_portable_kernels(env) == {} and env == {}
+
+
+def test_portable_when_asked(before_torch):
+    env: dict[str, str] = {cpu_kernels.CHOICE: "portable"}
     added = cpu_kernels.use_portable_kernels(env)
+    env.pop(cpu_kernels.CHOICE)
     assert env == added
     if X86:
         assert env["MKL_CBWR"] == "COMPATIBLE" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"
@@ -36,7 +42,7 @@ def test_portable_by_default(before_torch):
 
 
 def test_the_users_own_settings_win(before_torch):
-    env = {"MKL_CBWR": "AVX512", "ATEN_CPU_CAPABILITY": "default"}
+    env = {cpu_kernels.CHOICE: "portable", "MKL_CBWR": "AVX512", "ATEN_CPU_CAPABILITY": "default"}
     added = cpu_kernels.use_portable_kernels(env)
     assert env["MKL_CBWR"] == "AVX512" and env["ATEN_CPU_CAPABILITY"] == "default"
     assert "MKL_CBWR" not in added and "ATEN_CPU_CAPABILITY" not in added
@@ -60,14 +66,15 @@ def test_unknown_choice_is_a_user_error():
 
 
 def test_a_cli_run_uses_mkls_reproducible_mode(tmp_path):
-    """End to end: after `aftpipe` in a fresh process, torch's matmuls run in MKL's COMPATIBLE mode (MKL_VERBOSE
-    prints the mode of each call) and ATen's kernels are AVX2 ones."""
+    """End to end: after `aftpipe` with AFTPIPE_CPU_KERNELS=portable in a fresh process, torch's matmuls run in
+    MKL's COMPATIBLE mode (MKL_VERBOSE prints the mode of each call) and ATen's kernels are AVX2 ones."""
     code = ("import sys, runpy; sys.argv = ['aftpipe', 'methods']\n"
             "try:\n    runpy.run_module('aftpipe', run_name='__main__')\nexcept SystemExit:\n    pass\n"
             "import json, torch\nx = torch.ones(64, 64)\nx @ x\n"
             "print(json.dumps(torch.backends.cpu.get_cpu_capability()))")
     env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "ATEN_CPU_CAPABILITY", cpu_kernels.CHOICE)}
-    done = subprocess.run([sys.executable, "-c", code], env={**env, "MKL_VERBOSE": "1", "PYTHONPATH": str(REPO)},
+    done = subprocess.run([sys.executable, "-c", code], env={**env, "MKL_VERBOSE": "1", "PYTHONPATH": str(REPO),
+                                                              cpu_kernels.CHOICE: "portable"},
                           capture_output=True, text=True, cwd=tmp_path, check=True)
     assert ("CNR:COMPATIBLE" in done.stdout) == X86, done.stdout[-2000:]  # no MKL off x86-64
     if X86 and cpu_kernels._has_avx2():
