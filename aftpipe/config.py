@@ -743,18 +743,18 @@ class DistillConfig(Config):
     out: str = option(help="folder to create: the student's model folder, onnx/, teacher/, report.md", panel=OUTPUT,
                       metavar="DIR")
     labels: int | None = option(None, "label budget: use this many labeled rows, the rest of train as unlabeled",
-                                panel=DATA)
+                                panel=DATA, common=True)
     teacher: str = option("minilm", "foundation model fine-tuned on the labels: minilm, hf:<dir> or timm:<dir>",
-                          panel=MODEL, metavar="MODEL")
+                          panel=MODEL, metavar="MODEL", common=True)
     # None: textcnn for text, small-cnn for images
     student: str | None = option(None, "small model to distil into (`aftpipe students`; default: textcnn for "
-                                 "text, small-cnn for images)", panel=MODEL, metavar="NAME")
+                                 "text, small-cnn for images)", panel=MODEL, metavar="NAME", common=True)
     # "auto": the teacher's own input embeddings when it shares the students' WordPiece vocabulary
     init_embeddings: str = option("auto", "start the student's word embeddings from this model's (minilm, "
                                   "hf:<dir>), `auto` (the teacher's when it shares the vocabulary) or `none`",
                                   panel=MODEL, metavar="SOURCE")
     seeds: int = option(1, "student seeds (0..K-1): the report gives mean ± std when K > 1", panel=OPTIMISATION,
-                        metavar="K")
+                        metavar="K", common=True)
     teacher_lr: float = option(5e-5, "teacher learning rate", panel=OPTIMISATION)
     teacher_steps: int = option(300, "teacher optimizer steps (the hold-out picks the checkpoint)",
                                 panel=OPTIMISATION)

@@ -164,6 +164,16 @@ def test_train_and_extract_help_show_examples_and_the_common_options_and_help_al
     assert "--chunk-rows" in cli(["extract", "--help-all"])[1]
 
 
+def test_short_help_always_shows_the_required_options(cli, monkeypatch):
+    """distill's --dataset and --out are not marked common, but without them nothing runs: -h must list them."""
+    monkeypatch.setenv("COLUMNS", "120")
+    code, short, _ = cli(["distill", "-h"])
+    assert code == 0 and "aftpipe distill --dataset sst2" in short
+    for flag in ("--dataset", "--out", "--labels", "--teacher"):
+        assert f" {flag} " in short, flag
+    assert "--teacher-lr" not in short and "--teacher-lr" in cli(["distill", "--help-all"])[1]
+
+
 def test_train_help_groups_options_in_panels_with_clean_types(cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "160")
     code, out, _ = cli(["train", "--help-all"])
