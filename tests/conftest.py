@@ -79,6 +79,27 @@ def cli(capsys):
     return run
 
 
+def _wait_for(condition, proc, what: str, timeout: float = 300.0) -> None:
+    """Poll `condition` while `proc` runs; fail naming `what` if the process ends first or the time runs out, so a
+    test that needs the process caught mid-way never carries on with it finished (or not yet started)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"the process ended (exit {proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"{what} did not happen within {timeout:.0f} s")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def wait_for():
+    """`wait_for(condition, proc, what)`: poll until `condition()` holds while the process `proc` runs."""
+    return _wait_for
+
+
 def _one_line_error(code, err, *needles):
     assert code == 2, err
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]

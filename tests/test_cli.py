@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import json
 from pathlib import Path
 
@@ -102,7 +101,7 @@ def _done_shards(store: Path) -> int:
     return sum(s["done"] for e in m["splits"].values() for s in e["shards"])
 
 
-def test_sigkill_mid_run_then_resume_is_bit_identical(tiny_hf_dir, data_dir, tmp_path):
+def test_sigkill_mid_run_then_resume_is_bit_identical(tiny_hf_dir, data_dir, tmp_path, wait_for):
     """A real SIGKILL of a real process; the re-run skips finished shards and matches a clean run."""
     def cmd(cache):
         return [sys.executable, "-m", "aftpipe.cli", "extract", "--dataset", "sst2", "--splits", "train",
@@ -112,9 +111,7 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tiny_hf_dir, data_dir, tmp
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     store = tmp_path / "a" / "sst2" / f"hf-{tiny_hf_dir.name}"
     proc = subprocess.Popen(cmd(tmp_path / "a"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while _done_shards(store) < 2 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: _done_shards(store) >= 2, proc, "two shards were done")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = _done_shards(store)

@@ -228,7 +228,7 @@ def test_train_split_missing_from_the_store(reviews_dir, tiny_hf_dir, tmp_path, 
     one_line_error(code, err, "no split `train`", "--splits train")
 
 
-def test_sigkill_then_resume_finishes(reviews_dir, tiny_hf_dir):
+def test_sigkill_then_resume_finishes(reviews_dir, tiny_hf_dir, wait_for):
     out = reviews_dir / "killed"
     args = [sys.executable, "-m", "aftpipe.cli", *_cli(reviews_dir, tiny_hf_dir, "--out", str(out), "--epochs",
                                                         "400", "--eval-every", "10", "--threads", "1")]
@@ -236,9 +236,7 @@ def test_sigkill_then_resume_finishes(reviews_dir, tiny_hf_dir):
     proc = subprocess.Popen(args, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     work = rundir.work_dir(out)
-    deadline = time.time() + 120
-    while not (work / rundir.CHECKPOINT).exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    wait_for(lambda: (work / rundir.CHECKPOINT).exists(), proc, "the first checkpoint was written")
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -43,16 +42,15 @@ def test_a_relabelled_dtype_is_damage_not_data(clean_stores, tiny_hf_dir, fault_
     assert code == 2 and "is damaged: features dtype is <i2" in err and not (tmp_path / "run").exists()
 
 
-def test_two_trains_on_one_out_the_second_is_refused(clean_stores, tiny_hf_dir, fault_data, tmp_path, cli):
+def test_two_trains_on_one_out_the_second_is_refused(clean_stores, tiny_hf_dir, fault_data, tmp_path, cli,
+                                                     wait_for):
     """Two trains on one --out ended with B's config.yaml and A's metrics and weights."""
     store = store_of(clean_stores["zarr"], tiny_hf_dir, "zarr")
     out = tmp_path / "run"
     base = ["train", "--dataset", f"tsv:{fault_data}", "--features", str(store), "--out", str(out), *SMALL]
     first = subprocess.Popen([sys.executable, "-m", "aftpipe.cli", *base, "--steps", "800", "--eval-every", "400"],
                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (rundir.work_dir(out) / rundir.CONFIG).exists() and first.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: (rundir.work_dir(out) / rundir.CONFIG).exists(), first, "the first train wrote its config")
     code, _, err = cli([*base, "--steps", "5", "--lr", "0.1"])
     assert code == 2 and f"run folder {out} is being written by pid {first.pid}" in err, err
     assert first.wait(timeout=600) == 0, first.stderr.read()
