@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]  # this checkout's aftpipe, not an installed one
-from _markdown import append_rows  # noqa: E402
+from _markdown import append_rows, replace_block  # noqa: E402
 
 COMMAND = "python -m pytest tests/faults -p no:cacheprovider"
 
@@ -57,7 +57,8 @@ FAMILIES = (("url-", "object-store URLs"), ("validate-", "pipelines"), ("run-", 
             ("hf-folder-", "readers"), ("tfidf-", "readers"), ("predict-", "predict/export/model folders"),
             ("export-", "predict/export/model folders"), ("model-", "predict/export/model folders"),
             ("verify-", "stores"), ("inspect-", "stores"), ("extract-", "extract options and stores"),
-            ("train-", "train options and data"), ("unknown-", "command line"))
+            ("train-", "train options and data"), ("distill-", "distill"), ("unknown-", "command line"),
+            ("cpu-kernels-", "command line"))
 
 
 def family(case_id: str) -> str:
@@ -146,6 +147,11 @@ def main() -> None:
         append_rows(args.write, "reliability", [
             f"| {dt.date.today()} | {machine} | {cell('corruptions')} | {cell('bad inputs')} | {cell('kills')} | "
             f"{cell('disk full')} | {executed} of {planted} | {cell('regressions')} | {wall:.0f} |"])
+        families = sorted(k for k in c if k.startswith("bad inputs: "))
+        replace_block(args.write, "reliability-families", "\n".join([
+            f"Bad inputs by family, as of the last row above ({dt.date.today()}; the case id's prefix names the family):",
+            "", "| family | one `error:` line, exit 2 |", "|---|---|",
+            *(f"| {k.removeprefix('bad inputs: ')} | {cell(k)} |" for k in families)]))
     if args.errors:
         sys.path.insert(0, str(ROOT / "tests"))
         Path(args.errors).parent.mkdir(parents=True, exist_ok=True)
