@@ -509,7 +509,8 @@ def _markdown(report: dict[str, Any]) -> str:
     unit = "images" if report["modality"] == "image" else "sentences"
     lines = [f"# {report['out']}: a distilled {report['student']}", "", report["trade_off"] + ".", "",
              (f"Dataset `{report['dataset']}`, test split `{report['test_split']}` ({report['metric']}); "
-              f"{report['labels']} labels. Speed measured on this machine ({report['machine']})."), "",
+              + ("every labeled row" if report["labels"] == "every" else f"{report['labels']} labels")
+              + f". Speed measured on this machine ({report['machine']})."), "",
              f"| model | test {report['metric']} | parameters | size on disk | {unit}/s at batch 1 | at batch 64 |",
              "|---|---|---|---|---|---|"]
     for row in report["rows"]:
