@@ -50,6 +50,7 @@ from aftpipe.config import (
     TeacherConfig,
     TrainConfig,
 )
+from aftpipe.data.base import Dataset
 from aftpipe.errors import AftpipeError, option_hint, option_name
 from aftpipe.fileio import write_if_changed, write_json
 from aftpipe.progress import Progress
@@ -169,7 +170,11 @@ class Recipe:
     agreement_n: int
     base: TrainConfig  # the data every run shares (dataset, labels, hold-out, test split)
     test_split: str
-    modality: str
+    dataset: Dataset  # loaded once, without views: store names and the report's test rows come from it
+
+    @property
+    def modality(self) -> str:
+        return self.dataset.modality
 
     @property
     def out(self) -> Path:
@@ -274,8 +279,7 @@ def plan_recipe(cfg: DistillConfig) -> Recipe:
     if cfg.select_by == "agreement" and agreement_n == 0:
         raise AftpipeError(f"{option_name('select_by')} agreement needs unlabeled rows to measure it on and "
                            f"`{cfg.dataset}` has {len(rows.unlabeled)} after the labels; use --select-by holdout")
-    return Recipe(cfg, teacher, student, student_options, views, unlabeled, agreement_n, base, test_split,
-                  dataset.modality)
+    return Recipe(cfg, teacher, student, student_options, views, unlabeled, agreement_n, base, test_split, dataset)
 
 
 # --- the stages -------------------------------------------------------------------------------------------
@@ -293,12 +297,13 @@ def _extract_config(r: Recipe, source: str, cache_dir: Path | str, views: int) -
                          dataset_options=dataclasses.replace(r.base.dataset_options, views=views))
 
 
-def _store(ext: ExtractConfig) -> Path:
-    from aftpipe.data import load_dataset
+def _store(r: Recipe, ext: ExtractConfig) -> Path:
+    """Where `extract(ext)` writes: the dataset's folder for `ext`'s views (Dataset.name, `<name>-views8`), derived
+    from the recipe's dataset rather than loaded again."""
     from aftpipe.sources import store_name
     from aftpipe.store import store_path
 
-    name = load_dataset(ext.dataset, ext.data_dir, ext.dataset_options).name  # `<name>-views8` with views
+    name = dataclasses.replace(r.dataset, views=ext.dataset_options.views).name
     return Path(store_path(ext.cache_dir, name, store_name(ext.sources[0], ext.source_options), ext.format))
 
 
@@ -387,7 +392,7 @@ def distill(cfg: DistillConfig, progress: Progress | None = None) -> dict[str, A
     tt = teacher_train_config(r.teacher, r.base, teacher_run)
     teacher_m = _train_stage(stages, "teacher", tt, progress, what=f"fine-tuning {r.teacher.student} on the labels")
     ext = _extract_config(r, source(teacher_run), out / "cache", r.views)
-    store = _store(ext)
+    store = _store(r, ext)
 
     def extract_teacher() -> None:
         with counting(progress, "ex"):
@@ -430,7 +435,7 @@ def distill(cfg: DistillConfig, progress: Progress | None = None) -> dict[str, A
     probe_run, none_runs = None, []
     if cfg.baselines:
         pext = _extract_config(r, r.teacher.model, cfg.cache_dir, 1)
-        pstore = _store(pext)
+        pstore = _store(r, pext)
 
         def extract_frozen() -> None:
             with counting(progress, "ex"):
@@ -547,12 +552,10 @@ def _write_report(r: Recipe, teacher_run: Path, student_runs: Sequence[Path], pr
     import os
     import platform
 
-    from aftpipe.data import load_dataset
     from aftpipe.model import CARD, read_model_info, render_card
 
     out = r.out
-    ds = load_dataset(r.cfg.dataset, r.cfg.data_dir, r.base.dataset_options)
-    test = ds.split(r.test_split)
+    test = r.dataset.split(r.test_split)
     inputs = list(test.inputs[: BENCH_ROWS[64]])
     teacher_name = _teacher_name(r.teacher)
     rows = [_measure("teacher", f"{teacher_name} fine-tuned (teacher)", [teacher_run], teacher_run, inputs),
