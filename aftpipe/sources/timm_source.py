@@ -1,7 +1,9 @@
-"""timm image models: pre-logits features via `forward_features` + `forward_head(pre_logits=True)`.
+"""timm image models: pre-logits features via `forward_features` + `forward_head(pre_logits=True)`, or with
+`layer=K` the K-th of the model's feature stages (timm's `feature_info`, 0 the first) averaged over space.
 
 Preprocessing comes from the model's own data config (`resolve_model_data_config`), never hand-copied,
-so the features are the ones the model was trained to produce.
+so the features are the ones the model was trained to produce. An earlier stage is a weaker, more generic
+source of the same backbone, which is what a comparison of sources by strength needs.
 """
 
 from __future__ import annotations
@@ -40,7 +42,10 @@ class TimmSource(FeatureSource):
     @classmethod
     def store_name(cls, arg: str | None, options: SourceOptions) -> str:
         p = Path(arg or "").expanduser()
-        return "timm-" + (p.name if p.is_dir() else (arg or "").replace("/", "-"))
+        # non-default options go into the name, so variants of one model never collide on disk
+        return ("timm-" + (p.name if p.is_dir() else (arg or "").replace("/", "-"))
+                + ("" if options.layer == -1 else f"-layer{options.layer}")
+                + (f"-size{options.image_size}" if options.image_size else ""))
 
     @classmethod
     def check(cls, arg: str | None, options: SourceOptions) -> None:
@@ -68,6 +73,12 @@ class TimmSource(FeatureSource):
             raise AftpipeError(f"could not load timm weights for `{ref}` ({str(e).splitlines()[0][:160]}); "
                                "offline machines need a local directory: `--source timm:/path/to/model`") from None
         self.model = model.eval()
+        self.layer = options.layer
+        stages = [int(info["num_chs"]) for info in getattr(model, "feature_info", [])]
+        if self.layer != -1 and not (0 <= self.layer < len(stages) and hasattr(model, "forward_intermediates")):
+            raise AftpipeError(f"timm model `{ref}` has {len(stages)} feature stages, so no layer {self.layer}; pass "
+                               + (f"a layer from 0 to {len(stages) - 1}, or " if stages else "")
+                               + "-1 for its pre-logits features")
         self.data_config = resolve_model_data_config(self.model)
         if options.image_size:
             self.data_config["input_size"] = (3, options.image_size, options.image_size)
@@ -75,7 +86,7 @@ class TimmSource(FeatureSource):
         self.ref = ref
         self.local_dir = p.resolve() if p.is_dir() else None
         self.weights = weights_sha256(self.local_dir) if self.local_dir else {}
-        self.dim = int(self.model.num_features)
+        self.dim = int(self.model.num_features) if self.layer == -1 else stages[self.layer]
         self.params = sum(q.numel() for q in self.model.parameters())
         self.name = type(self).store_name(ref, options)
         self.device = torch.device("cpu")
@@ -94,7 +105,12 @@ class TimmSource(FeatureSource):
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         x = batch.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast is not None):
-            feats = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+            if self.layer == -1:
+                feats = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+            else:
+                stage = self.model.forward_intermediates(x, indices=[self.layer], intermediates_only=True,
+                                                         stop_early=True)[0]
+                feats = stage.mean(dim=(2, 3))  # NCHW → one vector per image, as the model's own head pools
         return feats.float()
 
     def spec(self) -> dict[str, Any]:
@@ -105,7 +121,8 @@ class TimmSource(FeatureSource):
             "path": str(self.local_dir) if self.local_dir else None,
             "architecture": self.model.default_cfg.get("architecture", type(self.model).__name__),
             "weights_sha256": self.weights,
-            "pooling": "pre_logits",
+            "pooling": "pre_logits" if self.layer == -1 else "spatial_mean",
+            **({} if self.layer == -1 else {"layer": self.layer}),
             "data_config": cfg,
             "forward_dtype": "bfloat16" if self.autocast else "float32",
             "dim": self.dim,

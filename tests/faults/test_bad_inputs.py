@@ -85,6 +85,14 @@ def other_vocabulary_model(w: World) -> None:
                          intermediate_size=8)).save_pretrained(folder)
 
 
+def tiny_timm(w: World) -> None:
+    """A randomly initialised timm ResNet (5 feature stages) saved as a local model folder at {tmp}/timm."""
+    import timm
+    from timm.models import save_for_hf
+
+    save_for_hf(timm.create_model("test_resnet", pretrained=False, num_classes=0), w.tmp / "timm")
+
+
 def dataset_copy(edit: Callable[[Path], None]) -> Callable[[World], None]:
     """A copy of the tiny dataset at {tmp}/d, edited."""
     def f(w: World) -> None:
@@ -391,6 +399,8 @@ CASES = [
     C("extract-timm-path-missing", f"{EXTRACT} digits --source timm:/no/such/dir", "/no/such/dir does not exist"),
     C("extract-timm-unknown-model", f"{EXTRACT} digits --source timm:not_a_model_at_all --splits test",
       "timm has no model"),
+    C("extract-timm-layer-out-of-range", f"{EXTRACT} digits --source timm:{{tmp}}/timm --layer 7 --splits test",
+      "has 5 feature stages, so no layer 7", "-1 for its pre-logits", setup=tiny_timm),
     C("extract-named-dataset-not-in-data-dir", f"{EXTRACT} sst2 --data-dir {{tmp}}", "sst2", "--data-dir"),
     C("extract-format", f"{EXTRACT} tsv:{{data}} --format parquet", "--format expected one of zarr, hdf5"),
     C("extract-dtype", f"{EXTRACT} tsv:{{data}} --dtype float8", "--dtype expected one of float16, bfloat16, float32"),

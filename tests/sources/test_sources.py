@@ -80,6 +80,30 @@ def test_timm_source_from_local_dir(tiny_timm_dir):
     assert src.spec()["data_config"]["input_size"][1] > 8  # the model's own data config resized the 8x8 digits
 
 
+def test_timm_layer_is_a_feature_stage_averaged_over_space(tiny_timm_dir):
+    import timm
+
+    src = load_source(f"timm:{tiny_timm_dir}", SourceOptions(layer=1))
+    imgs = [np.random.default_rng(i).integers(0, 255, (8, 8), dtype=np.uint8) for i in range(3)]
+    feats = src.forward(src.collate(imgs))
+    model = timm.create_model(f"local-dir:{tiny_timm_dir}", pretrained=True, num_classes=0).eval()
+    with torch.no_grad():
+        maps = model.forward_intermediates(src.collate(imgs), indices=[1], intermediates_only=True)[0]
+    torch.testing.assert_close(feats, maps.mean(dim=(2, 3)))
+    assert src.dim == model.feature_info[1]["num_chs"] != model.num_features
+    assert src.spec()["layer"] == 1 and src.spec()["pooling"] == "spatial_mean"
+    # each variant has a store of its own; the default keeps the name it always had
+    names = {store_name(f"timm:{tiny_timm_dir}", o) for o in (SourceOptions(), SourceOptions(layer=1),
+                                                               SourceOptions(image_size=64))}
+    assert names == {"timm-" + tiny_timm_dir.name, f"timm-{tiny_timm_dir.name}-layer1",
+                     f"timm-{tiny_timm_dir.name}-size64"}
+
+
+def test_timm_layer_beyond_the_stages_is_refused(tiny_timm_dir):
+    with pytest.raises(AftpipeError, match="has 5 feature stages, so no layer 5; pass a layer from 0 to 4"):
+        load_source(f"timm:{tiny_timm_dir}", SourceOptions(layer=5))
+
+
 def test_tfidf_fits_on_train_only_and_is_deterministic():
     texts = [f"word{i % 37} other{i % 11} film number {i % 5}" for i in range(400)]
     a, b = load_source("tfidf", SourceOptions(tfidf_dim=8)), load_source("tfidf", SourceOptions(tfidf_dim=8))
