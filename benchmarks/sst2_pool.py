@@ -1,10 +1,10 @@
 """A smaller SST-2 for the source-strength experiment: a seeded sample of the training sentences, the dev set whole.
 
-    python benchmarks/sst2_pool.py --rows 4000 --out cache/sst2-4k    # → cache/sst2-4k/{train,test}.tsv
+    python benchmarks/sst2_pool.py --rows 3000 --out cache/sst2-3k    # → cache/sst2-3k/{train,test}.tsv
 
 all-mpnet-base-v2 (110M parameters) embeds ~15 SST-2 sentences a second on 2 CPU cores, so all 67,349 training
 sentences would take 75 minutes. Every source of `pipelines/sources-strength.yaml` reads this one folder
-(`dataset: tsv:cache/sst2-4k`) instead, so each is compared on the same rows: the labeled budget and the
+(`dataset: tsv:cache/sst2-3k`) instead, so each is compared on the same rows: the labeled budget and the
 unlabeled transfer set both come from the sample, and the test split is SST-2's dev set (872 sentences), as
 everywhere else in the benchmarks. The rows are drawn with a fixed seed and kept in the file's order, and a
 file is rewritten only when its bytes would change, so stores built from the folder stay valid across reruns.
@@ -39,8 +39,8 @@ def write_if_changed(path: Path, lines: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rows", type=int, default=4000, help="training sentences to keep (default 4000)")
-    ap.add_argument("--out", type=Path, default=Path("cache/sst2-4k"), help="folder for train.tsv and test.tsv")
+    ap.add_argument("--rows", type=int, default=3000, help="training sentences to keep (default 3000)")
+    ap.add_argument("--out", type=Path, default=Path("cache/sst2-3k"), help="folder for train.tsv and test.tsv")
     ap.add_argument("--data-dir", type=Path,
                     default=Path(os.environ.get("AFTPIPE_DATA_DIR", "../shared/data")),
                     help="folder holding sst2/train.tsv and sst2/dev.tsv (default: $AFTPIPE_DATA_DIR, else ../shared/data)")
