@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from aftpipe.errors import AftpipeError, option_hint, option_name
+from aftpipe.progress import human_bytes
 from aftpipe.store.array import FeatureArray
 from aftpipe.store.journal import ShardJournal
 from aftpipe.store.location import is_remote
@@ -340,14 +341,6 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return str(n)
-
-
 def disk_errors(fn: F) -> F:
     """A writer method whose OSErrors (disk full, read-only, permissions) become one-line AftpipeErrors:
     they are the user's environment, not a bug, and what is already done stays done."""
@@ -360,7 +353,7 @@ def disk_errors(fn: F) -> F:
             if e.errno is None and "No space left" not in str(e):
                 raise  # an OSError subclass without an errno (zarr's "array not found"): a bug, not the disk
             if e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e):
-                raise AftpipeError(f"no space left on the device holding {self.path} ({_human(free_bytes(self.path))} "
+                raise AftpipeError(f"no space left on the device holding {self.path} ({human_bytes(free_bytes(self.path))} "
                                    "free); free some space and re-run the same command: finished shards are kept") from None
             raise AftpipeError(f"cannot write the store {self.path} ({e.strerror or summary(e)}); check that "
                                f"{option_name('cache_dir')} is writable, then re-run the same command") from None
@@ -562,8 +555,8 @@ class StoreWriter(ABC):
             return  # an object store has no free space to read; a full quota is the client's error
         need = self._space_needed()
         if need and need > (free := free_bytes(self.path)):
-            raise AftpipeError(f"not enough space for the store {self.path}: it needs {_human(need)}, the device has "
-                               f"{_human(free)} free; free some space or pass another {option_name('cache_dir')}")
+            raise AftpipeError(f"not enough space for the store {self.path}: it needs {human_bytes(need)}, the device has "
+                               f"{human_bytes(free)} free; free some space or pass another {option_name('cache_dir')}")
 
     def _space_needed(self) -> int:
         rows = self.bytes_to_write()

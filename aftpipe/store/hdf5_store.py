@@ -36,8 +36,9 @@ import numpy as np
 from aftpipe.errors import AftpipeError, option_name
 from aftpipe.fileio import fsync_path, write_json
 from aftpipe.store.array import FeatureArray, map_rows
-from aftpipe.store.base import (Damage, Damaged, FeatureStore, SplitPlan, StoreWriter, _human,
-                                disk_errors, free_bytes, summary, unreadable_message)
+from aftpipe.progress import human_bytes
+from aftpipe.store.base import (Damage, Damaged, FeatureStore, SplitPlan, StoreWriter, disk_errors, free_bytes,
+                                summary, unreadable_message)
 from aftpipe.store.manifest import FILL_VALUES, INDEX_DTYPE, MANIFEST_KEY, ManifestError, sha256_bytes
 
 
@@ -144,8 +145,8 @@ class HDF5Writer(StoreWriter):
         shards of the existing file copied once their checksums pass, then rename it into place."""
         need, free = self._file_bytes(), free_bytes(self.path)
         if need > free:
-            raise AftpipeError(f"not enough space for the store {self.path}: it needs {_human(need)}, the device has "
-                               f"{_human(free)} free; free some space or pass another {option_name('cache_dir')}")
+            raise AftpipeError(f"not enough space for the store {self.path}: it needs {human_bytes(need)}, the device has "
+                               f"{human_bytes(free)} free; free some space or pass another {option_name('cache_dir')}")
         try:
             self._build_into(self.building)
             os.replace(self.building, self.partial)
