@@ -227,24 +227,16 @@ def rebuild_command(config: ExtractConfig, spec: str, splits: list[str], limit: 
     return command_line(cfg, "extract", skip=frozenset())
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """What is decided before a store is touched, and every rank must agree on."""
+@dataclass
+class _StoreJob:
+    """One source's store as the steps of `_extract_source` hand it on. Every rank must agree on its key,
+    rows per shard and plans; `created` says whether this run created the store (one it created and never
+    finished a shard of is removed again when the run fails: `abandon_if_empty`)."""
 
-    source_spec: dict[str, Any]  # the source's provenance
+    path: Any
     key: dict[str, Any]  # the store's identity: a store built with another key is refused, not resumed
     shard_rows: int
     plans: dict[str, SplitPlan]  # by split, in the order asked for
-
-
-@dataclass
-class _StoreJob:
-    """One source's store as the steps of `_extract_source` hand it on: where it is, its splits' layout, the
-    writer, and whether this run created it (a store it created and never finished a shard of is removed
-    again when the run fails: the abandon rule of `abandon_if_empty`)."""
-
-    path: Any
-    plans: dict[str, SplitPlan]
     writer: StoreWriter
     created: bool = False
 
@@ -257,18 +249,18 @@ class _StoreJob:
 def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, Split], source: FeatureSource,
                     device: torch.device, progress: Progress, spec: str = "",
                     ctx: distributed.Context = distributed.SINGLE) -> list[SplitResult]:
-    """Plan the store (rank 0), compute the shards (every rank its own), publish it (rank 0)."""
+    """Prepare the store (every rank), plan it (rank 0), compute the shards (every rank its own), publish it
+    (rank 0)."""
     path = store_path(config.cache_dir, config.name or dataset.name, source.name, config.format)
     # an object store's client fails in its own exception tree anywhere below (listing, reading, writing,
     # cleaning up): one line naming the store, not a traceback
     with remote_errors(path, "write the store"), contextlib.ExitStack() as held:
         with ctx.together(f"preparing the store {path}"):
-            layout = _lay_out_store(config, dataset, splits, source, progress, path)
+            job = _prepare_store(config, dataset, splits, source, device, progress, spec, ctx, path)
         # every rank must be about to write the same store: same key, storage and rows
-        ctx.agree([layout.key, str(path), config.format, config.dtype, config.chunk_rows, layout.shard_rows,
-                   config.overwrite, {n: (p.n, p.d, p.fingerprint) for n, p in layout.plans.items()}],
+        ctx.agree([job.key, str(path), config.format, config.dtype, config.chunk_rows, job.shard_rows,
+                   config.overwrite, {n: (p.n, p.d, p.fingerprint) for n, p in job.plans.items()}],
                   f"the store key of {path}")
-        job = _StoreJob(path, layout.plans, _new_writer(config, dataset, device, spec, ctx, path, layout, progress))
         shared = ctx.from_main(f"planning the store {path}", lambda: _plan_store(job, held, ctx))
         if not ctx.is_main:
             job.writer.follow(shared)
@@ -277,9 +269,11 @@ def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, S
         return results
 
 
-def _lay_out_store(config: ExtractConfig, dataset: Dataset, splits: dict[str, Split], source: FeatureSource,
-                   progress: Progress, path: Any) -> _Layout:
-    """Fit the source if it is fitted, and lay out its store."""
+def _prepare_store(config: ExtractConfig, dataset: Dataset, splits: dict[str, Split], source: FeatureSource,
+                   device: torch.device, progress: Progress, spec: str, ctx: distributed.Context,
+                   path: Any) -> _StoreJob:
+    """Everything decided before the store is touched: the source fitted (if it is fitted), the store's key,
+    each split's rows, and the writer with the provenance its manifest records."""
     if not is_remote(path):
         _check_writable(path)
     if type(source).fit is not FeatureSource.fit:
@@ -292,30 +286,26 @@ def _lay_out_store(config: ExtractConfig, dataset: Dataset, splits: dict[str, Sp
     # the store's identity: a moved model directory with the same weights is the same source
     identity = {k: v for k, v in source_spec.items()
                 if k != "path" and not (k == "model_id" and source_spec.get("weights_sha256"))}
+    shard_rows = config.shard_rows or default_shard_rows(source.dim, config.dtype)
     key = {"source": identity, "dataset": {"name": dataset.resolved_spec, "info": dataset.info}}
     plans = {}
     for name, split in splits.items():  # rows 0..limit: every shard then lies in the first `limit` rows
         rows = np.arange(len(split) if config.limit is None else min(config.limit, len(split)))
         plans[name] = SplitPlan(len(rows), source.dim, rows, split.fingerprint(rows),
                                 config.limit if config.limit is not None and config.limit < len(split) else None)
-    return _Layout(source_spec, key, config.shard_rows or default_shard_rows(source.dim, config.dtype), plans)
-
-
-def _new_writer(config: ExtractConfig, dataset: Dataset, device: torch.device, spec: str, ctx: distributed.Context,
-                path: Any, layout: _Layout, progress: Progress) -> StoreWriter:
-    """The store's writer, carrying the provenance its manifest records."""
     dataset_spec = {"name": dataset.spec, "modality": dataset.modality, "num_classes": dataset.num_classes,
                     "metric": dataset.metric, "class_names": dataset.class_names, "info": dataset.info}
-    all_splits = list(dict.fromkeys([*(_splits_in(path) if ctx.is_main else []), *layout.plans]))
-    return make_writer(
-        path, config.format, key=layout.key,
-        provenance={"source": layout.source_spec, "dataset": dataset_spec, "packages": package_versions(),
+    all_splits = list(dict.fromkeys([*(_splits_in(path) if ctx.is_main else []), *splits]))
+    writer = make_writer(
+        path, config.format, key=key,
+        provenance={"source": source_spec, "dataset": dataset_spec, "packages": package_versions(),
                     "device": _device_name(device, ctx), "extract": _recorded(config, dataset, spec),
-                    "command": rebuild_command(config, spec, all_splits, config.limit, layout.shard_rows,
+                    "command": rebuild_command(config, spec, all_splits, config.limit, shard_rows,
                                                None if dataset.location is None else path.parent.name)},
-        dtype=config.dtype, chunk_rows=config.chunk_rows, shard_rows=layout.shard_rows, overwrite=config.overwrite,
+        dtype=config.dtype, chunk_rows=config.chunk_rows, shard_rows=shard_rows, overwrite=config.overwrite,
         log=progress.log,
     )
+    return _StoreJob(path, key, shard_rows, plans, writer)
 
 
 def _plan_store(job: _StoreJob, held: contextlib.ExitStack, ctx: distributed.Context) -> dict[str, Any]:
@@ -325,7 +315,7 @@ def _plan_store(job: _StoreJob, held: contextlib.ExitStack, ctx: distributed.Con
     if not is_remote(job.path):  # object stores have no advisory locks (README: one extract per store)
         held.enter_context(StoreLock(job.path))
     job.writer.open()
-    job.created = job.writer.resumed_from is None
+    job.created = job.writer.existing is None
     held.callback(job.writer.close)
     try:
         for name, plan in job.plans.items():
@@ -365,13 +355,12 @@ def _compute_shards(job: _StoreJob, config: ExtractConfig, splits: dict[str, Spl
 
 
 def _publish(job: _StoreJob, results: list[SplitResult], device: torch.device, ctx: distributed.Context) -> None:
-    """Rank 0: record the job's timings and write the final manifest, unless this run changed nothing."""
+    """Rank 0: record the job's timings and publish the store, unless this run changed nothing."""
     writer = job.writer
     if ctx.active:  # a single process recorded its timings split by split
         for r in results:
             writer.record_timing(r.split, r.wall_s, r.rows_computed)
-    wrote = any(r.shards_done for r in results)
-    if wrote or writer.dirty or job.created or writer.resumed_from.get("state") != "complete":
+    if writer.needs_publishing(wrote=any(r.shards_done for r in results)):
         writer.finish({"packages": package_versions(), "device": _device_name(device, ctx)})
 
 
@@ -392,7 +381,7 @@ def _merged(every: list[list[SplitResult]]) -> list[SplitResult]:
 def _splits_in(path: Path) -> list[str]:
     """The splits an existing store holds (none when there is no readable store)."""
     try:
-        return list(open_features(path).manifest["splits"]) if path.exists() else []
+        return open_features(path).planned_splits if path.exists() else []
     except AftpipeError:
         return []
 
@@ -402,8 +391,8 @@ def repair(path: str | Path, progress: Progress | None = None) -> list[SplitResu
     missing shard is recomputed and every damaged array rewritten, nothing else (`aftpipe verify --repair`)."""
     progress = default_progress(progress, "ex")
     store = open_features(path)
-    rec = store.manifest.get("extract")
-    if not isinstance(rec, dict) or "source" not in rec:
+    rec = store.extract_options
+    if rec is None or "source" not in rec:
         raise AftpipeError(f"store {store.path} does not record how it was extracted (it predates repairs); re-run the "
                            "extract command that built it: it checks every shard and recomputes the damaged ones")
     data_dir = rec.get("data_dir")
@@ -419,7 +408,7 @@ def repair(path: str | Path, progress: Progress | None = None) -> list[SplitResu
     for info in store.split_infos():
         by_limit.setdefault(info.limit, []).append(info.name)
     for name in store.entry_damage:  # splits whose manifest entry is lost: extracted again whole
-        if name not in store.manifest["splits"]:
+        if name not in store.planned_splits:
             by_limit.setdefault(None, []).append(name)
     results = []
     for limit, names in by_limit.items():
