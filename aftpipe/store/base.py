@@ -342,13 +342,6 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def check_space(store: Path, need: int) -> None:
-    """Refuse to start writing `need` bytes for `store` when they cannot fit, rather than fail half way."""
-    if need and need > (free := free_bytes(store)):
-        raise AftpipeError(f"not enough space for the store {store}: it needs {human_bytes(need)}, the device has "
-                           f"{human_bytes(free)} free; free some space or pass another {option_name('cache_dir')}")
-
-
 def disk_errors(fn: F) -> F:
     """A writer method whose OSErrors (disk full, read-only, permissions) become one-line AftpipeErrors:
     they are the user's environment, not a bug, and what is already done stays done."""
@@ -666,8 +659,13 @@ class StoreWriter:
 
     def check_space(self) -> None:
         """Refuse to start when the shards still to write cannot fit, rather than fail half way."""
-        if not is_remote(self.path):  # an object store has no free space to read; a full quota is the client's error
-            check_space(self.path, self.byte_writer.space_needed(self.manifest["splits"]))
+        if is_remote(self.path):
+            return  # an object store has no free space to read; a full quota is the client's error
+        need = self.byte_writer.space_needed(self.manifest["splits"])
+        if need and need > (free := free_bytes(self.path)):
+            raise AftpipeError(f"not enough space for the store {self.path}: it needs {human_bytes(need)}, the device "
+                               f"has {human_bytes(free)} free; free some space or pass another "
+                               f"{option_name('cache_dir')}")
 
     def record_timing(self, name: str, wall_s: float, rows_computed: int) -> None:
         """Add a run's extraction time to the split (saved with the next manifest write)."""

@@ -33,11 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_name
 from aftpipe.fileio import fsync_path, write_json
 from aftpipe.store.array import FeatureArray, map_rows
-from aftpipe.store.base import (BytesWriter, Carried, Damage, Damaged, FeatureStore, SplitPlan, Unreadable,
-                                check_space, summary)
+from aftpipe.progress import human_bytes
+from aftpipe.store.base import (Carried, Damage, Damaged, FeatureStore, SplitPlan, BytesWriter, Unreadable,
+                                free_bytes, summary)
 from aftpipe.store.location import is_remote
 from aftpipe.store.manifest import FILL_VALUES, INDEX_DTYPE, MANIFEST_KEY, ArrayEntry, SplitInfo, sha256_bytes
 
@@ -135,7 +136,10 @@ class HDF5Writer(BytesWriter):
     def _build(self, splits: dict[str, Any], plans: dict[str, SplitPlan]) -> Carried:
         """Build the work file whole under a temporary name: every split's datasets at full size, the done
         shards of the existing file copied once their checksums pass, then rename it into place."""
-        check_space(self.path, _file_bytes(splits, self.np_dtype))
+        need, free = _file_bytes(splits, self.np_dtype), free_bytes(self.path)
+        if need > free:
+            raise AftpipeError(f"not enough space for the store {self.path}: it needs {human_bytes(need)}, the device has "
+                               f"{human_bytes(free)} free; free some space or pass another {option_name('cache_dir')}")
         try:
             carried = self._build_into(self.building, splits, plans)
             os.replace(self.building, self.partial)
