@@ -389,9 +389,10 @@ def export(
     The export is checked before it is written: ONNX Runtime's logits on 64 test rows must equal the torch
     student's within 1e-4 with the same argmax."""
     from aftpipe.api import export_model
+    from aftpipe.progress import human_bytes
 
     r = export_model(run, out, format=format, overwrite=overwrite, data_dir=data_dir)
-    typer.echo(f"{r.path}: {_human(r.bytes)}; ONNX Runtime's logits match the torch student's within "
+    typer.echo(f"{r.path}: {human_bytes(r.bytes)}; ONNX Runtime's logits match the torch student's within "
                f"{r.max_abs_diff:.1e} on {r.rows} rows of `{r.split}`")
 
 
@@ -474,14 +475,6 @@ def sources() -> None:
     _list(SOURCES, 10)
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return str(n)
-
-
 @app.command("inspect", cls=Command)
 def inspect_(
     store: Annotated[str, typer.Argument(help="a store: cache/<dataset>/<source> or its .h5 file", metavar="STORE")],
@@ -492,6 +485,7 @@ def inspect_(
     from rich.table import Table
 
     from aftpipe.api import open_features
+    from aftpipe.progress import human_bytes
 
     st = open_features(store)
     if json_out:
@@ -499,7 +493,7 @@ def inspect_(
         return
     con = Console()
     src, ds, built = st.source, st.dataset, st.built
-    con.print(f"[bold]{st.path}[/]  ({st.storage['format']}, {st.storage['dtype']}, {_human(st.nbytes_on_disk())} on "
+    con.print(f"[bold]{st.path}[/]  ({st.storage['format']}, {st.storage['dtype']}, {human_bytes(st.nbytes_on_disk())} on "
               f"disk, state: {st.state})")
     con.print(f"source:  {src.get('library')} {src.get('model_id')}  pooling={src.get('pooling')} "
               f"layer={src.get('layer', '-')} dim={src.get('dim')} params={st.foundation_params:,} "

@@ -227,104 +227,141 @@ def rebuild_command(config: ExtractConfig, spec: str, splits: list[str], limit: 
     return command_line(cfg, "extract", skip=frozenset())
 
 
+@dataclass
+class _StoreJob:
+    """One source's store as the steps of `_extract_source` hand it on. Every rank must agree on its key,
+    rows per shard and plans; `created` says whether this run created the store (one it created and never
+    finished a shard of is removed again when the run fails: `abandon_if_empty`)."""
+
+    path: Any
+    key: dict[str, Any]  # the store's identity: a store built with another key is refused, not resumed
+    shard_rows: int
+    plans: dict[str, SplitPlan]  # by split, in the order asked for
+    writer: StoreWriter
+    created: bool = False
+
+    def abandon_if_empty(self) -> None:
+        if self.created and not self.writer.shards_done():
+            self.writer.close()
+            self.writer.abandon()
+
+
 def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, Split], source: FeatureSource,
                     device: torch.device, progress: Progress, spec: str = "",
                     ctx: distributed.Context = distributed.SINGLE) -> list[SplitResult]:
+    """Prepare the store (every rank), plan it (rank 0), compute the shards (every rank its own), publish it
+    (rank 0)."""
     path = store_path(config.cache_dir, config.name or dataset.name, source.name, config.format)
     # an object store's client fails in its own exception tree anywhere below (listing, reading, writing,
     # cleaning up): one line naming the store, not a traceback
     with remote_errors(path, "write the store"), contextlib.ExitStack() as held:
         with ctx.together(f"preparing the store {path}"):
-            if not is_remote(path):
-                _check_writable(path)
-            if type(source).fit is not FeatureSource.fit:
-                if "train" not in dataset.splits:
-                    raise AftpipeError(f"source `{source.name}` is fitted on a split named `train`, which dataset "
-                                       f"`{dataset.spec}` lacks; name one of its files train")
-                progress.log(f"{source.name}: fitting on the train split")
-                source.fit(dataset.split("train").inputs)
-            source_spec = source.spec()
-            # the store's identity: a moved model directory with the same weights is the same source
-            identity = {k: v for k, v in source_spec.items()
-                        if k != "path" and not (k == "model_id" and source_spec.get("weights_sha256"))}
-            shard_rows = config.shard_rows or default_shard_rows(source.dim, config.dtype)
-            key = {"source": identity, "dataset": {"name": dataset.resolved_spec, "info": dataset.info}}
-            plans = {}
-            for name, split in splits.items():  # rows 0..limit: every shard then lies in the first `limit` rows
-                rows = np.arange(len(split) if config.limit is None else min(config.limit, len(split)))
-                plans[name] = SplitPlan(len(rows), source.dim, rows, split.fingerprint(rows),
-                                        config.limit if config.limit is not None and config.limit < len(split) else None)
+            job = _prepare_store(config, dataset, splits, source, device, progress, spec, ctx, path)
         # every rank must be about to write the same store: same key, storage and rows
-        ctx.agree([key, str(path), config.format, config.dtype, config.chunk_rows, shard_rows, config.overwrite,
-                   {n: (p.n, p.d, p.fingerprint) for n, p in plans.items()}], f"the store key of {path}")
-        dataset_spec = {"name": dataset.spec, "modality": dataset.modality, "num_classes": dataset.num_classes,
-                        "metric": dataset.metric, "class_names": dataset.class_names, "info": dataset.info}
-        all_splits = list(dict.fromkeys([*(_splits_in(path) if ctx.is_main else []), *splits]))
-        writer = make_writer(
-            path, config.format, key=key,
-            provenance={"source": source_spec, "dataset": dataset_spec, "packages": package_versions(),
-                        "device": _device_name(device, ctx), "extract": _recorded(config, dataset, spec),
-                        "command": rebuild_command(config, spec, all_splits, config.limit, shard_rows,
-                                                   None if dataset.location is None else path.parent.name)},
-            dtype=config.dtype, chunk_rows=config.chunk_rows, shard_rows=shard_rows, overwrite=config.overwrite,
-            log=progress.log,
-        )
-        state: dict[str, Any] = {}
-
-        def plan() -> dict[str, Any]:
-            """Rank 0 (or the only process): lock, open or create the store, plan every split, make the planned
-            changes; what the other ranks need to write their shards."""
-            if not is_remote(path):  # object stores have no advisory locks (README: one extract per store)
-                held.enter_context(StoreLock(path))
-            writer.open()
-            state["fresh"] = writer.resumed_from is None
-            held.callback(writer.close)
-            try:
-                for name, p in plans.items():
-                    writer.plan_split(name, p)
-                writer.begin()
-                return writer.shared_state() if ctx.active else {}
-            except BaseException:
-                if state["fresh"] and not writer.shards_done():
-                    writer.abandon()  # a new store that never got a shard: leave nothing behind
-                raise
-
-        shared = ctx.from_main(f"planning the store {path}", plan)
+        ctx.agree([job.key, str(path), config.format, config.dtype, config.chunk_rows, job.shard_rows,
+                   config.overwrite, {n: (p.n, p.d, p.fingerprint) for n, p in job.plans.items()}],
+                  f"the store key of {path}")
+        shared = ctx.from_main(f"planning the store {path}", lambda: _plan_store(job, held, ctx))
         if not ctx.is_main:
-            writer.follow(shared)
-        results: list[SplitResult] = []
-        failed: BaseException | None = None
-        try:
-            with ctx.together(f"writing the store {path}"):
-                source.to(device)
-                todo = [(name, i) for name in splits for i, s in enumerate(writer.split_info(name).shards)
-                        if not s.done and s.rows[1] > s.rows[0]]
-                mine = [t for k, t in enumerate(todo) if ctx.owns(k)]  # round robin: shards are of equal size
-                for name, split in splits.items():
-                    results.append(_extract_split(config, writer, name, split, source, progress,
-                                                  [i for n, i in mine if n == name], ctx))
-        except BaseException as e:
-            failed = e
-            raise
-        finally:
-            if ctx.is_main and (failed is None or ctx.active):
-                writer.merge_journal()  # what the other ranks finished is kept, even when the job failed
-            if ctx.is_main and failed is not None and state.get("fresh") and not writer.shards_done():
-                writer.close()
-                writer.abandon()
-        every = ctx.gather(results, f"the end of the store {path}")
-        results = _merged(every) if ctx.active else results
-
-        def publish() -> None:
-            for r in results:
-                if ctx.active:
-                    writer.record_timing(r.split, r.wall_s, r.rows_computed)
-            wrote = any(r.shards_done for r in results)
-            if wrote or writer.dirty or state["fresh"] or writer.resumed_from.get("state") != "complete":
-                writer.finish({"packages": package_versions(), "device": _device_name(device, ctx)})
-
-        ctx.from_main(f"publishing the store {path}", publish)
+            job.writer.follow(shared)
+        results = _compute_shards(job, config, splits, source, device, progress, ctx)
+        ctx.from_main(f"publishing the store {path}", lambda: _publish(job, results, device, ctx))
         return results
+
+
+def _prepare_store(config: ExtractConfig, dataset: Dataset, splits: dict[str, Split], source: FeatureSource,
+                   device: torch.device, progress: Progress, spec: str, ctx: distributed.Context,
+                   path: Any) -> _StoreJob:
+    """Everything decided before the store is touched: the source fitted (if it is fitted), the store's key,
+    each split's rows, and the writer with the provenance its manifest records."""
+    if not is_remote(path):
+        _check_writable(path)
+    if type(source).fit is not FeatureSource.fit:
+        if "train" not in dataset.splits:
+            raise AftpipeError(f"source `{source.name}` is fitted on a split named `train`, which dataset "
+                               f"`{dataset.spec}` lacks; name one of its files train")
+        progress.log(f"{source.name}: fitting on the train split")
+        source.fit(dataset.split("train").inputs)
+    source_spec = source.spec()
+    # the store's identity: a moved model directory with the same weights is the same source
+    identity = {k: v for k, v in source_spec.items()
+                if k != "path" and not (k == "model_id" and source_spec.get("weights_sha256"))}
+    shard_rows = config.shard_rows or default_shard_rows(source.dim, config.dtype)
+    key = {"source": identity, "dataset": {"name": dataset.resolved_spec, "info": dataset.info}}
+    plans = {}
+    for name, split in splits.items():  # rows 0..limit: every shard then lies in the first `limit` rows
+        rows = np.arange(len(split) if config.limit is None else min(config.limit, len(split)))
+        plans[name] = SplitPlan(len(rows), source.dim, rows, split.fingerprint(rows),
+                                config.limit if config.limit is not None and config.limit < len(split) else None)
+    dataset_spec = {"name": dataset.spec, "modality": dataset.modality, "num_classes": dataset.num_classes,
+                    "metric": dataset.metric, "class_names": dataset.class_names, "info": dataset.info}
+    all_splits = list(dict.fromkeys([*(_splits_in(path) if ctx.is_main else []), *splits]))
+    writer = make_writer(
+        path, config.format, key=key,
+        provenance={"source": source_spec, "dataset": dataset_spec, "packages": package_versions(),
+                    "device": _device_name(device, ctx), "extract": _recorded(config, dataset, spec),
+                    "command": rebuild_command(config, spec, all_splits, config.limit, shard_rows,
+                                               None if dataset.location is None else path.parent.name)},
+        dtype=config.dtype, chunk_rows=config.chunk_rows, shard_rows=shard_rows, overwrite=config.overwrite,
+        log=progress.log,
+    )
+    return _StoreJob(path, key, shard_rows, plans, writer)
+
+
+def _plan_store(job: _StoreJob, held: contextlib.ExitStack, ctx: distributed.Context) -> dict[str, Any]:
+    """Rank 0 (or the only process): lock, open or create the store, plan every split, make the planned
+    changes; returns what the other ranks need to write their shards. The lock and the writer stay held
+    (in `held`) until the store is published."""
+    if not is_remote(job.path):  # object stores have no advisory locks (README: one extract per store)
+        held.enter_context(StoreLock(job.path))
+    job.writer.open()
+    job.created = job.writer.existing is None
+    held.callback(job.writer.close)
+    try:
+        for name, plan in job.plans.items():
+            job.writer.plan_split(name, plan)
+        job.writer.begin()
+        return job.writer.shared_state() if ctx.active else {}
+    except BaseException:
+        job.abandon_if_empty()
+        raise
+
+
+def _compute_shards(job: _StoreJob, config: ExtractConfig, splits: dict[str, Split], source: FeatureSource,
+                    device: torch.device, progress: Progress, ctx: distributed.Context) -> list[SplitResult]:
+    """Every rank computes and writes its share of the unfinished shards; the job's results, on every rank.
+    Rank 0 keeps what the other ranks finished (their journal records), even when the job fails."""
+    writer = job.writer
+    results: list[SplitResult] = []
+    try:
+        with ctx.together(f"writing the store {job.path}"):
+            source.to(device)
+            todo = [(name, i) for name in splits for i, s in enumerate(writer.split_info(name).shards)
+                    if not s.done and s.rows[1] > s.rows[0]]
+            mine = [t for k, t in enumerate(todo) if ctx.owns(k)]  # round robin: shards are of equal size
+            for name, split in splits.items():
+                results.append(_extract_split(config, writer, name, split, source, progress,
+                                              [i for n, i in mine if n == name], ctx))
+    except BaseException:
+        if ctx.is_main:
+            if ctx.active:
+                writer.merge_journal()
+            job.abandon_if_empty()
+        raise
+    if ctx.is_main:
+        writer.merge_journal()
+    every = ctx.gather(results, f"the end of the store {job.path}")
+    return _merged(every) if ctx.active else results
+
+
+def _publish(job: _StoreJob, results: list[SplitResult], device: torch.device, ctx: distributed.Context) -> None:
+    """Rank 0: record the job's timings and publish the store, unless this run changed nothing."""
+    writer = job.writer
+    if ctx.active:  # a single process recorded its timings split by split
+        for r in results:
+            writer.record_timing(r.split, r.wall_s, r.rows_computed)
+    if writer.needs_publishing(wrote=any(r.shards_done for r in results)):
+        writer.finish({"packages": package_versions(), "device": _device_name(device, ctx)})
 
 
 def _merged(every: list[list[SplitResult]]) -> list[SplitResult]:
@@ -344,7 +381,7 @@ def _merged(every: list[list[SplitResult]]) -> list[SplitResult]:
 def _splits_in(path: Path) -> list[str]:
     """The splits an existing store holds (none when there is no readable store)."""
     try:
-        return list(open_features(path).manifest["splits"]) if path.exists() else []
+        return open_features(path).planned_splits if path.exists() else []
     except AftpipeError:
         return []
 
@@ -354,8 +391,8 @@ def repair(path: str | Path, progress: Progress | None = None) -> list[SplitResu
     missing shard is recomputed and every damaged array rewritten, nothing else (`aftpipe verify --repair`)."""
     progress = default_progress(progress, "ex")
     store = open_features(path)
-    rec = store.manifest.get("extract")
-    if not isinstance(rec, dict) or "source" not in rec:
+    rec = store.extract_options
+    if rec is None or "source" not in rec:
         raise AftpipeError(f"store {store.path} does not record how it was extracted (it predates repairs); re-run the "
                            "extract command that built it: it checks every shard and recomputes the damaged ones")
     data_dir = rec.get("data_dir")
@@ -371,7 +408,7 @@ def repair(path: str | Path, progress: Progress | None = None) -> list[SplitResu
     for info in store.split_infos():
         by_limit.setdefault(info.limit, []).append(info.name)
     for name in store.entry_damage:  # splits whose manifest entry is lost: extracted again whole
-        if name not in store.manifest["splits"]:
+        if name not in store.planned_splits:
             by_limit.setdefault(None, []).append(name)
     results = []
     for limit, names in by_limit.items():

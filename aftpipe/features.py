@@ -195,7 +195,7 @@ def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in
         index = arr.index
         arrays.append(arr.to_memory() if in_memory else arr)
         dims.append(arr.shape[1])
-        this = {"key": hashlib.sha256(json.dumps(store.manifest.get("key"), sort_keys=True).encode()).hexdigest(),
+        this = {"key": hashlib.sha256(json.dumps(store.key, sort_keys=True).encode()).hexdigest(),
                 "split": split, "fingerprint": info.fingerprint, "n": info.n, "d": info.d,
                 "shards": hashlib.sha256("".join(s.sha256 or "" for s in info.shards).encode()).hexdigest()}
         if (same := next((paths[i] for i, other in enumerate(identity) if other == this), None)) is not None:
@@ -209,7 +209,7 @@ def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in
 
 def stores_hold(paths: tuple[str, ...], split: str) -> bool:
     """Whether every store has a split of that name (finished or not); read from the manifests only."""
-    return all(split in open_features(p).manifest["splits"] for p in paths)
+    return all(split in open_features(p).planned_splits for p in paths)
 
 
 def test_rows(cfg: TrainConfig, dataset: Dataset, test: Split, feats: Features | None = None) -> np.ndarray:

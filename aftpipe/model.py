@@ -249,21 +249,11 @@ def owning_folder(path: Path) -> str | None:
     """What aftpipe folder `path` lies in (a run folder, a feature store, an ONNX export), if any: files there
     belong to that folder, and an output written there would silently damage it."""
     from aftpipe.store.hdf5_store import is_hdf5
-    from aftpipe.store.zarr_store import looks_like_store
 
     if path.is_file() and is_hdf5(path):
         return f"the feature store {path}"
-    for folder in path.parents:
-        try:
-            if rundir.is_finished(folder) or (folder / MODEL_JSON).exists() or folder.name.endswith(rundir.PARTIAL):
-                return f"the run folder {folder}"
-            if (folder / "model.onnx").exists():
-                return f"the ONNX export {folder}"
-            if looks_like_store(folder):
-                return f"the feature store {folder}"
-        except OSError:  # an ancestor we may not list is no aftpipe folder of ours
-            continue
-    return None
+    owner = next(rundir.owners(path), None)
+    return None if owner is None else str(owner)
 
 
 # --- the schema -------------------------------------------------------------------------------------------
@@ -599,15 +589,9 @@ def open_image(x: Any) -> Any:
     """A path is opened as an RGB PIL image (as imagefolder datasets are); images and arrays pass through."""
     if not isinstance(x, (str, os.PathLike)):
         return x
-    from PIL import Image, UnidentifiedImageError
+    from aftpipe.data.files import read_image
 
-    try:
-        with Image.open(x) as im:
-            return im.convert("RGB")  # convert() loads the pixels, so the file can be closed
-    except Image.DecompressionBombError as e:
-        raise AftpipeError(f"{x} is too large to decode safely ({str(e).split(',')[0]}); shrink or remove it") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise AftpipeError(f"{x} is not a readable image ({e}); replace or remove it") from None
+    return read_image(x)
 
 
 def _same_classes(folder: Path, info: dict[str, Any], classes: int) -> None:

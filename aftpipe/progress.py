@@ -166,6 +166,15 @@ class RichProgress:
         self.finish()
 
 
+def human_bytes(n: float) -> str:
+    """A size in bytes as people read it: `512 B`, `1.5 KiB` ... `2.0 TiB`."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
 def duration(seconds: float) -> str:
     """`seconds` as M:SS or H:MM:SS; `-` when unknown (NaN or infinite)."""
     if seconds != seconds or seconds == float("inf"):
@@ -290,4 +299,4 @@ def default_progress(progress: Progress | None, unit: str = "ex") -> Progress:
 
 
 __all__ = ["BAR_WIDTH", "ETA_FIELD", "EVAL_FIELD", "LogProgress", "Progress", "RichProgress", "SilentProgress",
-           "counting", "default_progress", "duration", "fit_fields", "in_notebook", "make_progress"]
+           "counting", "default_progress", "duration", "fit_fields", "human_bytes", "in_notebook", "make_progress"]

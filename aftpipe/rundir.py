@@ -30,6 +30,7 @@ import os
 import shutil
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -173,23 +174,49 @@ def checked_out(out: str | Path) -> Path:
             raise AftpipeError(f"{option_hint('out', str(out))} is a symbolic link to a missing path (or a loop of "
                                f"links), where no run can be published; remove the link or pass another "
                                f"{option_hint('out', 'DIR')}") from None
-    for folder in _existing_ancestors(out):
-        if (folder / "zarr.json").is_file():  # a zarr store (an HDF5 store is a file, so nothing is inside it)
-            raise AftpipeError(f"{option_hint('out', str(out))} is inside the feature store {folder}, which "
+    for owner in owners(out):  # not refused: an ONNX export, and a `distill` folder (its teacher and candidates)
+        if owner.kind == "feature store":
+            raise AftpipeError(f"{option_hint('out', str(out))} is inside {owner}, which "
                                f"`extract {option_hint('overwrite')}` would rebuild; pass an "
                                f"{option_hint('out', 'DIR')} outside it")
-        if (folder / CONFIG).is_file() and (is_finished(folder) or folder.name.endswith(PARTIAL)) \
-                and not (folder / DISTILL_STAGES).is_file():  # `distill` keeps its teacher and candidates inside
-            raise AftpipeError(f"{option_hint('out', str(out))} is inside the run folder {folder}, which "
+        if owner.kind == "run folder" and not owner.holds_runs:
+            raise AftpipeError(f"{option_hint('out', str(out))} is inside {owner}, which "
                                f"{option_hint('overwrite')} would replace; pass an {option_hint('out', 'DIR')} "
                                "outside it")
     return out
 
 
-def _existing_ancestors(path: Path) -> list[Path]:
-    """The folders above `path` as they really are (links resolved), nearest first; those that exist."""
+@dataclass(frozen=True)
+class Owner:
+    """An aftpipe folder that a path lies in: the files there are aftpipe's."""
+
+    kind: str  # "run folder", "ONNX export" or "feature store"
+    folder: Path
+    holds_runs: bool = False  # an `aftpipe distill` folder: a run folder that keeps the runs it was made from
+
+    def __str__(self) -> str:
+        return f"the {self.kind} {self.folder}"
+
+
+def owners(path: Path) -> Iterator[Owner]:
+    """The aftpipe folders that `path` lies in, nearest first, among the folders above it as they really are
+    (links resolved): run folders (finished or being trained), ONNX exports and zarr feature stores (an HDF5
+    store is a file, so nothing lies in it)."""
+    from aftpipe.store.zarr_store import looks_like_store
+
     real = Path(os.path.realpath(path.parent))
-    return [p for p in (real, *real.parents) if p.is_dir()]
+    for folder in (real, *real.parents):
+        try:
+            if not folder.is_dir():
+                continue
+            if (folder / CONFIG).is_file() and (is_finished(folder) or folder.name.endswith(PARTIAL)):
+                yield Owner("run folder", folder, holds_runs=(folder / DISTILL_STAGES).is_file())
+            elif (folder / "model.onnx").is_file():
+                yield Owner("ONNX export", folder)
+            elif looks_like_store(folder):
+                yield Owner("feature store", folder)
+        except OSError:  # an ancestor we may not list is no aftpipe folder of ours
+            continue
 
 
 def check_resumable(work: Path, new: dict[str, Any]) -> None:

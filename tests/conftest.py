@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -119,25 +120,39 @@ def one_line_error():
 SMALL_STUDENT = dict(vocab_size=200, embed_dim=16, width=16, max_length=16)
 
 
-def write_named_reviews(folder: Path, n_train: int = 300, n_test: int = 80) -> Path:
-    """train.tsv + test.tsv whose labels are names (`neg`, `pos`) and whose words make the task learnable."""
+POSITIVE, NEGATIVE = ["good", "great", "superb", "fine"], ["bad", "awful", "dull", "boring"]
+
+
+def _write_reviews(folder: Path, sizes: dict[str, int], *, seed: int = 0, words: int | Callable[[int], int] = 3,
+                   topics: bool = False, named: bool = False) -> Path:
+    """`<folder>/<name>.tsv` with `sizes[name]` labelled rows each, whose words give the label away (a learnable
+    task): `words` positive or negative words (a number, or one per row number), then `film` (or, with
+    `topics`, two of film/plot/cast) and the row number. Labels are 0/1, or `neg`/`pos` when `named`. One
+    random generator runs through the files in order, so the rows depend only on the arguments."""
     import numpy as np
 
-    rng = np.random.default_rng(0)
-    pos, neg = ["good", "great", "superb", "fine"], ["bad", "awful", "dull", "boring"]
+    rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    for name, n in (("train", n_train), ("test", n_test)):
+    for name, n in sizes.items():
         rows = ["text\tlabel"]
         for i in range(n):
             y = int(rng.integers(2))
-            words = rng.choice(pos if y else neg, 3).tolist() + rng.choice(["film", "plot", "cast"], 2).tolist()
-            rows.append(f"{' '.join(words)} {i}\t{('neg', 'pos')[y]}")
+            signal = rng.choice(POSITIVE if y else NEGATIVE, words(i) if callable(words) else words).tolist()
+            filler = rng.choice(["film", "plot", "cast"], 2).tolist() if topics else ["film"]
+            rows.append(f"{' '.join(signal + filler)} {i}\t{('neg', 'pos')[y] if named else y}")
         (folder / f"{name}.tsv").write_text("\n".join(rows) + "\n")
     return folder
 
 
 @pytest.fixture(scope="session")
-def text_runs(tmp_path_factory, tiny_hf_dir) -> dict[str, Path]:
+def write_reviews():
+    """`write_reviews(folder, {"train": 200, "test": 60}, seed=0, words=3, topics=False, named=False)`: small
+    labelled review TSVs with a word signal; returns `folder`."""
+    return _write_reviews
+
+
+@pytest.fixture(scope="session")
+def text_runs(tmp_path_factory, tiny_hf_dir, write_reviews) -> dict[str, Path]:
     """Finished runs on a named-label tsv dataset with tiny-BERT features: an AFT TextCNN (`student`) and the
     linear probe (`probe`). Shared: tests that damage a run copy it first."""
     from aftpipe.config import ExtractConfig, TrainConfig
@@ -147,7 +162,7 @@ def text_runs(tmp_path_factory, tiny_hf_dir) -> dict[str, Path]:
     from aftpipe.training import train
 
     root = tmp_path_factory.mktemp("text-runs")
-    data = write_named_reviews(root / "reviews")
+    data = write_reviews(root / "reviews", {"train": 300, "test": 80}, topics=True, named=True)
     extract(ExtractConfig(dataset=f"tsv:{data}", sources=(f"hf:{tiny_hf_dir}",), cache_dir=str(root / "cache"), name="reviews",
                           workers=0))
     store = str(root / "cache" / "reviews" / f"hf-{tiny_hf_dir.name}")

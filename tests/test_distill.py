@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_named_reviews
 
 from aftpipe.config import DistillConfig
 from aftpipe.distillation import (
@@ -59,8 +58,9 @@ def computed(monkeypatch) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return write_named_reviews(tmp_path_factory.mktemp("distill-data") / "reviews")
+def data(tmp_path_factory, write_reviews) -> Path:
+    return write_reviews(tmp_path_factory.mktemp("distill-data") / "reviews", {"train": 300, "test": 80}, topics=True,
+                         named=True)
 
 
 @pytest.fixture(scope="module")
@@ -234,8 +234,8 @@ def test_every_text_format_plans_the_recipe(labels, tmp_path, tiny_hf_dir):
         assert every_label.agreement_n == 0 and with_unlabeled.agreement_n == 15, fmt
 
 
-def test_a_large_unlabeled_pool_needs_no_views(tmp_path, tiny_hf_dir):
-    data = write_named_reviews(tmp_path / "reviews", n_train=600)
+def test_a_large_unlabeled_pool_needs_no_views(tmp_path, tiny_hf_dir, write_reviews):
+    data = write_reviews(tmp_path / "reviews", {"train": 600, "test": 80}, topics=True, named=True)
     r = plan_recipe(DistillConfig(dataset=f"tsv:{data}", labels=40, teacher=f"hf:{tiny_hf_dir}", out="x"))
     assert r.views == 1 and r.agreement_n == 560 // 4  # a quarter of the pool at most
 

@@ -69,19 +69,10 @@ def ranks(args: list[str], world: int, rank_env: dict[int, dict[str, str]] | Non
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    """train.tsv (150 rows) and test.tsv (50 rows) with a word signal."""
-    folder = tmp_path_factory.mktemp("dist") / "data"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    pos, neg = ["good", "great", "superb", "fine"], ["bad", "awful", "dull", "boring"]
-    for name, n in (("train", 150), ("test", 50)):
-        rows = ["text\tlabel"]
-        for i in range(n):
-            y = int(rng.integers(2))
-            rows.append(f"{' '.join(rng.choice(pos if y else neg, 1 + i % 6))} film {i}\t{y}")
-        (folder / f"{name}.tsv").write_text("\n".join(rows) + "\n")
-    return folder
+def data(tmp_path_factory, write_reviews) -> Path:
+    """train.tsv (150 rows) and test.tsv (50 rows) with a word signal, of varied lengths."""
+    return write_reviews(tmp_path_factory.mktemp("dist") / "data", {"train": 150, "test": 50}, seed=1,
+                         words=lambda i: 1 + i % 6)
 
 
 def extract_args(data: Path, cache: Path | str, model: Path, fmt: str = "zarr", *extra: str) -> list[str]:

@@ -272,17 +272,8 @@ def test_shipped_pipelines_load_and_say_how_to_run_them(path):
 
 # --- end to end --------------------------------------------------------------------------------------------
 @pytest.fixture
-def tiny_pipeline(tmp_path, tiny_hf_dir):
-    rng = np.random.default_rng(0)
-    pos, neg = ["good", "great", "superb", "fine"], ["bad", "awful", "dull", "boring"]
-    data = tmp_path / "data"
-    data.mkdir()
-    for name, n in (("train", 200), ("test", 60)):
-        rows = ["text\tlabel"]
-        for i in range(n):
-            y = int(rng.integers(2))
-            rows.append(f"{' '.join(rng.choice(pos if y else neg, 3))} film {i}\t{y}")
-        (data / f"{name}.tsv").write_text("\n".join(rows) + "\n")
+def tiny_pipeline(tmp_path, tiny_hf_dir, write_reviews):
+    data = write_reviews(tmp_path / "data", {"train": 200, "test": 60})
     return write(tmp_path, f"""\
 # aftpipe run tiny.yaml
 dataset: tsv:{data}

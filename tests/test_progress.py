@@ -124,9 +124,8 @@ def test_an_eta_given_by_the_caller_replaces_the_rate_estimate_and_counts_down()
 def test_rich_bar_restores_the_cursor_when_a_run_is_interrupted():
     from rich.console import Console
 
-    p = RichProgress(unit="step")
     buf = io.StringIO()
-    p.console = Console(file=buf, force_terminal=True, width=80)
+    p = RichProgress(unit="step", console=Console(file=buf, force_terminal=True, width=80))
     with pytest.raises(KeyboardInterrupt), p:
         p.start("aft · textcnn", total=10, done=0)
         p.advance(3, loss="0.1")
@@ -137,12 +136,19 @@ def test_rich_bar_restores_the_cursor_when_a_run_is_interrupted():
     assert p._bar is None
 
 
-def test_api_default_is_silent_in_scripts_and_a_live_display_in_notebooks(monkeypatch):
-    assert isinstance(default_progress(None), SilentProgress)
-    mine = LogProgress()
+def test_api_default_is_silent_in_scripts_and_a_live_display_in_notebooks(monkeypatch, capfd):
+    silent = default_progress(None)
+    assert isinstance(silent, SilentProgress)
+    silent.log("not shown")
+    silent.start("x", total=2, done=0)
+    silent.advance(2)
+    silent.finish()
+    assert capfd.readouterr() == ("", "")  # the process's own streams, whether pytest captures them or not
+    mine = LogProgress(stream=io.StringIO())
     assert default_progress(mine) is mine
     monkeypatch.setattr("rich.console._is_jupyter", lambda: True)  # what a Jupyter kernel looks like to rich
-    assert isinstance(default_progress(None, "step"), RichProgress)
+    live = default_progress(None, "step")
+    assert isinstance(live, RichProgress) and live.console.stderr
 
 
 def test_an_evaluation_at_the_last_step_is_not_printed_twice_and_units_can_change():

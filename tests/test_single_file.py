@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from aftpipe.evaluation import evaluate
@@ -16,17 +15,9 @@ STUDENT = ["--student", "bow-mlp", "--vocab-size", "200", "--embed-dim", "16", "
 
 
 @pytest.fixture
-def one_tsv(tmp_path) -> Path:
+def one_tsv(tmp_path, write_reviews) -> Path:
     """150 labelled rows with a word signal, in one file."""
-    rng = np.random.default_rng(0)
-    pos, neg = ["good", "great", "superb", "fine"], ["bad", "awful", "dull", "boring"]
-    rows = ["text\tlabel"]
-    for i in range(150):
-        y = int(rng.integers(2))
-        rows.append(f"{' '.join(rng.choice(pos if y else neg, 3))} film {i}\t{'pos' if y else 'neg'}")
-    path = tmp_path / "tickets.tsv"
-    path.write_text("\n".join(rows) + "\n")
-    return path
+    return write_reviews(tmp_path, {"tickets": 150}, named=True) / "tickets.tsv"
 
 
 def extract_args(data: Path, model: Path, cache: Path, *extra: str) -> list[str]:

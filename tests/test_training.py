@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from aftpipe import rundir
@@ -24,18 +23,9 @@ SMALL = StudentConfig(vocab_size=200, embed_dim=16, width=16, max_length=16)
 
 
 @pytest.fixture
-def reviews_dir(tmp_path, tiny_hf_dir):
+def reviews_dir(tmp_path, tiny_hf_dir, write_reviews):
     """train.tsv + test.tsv with a learnable signal, and a tiny-BERT feature store for both splits."""
-    rng = np.random.default_rng(0)
-    pos, neg = ["good", "great", "superb", "fine"], ["bad", "awful", "dull", "boring"]
-    for name, n in (("train", 400), ("test", 100)):
-        rows = ["text\tlabel"]
-        for i in range(n):
-            y = int(rng.integers(2))
-            words = rng.choice(pos if y else neg, 3).tolist() + rng.choice(["film", "plot", "cast"], 2).tolist()
-            rows.append(f"{' '.join(words)} {i}\t{y}")
-        (tmp_path / "data").mkdir(exist_ok=True)
-        (tmp_path / "data" / f"{name}.tsv").write_text("\n".join(rows) + "\n")
+    write_reviews(tmp_path / "data", {"train": 400, "test": 100}, topics=True)
     extract(ExtractConfig(dataset=f"tsv:{tmp_path / 'data'}", sources=(f"hf:{tiny_hf_dir}",),
                           cache_dir=str(tmp_path / "cache"), name="data", workers=0))
     return tmp_path
@@ -369,13 +359,11 @@ def test_python_configs_take_python_values_and_refuse_wrong_types():
         TrainConfig(dataset="sst2", out="runs/x", method="none", report_to="mlflow")
 
 
-def test_a_parquet_dataset_trains_exactly_as_the_same_rows_in_tsv(tmp_path, tiny_hf_dir):
+def test_a_parquet_dataset_trains_exactly_as_the_same_rows_in_tsv(tmp_path, tiny_hf_dir, write_reviews):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from conftest import write_named_reviews
-
-    tsv = write_named_reviews(tmp_path / "tsv", n_train=200, n_test=50)
+    tsv = write_reviews(tmp_path / "tsv", {"train": 200, "test": 50}, topics=True, named=True)
     (tmp_path / "pq").mkdir()
     for name in ("train", "test"):
         rows = [line.split("\t") for line in (tsv / f"{name}.tsv").read_text().splitlines()[1:]]

@@ -412,20 +412,23 @@ class ImageFiles(Sequence[Any]):
     def __getitem__(self, i: int | slice) -> Any:
         if isinstance(i, slice):
             return ImageFiles(self.paths[i])
-        from PIL import Image, UnidentifiedImageError
-
-        path = self.paths[i]
-        try:
-            with Image.open(path) as im:
-                return im.convert("RGB")  # convert() loads the pixels, so the file can be closed
-        except Image.DecompressionBombError as e:
-            raise AftpipeError(f"{path} is too large to decode safely ({str(e).split(',')[0]}); shrink or remove "
-                               "it") from None
-        except (UnidentifiedImageError, OSError) as e:
-            raise AftpipeError(f"{path} is not a readable image ({e}); replace or remove it") from None
+        return read_image(self.paths[i])
 
     def raw_bytes(self, i: int) -> bytes:
         return self.paths[i].read_bytes()
+
+
+def read_image(path: str | Path) -> Any:
+    """The image file at `path` as an RGB PIL image; one line naming the file when it cannot be decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")  # convert() loads the pixels, so the file can be closed
+    except Image.DecompressionBombError as e:
+        raise AftpipeError(f"{path} is too large to decode safely ({str(e).split(',')[0]}); shrink or remove it") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise AftpipeError(f"{path} is not a readable image ({e}); replace or remove it") from None
 
 
 def _visible_dirs(path: Path) -> list[Path]:

@@ -13,14 +13,14 @@ from typing import Any
 
 from aftpipe.errors import AftpipeError
 from aftpipe.store.array import FeatureArray
-from aftpipe.store.base import Damage, FeatureStore, ShardStatus, SplitInfo, SplitPlan, StoreWriter
+from aftpipe.store.base import Damage, FeatureStore, SplitPlan, StoreWriter
 from aftpipe.store.hdf5_store import HDF5FeatureStore, HDF5Writer, is_hdf5
 from aftpipe.store.location import is_remote, location, remote_errors
 from aftpipe.store.lock import StoreLock, WriterLock
-from aftpipe.store.manifest import ManifestError
+from aftpipe.store.manifest import ManifestError, ShardStatus, SplitInfo
 from aftpipe.store.zarr_store import ZarrFeatureStore, ZarrWriter, looks_like_store
 
-FORMATS = {"zarr": ZarrWriter, "hdf5": HDF5Writer}
+FORMATS = {"zarr": ZarrWriter, "hdf5": HDF5Writer}  # the byte writer of each format
 SUFFIX = {"zarr": "", "hdf5": ".h5"}
 
 
@@ -88,7 +88,7 @@ def verify_store(path: str | Path) -> VerifyReport:
 
 def make_writer(path: Path, format: str, **kwargs: Any) -> StoreWriter:
     """A writer for `format` (`zarr` or `hdf5`; ExtractConfig admits only these)."""
-    return FORMATS[format](path, **kwargs)
+    return StoreWriter(path, FORMATS[format], **kwargs)
 
 
 __all__ = ["Damage", "FeatureArray", "FeatureStore", "ManifestError", "ShardStatus", "SplitInfo", "SplitPlan", "StoreLock",

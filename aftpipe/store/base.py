@@ -1,4 +1,5 @@
-"""The store protocol shared by both backends: a reader (`FeatureStore`) and a shard writer.
+"""The store protocol shared by both backends: a reader (`FeatureStore`), and a writer in two parts: the
+manifest's rules (`StoreWriter`, one for every format) and the bytes (`BytesWriter`, one per format).
 
 A store holds one (dataset, source) pair: per split an (N, D) `features` array and an (N,) `index` array,
 plus the manifest. Writers are shard-granular and idempotent: a shard is written whole, hashed, then marked
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from aftpipe.errors import AftpipeError, option_hint, option_name
+from aftpipe.progress import human_bytes
 from aftpipe.store.array import FeatureArray
 from aftpipe.store.journal import ShardJournal
 from aftpipe.store.location import is_remote
@@ -34,11 +36,12 @@ from aftpipe.store.manifest import (
     FORMAT_VERSION,
     INDEX_DTYPE,
     STORAGE_DTYPES,
+    ArrayEntry,
     ManifestError,
+    SplitInfo,
     check_manifest,
     clean_entry,
     describe_key_difference,
-    expected_features,
     features_binding,
     index_binding,
     new_split_entry,
@@ -47,41 +50,6 @@ from aftpipe.store.manifest import (
     split_complete,
     whole_chunks,
 )
-
-
-@dataclass(frozen=True)
-class ShardStatus:
-    rows: tuple[int, int]  # [start, stop) rows of the split
-    sha256: str | None
-    done: bool
-
-
-@dataclass(frozen=True)
-class SplitInfo:
-    """What the manifest says of one split, typed: readers never walk the manifest dict themselves."""
-
-    name: str
-    n: int
-    d: int
-    fingerprint: str
-    shards: tuple[ShardStatus, ...]
-    wall_s: float  # extraction time spent on it, over every run that wrote to it
-    examples_per_s: float | None  # of the last run that computed rows
-    limit: int | None = None  # the extract's --limit, when one cut the split short
-
-    @property
-    def shards_done(self) -> int:
-        return sum(s.done for s in self.shards)
-
-    @property
-    def complete(self) -> bool:
-        return self.shards_done == len(self.shards)
-
-    @classmethod
-    def from_entry(cls, name: str, e: dict[str, Any]) -> SplitInfo:
-        shards = tuple(ShardStatus(tuple(s["rows"]), s["sha256"], bool(s["done"])) for s in e["shards"])
-        return cls(name, e["n"], e["d"], e["fingerprint"], shards, float(e.get("wall_s", 0.0)), e.get("examples_per_s"),
-                   e.get("limit"))
 
 
 @dataclass(frozen=True)
@@ -114,6 +82,10 @@ class Damaged(Exception):
     """Raised inside the checks by a backend that finds an array it cannot read."""
 
 
+class Unreadable(Exception):
+    """Raised by a backend whose manifest cannot be read, saying why; `FeatureStore` names the way out."""
+
+
 def summary(e: BaseException) -> str:
     """An exception as a short phrase for a damage report."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
@@ -136,13 +108,27 @@ class FeatureStore(ABC):
     """A store opened for reading. `split(name)` is a memory-mapped `FeatureArray`, served only when the
     arrays agree with the manifest."""
 
-    path: Path
-    manifest: dict[str, Any]  # the JSON document; use the accessors below rather than its keys
+    manifest: dict[str, Any]  # the JSON document; outside store/, use the accessors below rather than its keys
+    where: str  # where the manifest is kept, for messages
 
-    def _adopt(self, manifest: Any, where: str) -> None:
+    def __init__(self, path: Path, manifest: Any = None) -> None:
+        """Open the store at `path`: its manifest read (or the one given), checked and adopted. One that cannot
+        be used is a ManifestError that names the command rebuilding the store."""
+        self.path = path
+        try:
+            manifest = self._read_manifest() if manifest is None else manifest
+            if (why := check_manifest(manifest)) is not None:
+                raise Unreadable(f"{self.where}: {why}")
+        except Unreadable as e:
+            raise ManifestError(unreadable_message(path, str(e), self._rebuild_command())) from None
+        self._adopt(manifest)
+
+    @abstractmethod
+    def _read_manifest(self) -> Any:
+        """The manifest document as stored; raises Unreadable saying what is wrong with it."""
+
+    def _adopt(self, manifest: dict[str, Any]) -> None:
         """Take `manifest` as this store's, keeping what is wrong with each split's entry."""
-        if (why := check_manifest(manifest)) is not None:
-            raise ManifestError(unreadable_message(self.path, f"{where}: {why}", self._rebuild_command()))
         self.manifest = manifest
         self.entry_damage: dict[str, list[Damage]] = {}
         rows = whole_chunks(self.storage["shard_rows"], self.storage["chunk_rows"])
@@ -160,13 +146,29 @@ class FeatureStore(ABC):
         return None
 
     @property
+    def key(self) -> dict[str, Any]:
+        """The store's identity: the source, the dataset and the storage it was extracted with."""
+        return self.manifest["key"]
+
+    @property
+    def extract_options(self) -> dict[str, Any] | None:
+        """The options of the extraction that built the store, as a repair re-runs it (None: not recorded)."""
+        rec = self.manifest.get("extract")
+        return rec if isinstance(rec, dict) else None
+
+    @property
+    def planned_splits(self) -> list[str]:
+        """Every split the manifest plans, finished or not."""
+        return list(self.manifest["splits"])
+
+    @property
     def splits(self) -> list[str]:
         """The finished splits whose manifest entries are intact."""
         return [s for s, e in self.manifest["splits"].items() if split_complete(e) and not self.entry_damage.get(s)]
 
     def split_infos(self) -> list[SplitInfo]:
         """Every split the manifest plans, finished or not."""
-        return [SplitInfo.from_entry(n, e) for n, e in self.manifest["splits"].items()]
+        return [SplitInfo.from_entry(n, e, self.storage) for n, e in self.manifest["splits"].items()]
 
     def split_info(self, name: str) -> SplitInfo:
         entry = self.manifest["splits"].get(name)
@@ -178,7 +180,7 @@ class FeatureStore(ABC):
                 f"store {self.path} has no split `{name}` (it has: {', '.join(self.manifest['splits']) or 'none'}); "
                 f"extract it with `aftpipe extract ... --splits {name}`"
             )
-        return SplitInfo.from_entry(name, entry)
+        return SplitInfo.from_entry(name, entry, self.storage)
 
     @property
     def source(self) -> dict[str, Any]:
@@ -241,15 +243,15 @@ class FeatureStore(ABC):
 
         Shards are located from the manifest's binding, not from the array's own metadata, so a damaged
         metadata file does not hide which shards' bytes are still good (a repair keeps those)."""
-        entry = self.manifest["splits"][name]
+        info = self.split_info(name)
         damage = list(self.entry_damage.get(name, []))
-        want = expected_features(entry, self.storage)
+        want = info.features
+        assert want is not None
         try:
             meta = self._features_meta(name)
-            for k in ("dtype", "shape", "chunks", "shards", "layout"):
-                if k in want and meta.get(k) != want[k]:
-                    damage.append(Damage(name, "metadata", f"features {k} is {meta.get(k)}, the manifest says "
-                                                           f"{want[k]}"))
+            for k, v in want.bound().items():
+                if k in ("dtype", "shape", "chunks", "shards", "layout") and meta.get(k) != v:
+                    damage.append(Damage(name, "metadata", f"features {k} is {meta.get(k)}, the manifest says {v}"))
         except Damaged as e:
             damage.append(Damage(name, "metadata", f"features array unreadable ({e})"))
         meta_ok = not any(d.kind == "metadata" for d in damage)
@@ -259,10 +261,10 @@ class FeatureStore(ABC):
             index = None
             damage.append(Damage(name, "index", f"index array unreadable ({e})"))
         if index is not None:
-            damage += _index_damage(name, index, entry, expected_index)
-        done = [i for i, s in enumerate(entry["shards"]) if s["done"]]
+            damage += _index_damage(info, index, expected_index)
+        done = [i for i, s in enumerate(info.shards) if s.done]
         try:
-            array, shard_damage = self._open_features(name, entry, index if index is not None else
+            array, shard_damage = self._open_features(info, index if index is not None else
                                                       np.empty(0, INDEX_DTYPE), want, meta_ok)
         except Damaged as e:  # the bytes cannot even be located: no done shard can be trusted
             return SplitCheck(None, damage + [Damage(name, "shard", f"shard {i} unreadable ({e})", i) for i in done])
@@ -279,11 +281,11 @@ class FeatureStore(ABC):
         for name, problems in self.entry_damage.items():
             if name not in self.manifest["splits"]:
                 found += problems
-        for name, entry in self.manifest["splits"].items():
-            if not split_complete(entry):
-                done = sum(s["done"] for s in entry["shards"])
-                found.append(Damage(name, "unfinished", f"unfinished ({done}/{len(entry['shards'])} shards done)"))
-            found += self.check_split(name, full=True).damage
+        for info in self.split_infos():
+            if not info.complete:
+                found.append(Damage(info.name, "unfinished",
+                                    f"unfinished ({info.shards_done}/{len(info.shards)} shards done)"))
+            found += self.check_split(info.name, full=True).damage
         return found
 
     # -- the backend -------------------------------------------------------------------------------------
@@ -297,7 +299,7 @@ class FeatureStore(ABC):
         """The split's index array; raises Damaged when it cannot be read."""
 
     @abstractmethod
-    def _open_features(self, name: str, entry: dict[str, Any], index: np.ndarray, want: dict[str, Any],
+    def _open_features(self, info: SplitInfo, index: np.ndarray, want: ArrayEntry,
                        meta_ok: bool) -> tuple[FeatureArray, list[Damage]]:
         """The features as a FeatureArray laid out as `want` (the binding) says, and the shards whose files are
         missing or malformed; raises Damaged when the bytes cannot be located at all. `meta_ok`: whether
@@ -307,16 +309,16 @@ class FeatureStore(ABC):
     def nbytes_on_disk(self) -> int: ...
 
 
-def _index_damage(name: str, index: np.ndarray, entry: dict[str, Any], expected: np.ndarray | None) -> list[Damage]:
-    if index.dtype != INDEX_DTYPE or index.shape != (entry["n"],):
-        return [Damage(name, "index", f"index array is {index.dtype}{list(index.shape)}, the manifest says "
-                                      f"{INDEX_DTYPE}[{entry['n']}]")]
+def _index_damage(info: SplitInfo, index: np.ndarray, expected: np.ndarray | None) -> list[Damage]:
+    if index.dtype != INDEX_DTYPE or index.shape != (info.n,):
+        return [Damage(info.name, "index", f"index array is {index.dtype}{list(index.shape)}, the manifest says "
+                                           f"{INDEX_DTYPE}[{info.n}]")]
     if expected is not None:
         if not np.array_equal(index, expected):
-            return [Damage(name, "index", f"index array differs from the rows extracted "
-                                          f"({int((index != expected).sum())} of {len(index)} entries)")]
-    elif "index" in entry and sha256_bytes(index) != entry["index"]["sha256"]:
-        return [Damage(name, "index", "index array fails its checksum")]
+            return [Damage(info.name, "index", f"index array differs from the rows extracted "
+                                               f"({int((index != expected).sum())} of {len(index)} entries)")]
+    elif info.index is not None and sha256_bytes(index) != info.index.sha256:
+        return [Damage(info.name, "index", "index array fails its checksum")]
     return []
 
 
@@ -340,14 +342,6 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return str(n)
-
-
 def disk_errors(fn: F) -> F:
     """A writer method whose OSErrors (disk full, read-only, permissions) become one-line AftpipeErrors:
     they are the user's environment, not a bug, and what is already done stays done."""
@@ -360,7 +354,7 @@ def disk_errors(fn: F) -> F:
             if e.errno is None and "No space left" not in str(e):
                 raise  # an OSError subclass without an errno (zarr's "array not found"): a bug, not the disk
             if e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e):
-                raise AftpipeError(f"no space left on the device holding {self.path} ({_human(free_bytes(self.path))} "
+                raise AftpipeError(f"no space left on the device holding {self.path} ({human_bytes(free_bytes(self.path))} "
                                    "free); free some space and re-run the same command: finished shards are kept") from None
             raise AftpipeError(f"cannot write the store {self.path} ({e.strerror or summary(e)}); check that "
                                f"{option_name('cache_dir')} is writable, then re-run the same command") from None
@@ -368,62 +362,153 @@ def disk_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class StoreWriter(ABC):
-    """Creates, resumes or repairs a store. Subclasses own the bytes; this class owns the manifest's rules.
+class BytesWriter(ABC):
+    """Writes the bytes of one store in one format: what is at the path opened or cleared, arrays laid out and
+    repaired, a shard's rows written at their place, the manifest document stored. It decides nothing about
+    what is done or published: `StoreWriter` tells it what to write."""
+
+    format: str
+
+    def __init__(self, path: Path, dtype: str, chunk_rows: int, shard_rows: int, command: str | None,
+                 log: Callable[[str], None]) -> None:
+        self.path = path
+        self.dtype = dtype
+        self.np_dtype = STORAGE_DTYPES[dtype]
+        self.chunk_rows = chunk_rows
+        self.shard_rows = shard_rows  # whole chunks
+        self.command = command  # kept beside the arrays too, for when the manifest is the damaged part
+        self.log = log
+
+    @abstractmethod
+    def open(self, overwrite: bool) -> FeatureStore | None:
+        """Clear what a killed write left behind and open the store already at the path for reading: None when
+        there is none, or `overwrite` discards it. Refuses a path that holds something else."""
+
+    def start(self, manifest: dict[str, Any], new: bool) -> None:
+        """Begin writing the store whose manifest is `manifest` (`new`: nothing was adopted from the path)."""
+
+    @abstractmethod
+    def create_split(self, name: str, plan: SplitPlan, manifest: dict[str, Any]) -> None:
+        """Lay out a new split's arrays; whatever was at their place goes."""
+
+    @abstractmethod
+    def repair_features(self, name: str, plan: SplitPlan) -> None:
+        """Make the split's features array match its binding again, keeping the shard bytes that passed."""
+
+    @abstractmethod
+    def repair_index(self, name: str, plan: SplitPlan) -> None: ...
+
+    def drop_shard(self, name: str, shard: int) -> None:
+        """Forget a damaged shard's bytes before it is written again (a no-op where writes never read)."""
+
+    def space_needed(self, splits: dict[str, Any]) -> int:
+        """Bytes still to write for the manifest's `splits`: their unfinished shards, and room for metadata."""
+        rows = sum((s["rows"][1] - s["rows"][0]) * e["d"] * self.np_dtype.itemsize
+                   for e in splits.values() for s in e["shards"] if not s["done"])
+        return rows + (1 << 20) if rows else 0
+
+    def prepare(self, splits: dict[str, Any], plans: dict[str, SplitPlan]) -> Carried | None:
+        """Make ready what the rows of the manifest's `splits` are written into, once the planned changes are
+        made. A format that rewrites the store to do so says what it carried over (None: nothing rewritten)."""
+        return None
+
+    def shared_state(self) -> dict[str, Any]:
+        """What the byte writers of the other ranks need to write into this store (JSON-able)."""
+        return {}
+
+    def follow(self, state: dict[str, Any]) -> None:
+        """Write into the store rank 0 prepared (`state` from its `shared_state`)."""
+
+    def write_rows(self, name: str, start: int, rows: np.ndarray) -> None:
+        """Write the rows of split `name` from row `start` on (a whole shard), in the storage dtype."""
+        self._write_rows(name, start, np.ascontiguousarray(rows, dtype=self.np_dtype))
+
+    @abstractmethod
+    def _write_rows(self, name: str, start: int, rows: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def save_manifest(self, manifest: dict[str, Any], final: bool) -> None:
+        """Store the manifest: progress while writing, or (`final`) the store published under its name."""
+
+    @abstractmethod
+    def discard(self) -> None:
+        """Remove what this store's writing made (`--overwrite`, or a new store that never got a shard)."""
+
+    def close(self) -> None:
+        """Release resources; called on success and on error."""
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What a format that rewrites its store carried over from the old one: per split copied, the done shards
+    whose bytes passed their checksum (a split absent was not copied); the splits it could not keep at all."""
+
+    kept: dict[str, set[int]]
+    dropped: tuple[str, ...] = ()
+
+
+class StoreWriter:
+    """Creates, resumes or repairs a store: the manifest's rules (what is adopted, refused, recomputed and
+    published). It writes no byte itself: its `byte_writer` (a `BytesWriter` of the store's format) does.
 
     Several processes may write one store (a multi-process extract): the writer of rank 0 owns the manifest
     (`open`, `plan_split`, `begin`, `finish`, as alone) and hands `shared_state()` to the others, whose
     writers `follow` it: they write only the shards given to them and record each in the store's journal
     (store/journal.py), which rank 0 merges (`merge_journal`) once every rank is done."""
 
-    format: str
-
-    def __init__(self, path: Path, key: dict[str, Any], provenance: dict[str, Any], dtype: str,
-                 chunk_rows: int, shard_rows: int, overwrite: bool, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, path: Path, format: type[BytesWriter], key: dict[str, Any], provenance: dict[str, Any],
+                 dtype: str, chunk_rows: int, shard_rows: int, overwrite: bool,
+                 log: Callable[[str], None] | None = None) -> None:
         self.path = path
+        self.log = log or (lambda message: None)
+        self.shard_rows = whole_chunks(shard_rows, chunk_rows)
+        self.byte_writer = format(path, dtype, chunk_rows, self.shard_rows, provenance.get("command"), self.log)
+        self.np_dtype = self.byte_writer.np_dtype
         self.journal = ShardJournal(path)
         self.follower = False  # a writer of rank > 0: shards and journal records only, never the manifest
-        self.dtype = dtype
-        self.np_dtype = STORAGE_DTYPES[dtype]
-        self.chunk_rows = chunk_rows
-        self.shard_rows = whole_chunks(shard_rows, chunk_rows)
         self.overwrite = overwrite
-        self.log = log or (lambda message: None)
-        storage = {"format": self.format, "dtype": dtype, "chunk_rows": chunk_rows, "shard_rows": shard_rows,
+        storage = {"format": format.format, "dtype": dtype, "chunk_rows": chunk_rows, "shard_rows": shard_rows,
                    "compressor": None}
         self.key = {"format_version": FORMAT_VERSION, **key, "storage": storage}
         self.manifest: dict[str, Any] = {**copy.deepcopy(provenance), "key": self.key, "splits": {},
                                          "state": "in_progress", "created": now()}
-        self.resumed_from: dict[str, Any] | None = None
+        self.existing: FeatureStore | None = None  # the store found at the path and adopted
+        self.plans: dict[str, SplitPlan] = {}
         self.repaired: dict[str, list[str]] = {}  # split → what was found damaged and will be recomputed/rewritten
         self.dirty = False  # the manifest changed without any shard being written (bindings recorded, repairs)
         self._todo: list[Callable[[], None]] = []  # changes on disk planned by plan_split, made by begin()
+        self._adopted: list[dict[str, Any]] = []  # journal records taken into the manifest, forgotten by begin()
+
+    def needs_publishing(self, wrote: bool) -> bool:
+        """Whether `finish` has anything to record: shards written, the manifest changed, a new store, or one
+        that was not complete."""
+        return wrote or self.dirty or self.existing is None or self.existing.state != "complete"
 
     # -- the rules --------------------------------------------------------------------------------
-    def check_existing(self, reader: FeatureStore | None) -> None:
-        """Adopt the existing store `reader` opened (None: there is none) if it was built with the same
-        arguments; refuse otherwise. `plan_split` later checks the adopted splits' arrays through it."""
-        self._reader = None
-        if reader is None or self.overwrite:
+    @disk_errors
+    def open(self) -> None:
+        """Open or create the store: adopt the one at the path if it was built with the same arguments,
+        refuse it otherwise. `plan_split` later checks the adopted splits' arrays through it."""
+        existing = self.byte_writer.open(self.overwrite)
+        if existing is None or self.overwrite:
             self.journal.clear()  # records of a store that is gone, or being replaced
-        if reader is None:
-            return
-        if self.overwrite:
-            return self._discard_existing()
-        existing = reader.manifest
-        if existing.get("key") != self.key:
-            diff = describe_key_difference(existing.get("key", {}), self.key)
+        if existing is not None:
+            self._adopt_existing(existing)
+        self.byte_writer.start(self.manifest, new=existing is None)
+
+    def _adopt_existing(self, existing: FeatureStore) -> None:
+        if existing.manifest.get("key") != self.key:
+            diff = describe_key_difference(existing.manifest.get("key", {}), self.key)
             raise AftpipeError(
                 f"store {self.path} was built with different arguments ({diff}); "
                 f"pass {option_hint('overwrite')} to rebuild it, or choose another {option_name('cache_dir')}"
             )
-        for name, problems in reader.entry_damage.items():
+        for name, problems in existing.entry_damage.items():
             for p in problems:
                 self._note(name, p.detail)
-        self._reader = reader
-        self.manifest["splits"] = copy.deepcopy(existing["splits"])
-        self.manifest["created"] = existing.get("created", self.manifest["created"])
-        self.resumed_from = existing
+        self.existing = existing
+        self.manifest["splits"] = copy.deepcopy(existing.manifest["splits"])
+        self.manifest["created"] = existing.manifest.get("created", self.manifest["created"])
 
     def _note(self, split: str, what: str) -> None:
         self.repaired.setdefault(split, []).append(what)
@@ -431,6 +516,7 @@ class StoreWriter(ABC):
 
     @disk_errors
     def plan_split(self, name: str, plan: SplitPlan) -> None:
+        self.plans[name] = plan
         entry = self.manifest["splits"].get(name)
         if entry is not None and (entry["n"], entry["d"], entry["fingerprint"]) != (plan.n, plan.d, plan.fingerprint):
             if not self.overwrite:
@@ -446,13 +532,14 @@ class StoreWriter(ABC):
             entry = new_split_entry(plan.n, plan.d, plan.fingerprint, self.shard_rows)
             self.manifest["splits"][name] = entry
             self._bind(entry, plan)
-            self._todo.append(functools.partial(self._create_split, name, plan))
+            self._todo.append(functools.partial(self.byte_writer.create_split, name, plan, self.manifest))
         else:
             self._check_split(name, entry, plan)
         entry["limit"] = plan.limit
 
     def _bind(self, entry: dict[str, Any], plan: SplitPlan) -> None:
-        entry["features"] = features_binding(self.format, self.dtype, plan.n, plan.d, self.chunk_rows, self.shard_rows)
+        out = self.byte_writer
+        entry["features"] = features_binding(out.format, out.dtype, plan.n, plan.d, out.chunk_rows, self.shard_rows)
         entry["index"] = index_binding(plan.index)
 
     def _check_split(self, name: str, entry: dict[str, Any], plan: SplitPlan) -> None:
@@ -462,22 +549,22 @@ class StoreWriter(ABC):
         self._bind(entry, plan)
         if had != {k: entry[k] for k in had}:
             self.dirty = True  # a manifest from before bindings, or a damaged binding: record the right one
-        if self._reader is None:
+        if self.existing is None:
             return
         self._adopt_records(name, entry)
-        check = self._reader.check_split(name, full=True, expected_index=np.asarray(plan.index, INDEX_DTYPE))
+        check = self.existing.check_split(name, full=True, expected_index=np.asarray(plan.index, INDEX_DTYPE))
         for d in check.damage:
             if d.kind != "entry":
                 self._note(name, d.detail)
         kinds = {d.kind for d in check.damage}
         if "metadata" in kinds:
-            self._todo.append(functools.partial(self._repair_features, name, plan))
+            self._todo.append(functools.partial(self.byte_writer.repair_features, name, plan))
         if "index" in kinds:
-            self._todo.append(functools.partial(self._repair_index, name, plan))
+            self._todo.append(functools.partial(self.byte_writer.repair_index, name, plan))
         for i in sorted({d.shard for d in check.damage if d.kind == "shard" and d.shard is not None}):
             if entry["shards"][i]["done"]:
                 entry["shards"][i].update(done=False, sha256=None)
-                self._todo.append(functools.partial(self._drop_shard, name, i))
+                self._todo.append(functools.partial(self.byte_writer.drop_shard, name, i))
         if check.damage:
             entry["complete"] = split_complete(entry)
             self.dirty = True
@@ -485,6 +572,7 @@ class StoreWriter(ABC):
     def _adopt_records(self, name: str, entry: dict[str, Any]) -> None:
         """Mark done the shards of `name` that the journal says a rank finished (a multi-process run that
         stopped before its manifest was written): they are re-hashed next, like every done shard."""
+        assert self.existing is not None
         adopted = []
         for r in self.journal.records():
             if r["split"] != name:
@@ -494,11 +582,11 @@ class StoreWriter(ABC):
             i = r["shard"]
             if (r.get("fingerprint") == entry["fingerprint"] and 0 <= i < len(shards)
                     and list(r["rows"]) == list(shards[i]["rows"]) and not shards[i]["done"]):
-                for e in (entry, self._reader.manifest["splits"][name]):
+                for e in (entry, self.existing.manifest["splits"][name]):  # the check re-hashes what it marks done
                     e["shards"][i].update(done=True, sha256=r["sha256"])
                     e["complete"] = split_complete(e)
         if adopted:
-            self._adopted = [*getattr(self, "_adopted", []), *adopted]
+            self._adopted += adopted
             self.dirty = True
 
     @disk_errors
@@ -509,20 +597,39 @@ class StoreWriter(ABC):
         for action in self._todo:
             action()
         self._todo.clear()
-        if self.dirty:
-            self._save_manifest(final=False)
-        self.journal.forget(getattr(self, "_adopted", []))  # the manifest on disk holds them now
+        carried = self.byte_writer.prepare(self.manifest["splits"], self.plans)
+        if carried is not None:
+            self._apply(carried)
+        if self.dirty or carried is not None:
+            self._save(final=False)
+        self.journal.forget(self._adopted)  # the manifest on disk holds them now
         self._adopted = []
 
+    def _apply(self, carried: Carried) -> None:
+        """Take into the manifest what a rewrite of the store kept: a shard it did not carry over is not done."""
+        for name in carried.dropped:
+            self.log(f"{self.path} {name}: its index array is unreadable; dropping the split (extract it again)")
+            del self.manifest["splits"][name]
+        for name, entry in self.manifest["splits"].items():
+            kept = carried.kept.get(name)
+            for i, s in enumerate(entry["shards"]):
+                if s["done"] and (kept is None or i not in kept):
+                    if kept is not None:
+                        self._note(name, f"shard {i} fails its checksum")
+                    s.update(done=False, sha256=None)
+            entry["complete"] = split_complete(entry)
+
     # -- several processes ------------------------------------------------------------------------
+    @disk_errors
     def shared_state(self) -> dict[str, Any]:
         """What the writers of the other ranks need after `begin`: the planned splits (JSON-able)."""
-        return {"splits": copy.deepcopy(self.manifest["splits"])}
+        return {"splits": copy.deepcopy(self.manifest["splits"]), **self.byte_writer.shared_state()}
 
     def follow(self, state: dict[str, Any]) -> None:
         """Become a writer of rank > 0 of the store rank 0 planned (`state` from its `shared_state`)."""
         self.follower = True
         self.manifest["splits"] = copy.deepcopy(state["splits"])
+        self.byte_writer.follow(state)
 
     @disk_errors
     def merge_journal(self) -> int:
@@ -540,34 +647,25 @@ class StoreWriter(ABC):
                 entry["complete"] = split_complete(entry)
                 merged += 1
         if records:
-            self._save_manifest(final=False)
+            self._save(final=False)
             self.journal.forget(records)
         return merged
 
     def split_info(self, name: str) -> SplitInfo:
-        return SplitInfo.from_entry(name, self.manifest["splits"][name])
+        return SplitInfo.from_entry(name, self.manifest["splits"][name], self.key["storage"])
 
     def shards_done(self) -> int:
         return sum(s["done"] for e in self.manifest["splits"].values() for s in e["shards"])
-
-    def bytes_to_write(self) -> int:
-        """Bytes the shards still to compute will take."""
-        itemsize = self.np_dtype.itemsize
-        return sum((s["rows"][1] - s["rows"][0]) * e["d"] * itemsize
-                   for e in self.manifest["splits"].values() for s in e["shards"] if not s["done"])
 
     def check_space(self) -> None:
         """Refuse to start when the shards still to write cannot fit, rather than fail half way."""
         if is_remote(self.path):
             return  # an object store has no free space to read; a full quota is the client's error
-        need = self._space_needed()
+        need = self.byte_writer.space_needed(self.manifest["splits"])
         if need and need > (free := free_bytes(self.path)):
-            raise AftpipeError(f"not enough space for the store {self.path}: it needs {_human(need)}, the device has "
-                               f"{_human(free)} free; free some space or pass another {option_name('cache_dir')}")
-
-    def _space_needed(self) -> int:
-        rows = self.bytes_to_write()
-        return rows + (1 << 20) if rows else 0  # + metadata and manifest rewrites
+            raise AftpipeError(f"not enough space for the store {self.path}: it needs {human_bytes(need)}, the device "
+                               f"has {human_bytes(free)} free; free some space or pass another "
+                               f"{option_name('cache_dir')}")
 
     def record_timing(self, name: str, wall_s: float, rows_computed: int) -> None:
         """Add a run's extraction time to the split (saved with the next manifest write)."""
@@ -583,14 +681,14 @@ class StoreWriter(ABC):
         rows = np.ascontiguousarray(rows, dtype=self.np_dtype)
         if rows.shape != (b - a, entry["d"]):
             raise ValueError(f"shard {shard} of {name}: expected {(b - a, entry['d'])} rows, got {rows.shape}")
-        self._write_rows(name, a, rows)
+        self.byte_writer.write_rows(name, a, rows)
         sha = sha256_bytes(rows)
         if self.follower:  # rank 0 owns the manifest: say it in the journal, which it merges
             self.journal.record(name, shard, (a, b), sha, entry["fingerprint"])
         entry["shards"][shard].update(sha256=sha, done=True)
         entry["complete"] = split_complete(entry)
         if not self.follower:
-            self._save_manifest(final=False)
+            self._save(final=False)
 
     @disk_errors
     def finish(self, extra: dict[str, Any]) -> None:
@@ -598,40 +696,15 @@ class StoreWriter(ABC):
         self.manifest["state"] = "complete" if all(split_complete(e) for e in self.manifest["splits"].values()) \
             else "in_progress"
         self.manifest["updated"] = now()
-        self._save_manifest(final=True)
+        self._save(final=True)
+
+    def _save(self, final: bool) -> None:
+        self.byte_writer.save_manifest(self.manifest, final)
 
     def abandon(self) -> None:
         """Remove what this writer created, when it created the store and never finished a shard."""
-        self._discard_existing()
-
-    def _discard_existing(self) -> None:
-        from aftpipe.store.location import remove
-
-        remove(self.path)
-
-    # -- the bytes ----------------------------------------------------------------------------------
-    @abstractmethod
-    def open(self) -> None:
-        """Create or reopen the store on disk (calls check_existing with what is there)."""
-
-    @abstractmethod
-    def _create_split(self, name: str, plan: SplitPlan) -> None: ...
-
-    @abstractmethod
-    def _repair_features(self, name: str, plan: SplitPlan) -> None:
-        """Make the split's features array match its binding again, keeping the shard bytes that passed."""
-
-    @abstractmethod
-    def _repair_index(self, name: str, plan: SplitPlan) -> None: ...
-
-    def _drop_shard(self, name: str, shard: int) -> None:
-        """Forget a damaged shard's bytes before it is written again (a no-op where writes never read)."""
-
-    @abstractmethod
-    def _write_rows(self, name: str, start: int, rows: np.ndarray) -> None: ...
-
-    @abstractmethod
-    def _save_manifest(self, final: bool) -> None: ...
+        self.byte_writer.discard()
 
     def close(self) -> None:
         """Release resources; called on success and on error."""
+        self.byte_writer.close()

@@ -36,12 +36,14 @@ import numpy as np
 from aftpipe.errors import AftpipeError, option_name
 from aftpipe.fileio import fsync_path, write_json
 from aftpipe.store.array import FeatureArray, map_rows
-from aftpipe.store.base import (Damage, Damaged, FeatureStore, SplitPlan, StoreWriter, _human,
-                                disk_errors, free_bytes, summary, unreadable_message)
-from aftpipe.store.manifest import FILL_VALUES, INDEX_DTYPE, MANIFEST_KEY, ManifestError, sha256_bytes
+from aftpipe.progress import human_bytes
+from aftpipe.store.base import (Carried, Damage, Damaged, FeatureStore, SplitPlan, BytesWriter, Unreadable,
+                                free_bytes, summary)
+from aftpipe.store.location import is_remote
+from aftpipe.store.manifest import FILL_VALUES, INDEX_DTYPE, MANIFEST_KEY, ArrayEntry, SplitInfo, sha256_bytes
 
 
-class HDF5Writer(StoreWriter):
+class HDF5Writer(BytesWriter):
     format = "hdf5"
 
     @property
@@ -56,27 +58,24 @@ class HDF5Writer(StoreWriter):
     def building(self) -> Path:
         return self.path.with_name(self.path.name + ".partial.new")
 
-    @disk_errors
-    def open(self) -> None:
-        from aftpipe.store.location import is_remote
-
+    def open(self, overwrite: bool) -> HDF5FeatureStore | None:
         if is_remote(self.path):
             raise AftpipeError(f"an HDF5 store cannot live at {self.path}: it is written in place at fixed offsets and "
                                "memory-mapped, which object storage cannot do; use the zarr format there")
         self._offset_of: dict[str, int] = {}
-        self._plans: dict[str, SplitPlan] = {}
         self._fresh: set[str] = set()  # splits whose old bytes are not to be copied (new, or unreadable)
         self._rebuild = False  # the work file must be (re)built before anything is written
         self.building.unlink(missing_ok=True)  # a build a kill interrupted
-        reader = None
-        if self.overwrite:
+        existing = None
+        if overwrite:
             self._drop_partial()
         else:
-            reader = self._valid_partial()
-            if reader is None and self.path.exists():
-                reader = HDF5FeatureStore(self.path)
-        self._source = reader.path if reader is not None else None
-        self.check_existing(reader)
+            existing = self._valid_partial()
+            if existing is None and self.path.exists():
+                existing = HDF5FeatureStore(self.path)
+        self._existing = existing  # whose done shards' bytes a (re)built work file copies
+        self._source = existing.path if existing is not None else None  # the file the done shards are in
+        return existing
 
     def _drop_partial(self, why: str = "") -> None:
         if why and self.partial.exists():
@@ -103,68 +102,64 @@ class HDF5Writer(StoreWriter):
             return None
         return reader
 
-    def plan_split(self, name: str, plan: SplitPlan) -> None:
-        self._plans[name] = plan
-        super().plan_split(name, plan)
+    @property
+    def _writing_partial(self) -> bool:
+        """Whether the rows go into the work file as it is (one an earlier run or `prepare` built)."""
+        return self._source == self.partial and not self._rebuild
 
-    def _create_split(self, name: str, plan: SplitPlan) -> None:
+    def create_split(self, name: str, plan: SplitPlan, manifest: dict[str, Any]) -> None:
         self._fresh.add(name)
         self._rebuild = True
 
-    def _repair_features(self, name: str, plan: SplitPlan) -> None:
+    def repair_features(self, name: str, plan: SplitPlan) -> None:
         self._fresh.add(name)  # a dataset of another dtype, shape or layout: its bytes are not the features
         self._rebuild = True
 
-    def _repair_index(self, name: str, plan: SplitPlan) -> None:
+    def repair_index(self, name: str, plan: SplitPlan) -> None:
         self._rebuild = True  # the index is written from the plan when the work file is built
 
-    def _needs_work_file(self) -> bool:
-        """Whether anything is to be written: a shard to compute, or a repair to the layout."""
-        return self._rebuild or any(not s["done"] for e in self.manifest["splits"].values() for s in e["shards"])
-
-    def _ensure_partial(self) -> None:
-        if self._source == self.partial and not self._rebuild:
-            return
-        self._build()
-
-    def _space_needed(self) -> int:
-        if not self._needs_work_file():
+    def space_needed(self, splits: dict[str, Any]) -> int:
+        if not self._rebuild and all(s["done"] for e in splits.values() for s in e["shards"]):
             return 0
-        if self._source == self.partial and not self._rebuild:
+        if self._writing_partial:
             return 1 << 20  # rows go into blocks the work file already holds
-        return self._file_bytes()
+        return _file_bytes(splits, self.np_dtype)
 
-    def _file_bytes(self) -> int:
-        itemsize = self.np_dtype.itemsize
-        return sum(e["n"] * (e["d"] * itemsize + INDEX_DTYPE.itemsize) for e in self.manifest["splits"].values()) \
-            + (1 << 20)  # + HDF5 metadata
+    def prepare(self, splits: dict[str, Any], plans: dict[str, SplitPlan]) -> Carried | None:
+        """Build the work file when anything is to be written (a shard to compute, or a repair to the layout)
+        and the rows cannot go into the one there is."""
+        if self._writing_partial or not (self._rebuild or any(not s["done"] for e in splits.values()
+                                                               for s in e["shards"])):
+            return None
+        return self._build(splits, plans)
 
-    def _build(self) -> None:
+    def _build(self, splits: dict[str, Any], plans: dict[str, SplitPlan]) -> Carried:
         """Build the work file whole under a temporary name: every split's datasets at full size, the done
         shards of the existing file copied once their checksums pass, then rename it into place."""
-        need, free = self._file_bytes(), free_bytes(self.path)
+        need, free = _file_bytes(splits, self.np_dtype), free_bytes(self.path)
         if need > free:
-            raise AftpipeError(f"not enough space for the store {self.path}: it needs {_human(need)}, the device has "
-                               f"{_human(free)} free; free some space or pass another {option_name('cache_dir')}")
+            raise AftpipeError(f"not enough space for the store {self.path}: it needs {human_bytes(need)}, the device has "
+                               f"{human_bytes(free)} free; free some space or pass another {option_name('cache_dir')}")
         try:
-            self._build_into(self.building)
+            carried = self._build_into(self.building, splits, plans)
             os.replace(self.building, self.partial)
         except BaseException:
             self.building.unlink(missing_ok=True)  # never leave a half-built file taking the space
             raise
         self._source, self._rebuild, self._offset_of = self.partial, False, {}
-        write_json(self.progress, self.manifest)
+        return carried
 
-    def _build_into(self, target: Path) -> None:
+    def _build_into(self, target: Path, splits: dict[str, Any], plans: dict[str, SplitPlan]) -> Carried:
         import h5py
 
-        source = self._reader if self._source is not None else None
+        source = self._existing if self._source is not None else None
         old: dict[str, FeatureArray] = {}
+        dropped = []
         dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
         dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # the blocks exist (filled) before any row is mapped
         with h5py.File(target, "w", userblock_size=USERBLOCK) as f:
-            for name, entry in list(self.manifest["splits"].items()):
-                index = self._plans[name].index if name in self._plans else None
+            for name, entry in splits.items():
+                index = plans[name].index if name in plans else None
                 if source is not None and name not in self._fresh and name in source.manifest["splits"]:
                     check = source.check_split(name)
                     index_ok = not any(d.kind == "index" for d in check.damage)
@@ -172,8 +167,7 @@ class HDF5Writer(StoreWriter):
                         old[name] = check.array
                         index = check.array.index if index is None else index
                 if index is None:  # a split this run does not plan, whose old index is unreadable
-                    self.log(f"{self.path} {name}: its index array is unreadable; dropping the split (extract it again)")
-                    del self.manifest["splits"][name]
+                    dropped.append(name)
                     continue
                 g = f.create_group(name)
                 d = g.create_dataset("features", shape=(entry["n"], entry["d"]), dtype=self.np_dtype,
@@ -181,50 +175,40 @@ class HDF5Writer(StoreWriter):
                 d.attrs["aftpipe_dtype"] = self.dtype
                 g.create_dataset("index", data=np.asarray(index, dtype=INDEX_DTYPE))
         with open(target, "r+b") as fh:  # the rebuild command, where it survives damage to the HDF5 structure
-            fh.write(_userblock(self.manifest.get("command")))
+            fh.write(_userblock(self.command))
         offsets = _offsets(target)
-        for name, entry in self.manifest["splits"].items():
-            if name not in old:
-                for s in entry["shards"]:
-                    s.update(done=False, sha256=None)
-                continue
+        kept: dict[str, set[int]] = {}
+        for name, array in old.items():
+            entry = splits[name]
             dst = np.memmap(target, mode="r+", dtype=self.np_dtype, offset=offsets[name],
                             shape=(entry["n"], entry["d"])) if entry["n"] else None
+            kept[name] = set()
             for i, s in enumerate(entry["shards"]):
                 a, b = s["rows"]
                 if not s["done"]:
                     continue
-                rows = old[name]._raw_rows(a, b)
-                if sha256_bytes(rows) != s["sha256"]:
-                    self._note(name, f"shard {i} fails its checksum")
-                    s.update(done=False, sha256=None)
-                    continue
-                dst[a:b] = rows
+                rows = array._raw_rows(a, b)
+                if sha256_bytes(rows) == s["sha256"]:
+                    dst[a:b] = rows
+                    kept[name].add(i)
             if dst is not None:
                 dst.flush()
                 del dst
-            entry["complete"] = all(s["done"] for s in entry["shards"])
         old.clear()
         fsync_path(target)
+        return Carried(kept, tuple(dropped))
 
-    @disk_errors
     def shared_state(self) -> dict[str, Any]:
-        if self._needs_work_file():
-            self._ensure_partial()  # the other ranks write into it: it must exist before they start
-        state = super().shared_state()
-        state["offsets"] = _offsets(self.partial) if self.partial.exists() else {}
-        return state
+        return {"offsets": _offsets(self.partial) if self.partial.exists() else {}}
 
     def follow(self, state: dict[str, Any]) -> None:
-        super().follow(state)
-        self._source, self._rebuild, self._plans, self._fresh = self.partial, False, {}, set()
+        self._existing, self._source, self._rebuild, self._fresh = None, self.partial, False, set()
         self._offset_of = dict(state["offsets"])
 
     def _write_rows(self, name: str, start: int, rows: np.ndarray) -> None:
-        self._ensure_partial()
         if name not in self._offset_of:
             self._offset_of = _offsets(self.partial)
-        offset = self._offset_of[name] + start * self.manifest["splits"][name]["d"] * self.np_dtype.itemsize
+        offset = self._offset_of[name] + start * rows.shape[1] * self.np_dtype.itemsize
         data = memoryview(np.ascontiguousarray(rows, dtype=self.np_dtype)).cast("B")
         fd = os.open(self.partial, os.O_WRONLY)
         try:
@@ -235,31 +219,36 @@ class HDF5Writer(StoreWriter):
         finally:
             os.close(fd)
 
-    def _save_manifest(self, final: bool) -> None:
+    def save_manifest(self, manifest: dict[str, Any], final: bool) -> None:
         import h5py
 
+        written = self._source == self.partial and self.partial.exists()
         if not final:
-            if self._source == self.partial and self.partial.exists():
-                write_json(self.progress, self.manifest)
+            if written:
+                write_json(self.progress, manifest)
             return
-        if self._needs_work_file() and not (self._source == self.partial and self.partial.exists()):
-            self._ensure_partial()  # a repair with nothing to compute (an index rewritten), or empty new splits
         self.close()
-        if not (self._source == self.partial and self.partial.exists()):
+        if not written:
             return  # nothing was written: the finished store is already right
         with h5py.File(self.partial, "a") as f:
-            f.attrs[MANIFEST_KEY] = json.dumps(self.manifest, sort_keys=True)
+            f.attrs[MANIFEST_KEY] = json.dumps(manifest, sort_keys=True)
         fsync_path(self.partial)
         os.replace(self.partial, self.path)
         fsync_path(self.path.parent)  # the rename itself survives a power cut
         self.progress.unlink(missing_ok=True)
 
-    def _discard_existing(self) -> None:
+    def discard(self) -> None:
         # the finished store stays in place until a new one replaces it by rename
         self._drop_partial()
 
     def close(self) -> None:
         self._offset_of = {}
+
+
+def _file_bytes(splits: dict[str, Any], dtype: np.dtype) -> int:
+    """The size of a work file holding `splits`."""
+    return sum(e["n"] * (e["d"] * dtype.itemsize + INDEX_DTYPE.itemsize) for e in splits.values()) \
+        + (1 << 20)  # + HDF5 metadata
 
 
 def _offsets(path: Path) -> dict[str, int]:
@@ -313,6 +302,7 @@ def is_hdf5(path: Path) -> bool:
 
 
 def read_h5_manifest(path: Path) -> Any:
+    """The manifest from the file's `aftpipe` attribute; raises Unreadable saying what is wrong with it."""
     import h5py
 
     try:
@@ -320,23 +310,24 @@ def read_h5_manifest(path: Path) -> Any:
             raw = f.attrs.get(MANIFEST_KEY)
             ours = any(isinstance(f[n], h5py.Group) and "features" in f[n] for n in f)
     except OSError as e:
-        raise ManifestError(unreadable_message(path, f"not a readable HDF5 file: {summary(e)}",
-                                               _recorded_command(path))) from None
+        raise Unreadable(f"not a readable HDF5 file: {summary(e)}") from None
     if raw is None:
         if not ours:
             raise AftpipeError(f"{path} is an HDF5 file but not an aftpipe store (no `{MANIFEST_KEY}` attribute)")
-        raise ManifestError(unreadable_message(path, f"no `{MANIFEST_KEY}` attribute", _recorded_command(path)))
+        raise Unreadable(f"no `{MANIFEST_KEY}` attribute")
     try:
         return json.loads(raw)
     except (ValueError, TypeError) as e:
-        raise ManifestError(unreadable_message(path, f"`{MANIFEST_KEY}` attribute: {summary(e)}",
-                                               _recorded_command(path))) from None
+        raise Unreadable(f"`{MANIFEST_KEY}` attribute: {summary(e)}") from None
 
 
 class HDF5FeatureStore(FeatureStore):
-    def __init__(self, path: Path, manifest: Any = None) -> None:
-        self.path = path
-        self._adopt(read_h5_manifest(path) if manifest is None else manifest, f"{path.name} attribute")
+    @property
+    def where(self) -> str:
+        return f"{self.path.name} attribute"
+
+    def _read_manifest(self) -> Any:
+        return read_h5_manifest(self.path)
 
     def _rebuild_command(self) -> str | None:
         return _recorded_command(self.path)
@@ -363,15 +354,14 @@ class HDF5FeatureStore(FeatureStore):
     def _index(self, name: str) -> np.ndarray:
         return self._dataset_info(name, "index")[0]
 
-    def _open_features(self, name: str, entry: dict[str, Any], index: np.ndarray, want: dict[str, Any],
+    def _open_features(self, info: SplitInfo, index: np.ndarray, want: ArrayEntry,
                        meta_ok: bool) -> tuple[FeatureArray, list[Damage]]:
         if not meta_ok:
             raise Damaged("the features dataset is not the one the manifest describes")
-        dtype, shape, offset, _, _ = self._dataset_info(name, "features")
+        dtype, shape, offset, _, _ = self._dataset_info(info.name, "features")
         whole = map_rows(self.path, offset, shape[0], shape[1], dtype)
-        return FeatureArray([whole], max(shape[0], 1), index, self.storage["dtype"],
-                            [tuple(s["rows"]) for s in entry["shards"]], [s["sha256"] for s in entry["shards"]],
-                            name), []
+        return FeatureArray([whole], max(shape[0], 1), index, self.storage["dtype"], [s.rows for s in info.shards],
+                            [s.sha256 for s in info.shards], info.name), []
 
     def nbytes_on_disk(self) -> int:
         return self.path.stat().st_size

@@ -8,10 +8,12 @@ killed writer can leave a file behind that holds half a shard.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import importlib.metadata
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +126,67 @@ def expected_features(entry: dict[str, Any], storage: dict[str, Any]) -> dict[st
         return entry["features"]
     return features_binding(storage["format"], storage["dtype"], entry["n"], entry["d"], storage["chunk_rows"],
                             storage["shard_rows"])
+
+
+# --- the entries, typed ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ArrayEntry:
+    """How one array of a split must look (its binding): dtype and shape; for zarr features the chunk and
+    shard shapes, for HDF5 features the layout; for the index, the checksum of its bytes."""
+
+    dtype: str
+    shape: list[int]
+    chunks: list[int] | None = None
+    shards: list[int] | None = None
+    layout: str | None = None
+    sha256: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ArrayEntry:
+        return cls(**{f.name: d.get(f.name) for f in dataclasses.fields(cls)})
+
+    def bound(self) -> dict[str, Any]:
+        """The properties this entry binds (those it records), by name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True)
+class ShardStatus:
+    rows: tuple[int, int]  # [start, stop) rows of the split
+    sha256: str | None
+    done: bool
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    """What the manifest says of one split, typed: readers never walk the manifest dict themselves."""
+
+    name: str
+    n: int
+    d: int
+    fingerprint: str
+    shards: tuple[ShardStatus, ...]
+    wall_s: float  # extraction time spent on it, over every run that wrote to it
+    examples_per_s: float | None  # of the last run that computed rows
+    limit: int | None = None  # the extract's --limit, when one cut the split short
+    features: ArrayEntry | None = None  # how the features array must look (with the store's storage settings)
+    index: ArrayEntry | None = None  # how the index array must look, with its checksum (None: not recorded)
+
+    @property
+    def shards_done(self) -> int:
+        return sum(s.done for s in self.shards)
+
+    @property
+    def complete(self) -> bool:
+        return self.shards_done == len(self.shards)
+
+    @classmethod
+    def from_entry(cls, name: str, e: dict[str, Any], storage: dict[str, Any]) -> SplitInfo:
+        shards = tuple(ShardStatus(tuple(s["rows"]), s["sha256"], bool(s["done"])) for s in e["shards"])
+        index = ArrayEntry.from_dict(e["index"]) if isinstance(e.get("index"), dict) else None
+        return cls(name, e["n"], e["d"], e["fingerprint"], shards, float(e.get("wall_s", 0.0)), e.get("examples_per_s"),
+                   e.get("limit"), ArrayEntry.from_dict(expected_features(e, storage)), index)
+
 
 
 # --- reading a manifest someone may have damaged ------------------------------------------------------------

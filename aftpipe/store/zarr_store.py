@@ -23,10 +23,9 @@ import numpy as np
 
 from aftpipe.errors import AftpipeError, option_hint, option_name
 from aftpipe.store.array import ChunkedFeatureArray, FeatureArray, map_rows, map_stitched
-from aftpipe.store.base import (Damage, Damaged, FeatureStore, SplitPlan, StoreWriter, disk_errors,
-                                summary, unreadable_message)
+from aftpipe.store.base import Damage, Damaged, FeatureStore, SplitPlan, BytesWriter, Unreadable, summary
 from aftpipe.store.location import cache_folder, fresh, is_remote, remote_errors, remove, write_bytes, zarr_store
-from aftpipe.store.manifest import (FILL_VALUES, INDEX_DTYPE, MANIFEST_KEY, STORAGE_DTYPES, ManifestError,
+from aftpipe.store.manifest import (FILL_VALUES, INDEX_DTYPE, MANIFEST_KEY, STORAGE_DTYPES, ArrayEntry, SplitInfo,
                                     sha256_bytes, zarr_layout)
 
 _EMPTY = 2**64 - 1  # shard-index marker of a chunk that was never written
@@ -77,20 +76,19 @@ def _own(p: Any, allowed: set[str] | None) -> bool:
 
 
 def read_manifest(path: Path) -> Any:
-    """The manifest from `<path>/zarr.json`, or a ManifestError naming what is wrong with it."""
+    """The manifest from `<path>/zarr.json`; raises Unreadable saying what is wrong with it."""
     f = path / "zarr.json"
     try:
         doc = json.loads(f.read_text())
     except FileNotFoundError:
-        raise ManifestError(unreadable_message(path, "zarr.json is missing", recorded_command(path))) from None
+        raise Unreadable("zarr.json is missing") from None
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ManifestError(unreadable_message(path, f"zarr.json: {summary(e)}", recorded_command(path))) from None
+        raise Unreadable(f"zarr.json: {summary(e)}") from None
     attrs = doc.get("attributes") if isinstance(doc, dict) else None
     if not isinstance(attrs, dict) or MANIFEST_KEY not in attrs:
         if not any((p / "features").is_dir() for p in path.iterdir() if p.is_dir()):
             raise AftpipeError(f"{path} is a zarr group but not an aftpipe store (no `{MANIFEST_KEY}` attribute)")
-        raise ManifestError(unreadable_message(path, f"zarr.json holds no `{MANIFEST_KEY}` manifest",
-                                               recorded_command(path)))
+        raise Unreadable(f"zarr.json holds no `{MANIFEST_KEY}` manifest")
     return attrs[MANIFEST_KEY]
 
 
@@ -106,18 +104,15 @@ def recorded_command(path: Path) -> str | None:
     return None
 
 
-class ZarrWriter(StoreWriter):
+class ZarrWriter(BytesWriter):
     format = "zarr"
 
-    @disk_errors
-    def open(self) -> None:
+    def open(self, overwrite: bool) -> ZarrFeatureStore | None:
         with remote_errors(self.path, "write the store"):
-            self._open()
+            return self._open(overwrite)
 
-    def _open(self) -> None:
-        zarr = _zarr()
+    def _open(self, overwrite: bool) -> ZarrFeatureStore | None:
         self._arrays: dict[str, Any] = {}
-        reader = None
         if not is_remote(self.path) and self.path.is_dir():
             for tmp in self.path.rglob("*.partial"):  # a killed write's temp file; the file it replaces is intact
                 if _ZARR_TEMP.search(tmp.name):
@@ -126,30 +121,33 @@ class ZarrWriter(StoreWriter):
             if not looks_like_store(self.path):
                 raise AftpipeError(f"{self.path} exists and is not an aftpipe zarr store; move it away or pick another "
                                    f"{option_name('cache_dir')}")
-            if self.overwrite:
-                # refused rather than worked around: what aftpipe did not write is never its to delete, and
-                # a rebuilt store around someone's folder would still be one `rm -r` away from losing it
-                if foreign := foreign_entries(self.path):
-                    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-                    raise AftpipeError(f"{self.path} holds {shown}, which aftpipe did not write, so "
-                                       f"{option_hint('overwrite')} will not delete the store; move them out of it "
-                                       "and run the same command again")
-                self._discard_existing()
-            else:
-                reader = ZarrFeatureStore(self.path)
-                reader.read_through = False  # what the store holds now decides which shards are done
+            if not overwrite:
+                existing = ZarrFeatureStore(self.path)
+                existing.read_through = False  # what the store holds now decides which shards are done
+                return existing
+            # refused rather than worked around: what aftpipe did not write is never its to delete, and
+            # a rebuilt store around someone's folder would still be one `rm -r` away from losing it
+            if foreign := foreign_entries(self.path):
+                shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+                raise AftpipeError(f"{self.path} holds {shown}, which aftpipe did not write, so "
+                                   f"{option_hint('overwrite')} will not delete the store; move them out of it "
+                                   "and run the same command again")
+            self.discard()
         elif self.path.exists() and not self.path.is_dir():
             raise AftpipeError(f"{self.path} exists and is not an aftpipe zarr store; move it away or pick another "
                                f"{option_name('cache_dir')}")
-        self.check_existing(reader)
-        if self._reader is None:  # a new store: the group and its manifest in one write, so it is never anonymous
-            self.group = zarr.create_group(zarr_store(self.path), attributes={MANIFEST_KEY: self.manifest},
-                                           overwrite=True)
-        else:  # mode="a" never deletes: open_group(mode="w") would wipe a store we are resuming
-            self.group = zarr.open_group(zarr_store(self.path), mode="a")
+        return None
+
+    def start(self, manifest: dict[str, Any], new: bool) -> None:
+        zarr = _zarr()
+        with remote_errors(self.path, "write the store"):
+            if new:  # the group and its manifest in one write, so the store is never anonymous
+                self.group = zarr.create_group(zarr_store(self.path), attributes={MANIFEST_KEY: manifest},
+                                               overwrite=True)
+            else:  # mode="a" never deletes: open_group(mode="w") would wipe a store we are resuming
+                self.group = zarr.open_group(zarr_store(self.path), mode="a")
 
     def follow(self, state: dict[str, Any]) -> None:
-        super().follow(state)
         self._arrays = {}
 
     def _array_args(self, plan: SplitPlan) -> dict[str, Any]:
@@ -157,21 +155,21 @@ class ZarrWriter(StoreWriter):
         return dict(shape=(plan.n, plan.d), dtype=STORAGE_DTYPES[self.dtype], chunks=tuple(chunks),
                     shards=tuple(shards), compressors=None, fill_value=FILL_VALUES[self.dtype],
                     config={"write_empty_chunks": True},  # keeps every shard's chunks contiguous and mappable
-                    attributes={"aftpipe_dtype": self.dtype, "aftpipe_command": self.manifest.get("command")})
+                    attributes={"aftpipe_dtype": self.dtype, "aftpipe_command": self.command})
 
-    def _create_split(self, name: str, plan: SplitPlan) -> None:
+    def create_split(self, name: str, plan: SplitPlan, manifest: dict[str, Any]) -> None:
         remove(self.path / name)  # whatever was there, readable or not
         self._arrays.pop(name, None)
         g = self.group.require_group(name)
         g.create_array("features", **self._array_args(plan))
         self._write_index(name, plan)
-        self._save_manifest(final=False)
+        self.save_manifest(manifest, final=False)  # the arrays and the entry that describes them, together
 
     def _write_index(self, name: str, plan: SplitPlan) -> None:
         _zarr().create_array(zarr_store(self.path), name=f"{name}/index", data=np.asarray(plan.index, dtype=INDEX_DTYPE),
                              chunks=(max(plan.n, 1),), overwrite=True)
 
-    def _repair_features(self, name: str, plan: SplitPlan) -> None:
+    def repair_features(self, name: str, plan: SplitPlan) -> None:
         # The metadata is rewritten as zarr itself would write it (built in memory), leaving the shard files
         # alone: a relabelled dtype damages how the bytes are read, not the bytes, and the shards whose bytes
         # still match their checksums are kept.
@@ -186,10 +184,10 @@ class ZarrWriter(StoreWriter):
         write_bytes(self.path / name / "features" / "zarr.json", doc)
         self._arrays.pop(name, None)
 
-    def _repair_index(self, name: str, plan: SplitPlan) -> None:
+    def repair_index(self, name: str, plan: SplitPlan) -> None:
         self._write_index(name, plan)
 
-    def _drop_shard(self, name: str, shard: int) -> None:
+    def drop_shard(self, name: str, shard: int) -> None:
         # zarr reads a shard file it is about to overwrite whole and fails on a damaged one: remove it first
         remove(self.path / name / "features" / "c" / str(shard) / "0")
 
@@ -198,18 +196,25 @@ class ZarrWriter(StoreWriter):
             self._arrays[name] = _zarr().open_array(zarr_store(self.path), path=f"{name}/features", mode="r+")
         self._arrays[name][start:start + len(rows)] = rows  # a whole shard: zarr rewrites exactly one shard file
 
-    def _save_manifest(self, final: bool) -> None:
+    def save_manifest(self, manifest: dict[str, Any], final: bool) -> None:
         # update_attributes writes zarr.json once (LocalStore writes are atomic in zarr >= 3.1.3)
-        self.group.update_attributes({MANIFEST_KEY: self.manifest})
+        self.group.update_attributes({MANIFEST_KEY: manifest})
+
+    def discard(self) -> None:
+        remove(self.path)
 
 
 class ZarrFeatureStore(FeatureStore):
+    where = "zarr.json"
+
     def __init__(self, path: Path, manifest: Any = None) -> None:
-        self.path = path
         with remote_errors(path, "read the store"):
-            self._adopt(read_manifest(fresh(path)) if manifest is None else manifest, "zarr.json")
+            super().__init__(path, manifest)
         self._zarr_store: Any = None
         self.read_through = True  # remote shards: reuse the local copies (see _shard_file)
+
+    def _read_manifest(self) -> Any:
+        return read_manifest(fresh(self.path))
 
     def verify(self) -> list[Damage]:
         self.read_through = False
@@ -241,11 +246,11 @@ class ZarrFeatureStore(FeatureStore):
         except Exception as e:  # noqa: BLE001 - a damaged chunk fails inside zarr's codecs
             raise Damaged(f"{name}/index: {summary(e)}") from None
 
-    def _open_features(self, name: str, entry: dict[str, Any], index: np.ndarray, want: dict[str, Any],
+    def _open_features(self, info: SplitInfo, index: np.ndarray, want: ArrayEntry,
                        meta_ok: bool) -> tuple[FeatureArray, list[Damage]]:
-        logical = self.storage["dtype"]
-        ranges = [tuple(s["rows"]) for s in entry["shards"]]
-        checksums = [s["sha256"] for s in entry["shards"]]
+        name, logical = info.name, self.storage["dtype"]
+        ranges = [s.rows for s in info.shards]
+        checksums = [s.sha256 for s in info.shards]
         if meta_ok and not self._plain(name):  # someone recompressed it: zarr's own reads
             arr = self._array(name, "features")
 
@@ -253,25 +258,25 @@ class ZarrFeatureStore(FeatureStore):
                 return arr.get_orthogonal_selection((rows, slice(None)))
 
             return ChunkedFeatureArray(read_rows, arr.shape, arr.dtype, index, logical, name, ranges, checksums), []
-        dtype, d = np.dtype(want["dtype"]), entry["d"]
+        assert want.chunks is not None and want.shards is not None
+        dtype, d, chunk_rows, shard_rows = np.dtype(want.dtype), info.d, want.chunks[0], want.shards[0]
         maps, damage, files = [], [], []
         for i, (a, b) in enumerate(ranges):
             f = self._shard_file(name, i, checksums[i], lambda f: _shard_file_problem(
-                f, b - a, want["chunks"][0], want["shards"][0], d, dtype), b - a, d, dtype)
+                f, b - a, chunk_rows, shard_rows, d, dtype), b - a, d, dtype)
             files.append(f)
-            problem = _shard_file_problem(f, b - a, want["chunks"][0], want["shards"][0], d, dtype)
+            problem = _shard_file_problem(f, b - a, chunk_rows, shard_rows, d, dtype)
             if problem:
                 damage.append(Damage(name, "shard", f"shard {i} {problem}", i))
                 maps.append(np.full((b - a, d), np.nan, dtype))  # never served: the split is refused
             else:
                 maps.append(map_rows(f, 0, b - a, d, dtype))
-        shard_rows = want["shards"][0]
         if not damage and len(maps) > 1:
             stitched = map_stitched([(f, len(m)) for f, m in zip(files, maps)], d, dtype)
             if stitched is not None:
                 maps = [stitched]
         if len(maps) == 1:
-            shard_rows = max(entry["n"], 1)
+            shard_rows = max(info.n, 1)
         return FeatureArray(maps, shard_rows, index, logical, ranges, checksums, name), damage
 
     def _shard_file(self, name: str, i: int, sha256: str | None, problem: Any, rows: int, d: int,

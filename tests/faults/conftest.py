@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from .faultkit import extract_config, write_dataset
+from .faultkit import extract_config
 
 
 @pytest.fixture(scope="session")
-def fault_data(tmp_path_factory) -> Path:
-    return write_dataset(tmp_path_factory.mktemp("fault-data") / "data")
+def fault_data(tmp_path_factory, write_reviews) -> Path:
+    """train.tsv (120 rows) and test.tsv (40 rows) with a learnable word signal."""
+    return write_reviews(tmp_path_factory.mktemp("fault-data") / "data", {"train": 120, "test": 40})
 
 
 @pytest.fixture(scope="session")

@@ -14,20 +14,6 @@ from aftpipe.config import ExtractConfig
 SHARD_ROWS, CHUNK_ROWS = 32, 16  # train: 120 rows → shards of 32, 32, 32, 24; test: 40 rows → 32, 8
 
 
-def write_dataset(folder: Path) -> Path:
-    """train.tsv (120 rows) and test.tsv (40 rows) with a learnable word signal."""
-    rng = np.random.default_rng(0)
-    pos, neg = ["good", "great", "superb", "fine"], ["bad", "awful", "dull", "boring"]
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, n in (("train", 120), ("test", 40)):
-        rows = ["text\tlabel"]
-        for i in range(n):
-            y = int(rng.integers(2))
-            rows.append(f"{' '.join(rng.choice(pos if y else neg, 3))} film {i}\t{y}")
-        (folder / f"{name}.tsv").write_text("\n".join(rows) + "\n")
-    return folder
-
-
 def extract_config(data: Path, cache: Path, model: Path, fmt: str, **kw) -> ExtractConfig:
     return ExtractConfig(**{**dict(dataset=f"tsv:{data}", sources=(f"hf:{model}",), cache_dir=str(cache), name="data", format=fmt,
                                    shard_rows=SHARD_ROWS, chunk_rows=CHUNK_ROWS, batch_size=16, workers=0), **kw})

@@ -21,7 +21,7 @@ from aftpipe.store import open_features, verify_store
 from aftpipe.training import train
 
 from aftpipe.students import StudentConfig
-from conftest import SMALL_STUDENT, write_named_reviews
+from conftest import SMALL_STUDENT
 
 SHARDING = dict(shard_rows=32, chunk_rows=32)  # 300 train rows → 10 shards, 80 test rows → 3
 
@@ -65,8 +65,9 @@ def s3(s3_server, monkeypatch, tmp_path) -> str:
 
 
 @pytest.fixture(scope="module")
-def reviews(tmp_path_factory) -> Path:
-    return write_named_reviews(tmp_path_factory.mktemp("remote") / "reviews")
+def reviews(tmp_path_factory, write_reviews) -> Path:
+    return write_reviews(tmp_path_factory.mktemp("remote") / "reviews", {"train": 300, "test": 80}, topics=True,
+                         named=True)
 
 
 @pytest.fixture(scope="module")
