@@ -196,7 +196,9 @@ class Recipe:
                                    out=str(self.out / "runs" / f"none-s{seed}"), resume=True)
 
     def probe_config(self, store: Path) -> TrainConfig:
-        return dataclasses.replace(self.base, features=(str(store),), method="linear_probe",
+        from aftpipe.probe import PROBE
+
+        return dataclasses.replace(self.base, features=(str(store),), method=PROBE,
                                    out=str(self.out / "runs" / "probe"), resume=True)
 
 
@@ -337,8 +339,8 @@ def _score_candidate(run: Path, teacher_run: Path, inputs: list[Any]) -> None:
 
 
 def _train_stage(stages: Stages, name: str, tc: TrainConfig, progress: Progress, *upstream: str,
-                 what: str, after: Callable[[], None] | None = None) -> dict[str, Any]:
-    from aftpipe.training import train
+                 what: str, after: Callable[[], None] | None = None) -> rundir.RunResult:
+    from aftpipe.api import train
 
     def fn() -> None:
         train(tc, progress)
@@ -346,7 +348,7 @@ def _train_stage(stages: Stages, name: str, tc: TrainConfig, progress: Progress,
             after()
 
     stages.run(name, run_key(tc, *upstream), [Path(tc.out)], fn, what)
-    return rundir.read_metrics(tc.out)
+    return rundir.read_result(tc.out)
 
 
 def _publish(run: Path, out: Path, runs: Sequence[Path], metric: str, seeds: Sequence[int]) -> None:
@@ -358,7 +360,7 @@ def _publish(run: Path, out: Path, runs: Sequence[Path], metric: str, seeds: Seq
         if (run / name).exists():
             shutil.copyfile(run / name, out / name)
     if len(runs) > 1:
-        values = [rundir.read_metrics(r)["test"][metric] for r in runs]
+        values = [rundir.read_result(r).test[metric] for r in runs]
         add_seed_summary([out], metric, values, seeds)
 
 
@@ -419,7 +421,7 @@ def distill(cfg: DistillConfig, progress: Progress | None = None) -> dict[str, A
                          what=f"TOKT into {r.student} (lr {lr:g}, seed 0)",
                          after=lambda run=run: _score_candidate(run, teacher_run, agreement_inputs()))
         agreed = rundir.read_json(run / "agreement.json", "agreement score")
-        candidates.append({"lr": lr, "holdout": m["holdout"][m["metric"]], "agreement": agreed["agreement"],
+        candidates.append({"lr": lr, "holdout": m.holdout[m.metric], "agreement": agreed["agreement"],
                            "agreement_rows": agreed["rows"], "run": str(run)})
     chosen = choose(candidates, cfg.select_by)
     chosen["chosen"] = True
@@ -454,7 +456,7 @@ def distill(cfg: DistillConfig, progress: Progress | None = None) -> dict[str, A
             none_runs.append(Path(nc.out))
 
     # 5. the student's model folder at `out`, its ONNX export and the report
-    metric = teacher_m["metric"]
+    metric = teacher_m.metric
     publish_key = stage_key([stages.key(f"student-lr{chosen['lr']:g}-s{s}") for s in seeds], cfg.select_by)
     stages.run("publish", publish_key, [out / rundir.METRICS],
                lambda: _publish(student_runs[0], out, student_runs, metric, seeds),
@@ -495,9 +497,9 @@ def _measure(name: str, what: str, runs: Sequence[Path], folder: Path, inputs: S
     from aftpipe.model import load_model, read_model_info
     from aftpipe.report import mean_std
 
-    metrics = [rundir.read_metrics(run) for run in runs]
-    metric = metrics[0]["metric"]
-    values = [m["test"][metric] for m in metrics]
+    results = [rundir.read_result(run) for run in runs]
+    metric = results[0].metric
+    values = [r.test[metric] for r in results]
     mean, std = mean_std(values)
     model = load_model(folder)
     return {"model": name, "what": what, "metric": metric, "test": mean, "std": std if len(values) > 1 else None,
@@ -536,14 +538,14 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def _plot(report: dict[str, Any]) -> bytes:
-    from aftpipe.report import PROBE, RunRecord, plot_png
+    from aftpipe.report import RunRecord, plot_png
 
     records = []
     for row in report["rows"]:
-        method = PROBE if row["model"] == "probe" else row["model"]
         for seed, value in zip(row["seeds"], row["values"]):
-            records.append(RunRecord(method=method, sources="", student=row["what"], beta=0.0, lr=0.0, seed=seed,
-                                     metric=row["metric"], test=value, holdout=math.nan, params=row["params"]))
+            records.append(RunRecord(method=row["model"], sources="", student=row["what"], beta=0.0, lr=0.0, seed=seed,
+                                     metric=row["metric"], test=value, holdout=math.nan, params=row["params"],
+                                     is_probe=row["model"] == "probe"))
     return plot_png(records, title=f"{report['dataset']}: distilled student")
 
 

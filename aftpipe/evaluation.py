@@ -15,7 +15,6 @@ from aftpipe.config import TrainConfig, load_config
 from aftpipe.data import load_dataset
 from aftpipe.errors import AftpipeError, option_hint
 from aftpipe.features import open_split_features, test_rows
-from aftpipe.methods import METHODS
 from aftpipe.metrics import score
 from aftpipe.training import predict
 
@@ -30,11 +29,11 @@ def evaluate(run_dir: str | Path) -> dict[str, float]:
     from aftpipe.students import rebuild_student
 
     run = Path(run_dir)
-    metrics = rundir.read_metrics(run)
+    result = rundir.read_result(run)
     cfg = load_config(TrainConfig, run / rundir.CONFIG)
     dataset = load_dataset(cfg.dataset, cfg.data_dir, cfg.dataset_options)
-    test = dataset.split(metrics["test_split"])
-    if not METHODS.get(cfg.method).uses_student:
+    test = dataset.split(result.test_split)
+    if result.is_probe:
         feats = open_split_features(cfg.features, dataset, test.name)
         rows = test_rows(cfg, dataset, test, feats)
         with _reading(run, "probe head"):
@@ -69,7 +68,7 @@ def _reading(run: Path, what: str) -> Iterator[None]:
 def check_run(run_dir: str | Path) -> dict[str, Any]:
     """`evaluate` next to the scores metrics.json recorded: {"test", "recorded", "match"}."""
     got = evaluate(run_dir)
-    saved = rundir.read_metrics(run_dir)["test"]
+    saved = rundir.read_result(run_dir).test
     match = all(isinstance(saved.get(k), (int, float)) and abs(got[k] - saved[k]) < 1e-9 for k in got)
     return {"test": got, "recorded": saved, "match": match}
 

@@ -43,6 +43,7 @@ from aftpipe.store.manifest import sha256_bytes, sha256_file
 if TYPE_CHECKING:
     from aftpipe.config import TrainConfig
     from aftpipe.features import RunData
+    from aftpipe.rundir import RunResult
     from aftpipe.students import Student
 
 MODEL_JSON, TOKENIZER, CARD = "model.json", "tokenizer.json", "README.md"
@@ -55,7 +56,7 @@ FILE_LABELS = {"sst2": ["0", "1"], "cola": ["0", "1"], "ag_news": ["1", "2", "3"
 
 
 # --- writing the folder (end of a training run) -------------------------------------------------------------
-def write_model_files(out: Path, cfg: TrainConfig, data: RunData, metrics: dict[str, Any],
+def write_model_files(out: Path, cfg: TrainConfig, data: RunData, result: RunResult,
                       student: Student | None = None) -> None:
     """Make the finished run `out` a model folder: model.json, the student's tokenizer.json (text) and the
     card. Called once the weights are on disk and before metrics.json, which marks the run finished; `out`
@@ -76,15 +77,15 @@ def write_model_files(out: Path, cfg: TrainConfig, data: RunData, metrics: dict[
         "label_cells": FILE_LABELS.get(data.dataset.spec),
         "weights": {"file": weights.name, "sha256": sha256_file(weights), "bytes": weights.stat().st_size},
         "files": {},  # every other file the model reads, by sha256
-        "params": metrics["params"],
+        "params": result.params,
         "dataset": {"spec": data.dataset.spec, "train_split": data.train.name, "test_split": data.test.name,
-                    "metric": data.metric, "label_budget": cfg.labels, "rows": metrics.get("rows", {})},
+                    "metric": data.metric, "label_budget": cfg.labels, "rows": result.rows},
         "method": {"name": cfg.method, "beta": cfg.method_options.beta},
         "sources": [{"store": p, **open_features(p).source} for p in cfg.features],
-        "test": metrics["test"],
+        "test": result.test,
         "seed": cfg.seed,
         "command": command_line(cfg, "train"),
-        "run_as": (metrics.get("record") or {}).get("command"),  # as typed, when the CLI ran it (`aftpipe run ...`)
+        "run_as": result.record.get("command"),  # as typed, when the CLI ran it (`aftpipe run ...`)
     }
     if student is not None:
         info["student"] = student.student

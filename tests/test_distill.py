@@ -329,7 +329,7 @@ train: {{threads: 1}}
     want = teacher_train_config(TeacherConfig(model=f"hf:{tiny_hf_dir}", steps=4, eval_every=2, batch_size=16,
                                               max_length=16), cfg.train_template(), teacher)
     assert load_config(type(want), teacher / "config.yaml") == want
-    assert train(want)["test"] == json.loads((teacher / "metrics.json").read_text())["test"]  # read back, not retrained
+    assert train(want).test == json.loads((teacher / "metrics.json").read_text())["test"]  # read back, not retrained
     assert "0 to extract" in validate(yaml, **dirs)
 
 
@@ -363,12 +363,11 @@ def test_the_report_says_when_there_were_no_rows_to_measure_agreement_on():
 def test_a_student_never_trains_on_the_agreement_rows(data):
     from aftpipe.config import TrainConfig
     from aftpipe.features import plan_rows
-    from aftpipe.methods import METHODS
     from aftpipe.training import load_run_data
 
     cfg = TrainConfig(dataset=f"tsv:{data}", out="x", method="none", labels=60, agreement_rows=40)
-    rows = load_run_data(cfg, METHODS.get("none")).plan
-    train = load_run_data(TrainConfig(dataset=f"tsv:{data}", out="x", method="none"), METHODS.get("none")).train
+    rows = load_run_data(cfg).plan
+    train = load_run_data(TrainConfig(dataset=f"tsv:{data}", out="x", method="none")).train
     every = plan_rows(np.arange(len(train)), train.labels, 60, cfg.holdout, cfg.data_seed)
     held = agreement_split(every.unlabeled, 40, cfg.data_seed)[1]
     assert len(rows.unlabeled) == len(every.unlabeled) - 40 and not set(rows.unlabeled) & set(held)
