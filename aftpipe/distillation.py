@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -54,6 +54,9 @@ from aftpipe.data.base import Dataset
 from aftpipe.errors import AftpipeError, option_hint, option_name
 from aftpipe.fileio import write_if_changed, write_json
 from aftpipe.progress import Progress
+
+if TYPE_CHECKING:
+    from aftpipe.model import ModelSpec
 
 STAGES = rundir.DISTILL_STAGES
 # the files that make a run folder a model folder (rundir, model.py), copied from the chosen student to `out`
@@ -483,10 +486,10 @@ def throughput(model: Any, inputs: Sequence[Any], batch_size: int, rows: int) ->
     return rows / max(time.perf_counter() - t, 1e-9)
 
 
-def _size_on_disk(folder: Path, info: dict[str, Any]) -> int:
+def _size_on_disk(spec: ModelSpec) -> int:
     """Bytes of the weights a model needs at inference: its own, and for a probe its foundation model's."""
-    size = int(info["weights"]["bytes"])
-    for s in info.get("sources", []) if info["kind"] != "student" else ():
+    size = spec.weights.bytes
+    for s in spec.sources if spec.kind != "student" else ():
         path = Path(s.get("path") or "")
         if s.get("path") and path.is_dir():
             size += sum(p.stat().st_size for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
@@ -494,7 +497,7 @@ def _size_on_disk(folder: Path, info: dict[str, Any]) -> int:
 
 
 def _measure(name: str, what: str, runs: Sequence[Path], folder: Path, inputs: Sequence[Any]) -> dict[str, Any]:
-    from aftpipe.model import load_model, read_model_info
+    from aftpipe.model import load_model, read_model_spec
     from aftpipe.report import mean_std
 
     results = [rundir.read_result(run) for run in runs]
@@ -503,8 +506,8 @@ def _measure(name: str, what: str, runs: Sequence[Path], folder: Path, inputs: S
     mean, std = mean_std(values)
     model = load_model(folder)
     return {"model": name, "what": what, "metric": metric, "test": mean, "std": std if len(values) > 1 else None,
-            "seeds": [int(read_model_info(run)["seed"]) for run in runs], "values": values,
-            "params": model.info["params"], "bytes": _size_on_disk(folder, model.info),
+            "seeds": [read_model_spec(run).seed for run in runs], "values": values,
+            "params": model.spec.params, "bytes": _size_on_disk(model.spec),
             **{f"per_s_batch{b}": throughput(model, inputs, b, n) for b, n in BENCH_ROWS.items()}}
 
 
@@ -554,7 +557,7 @@ def _write_report(r: Recipe, teacher_run: Path, student_runs: Sequence[Path], pr
     import os
     import platform
 
-    from aftpipe.model import CARD, read_model_info, render_card
+    from aftpipe.model import CARD, read_model_spec, render_card
 
     out = r.out
     test = r.dataset.split(r.test_split)
@@ -578,7 +581,7 @@ def _write_report(r: Recipe, teacher_run: Path, student_runs: Sequence[Path], pr
     write_json(out / "report.json", report)
     write_if_changed(out / "report.md", _markdown(report))
     write_if_changed(out / "report.png", _plot(report))
-    card = render_card(read_model_info(out), out).split("\n", 2)  # title, blank line, the rest
+    card = render_card(read_model_spec(out), out).split("\n", 2)  # title, blank line, the rest
     write_if_changed(out / CARD, "\n".join([card[0], "", f"**{sentence}** (report.md).", *card[1:]]))
 
 

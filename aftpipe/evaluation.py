@@ -24,7 +24,7 @@ def evaluate(run_dir: str | Path) -> dict[str, float]:
 
     Everything is read from files a user may have damaged or handed over, so each is checked and a problem
     is a one-line error naming the file; weights are read with safetensors (never unpickled)."""
-    from aftpipe.model import check_model_files, read_model_info
+    from aftpipe.model import check_model_files, read_model_spec
     from aftpipe.probe import load_head, predict_head
     from aftpipe.students import rebuild_student
 
@@ -37,15 +37,15 @@ def evaluate(run_dir: str | Path) -> dict[str, float]:
         feats = open_split_features(cfg.features, dataset, test.name)
         rows = test_rows(cfg, dataset, test, feats)
         with _reading(run, "probe head"):
-            check_model_files(run, read_model_info(run))  # the files model.json binds, as load_model checks them
+            check_model_files(run, read_model_spec(run))  # the files model.json binds, as load_model checks them
             head = load_head(run)
         return score(predict_head(head, feats, rows), test.labels[rows], dataset.metric)
     from safetensors.torch import load_file
 
-    spec = rundir.read_json(run / "student.json", "the student spec")
+    architecture = rundir.read_json(run / "student.json", "the student spec")
     with _reading(run, "student"):
-        check_model_files(run, read_model_info(run))
-        student = rebuild_student(spec)
+        check_model_files(run, read_model_spec(run))
+        student = rebuild_student(architecture)
         student.load_state_dict(load_file(str(run / "student.safetensors")))
     rows = test_rows(cfg, dataset, test)
     pred = predict(student, student.encode(test.inputs), rows, torch.device("cpu"))

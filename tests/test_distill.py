@@ -76,13 +76,13 @@ def test_distill_makes_a_model_folder_with_its_teacher_export_and_report(finishe
     cfg, report = finished
     out = Path(cfg.out)
     model = aftpipe.load_model(out)  # the folder is the student's model folder
-    assert model.info["student"] == SMALL and model.info["method"]["name"] == "tokt"
+    assert model.spec.student == SMALL and model.spec.method["name"] == "tokt"
     assert set(model.predict(["good great film", "awful dull plot"])) <= {"neg", "pos"}
     assert (out / "onnx" / "model.onnx").is_file() and (out / "teacher" / "metrics.json").is_file()
     rows = {r["model"]: r for r in report["rows"]}
     assert set(rows) == {"teacher", "student", "probe", "none"}
     assert len(rows["student"]["values"]) == 2 and rows["student"]["std"] is not None  # --seeds 2
-    assert rows["student"]["params"] == model.info["params"] < rows["teacher"]["params"]
+    assert rows["student"]["params"] == model.spec.params < rows["teacher"]["params"]
     for r in rows.values():
         assert r["bytes"] > 0 and r["per_s_batch1"] > 0 and r["per_s_batch64"] > 0
     # the card's sentence is computed from the measured rows
