@@ -2,7 +2,7 @@
 
     <out>/                    a finished run, and nothing else ever has this name:
         config.yaml           the TrainConfig
-        metrics.json          the scores; its presence is what "this run finished" means
+        metrics.json          the result (`RunResult`); its presence is what "this run finished" means
         student.safetensors + student.json (head.safetensors + head.json for the probe)
     <out>.partial/            the run while it is being trained: config.yaml, checkpoint.safetensors
     <out>.lock                held while a process writes either (one writer per run folder)
