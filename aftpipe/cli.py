@@ -278,11 +278,11 @@ def train(cfg: TrainConfig, quiet: Quiet = False, log_every: LogEvery = 30.0) ->
     from aftpipe.distributed import is_main_process
 
     with long_running(quiet, "step", log_every) as progress:
-        m = run_train(cfg, progress)
+        r = run_train(cfg, progress)
     if is_main_process():  # several processes: rank 0 reports the run
-        typer.echo(json.dumps({"test": m["test"], "holdout": m["holdout"], "params": m["params"],
-                               "ms_per_step": round(m["ms_per_step"], 2) if m["ms_per_step"] == m["ms_per_step"] else None,
-                               "wall_s": round(m["wall_s"], 1)}))
+        typer.echo(json.dumps({"test": r.test, "holdout": r.holdout, "params": r.params,
+                               "ms_per_step": round(r.ms_per_step, 2) if r.ms_per_step == r.ms_per_step else None,
+                               "wall_s": round(r.wall_s, 1)}))
 
 
 @app.command(cls=Command)

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -54,6 +54,9 @@ from aftpipe.data.base import Dataset
 from aftpipe.errors import AftpipeError, option_hint, option_name
 from aftpipe.fileio import write_if_changed, write_json
 from aftpipe.progress import Progress
+
+if TYPE_CHECKING:
+    from aftpipe.model import ModelSpec
 
 STAGES = rundir.DISTILL_STAGES
 # the files that make a run folder a model folder (rundir, model.py), copied from the chosen student to `out`
@@ -196,7 +199,9 @@ class Recipe:
                                    out=str(self.out / "runs" / f"none-s{seed}"), resume=True)
 
     def probe_config(self, store: Path) -> TrainConfig:
-        return dataclasses.replace(self.base, features=(str(store),), method="linear_probe",
+        from aftpipe.probe import PROBE
+
+        return dataclasses.replace(self.base, features=(str(store),), method=PROBE,
                                    out=str(self.out / "runs" / "probe"), resume=True)
 
 
@@ -337,8 +342,8 @@ def _score_candidate(run: Path, teacher_run: Path, inputs: list[Any]) -> None:
 
 
 def _train_stage(stages: Stages, name: str, tc: TrainConfig, progress: Progress, *upstream: str,
-                 what: str, after: Callable[[], None] | None = None) -> dict[str, Any]:
-    from aftpipe.training import train
+                 what: str, after: Callable[[], None] | None = None) -> rundir.RunResult:
+    from aftpipe.api import train
 
     def fn() -> None:
         train(tc, progress)
@@ -346,7 +351,7 @@ def _train_stage(stages: Stages, name: str, tc: TrainConfig, progress: Progress,
             after()
 
     stages.run(name, run_key(tc, *upstream), [Path(tc.out)], fn, what)
-    return rundir.read_metrics(tc.out)
+    return rundir.read_result(tc.out)
 
 
 def _publish(run: Path, out: Path, runs: Sequence[Path], metric: str, seeds: Sequence[int]) -> None:
@@ -358,7 +363,7 @@ def _publish(run: Path, out: Path, runs: Sequence[Path], metric: str, seeds: Seq
         if (run / name).exists():
             shutil.copyfile(run / name, out / name)
     if len(runs) > 1:
-        values = [rundir.read_metrics(r)["test"][metric] for r in runs]
+        values = [rundir.read_result(r).test[metric] for r in runs]
         add_seed_summary([out], metric, values, seeds)
 
 
@@ -419,7 +424,7 @@ def distill(cfg: DistillConfig, progress: Progress | None = None) -> dict[str, A
                          what=f"TOKT into {r.student} (lr {lr:g}, seed 0)",
                          after=lambda run=run: _score_candidate(run, teacher_run, agreement_inputs()))
         agreed = rundir.read_json(run / "agreement.json", "agreement score")
-        candidates.append({"lr": lr, "holdout": m["holdout"][m["metric"]], "agreement": agreed["agreement"],
+        candidates.append({"lr": lr, "holdout": m.holdout[m.metric], "agreement": agreed["agreement"],
                            "agreement_rows": agreed["rows"], "run": str(run)})
     chosen = choose(candidates, cfg.select_by)
     chosen["chosen"] = True
@@ -454,7 +459,7 @@ def distill(cfg: DistillConfig, progress: Progress | None = None) -> dict[str, A
             none_runs.append(Path(nc.out))
 
     # 5. the student's model folder at `out`, its ONNX export and the report
-    metric = teacher_m["metric"]
+    metric = teacher_m.metric
     publish_key = stage_key([stages.key(f"student-lr{chosen['lr']:g}-s{s}") for s in seeds], cfg.select_by)
     stages.run("publish", publish_key, [out / rundir.METRICS],
                lambda: _publish(student_runs[0], out, student_runs, metric, seeds),
@@ -481,10 +486,10 @@ def throughput(model: Any, inputs: Sequence[Any], batch_size: int, rows: int) ->
     return rows / max(time.perf_counter() - t, 1e-9)
 
 
-def _size_on_disk(folder: Path, info: dict[str, Any]) -> int:
+def _size_on_disk(spec: ModelSpec) -> int:
     """Bytes of the weights a model needs at inference: its own, and for a probe its foundation model's."""
-    size = int(info["weights"]["bytes"])
-    for s in info.get("sources", []) if info["kind"] != "student" else ():
+    size = spec.weights.bytes
+    for s in spec.sources if spec.kind != "student" else ():
         path = Path(s.get("path") or "")
         if s.get("path") and path.is_dir():
             size += sum(p.stat().st_size for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
@@ -492,17 +497,17 @@ def _size_on_disk(folder: Path, info: dict[str, Any]) -> int:
 
 
 def _measure(name: str, what: str, runs: Sequence[Path], folder: Path, inputs: Sequence[Any]) -> dict[str, Any]:
-    from aftpipe.model import load_model, read_model_info
+    from aftpipe.model import load_model, read_model_spec
     from aftpipe.report import mean_std
 
-    metrics = [rundir.read_metrics(run) for run in runs]
-    metric = metrics[0]["metric"]
-    values = [m["test"][metric] for m in metrics]
+    results = [rundir.read_result(run) for run in runs]
+    metric = results[0].metric
+    values = [r.test[metric] for r in results]
     mean, std = mean_std(values)
     model = load_model(folder)
     return {"model": name, "what": what, "metric": metric, "test": mean, "std": std if len(values) > 1 else None,
-            "seeds": [int(read_model_info(run)["seed"]) for run in runs], "values": values,
-            "params": model.info["params"], "bytes": _size_on_disk(folder, model.info),
+            "seeds": [read_model_spec(run).seed for run in runs], "values": values,
+            "params": model.spec.params, "bytes": _size_on_disk(model.spec),
             **{f"per_s_batch{b}": throughput(model, inputs, b, n) for b, n in BENCH_ROWS.items()}}
 
 
@@ -536,14 +541,14 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def _plot(report: dict[str, Any]) -> bytes:
-    from aftpipe.report import PROBE, RunRecord, plot_png
+    from aftpipe.report import RunRecord, plot_png
 
     records = []
     for row in report["rows"]:
-        method = PROBE if row["model"] == "probe" else row["model"]
         for seed, value in zip(row["seeds"], row["values"]):
-            records.append(RunRecord(method=method, sources="", student=row["what"], beta=0.0, lr=0.0, seed=seed,
-                                     metric=row["metric"], test=value, holdout=math.nan, params=row["params"]))
+            records.append(RunRecord(method=row["model"], sources="", student=row["what"], beta=0.0, lr=0.0, seed=seed,
+                                     metric=row["metric"], test=value, holdout=math.nan, params=row["params"],
+                                     is_probe=row["model"] == "probe"))
     return plot_png(records, title=f"{report['dataset']}: distilled student")
 
 
@@ -552,7 +557,7 @@ def _write_report(r: Recipe, teacher_run: Path, student_runs: Sequence[Path], pr
     import os
     import platform
 
-    from aftpipe.model import CARD, read_model_info, render_card
+    from aftpipe.model import CARD, read_model_spec, render_card
 
     out = r.out
     test = r.dataset.split(r.test_split)
@@ -576,7 +581,7 @@ def _write_report(r: Recipe, teacher_run: Path, student_runs: Sequence[Path], pr
     write_json(out / "report.json", report)
     write_if_changed(out / "report.md", _markdown(report))
     write_if_changed(out / "report.png", _plot(report))
-    card = render_card(read_model_info(out), out).split("\n", 2)  # title, blank line, the rest
+    card = render_card(read_model_spec(out), out).split("\n", 2)  # title, blank line, the rest
     write_if_changed(out / CARD, "\n".join([card[0], "", f"**{sentence}** (report.md).", *card[1:]]))
 
 

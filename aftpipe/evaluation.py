@@ -15,7 +15,6 @@ from aftpipe.config import TrainConfig, load_config
 from aftpipe.data import load_dataset
 from aftpipe.errors import AftpipeError, option_hint
 from aftpipe.features import open_split_features, test_rows
-from aftpipe.methods import METHODS
 from aftpipe.metrics import score
 from aftpipe.training import predict
 
@@ -25,28 +24,28 @@ def evaluate(run_dir: str | Path) -> dict[str, float]:
 
     Everything is read from files a user may have damaged or handed over, so each is checked and a problem
     is a one-line error naming the file; weights are read with safetensors (never unpickled)."""
-    from aftpipe.model import check_model_files, read_model_info
+    from aftpipe.model import check_model_files, read_model_spec
     from aftpipe.probe import load_head, predict_head
     from aftpipe.students import rebuild_student
 
     run = Path(run_dir)
-    metrics = rundir.read_metrics(run)
+    result = rundir.read_result(run)
     cfg = load_config(TrainConfig, run / rundir.CONFIG)
     dataset = load_dataset(cfg.dataset, cfg.data_dir, cfg.dataset_options)
-    test = dataset.split(metrics["test_split"])
-    if not METHODS.get(cfg.method).uses_student:
+    test = dataset.split(result.test_split)
+    if result.is_probe:
         feats = open_split_features(cfg.features, dataset, test.name)
         rows = test_rows(cfg, dataset, test, feats)
         with _reading(run, "probe head"):
-            check_model_files(run, read_model_info(run))  # the files model.json binds, as load_model checks them
+            check_model_files(run, read_model_spec(run))  # the files model.json binds, as load_model checks them
             head = load_head(run)
         return score(predict_head(head, feats, rows), test.labels[rows], dataset.metric)
     from safetensors.torch import load_file
 
-    spec = rundir.read_json(run / "student.json", "the student spec")
+    architecture = rundir.read_json(run / "student.json", "the student spec")
     with _reading(run, "student"):
-        check_model_files(run, read_model_info(run))
-        student = rebuild_student(spec)
+        check_model_files(run, read_model_spec(run))
+        student = rebuild_student(architecture)
         student.load_state_dict(load_file(str(run / "student.safetensors")))
     rows = test_rows(cfg, dataset, test)
     pred = predict(student, student.encode(test.inputs), rows, torch.device("cpu"))
@@ -69,7 +68,7 @@ def _reading(run: Path, what: str) -> Iterator[None]:
 def check_run(run_dir: str | Path) -> dict[str, Any]:
     """`evaluate` next to the scores metrics.json recorded: {"test", "recorded", "match"}."""
     got = evaluate(run_dir)
-    saved = rundir.read_metrics(run_dir)["test"]
+    saved = rundir.read_result(run_dir).test
     match = all(isinstance(saved.get(k), (int, float)) and abs(got[k] - saved[k]) < 1e-9 for k in got)
     return {"test": got, "recorded": saved, "match": match}
 

@@ -24,6 +24,7 @@ under a temporary name beside DIR and renamed into place at the end.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import os
@@ -118,19 +119,19 @@ def _to_onnx(model: Any, path: Path) -> None:
     if model.modality == "text":
         from tokenizers import Tokenizer
 
-        text = model.info["text"]
+        text = model.spec.text
         # traced on what tokenizer.json gives (before any id map, which the graph applies itself)
-        enc = Tokenizer.from_file(str(model.folder / text["tokenizer"])).encode_batch(["an example sentence", "another"])
+        enc = Tokenizer.from_file(str(model.folder / text.tokenizer)).encode_batch(["an example sentence", "another"])
         example = {k: torch.tensor([getattr(e, k) for e in enc]) for k in ("ids", "attention_mask")}
         example["input_ids"] = example.pop("ids")
         # the longest sequence a tokenizer.json truncated at max_length can produce; the bound lets students
         # with learned positions (tiny-transformer: pos[:L]) export
-        seq = torch.export.Dim("sequence", max=text["max_length"])
+        seq = torch.export.Dim("sequence", max=text.max_length)
         module = TextLogits(student, student.id_map()).eval()
         args = (example["input_ids"], example["attention_mask"])
-        names, shapes = text["inputs"], {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+        names, shapes = list(text.inputs), {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
     else:
-        c, h, w = model.info["image"]["input_size"]
+        c, h, w = model.spec.image.input_size
         module, args = ImageLogits(student).eval(), (torch.zeros(2, c, h, w),)
         names, shapes = ["pixels"], {"pixels": {0: batch}}
     try:
@@ -139,7 +140,7 @@ def _to_onnx(model: Any, path: Path) -> None:
                               dynamic_shapes=shapes, opset_version=OPSET, dynamo=True, external_data=False,
                               verbose=False)
     except Exception as e:  # noqa: BLE001 - the exporter raises many kinds; each becomes one line for the user
-        raise AftpipeError(f"student `{model.info.get('student')}` cannot be exported to ONNX: {_unsupported(e)} "
+        raise AftpipeError(f"student `{model.spec.student}` cannot be exported to ONNX: {_unsupported(e)} "
                            f"(torch {torch.__version__}, opset {OPSET}); nothing was written. Use it from Python "
                            "with aftpipe.load_model, or train a student without that operator") from None
 
@@ -152,7 +153,7 @@ def _verification_inputs(run: Path, model: Any, data_dir: str | None) -> tuple[l
 
     cfg = load_config(TrainConfig, run / rundir.CONFIG)
     dataset = load_dataset(cfg.dataset, data_dir or cfg.data_dir, cfg.dataset_options)
-    split = dataset.split(model.info["dataset"]["test_split"])
+    split = dataset.split(model.spec.dataset["test_split"])
     rows = np.unique(np.linspace(0, len(split) - 1, min(VERIFY_ROWS, len(split))).round().astype(int))
     return [split.inputs[int(i)] for i in rows], split.name
 
@@ -171,7 +172,7 @@ def _onnx_logits(folder: Path, model: Any, items: list[Any]) -> list[np.ndarray]
     for longest in (False, True):
         tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         if longest:
-            tok.enable_padding(pad_id=model.info["text"]["pad_id"])
+            tok.enable_padding(pad_id=model.spec.text.pad_id)
         enc = tok.encode_batch(items)
         out.append(session.run(["logits"], {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
                                             "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)})[0])
@@ -179,22 +180,22 @@ def _onnx_logits(folder: Path, model: Any, items: list[Any]) -> list[np.ndarray]
 
 
 def _config(model: Any, split: str, rows: int, diff: float) -> dict[str, Any]:
-    info = model.info
+    spec = model.spec
     cfg: dict[str, Any] = {
         "format": 1,
-        "modality": info["modality"],
-        "labels": info["labels"],
-        "inputs": (info["text"] if "text" in info else info["image"])["inputs"],
+        "modality": spec.modality,
+        "labels": list(spec.labels),
+        "inputs": list((spec.text or spec.image).inputs),
         "output": "logits",
-        "student": info.get("student"),
-        "params": info["params"],
+        "student": spec.student,
+        "params": spec.params,
         "opset": OPSET,
         "verified": {"split": split, "rows": rows, "max_abs_diff": diff, "tolerance": TOLERANCE},
     }
-    if "text" in info:
-        cfg.update(tokenizer="tokenizer.json", max_length=info["text"]["max_length"], pad_id=info["text"]["pad_id"])
+    if spec.text is not None:
+        cfg.update(tokenizer="tokenizer.json", max_length=spec.text.max_length, pad_id=spec.text.pad_id)
     else:
-        cfg["image"] = {k: v for k, v in info["image"].items() if k != "inputs"}
+        cfg["image"] = {k: v for k, v in dataclasses.asdict(spec.image).items() if k != "inputs"}
     return cfg
 
 
@@ -292,7 +293,7 @@ def export_model(run: str | Path, out: str | Path, format: str = "onnx", overwri
                 f"on {len(items)} rows of `{split}`" + (f", and the predicted label on {flipped}" if flipped else "")
                 + "; nothing was written")
         write_json(tmp / "config.json", _config(model, split, len(items), diff))
-        write_atomic(tmp / "README.md", render_card(model.info, shown, onnx=True))
+        write_atomic(tmp / "README.md", render_card(model.spec, shown, onnx=True))
         old = out.with_name(f".{out.name}.{os.getpid()}.old")
         if out.exists():
             os.replace(out, old)  # --overwrite: the old export is removed only once the new one is in place

@@ -29,7 +29,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,7 @@ from aftpipe.store.manifest import sha256_bytes, sha256_file
 if TYPE_CHECKING:
     from aftpipe.config import TrainConfig
     from aftpipe.features import RunData
+    from aftpipe.rundir import RunResult
     from aftpipe.students import Student
 
 MODEL_JSON, TOKENIZER, CARD = "model.json", "tokenizer.json", "README.md"
@@ -55,7 +56,7 @@ FILE_LABELS = {"sst2": ["0", "1"], "cola": ["0", "1"], "ag_news": ["1", "2", "3"
 
 
 # --- writing the folder (end of a training run) -------------------------------------------------------------
-def write_model_files(out: Path, cfg: TrainConfig, data: RunData, metrics: dict[str, Any],
+def write_model_files(out: Path, cfg: TrainConfig, data: RunData, result: RunResult,
                       student: Student | None = None) -> None:
     """Make the finished run `out` a model folder: model.json, the student's tokenizer.json (text) and the
     card. Called once the weights are on disk and before metrics.json, which marks the run finished; `out`
@@ -76,15 +77,15 @@ def write_model_files(out: Path, cfg: TrainConfig, data: RunData, metrics: dict[
         "label_cells": FILE_LABELS.get(data.dataset.spec),
         "weights": {"file": weights.name, "sha256": sha256_file(weights), "bytes": weights.stat().st_size},
         "files": {},  # every other file the model reads, by sha256
-        "params": metrics["params"],
+        "params": result.params,
         "dataset": {"spec": data.dataset.spec, "train_split": data.train.name, "test_split": data.test.name,
-                    "metric": data.metric, "label_budget": cfg.labels, "rows": metrics.get("rows", {})},
+                    "metric": data.metric, "label_budget": cfg.labels, "rows": result.rows},
         "method": {"name": cfg.method, "beta": cfg.method_options.beta},
         "sources": [{"store": p, **open_features(p).source} for p in cfg.features],
-        "test": metrics["test"],
+        "test": result.test,
         "seed": cfg.seed,
         "command": command_line(cfg, "train"),
-        "run_as": (metrics.get("record") or {}).get("command"),  # as typed, when the CLI ran it (`aftpipe run ...`)
+        "run_as": result.record.get("command"),  # as typed, when the CLI ran it (`aftpipe run ...`)
     }
     if student is not None:
         info["student"] = student.student
@@ -100,8 +101,9 @@ def write_model_files(out: Path, cfg: TrainConfig, data: RunData, metrics: dict[
     spec_file = STUDENT_SPEC if student is not None else HEAD_SPEC
     info["files"] = {name: sha256_file(out / name) for name in (spec_file, *([TOKENIZER] if "text" in info else []))}
     info["binding"] = binding(info)
-    write_json(out / MODEL_JSON, info)
-    write_atomic(out / CARD, render_card(info, cfg.out))
+    spec = ModelSpec.from_dict(info)  # what is written is what load_model will accept
+    write_json(out / MODEL_JSON, spec.to_dict())
+    write_atomic(out / CARD, render_card(spec, cfg.out))
 
 
 def add_seed_summary(runs: Sequence[str | Path], metric: str, values: Sequence[float], seeds: Sequence[int]) -> None:
@@ -115,10 +117,9 @@ def add_seed_summary(runs: Sequence[str | Path], metric: str, values: Sequence[f
         path = run / MODEL_JSON
         if not path.exists():
             continue
-        info = json.loads(path.read_text())
-        info["across_seeds"] = summary
-        write_if_changed(path, json.dumps(info, indent=1, sort_keys=True, default=float))
-        write_if_changed(run / CARD, render_card(info, run))
+        spec = ModelSpec.read(path).with_seed_summary(summary)
+        write_if_changed(path, json.dumps(spec.to_dict(), indent=1, sort_keys=True, default=float))
+        write_if_changed(run / CARD, render_card(spec, run))
 
 
 # --- the model card ---------------------------------------------------------------------------------------
@@ -150,14 +151,14 @@ for sentence, p in zip(sentences, probs):
 """
 
 
-def render_card(info: dict[str, Any], folder: str | Path, onnx: bool = False) -> str:
+def render_card(spec: ModelSpec, folder: str | Path, onnx: bool = False) -> str:
     """The model card (README.md) of a model folder, from its model.json alone; `onnx`: of its ONNX export."""
     from aftpipe.methods import METHODS
 
-    ds, method, test = info["dataset"], info["method"], info["test"]
-    metric = ds["metric"]
-    is_student = info["kind"] == "student"
-    name = info.get("student", "linear probe")
+    ds, method, test = spec.dataset, spec.method, spec.test
+    metric = spec.metric
+    is_student = spec.kind == "student"
+    name = spec.student or "linear probe"
     rows = ds.get("rows") or {}
     beta = f", β = {method['beta']:g}" if is_student and METHODS.get(method["name"]).uses_features else ""
     budget = f"with a {ds['label_budget']:,}-label budget" if ds.get("label_budget") else "with every label"
@@ -168,56 +169,57 @@ def render_card(info: dict[str, Any], folder: str | Path, onnx: bool = False) ->
             unlabeled = f", {rows['unlabeled']:,} unlabeled ({'used' if rows.get('unlabeled_used') else 'unused'})"
         split_rows = f" ({rows['train']:,} train + {rows['holdout']:,} hold-out rows{unlabeled})"
     test_rows = f" ({rows['test']:,} rows)" if "test" in rows else ""
-    foundation = sum(int(s.get("params") or 0) for s in info["sources"])
+    foundation = sum(int(s.get("params") or 0) for s in spec.sources)
     lines = [
         f"# {name} · `{ds['spec']}` · {method['name']}{beta}",
         "",
-        f"A {info['params']:,}-parameter {info['modality']} classifier trained by aftpipe "
+        f"A {spec.params:,}-parameter {spec.modality} classifier trained by aftpipe "
         + ("(Adaptive Feature Transfer and its baselines)." if is_student else
            "(a linear head on a foundation model's features: the reference students are measured against)."),
         "",
         "| | |",
         "|---|---|",
-        f"| labels | {_label_list(info['labels'])} |",
+        f"| labels | {_label_list(spec.labels)} |",
         f"| dataset | `{ds['spec']}`: trained on `{ds['train_split']}` {budget}{split_rows}; tested on "
         f"`{ds['test_split']}`{test_rows} |",
         f"| method | `{method['name']}`{beta}: {dict(METHODS.describe()).get(method['name'], '')} |",
     ]
-    for s in info["sources"]:
+    for s in spec.sources:
         sha = "; ".join(f"{f} sha256 `{h}`" for f, h in (s.get("weights_sha256") or {}).items()) or "no weights file"
         what = f"`{s.get('model_id') or s.get('library')}`"
         extra = f", {s['params']:,} parameters" if s.get("params") else ""
         pooling = f", {s['pooling']} pooling" if s.get("pooling") else ""
         lines.append(f"| source | {what}{extra}{pooling}; store `{s['store']}`; {sha} |")
-    size = f"{info['params']:,}"
+    size = f"{spec.params:,}"
     if is_student and foundation:
-        size += f" ({foundation / info['params']:.0f}× fewer than the source{'s' if len(info['sources']) > 1 else ''})"
+        size += f" ({foundation / spec.params:.0f}× fewer than the source{'s' if len(spec.sources) > 1 else ''})"
     lines.append(f"| parameters | {size} |")
-    lines.append(f"| test {metric} | {test[metric]:.4f} on `{ds['test_split']}` (this run, seed {info['seed']}) |")
-    if "across_seeds" in info:
-        a = info["across_seeds"]
+    lines.append(f"| test {metric} | {test[metric]:.4f} on `{ds['test_split']}` (this run, seed {spec.seed}) |")
+    if spec.across_seeds is not None:
+        a = spec.across_seeds
         lines.append(f"| test {a['metric']} over seeds | {a['mean']:.4f} ± {a['std']:.4f} (seeds "
                      f"{', '.join(map(str, a['seeds']))}, same settings) |")
-    if "text" in info:
-        lines.append(f"| input | text, WordPiece pieces up to {info['text']['max_length']} (`{TOKENIZER}`) |")
-    elif "image" in info:
-        im = info["image"]
-        lines.append(f"| input | images resized to {im['input_size'][1]}×{im['input_size'][2]} "
-                     f"({im['input_size'][0]} channels), normalised with mean {im['mean']} and std {im['std']} |")
-    w = info["weights"]
+    if spec.text is not None:
+        lines.append(f"| input | text, WordPiece pieces up to {spec.text.max_length} (`{TOKENIZER}`) |")
+    elif spec.image is not None:
+        im = spec.image
+        lines.append(f"| input | images resized to {im.input_size[1]}×{im.input_size[2]} "
+                     f"({im.input_size[0]} channels), normalised with mean {list(im.mean)} and std {list(im.std)} |")
+    w = spec.weights
     if onnx:
-        lines.append(f"| weights | `model.onnx`, exported from `{w['file']}` (sha256 `{w['sha256']}`) |")
+        lines.append(f"| weights | `model.onnx`, exported from `{w.file}` (sha256 `{w.sha256}`) |")
     else:
-        lines.append(f"| weights | `{w['file']}`, {w['bytes']:,} bytes, sha256 `{w['sha256']}` |")
-    example = '["a gripping, funny film"]' if info["modality"] == "text" else '["photo.jpg"]'
+        lines.append(f"| weights | `{w.file}`, {w.bytes:,} bytes, sha256 `{w.sha256}` |")
+    example = '["a gripping, funny film"]' if spec.modality == "text" else '["photo.jpg"]'
     lines += ["", "## Use", ""]
-    if onnx and info["modality"] == "text":
+    if onnx and spec.modality == "text":
         lines += ["With onnxruntime, tokenizers and numpy only (no torch, no aftpipe):", "", "```python",
                   ONNX_EXAMPLE.format(folder=folder).rstrip(), "```", ""]
     elif onnx:
-        im = info["image"]
-        lines += [f"`model.onnx` takes `pixels`, float32 (batch, {', '.join(map(str, im['input_size']))}): the image "
-                  f"resized ({im['interpolation']}) to {im['input_size'][1]}×{im['input_size'][2]}, scaled to [0, 1], "
+        im = spec.image
+        assert im is not None
+        lines += [f"`model.onnx` takes `pixels`, float32 (batch, {', '.join(map(str, im.input_size))}): the image "
+                  f"resized ({im.interpolation}) to {im.input_size[1]}×{im.input_size[2]}, scaled to [0, 1], "
                   "minus `mean`, divided by `std` (config.json), per channel. It returns `logits` in the order of "
                   "config.json's `labels`.", ""]
     else:
@@ -226,7 +228,7 @@ def render_card(info: dict[str, Any], folder: str | Path, onnx: bool = False) ->
             "import aftpipe",
             f'model = aftpipe.load_model("{folder}")',
             f"model.predict({example})        # labels as the dataset names them",
-            f"model.predict_proba({example})  # (N, {len(info['labels'])}) probabilities, columns in label order",
+            f"model.predict_proba({example})  # (N, {len(spec.labels)}) probabilities, columns in label order",
             "```",
             "",
             "```bash",
@@ -238,9 +240,9 @@ def render_card(info: dict[str, Any], folder: str | Path, onnx: bool = False) ->
         if not is_student:
             lines += ["The probe needs its foundation model at inference: the source's path above, holding the same "
                       "weights (checked by sha256).", ""]
-    lines += ["## Trained with", "", "```bash", info["command"], "```", ""]
-    if info.get("run_as") and info["run_as"] != info["command"]:
-        lines += [f"(It was run as `{info['run_as']}`; the command above trains the same model on its own.)", ""]
+    lines += ["## Trained with", "", "```bash", spec.command, "```", ""]
+    if spec.run_as and spec.run_as != spec.command:
+        lines += [f"(It was run as `{spec.run_as}`; the command above trains the same model on its own.)", ""]
     return "\n".join(lines)
 
 
@@ -319,6 +321,10 @@ class SchemaError(ValueError):
     """A model.json field that is missing, of the wrong type or out of range (becomes an AftpipeError)."""
 
 
+class OldFormat(SchemaError):
+    """A model.json of version 1 (`"format": 1`), refused: its files are not bound to its weights."""
+
+
 def _file_name(name: str, field: str) -> str:
     """A file directly inside the model folder: no separators, no `..`, not absolute."""
     if not name or name in (".", "..") or "/" in name or "\\" in name or os.path.isabs(name):
@@ -348,12 +354,14 @@ class ImageInput:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     interpolation: str
+    inputs: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """model.json, checked: what `load_model` relies on, typed and bounded. Provenance (dataset, method,
-    sources, test, command) is checked for its type only; the model card reads it."""
+    sources, test, command) is checked for its type only; the model card reads it. The one way aftpipe reads
+    model.json (`read`, `read_model_spec`) and writes it (`to_dict`: the file as read, key for key)."""
 
     version: int
     kind: str  # student | linear_probe
@@ -368,10 +376,33 @@ class ModelSpec:
     student: str | None
     text: TextInput | None
     image: ImageInput | None
+    dataset: dict[str, Any]  # spec, train_split, test_split, metric, label_budget, rows
+    method: dict[str, Any]  # name, beta
+    sources: tuple[dict[str, Any], ...]  # each feature store's source, with its weights' sha256
+    test: dict[str, float]
+    seed: int
+    command: str  # the `aftpipe train` command that trains this model on its own
+    run_as: str | None  # the command as typed, when the CLI ran it
+    across_seeds: dict[str, Any] | None  # the test metric over the seeds of the same settings (a pipeline's)
+    doc: dict[str, Any] = field(compare=False, repr=False)  # the file as read
+
+    @classmethod
+    def read(cls, path: Path) -> ModelSpec:
+        """The model.json at `path`, checked against the schema (`SchemaError`; ValueError: not JSON)."""
+        return cls.from_dict(json.loads(path.read_text()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.doc)
+
+    def with_seed_summary(self, summary: dict[str, Any]) -> ModelSpec:
+        return ModelSpec.from_dict({**self.doc, "across_seeds": summary})
 
     @classmethod
     def from_dict(cls, doc: Any) -> ModelSpec:
         f = _Fields(doc, "")
+        if "version" not in doc and doc.get("format") == 1:
+            raise OldFormat("written by an older aftpipe (format 1), which does not bind the folder's files to its "
+                            "weights")
         version = f.get("version", int, f"the integer {VERSION}")
         if version != VERSION:
             raise SchemaError(f"`version` is {version}, this aftpipe reads {VERSION}")
@@ -392,13 +423,16 @@ class ModelSpec:
         files_doc = f.sub("files")
         assert files_doc is not None
         files = {_file_name(k, f"files.{k}"): files_doc.sha256(k) for k in files_doc.doc}
-        f.sub("dataset")
-        metric = _Fields(doc["dataset"], "dataset").get("metric", str, "a metric name")
-        f.sub("method")
-        f.get("sources", list, "a list")
-        f.sub("test")
-        f.get("command", str, "the training command")
-        f.int("seed")
+        dataset = f.sub("dataset")
+        assert dataset is not None
+        metric = dataset.get("metric", str, "a metric name")
+        dataset.get("test_split", str, "a split name")
+        method, test = f.sub("method"), f.sub("test")
+        assert method is not None and test is not None
+        sources = f.get("sources", list, "a list")
+        if not all(isinstance(s, dict) for s in sources):
+            raise SchemaError("`sources` must be a list of objects")
+        across = f.sub("across_seeds", optional=True)
         text = image = None
         t = f.sub("text", optional=True)
         if t is not None:
@@ -418,15 +452,19 @@ class ModelSpec:
                     raise SchemaError(f"`image.{name}` must be {size[0]} numbers (one per channel)")
             if not all(v > 0 for v in std):
                 raise SchemaError("`image.std` must be > 0")
-            image = ImageInput(tuple(size), tuple(mean), tuple(std), i.get("interpolation", str, "a name"))
+            image = ImageInput(tuple(size), tuple(mean), tuple(std), i.get("interpolation", str, "a name"),
+                               tuple(i.get("inputs", list, "a list of input names")))
         other = "image" if modality == "text" else "text"
         if (text, image)[modality == "text"] is not None:
             raise SchemaError(f"a {modality} model has no `{other}` settings")
         if kind == "student" and (text, image)[modality == "image"] is None:
             raise SchemaError(f"`{modality}` is missing")
         student = f.get("student", str, "a student name", optional=kind != "student")
-        return cls(version, kind, modality, tuple(labels), None if cells is None else tuple(cells), weights, files, f.sha256("binding"), f.int("params", 1),
-                   metric, student, text, image)
+        return cls(version, kind, modality, tuple(labels), None if cells is None else tuple(cells), weights, files,
+                   f.sha256("binding"), f.int("params", 1), metric, student, text, image, dataset.doc, method.doc,
+                   tuple(sources), test.doc, f.int("seed"), f.get("command", str, "the training command"),
+                   f.get("run_as", str, "the command as typed", optional=True), None if across is None else across.doc,
+                   dict(doc))
 
 
 # --- loading ----------------------------------------------------------------------------------------------
@@ -434,7 +472,7 @@ def _retrain(folder: Path) -> str:
     return f"train it again with `aftpipe train ... --out {folder} --overwrite` (its README.md has the command)"
 
 
-def read_model_info(folder: str | Path) -> dict[str, Any]:
+def read_model_spec(folder: str | Path) -> ModelSpec:
     """model.json of a finished run, checked (`ModelSpec`, the binding, file names inside the folder), or a
     one-line error saying what the folder is instead or what is wrong with it. The files' hashes are checked
     when they are read (`check_model_files`)."""
@@ -451,22 +489,19 @@ def read_model_info(folder: str | Path) -> dict[str, Any]:
         raise AftpipeError(f"{folder} has no {MODEL_JSON} (it was trained before runs became model folders); "
                            + _retrain(folder))
     try:
-        info = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise AftpipeError(f"{path} is corrupt (not JSON); {_retrain(folder)}") from None
-    if isinstance(info, dict) and "version" not in info and info.get("format") == 1:
-        raise AftpipeError(f"{path} was written by an older aftpipe (format 1), which does not bind the folder's files "
-                           f"to its weights; {_retrain(folder)}")
-    try:
-        spec = ModelSpec.from_dict(info)
+        spec = ModelSpec.read(path)
+    except OldFormat as e:
+        raise AftpipeError(f"{path} was {e}; {_retrain(folder)}") from None
     except SchemaError as e:
         raise AftpipeError(f"{path} is damaged: {e}; restore it or {_retrain(folder)}") from None
-    if binding(info) != spec.binding:
+    except (ValueError, UnicodeDecodeError):
+        raise AftpipeError(f"{path} is corrupt (not JSON); {_retrain(folder)}") from None
+    if binding(spec.doc) != spec.binding:
         raise AftpipeError(f"{path} was edited after training (its labels or input settings no longer match the "
                            f"`binding` hash of the weights); restore it or {_retrain(folder)}")
     for name in (spec.weights.file, *spec.files):
         _inside(folder, name)
-    return info
+    return spec
 
 
 def _inside(folder: Path, name: str) -> Path:
@@ -478,22 +513,22 @@ def _inside(folder: Path, name: str) -> Path:
     return path
 
 
-def check_model_files(folder: str | Path, info: dict[str, Any]) -> Path:
+def check_model_files(folder: str | Path, spec: ModelSpec) -> Path:
     """Every file model.json names, refused when missing, truncated or not the one that was trained; returns the
-    weights file. `info` comes from `read_model_info`."""
+    weights file. `spec` comes from `read_model_spec`."""
     folder = Path(folder)
-    w = info["weights"]
-    path = _inside(folder, w["file"])
+    w = spec.weights
+    path = _inside(folder, w.file)
     if not path.exists():
         raise AftpipeError(f"{path} is missing; restore it or {_retrain(folder)}")
     size = path.stat().st_size
-    if size != w["bytes"]:
-        what = "truncated" if size < w["bytes"] else "not the trained file"
-        raise AftpipeError(f"{path} is {what} ({size:,} bytes, {w['bytes']:,} expected); restore it or "
+    if size != w.bytes:
+        what = "truncated" if size < w.bytes else "not the trained file"
+        raise AftpipeError(f"{path} is {what} ({size:,} bytes, {w.bytes:,} expected); restore it or "
                            + _retrain(folder))
-    if sha256_file(path) != w["sha256"]:
+    if sha256_file(path) != w.sha256:
         raise AftpipeError(f"{path} is corrupt (its sha256 differs from {MODEL_JSON}'s); restore it or {_retrain(folder)}")
-    for name, sha in info["files"].items():
+    for name, sha in spec.files.items():
         other = _inside(folder, name)
         if not other.exists():
             raise AftpipeError(f"{other} is missing; restore it or {_retrain(folder)}")
@@ -509,19 +544,18 @@ class Model:
     Text models take a list of strings; image models a list of image paths, PIL images or uint8 arrays.
     Inputs are processed in batches under `torch.inference_mode` on `device` (CPU unless asked)."""
 
-    def __init__(self, folder: Path, info: dict[str, Any], encode: Callable[[Sequence[Any]], Any],
+    def __init__(self, folder: Path, spec: ModelSpec, encode: Callable[[Sequence[Any]], Any],
                  forward: Callable[[Any], Any], device: Any, net: Any = None) -> None:
-        self.folder, self.info, self.device = folder, info, device
-        self.spec = ModelSpec.from_dict(info)  # checked by read_model_info already: the typed view of `info`
-        self.labels: list[Any] = list(info["labels"])
-        self.modality: str = info["modality"]
-        self.kind: str = info["kind"]
+        self.folder, self.spec, self.device = folder, spec, device
+        self.labels: list[Any] = list(spec.labels)
+        self.modality: str = spec.modality
+        self.kind: str = spec.kind
         self.net = net  # the torch module behind `forward` (the student), None for a probe
         self._encode, self._forward = encode, forward
 
     def __repr__(self) -> str:
-        return (f"Model({str(self.folder)!r}, {self.info.get('student', self.kind)}, {self.modality}, "
-                f"{len(self.labels)} labels, {self.info['params']:,} parameters, device={self.device})")
+        return (f"Model({str(self.folder)!r}, {self.spec.student or self.kind}, {self.modality}, "
+                f"{len(self.labels)} labels, {self.spec.params:,} parameters, device={self.device})")
 
     def encode(self, inputs: Sequence[Any]) -> Any:
         """One batch of raw inputs as the model's input tensors (on the CPU)."""
@@ -556,21 +590,20 @@ class Model:
         return inputs if isinstance(inputs, Sequence) else list(inputs)
 
 
-def _text_encoder(folder: Path, info: dict[str, Any], id_map: np.ndarray | None) -> Callable[[Sequence[Any]], Any]:
+def _text_encoder(folder: Path, text: TextInput, id_map: np.ndarray | None) -> Callable[[Sequence[Any]], Any]:
     """Texts → the student's ids padded to max_length, exactly as it was trained: the folder's tokenizer.json,
     then the student's id map if it has one."""
     import torch
     from tokenizers import Tokenizer
 
-    text = info["text"]
-    path = folder / text["tokenizer"]
+    path = folder / text.tokenizer
     if not path.exists():
         raise AftpipeError(f"{path} is missing; restore it or train the run again")
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as e:  # noqa: BLE001 - the tokenizers library raises plain Exceptions for bad files
         raise AftpipeError(f"{path} is corrupt ({str(e).splitlines()[0][:120]}); restore it or train the run again") from None
-    tok.enable_padding(length=text["max_length"], pad_id=text["pad_id"])
+    tok.enable_padding(length=text.max_length, pad_id=text.pad_id)
     encode_batch = getattr(tok, "encode_batch_fast", tok.encode_batch)  # _fast skips offsets (tokenizers >= 0.20)
 
     def encode(texts: Sequence[Any]) -> dict[str, Any]:
@@ -594,35 +627,35 @@ def open_image(x: Any) -> Any:
     return read_image(x)
 
 
-def _same_classes(folder: Path, info: dict[str, Any], classes: int) -> None:
-    if classes != len(info["labels"]):
-        raise AftpipeError(f"{folder / MODEL_JSON} names {len(info['labels'])} labels, but its weights give {classes} "
+def _same_classes(folder: Path, spec: ModelSpec, classes: int) -> None:
+    if classes != len(spec.labels):
+        raise AftpipeError(f"{folder / MODEL_JSON} names {len(spec.labels)} labels, but its weights give {classes} "
                            f"classes; restore model.json or {_retrain(folder)}")
 
 
-def _student(folder: Path, info: dict[str, Any], device: Any) -> Model:
+def _student(folder: Path, spec: ModelSpec, device: Any) -> Model:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from aftpipe.students import rebuild_student
 
-    weights = check_model_files(folder, info)
+    weights = check_model_files(folder, spec)
     try:
-        spec = json.loads((folder / STUDENT_SPEC).read_text())
+        architecture = json.loads((folder / STUDENT_SPEC).read_text())
     except FileNotFoundError:
         raise AftpipeError(f"{folder / STUDENT_SPEC} is missing; restore it or train the run again") from None
     except json.JSONDecodeError:
         raise AftpipeError(f"{folder / STUDENT_SPEC} is corrupt (not JSON); restore it or train the run again") from None
-    student = rebuild_student(spec)
+    student = rebuild_student(architecture)
     try:
         student.load_state_dict(load_file(str(weights)))
     except (SafetensorError, RuntimeError) as e:
         raise AftpipeError(f"{weights} does not load into the student ({str(e).splitlines()[0][:160]}); "
                            "restore it or train the run again") from None
-    _same_classes(folder, info, student.num_classes)
+    _same_classes(folder, spec, student.num_classes)
     student.eval().to(device)
-    if info["modality"] == "text":
-        encode = _text_encoder(folder, info, student.id_map())
+    if spec.text is not None:
+        encode = _text_encoder(folder, spec.text, student.id_map())
     else:
         def encode(images: Sequence[Any]) -> dict[str, Any]:
             return student.encode([open_image(x) for x in images])
@@ -630,10 +663,10 @@ def _student(folder: Path, info: dict[str, Any], device: Any) -> Model:
     def forward(batch: dict[str, Any]) -> Any:
         return student({k: v.to(device, non_blocking=True) for k, v in batch.items()})
 
-    return Model(folder, info, encode, forward, device, net=student)
+    return Model(folder, spec, encode, forward, device, net=student)
 
 
-def _probe(folder: Path, info: dict[str, Any], device: Any) -> Model:
+def _probe(folder: Path, spec: ModelSpec, device: Any) -> Model:
     """The linear probe with its foundation model(s) in front: MiniLM forward → pooling → head."""
     import torch
 
@@ -641,9 +674,9 @@ def _probe(folder: Path, info: dict[str, Any], device: Any) -> Model:
     from aftpipe.sources import SourceOptions
     from aftpipe.sources.hf import HFSource
 
-    check_model_files(folder, info)
+    check_model_files(folder, spec)
     sources = []
-    for s in info["sources"]:
+    for s in spec.sources:
         path = s.get("path")
         if s.get("library") != "transformers" or not path:
             raise AftpipeError(f"the linear probe in {folder} reads `{s.get('model_id') or s.get('library')}` features, "
@@ -658,7 +691,7 @@ def _probe(folder: Path, info: dict[str, Any], device: Any) -> Model:
                                "differs from its store's); restore them")
         sources.append(source.to(device))
     head = load_head(folder).to(device)
-    _same_classes(folder, info, head.num_classes)
+    _same_classes(folder, spec, head.num_classes)
 
     def encode(texts: Sequence[Any]) -> list[Any]:
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
@@ -669,7 +702,7 @@ def _probe(folder: Path, info: dict[str, Any], device: Any) -> Model:
     def forward(batches: list[Any]) -> Any:
         return head(torch.cat([s.forward(b) for s, b in zip(sources, batches, strict=True)], dim=1))
 
-    return Model(folder, info, encode, forward, device)
+    return Model(folder, spec, encode, forward, device)
 
 
 def load_model(folder: str | Path, device: str = "cpu") -> Model:
@@ -677,10 +710,10 @@ def load_model(folder: str | Path, device: str = "cpu") -> Model:
     from aftpipe.extraction import resolve_device
 
     folder = Path(folder)
-    info = read_model_info(folder)
+    spec = read_model_spec(folder)
     dev = resolve_device(device)
-    return _student(folder, info, dev) if info["kind"] == "student" else _probe(folder, info, dev)
+    return _student(folder, spec, dev) if spec.kind == "student" else _probe(folder, spec, dev)
 
 
 __all__ = ["Model", "ModelSpec", "add_seed_summary", "binding", "check_model_files", "load_model", "open_image",
-           "owning_folder", "read_model_info", "render_card", "write_model_files"]
+           "owning_folder", "read_model_spec", "render_card", "write_model_files"]

@@ -40,7 +40,8 @@ from aftpipe.features import RowPlan, check_labels, coverage_error, plan_rows
 from aftpipe.fileio import write_if_changed
 from aftpipe.methods import METHODS, MethodConfig
 from aftpipe.progress import Progress
-from aftpipe.report import PROBE, PROBE_STUDENT, csv_text, markdown_report, plot_png, plot_svg
+from aftpipe.probe import PROBE_STUDENT
+from aftpipe.report import csv_text, markdown_report, plot_png, plot_svg
 from aftpipe.training import schedule
 
 TEACHER = "teacher:"  # a source naming one of the pipeline's `teachers:`
@@ -50,7 +51,6 @@ def teacher_dir(runs_dir: str | Path, name: str) -> Path:
     """Where teacher `name` is trained: beside the pipelines' run folders, shared by the pipelines of a runs dir."""
     return Path(runs_dir) / "teachers" / name
 
-NO_BETA = ("none", PROBE)  # methods without a regulariser: their β grid is [0]
 MIN_SEEDS = 3  # a mean ± std over fewer seeds says little about a method: allowed (smoke sweeps), with a warning
 NAME_RE = re.compile(r"^[A-Za-z0-9_.+=-]+$")  # names that become path components
 
@@ -93,6 +93,14 @@ class MethodSpec(Config):
     students: tuple[str, ...] = ()  # the `students:` it runs on (YAML: one name or a list); () = every one
 
     @property
+    def trains_student(self) -> bool:  # False for the linear probe: a head on φ itself
+        return METHODS.get(self.name).uses_student
+
+    @property
+    def regularised(self) -> bool:  # a transfer term, so a β and controls: not `none`, not the probe
+        return METHODS.get(self.name).uses_features and self.trains_student
+
+    @property
     def label(self) -> str:
         """The method as runs and tables name it: `aft`, or `aft+shuffle` under a control."""
         return self.name if self.control == "none" else f"{self.name}+{self.control}"
@@ -107,13 +115,12 @@ class MethodSpec(Config):
             for j, v in enumerate(grid):
                 require(ok(v) and math.isfinite(v), (key, j), f"must be {rule}, got {v:g}")
             require(len({f"{v:g}" for v in grid}) == len(grid), key, f"repeats a value: {list(grid)}")
-        require(self.name not in NO_BETA or self.beta is None or not any(self.beta), "beta",
+        require(self.regularised or self.beta is None or not any(self.beta), "beta",
                 f"method `{self.name}` has no regulariser, so no β; drop the key")
-        method = METHODS.get(self.name)
-        require(self.control == "none" or (method.uses_features and method.uses_student), "control",
+        require(self.control == "none" or self.regularised, "control",
                 f"method `{self.name}` has no transfer term to control; drop the key")
-        require(self.name != PROBE or self.lr is None, "lr",
-                "linear_probe fits its head with its own optimiser and ignores lr; drop the key")
+        require(self.trains_student or self.lr is None, "lr",
+                f"{self.name} fits its head with its own optimiser and ignores lr; drop the key")
         _refuse_controlled(self.options, {"beta": "`beta` (the β grid)"}, ("options",))
         try:
             MethodConfig(**self.options)
@@ -250,7 +257,7 @@ class PipelineConfig(Config):
         return m.sources or (next(iter(self.sources)),)
 
     def students_of(self, m: MethodSpec) -> tuple[StudentSpec, ...]:
-        if m.name == PROBE:  # the probe trains no student: a head on φ itself
+        if not m.trains_student:
             return (StudentSpec(PROBE_STUDENT),)
         return tuple(st for st in self.students if not m.students or st.name in m.students)
 
@@ -284,7 +291,7 @@ class PipelineConfig(Config):
     def grid(self, m: MethodSpec, student: StudentSpec | None = None) -> list[tuple[float, float]]:
         """The (β, lr) settings of method `m` for `student`, β-major in the order written; the lr grid is the
         method's, else the student's, else train.lr."""
-        betas = m.beta if m.beta is not None else ((0.0,) if m.name in NO_BETA else (MethodConfig().beta,))
+        betas = m.beta if m.beta is not None else ((MethodConfig().beta,) if m.regularised else (0.0,))
         lrs = m.lr or (student.lr if student is not None and student.lr else None) or (self.train_template().lr,)
         return [(b, lr) for b in betas for lr in lrs]
 
@@ -358,7 +365,7 @@ class PipelinePlan:
         tc = dataclasses.replace(self.cfg.train_template(), **{**dict(g.student_train), **g.spec.train})
         return dataclasses.replace(
             tc, out=str(self.run_dir(g, beta, lr, seed)), features=self.features(g.sources), method=g.spec.name,
-            student=tc.student if g.method == PROBE else g.student, seed=seed, lr=lr, unlabeled=g.spec.unlabeled,
+            student=g.student if g.spec.trains_student else tc.student, seed=seed, lr=lr, unlabeled=g.spec.unlabeled,
             phi_control=g.spec.control,
             method_options=MethodConfig(beta=beta, **g.spec.options), resume=True)
 
@@ -388,7 +395,7 @@ class PipelinePlan:
         missing = [str(self.stores[s]) for s in self.missing_stores()]
         tuned = [g for g in self.groups if len(g.grid) > 1]
         reused = cfg.tune_seed in cfg.seeds
-        students = [g for g in self.groups if g.method != PROBE]
+        students = [g for g in self.groups if g.spec.trains_student]
         runs = [(g, len(cfg.seeds) + (len(g.grid) - reused if len(g.grid) > 1 else 0)) for g in students]
         budget = len(rows.train) + len(rows.holdout)
         unlabeled = ", plus as many unlabeled rows for methods with `unlabeled: true`" if any(

@@ -190,7 +190,7 @@ def predict_file(run: str | Path, input: str, output: str | Path | None = None, 
     input itself and the files of run folders, stores and exports never are. Images that do not decode are
     skipped and counted, or refused with `strict`."""
     from aftpipe.metrics import score
-    from aftpipe.model import load_model, open_image, read_model_info
+    from aftpipe.model import load_model, open_image, read_model_spec
 
     progress = progress or SilentProgress()
     if batch_size < 1:
@@ -202,11 +202,11 @@ def predict_file(run: str | Path, input: str, output: str | Path | None = None, 
 
         torch.set_num_threads(threads)
     fmt = output_format(output, format)
-    info = read_model_info(run)  # cheap checks first: a wrong folder fails before any file is read
-    if include_text and info["modality"] != "text":
+    spec = read_model_spec(run)  # cheap checks first: a wrong folder fails before any file is read
+    if include_text and spec.modality != "text":
         raise AftpipeError(f"{option_name('include_text')} adds the input text, but this model takes images (the id "
                            "is the image's path); drop it")
-    inputs, blank = _without_blanks(read_inputs(input, info["modality"], options, stdin))
+    inputs, blank = _without_blanks(read_inputs(input, spec.modality, options, stdin))
     if not inputs.items:
         raise AftpipeError(f"every one of the {blank} texts in {'stdin' if input == '-' else input} is blank; "
                            "give texts to classify")
@@ -261,12 +261,12 @@ def predict_file(run: str | Path, input: str, output: str | Path | None = None, 
     report = PredictReport(rows=len(keep), output=target, skipped=skipped, blank=blank, labels=list(model.labels))
     if inputs.labels is not None:
         cells = [inputs.labels[i] for i in keep]
-        y = label_ids(cells, model.labels, model.info.get("label_cells"))
+        y = label_ids(cells, model.labels, spec.label_cells)
         mask = y >= 0
         report.labelled = int(mask.sum())
         report.unknown = dict(Counter(c for c, k in zip(cells, y) if k < 0 and c is not None).most_common())
         if report.labelled:
-            report.scores = score(pred[mask], y[mask], info["dataset"]["metric"])
+            report.scores = score(pred[mask], y[mask], spec.metric)
     return report
 
 

@@ -2,8 +2,8 @@
 
 Pure functions over `RunRecord`s, so they are tested on synthetic records without training anything:
 
-    rec = record_from_metrics(json.load(open("runs/demo/aft-minilm-textcnn-b0.1-lr0.001-s0/metrics.json")),
-                              method="aft", sources="minilm", student="textcnn", beta=0.1, lr=1e-3, seed=0)
+    rec = record_of(read_result("runs/demo/aft-minilm-textcnn-b0.1-lr0.001-s0"),
+                    method="aft", sources="minilm", student="textcnn", beta=0.1, lr=1e-3, seed=0)
     rows = csv_rows([rec, ...])          # one dict per run, columns RESULT_COLUMNS
     text = markdown_report(final, tuning, title="demo")
     png = plot_png(final, title="demo")  # bytes; Agg backend, no display needed
@@ -22,11 +22,11 @@ import io
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-PROBE = "linear_probe"
-PROBE_STUDENT = "head"  # the linear probe trains no student: a linear head on φ itself
+if TYPE_CHECKING:
+    from aftpipe.rundir import RunResult
+
 MIN_SEEDS_FOR_STD = 3  # below this a table shows the mean alone
 
 RESULT_COLUMNS = ["method", "sources", "student", "params", "beta", "lr", "seed", "metric", "test", "holdout",
@@ -55,26 +55,20 @@ class RunRecord:
     reg_last: float = math.nan  # the transfer term on hold-out batches at the last evaluation
     reg_floor: float = math.nan  # AFT: the same for a student that learned nothing (identity kernel)
     run: str = ""
+    is_probe: bool = False  # the linear probe: the reference line, not a bar
 
 
-def record_from_metrics(metrics: dict[str, Any], *, method: str, sources: str, student: str, beta: float,
-                        lr: float, seed: int, run: str = "") -> RunRecord:
-    """A `RunRecord` from a run's metrics.json (as written by `aftpipe.training.train`)."""
-    name = metrics["metric"]
-    sigma = {}
-    for i, src in enumerate(metrics.get("method", {}).get("sources", []) or []):
-        if isinstance(src, dict) and "sigma_mean" in src:
-            store = Path(str(src.get("store", f"source{i}"))).name
-            sigma[store.removesuffix(".h5")] = float(src["sigma_mean"])
+def record_of(result: RunResult, *, method: str, sources: str, student: str, beta: float, lr: float, seed: int,
+              run: str = "") -> RunRecord:
+    """A `RunRecord` from a finished run's result, with the pipeline's names for its setting."""
+    reg = result.regulariser or {}
     return RunRecord(
         method=method, sources=sources, student=student, beta=float(beta), lr=float(lr), seed=int(seed),
-        metric=name, test=float(metrics["test"][name]),
-        holdout=float((metrics.get("holdout") or {}).get(name, math.nan)),
-        params=int(metrics.get("params") or 0), foundation_params=int(metrics.get("foundation_params") or 0),
-        ms_per_step=float(metrics.get("ms_per_step", math.nan)), wall_s=float(metrics.get("wall_s", math.nan)),
-        steps=int(metrics.get("steps") or 0), sigma=sigma, run=run,
-        reg_last=float((metrics.get("regulariser") or {}).get("last", math.nan)),
-        reg_floor=float((metrics.get("regulariser") or {}).get("floor_last", math.nan)),
+        metric=result.metric, test=result.score, holdout=result.holdout_score, params=int(result.params or 0),
+        foundation_params=int(result.foundation_params or 0), ms_per_step=float(result.ms_per_step),
+        wall_s=float(result.wall_s), steps=int(result.steps or 0), sigma=result.sigma, run=run,
+        reg_last=float(reg.get("last", math.nan)), reg_floor=float(reg.get("floor_last", math.nan)),
+        is_probe=result.is_probe,
     )
 
 
@@ -128,10 +122,7 @@ class Summary:
     sigma: dict[str, float]  # mean over seeds, per source
     reg_last: float  # mean over seeds
     reg_floor: float
-
-    @property
-    def is_probe(self) -> bool:
-        return self.method == PROBE
+    is_probe: bool = False
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -165,6 +156,7 @@ def summarize(records: Iterable[RunRecord]) -> list[Summary]:
             ms_per_step=_nanmean([r.ms_per_step for r in rs]), wall_s=_nanmean([r.wall_s for r in rs]),
             sigma={k: _nanmean([r.sigma[k] for r in rs if k in r.sigma]) for k in stores},
             reg_last=_nanmean([r.reg_last for r in rs]), reg_floor=_nanmean([r.reg_floor for r in rs]),
+            is_probe=rs[0].is_probe,
         ))
     return out
 
@@ -341,4 +333,4 @@ def plot_svg(final: Sequence[RunRecord], *, title: str = "") -> bytes:
 
 
 __all__ = ["MIN_SEEDS_FOR_STD", "RESULT_COLUMNS", "RunRecord", "Summary", "csv_rows", "csv_text", "markdown_report",
-           "mean_std", "plot_png", "plot_svg", "record_from_metrics", "results_table", "summarize", "tuning_table"]
+           "mean_std", "plot_png", "plot_svg", "record_of", "results_table", "summarize", "tuning_table"]

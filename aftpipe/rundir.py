@@ -2,7 +2,7 @@
 
     <out>/                    a finished run, and nothing else ever has this name:
         config.yaml           the TrainConfig
-        metrics.json          the scores; its presence is what "this run finished" means
+        metrics.json          the result (`RunResult`); its presence is what "this run finished" means
         student.safetensors + student.json (head.safetensors + head.json for the probe)
     <out>.partial/            the run while it is being trained: config.yaml, checkpoint.safetensors
     <out>.lock                held while a process writes either (one writer per run folder)
@@ -24,13 +24,15 @@ pipeline reusing a finished run must match everything that shaped its result.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
+import math
 import os
 import shutil
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,14 +78,77 @@ def read_json(path: Path, what: str) -> Any:
                            f"{option_hint('overwrite')}") from None
 
 
-def read_metrics(run: str | Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run reports: metrics.json, typed. `to_json`/`from_json` keep the file's format (the
+    same keys, so the same bytes); a field a run kind does not record is None and left out of the file (the
+    probe has no steps or regulariser, a student no head), and older files load with the defaults."""
+
+    metric: str  # accuracy | mcc: the score `test` and `holdout` are read by
+    test: dict[str, float]  # every score on the test split
+    holdout: dict[str, float]  # the same on the hold-out of the labeled rows; {} without one
+    test_split: str
+    method: dict[str, Any] = field(default_factory=dict)  # name, β and the method's own facts (AFT's σ, the probe's C)
+    params: int = 0  # the student's; for the probe, the foundation model's plus the head's
+    foundation_params: int = 0
+    rows: dict[str, Any] = field(default_factory=dict)  # train, holdout, unlabeled and test row counts
+    device: str = "cpu"
+    ms_per_step: float = math.nan
+    wall_s: float = math.nan
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per evaluation
+    record: dict[str, Any] = field(default_factory=dict)  # provenance (aftpipe.provenance.run_record)
+    steps: int | None = None  # a student's: optimizer steps taken, and the one whose weights were kept
+    best_step: int | None = None
+    regulariser: dict[str, float] | None = None  # the hold-out transfer term at the first and last evaluation
+    phi_control: str | None = None
+    select: str | None = None
+    head_params: int | None = None  # the probe's: its head alone, and the time to fit it
+    fit_s: float | None = None
+
+    @property
+    def score(self) -> float:
+        """The test score of the run's metric."""
+        return float(self.test[self.metric])
+
+    @property
+    def holdout_score(self) -> float:
+        return float(self.holdout.get(self.metric, math.nan))
+
+    @property
+    def is_probe(self) -> bool:
+        return self.head_params is not None  # the probe alone fits a head on φ itself
+
+    @property
+    def sigma(self) -> dict[str, float]:
+        """AFT's mean σ(s) per source, by store name."""
+        out = {}
+        for i, src in enumerate(self.method.get("sources", []) or []):
+            if isinstance(src, dict) and "sigma_mean" in src:
+                store = Path(str(src.get("store", f"source{i}"))).name
+                out[store.removesuffix(".h5")] = float(src["sigma_mean"])
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> RunResult:
+        """A result from a parsed metrics.json; ValueError when it lacks what every reader needs."""
+        if (not isinstance(doc, dict) or not isinstance(doc.get("test"), dict) or "test_split" not in doc
+                or doc.get("metric") not in doc["test"]):
+            raise ValueError("lacks its `test` scores, the `metric` they are read by or `test_split`")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in {"holdout": {}, **doc}.items() if k in names})
+
+
+def read_result(run: str | Path) -> RunResult:
     if not is_finished(run):
         raise AftpipeError(f"{run} holds no finished run (no {METRICS}); train one with {option_hint('out', str(run))}")
-    metrics = read_json(Path(run) / METRICS, "the metrics file")
-    if not isinstance(metrics, dict) or not isinstance(metrics.get("test"), dict) or "test_split" not in metrics:
-        raise AftpipeError(f"the metrics file {Path(run) / METRICS} lacks its `test` scores or `test_split`; train the "
-                           f"run again with {option_hint('overwrite')}")
-    return metrics
+    try:
+        return RunResult.from_json(read_json(Path(run) / METRICS, "the metrics file"))
+    except ValueError as e:
+        raise AftpipeError(f"the metrics file {Path(run) / METRICS} {e}; train the run again with "
+                           f"{option_hint('overwrite')}") from None
 
 
 def read_config_dict(run: str | Path) -> dict[str, Any] | None:
@@ -238,13 +303,13 @@ def write_config(work: Path, text: str) -> None:
     _write(work, lambda: write_atomic(work / CONFIG, text))
 
 
-def finish(work: Path, metrics: dict[str, Any]) -> Path:
+def finish(work: Path, result: RunResult) -> Path:
     """Write metrics.json, rename the work folder to the run's name and only then drop the checkpoint (a
     rename that fails leaves the run resumable); returns the run folder."""
     out = run_dir(work)
 
     def publish() -> None:
-        write_json(work / METRICS, metrics)
+        write_json(work / METRICS, result.to_json())
         old = out.with_name(f"{out.name}.replaced-{os.getpid()}")
         if out.exists():  # --overwrite: the old run stays whole until the new one is ready
             os.rename(out, old)

@@ -35,7 +35,8 @@ from aftpipe import rundir
 from aftpipe.config import TrainConfig
 from aftpipe.errors import AftpipeError
 from aftpipe.progress import ETA_FIELD, LogProgress, Progress, counting, duration
-from aftpipe.report import RunRecord, record_from_metrics
+from aftpipe.report import RunRecord, record_of
+from aftpipe.rundir import RunResult
 
 if TYPE_CHECKING:
     from aftpipe.pipeline import Group, PipelinePlan
@@ -68,9 +69,9 @@ def thread_limit(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def train_run(tc: TrainConfig, progress: Progress) -> dict[str, Any]:
-    """Train one run of a sweep under its thread limit (see the module docstring); returns its metrics."""
-    from aftpipe.training import train
+def train_run(tc: TrainConfig, progress: Progress) -> RunResult:
+    """Train one run of a sweep under its thread limit (see the module docstring); returns its result."""
+    from aftpipe.api import train
 
     with thread_limit(tc.threads or 1):
         return train(tc, progress)
@@ -123,7 +124,7 @@ def _worker_init(command: str | None, cli: bool) -> None:
 _WORKER_CONTEXT: contextlib.ExitStack | None = None
 
 
-def _worker_train(tc: TrainConfig, prefix: str, log_every: float | None) -> dict[str, Any]:
+def _worker_train(tc: TrainConfig, prefix: str, log_every: float | None) -> RunResult:
     from aftpipe.progress import SilentProgress
 
     progress: Progress = SilentProgress() if log_every is None else _Prefixed(LogProgress(log_every, "step"), prefix)
@@ -199,8 +200,8 @@ class Sweep:
         return tc
 
     # -- bookkeeping -----------------------------------------------------------------------------------------
-    def _record(self, g: Group, beta: float, lr: float, seed: int, metrics: dict[str, Any], out: Path) -> RunRecord:
-        return record_from_metrics(metrics, method=g.method, sources=g.sources, student=g.student, beta=beta, lr=lr,
+    def _record(self, g: Group, beta: float, lr: float, seed: int, result: RunResult, out: Path) -> RunRecord:
+        return record_of(result, method=g.method, sources=g.sources, student=g.student, beta=beta, lr=lr,
                                    seed=seed, run=str(out))
 
     def _done(self, st: _GroupState, beta: float, lr: float, seed: int, rec: RunRecord) -> None:
@@ -257,7 +258,7 @@ class Sweep:
             self.times.reused()
             self.progress.advance(1, **{ETA_FIELD: self.times.eta()})
         st.running += 1
-        self._done(st, beta, lr, seed, self._record(st.group, beta, lr, seed, rundir.read_metrics(out), out))
+        self._done(st, beta, lr, seed, self._record(st.group, beta, lr, seed, rundir.read_result(out), out))
         return True
 
     def _start_next(self) -> tuple[_GroupState, float, float, int, TrainConfig, Path, str] | None:
@@ -278,10 +279,10 @@ class Sweep:
         while (run := self._start_next()) is not None:
             st, beta, lr, seed, tc, out, _ = run
             t0 = self.clock()
-            metrics = train_run(tc, self.progress)
+            result = train_run(tc, self.progress)
             self.times.trained(self.clock() - t0)
             self.seen[out] = "trained"
-            self._done(st, beta, lr, seed, self._record(st.group, beta, lr, seed, metrics, out))
+            self._done(st, beta, lr, seed, self._record(st.group, beta, lr, seed, result, out))
 
     def _run_in_workers(self) -> None:
         import multiprocessing
@@ -307,14 +308,14 @@ class Sweep:
                                      error_callback=lambda e, key=key: finished.put((key, None, e)))
                 if running == 0:
                     break
-                (st, beta, lr, seed, out, prefix, t0), metrics, error = finished.get()
+                (st, beta, lr, seed, out, prefix, t0), result, error = finished.get()
                 running -= 1
                 if error is not None:
                     raise error
                 self.seen[out] = "trained"
                 took = self.clock() - t0
                 self.times.trained(took)
-                rec = self._record(st.group, beta, lr, seed, metrics, out)
+                rec = self._record(st.group, beta, lr, seed, result, out)
                 self._done(st, beta, lr, seed, rec)
                 self.progress.advance(1, **{ETA_FIELD: self.times.eta()})
                 self.progress.log(f"{prefix} {out.name}: hold-out {rec.holdout:.4f}, test {rec.test:.4f} "

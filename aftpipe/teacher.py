@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 from aftpipe.config import TeacherConfig, TrainConfig
 from aftpipe.errors import AftpipeError
 from aftpipe.progress import Progress
+from aftpipe.rundir import RunResult
 
 PREFIX = "teacher:"  # a pipeline source naming one of its `teachers:`
 
@@ -36,8 +36,8 @@ def teacher_train_config(teacher: TeacherConfig, base: TrainConfig, out: str | P
 
 
 def fine_tune(teacher: TeacherConfig, base: TrainConfig, out: str | Path,
-              progress: Progress | None = None) -> dict[str, Any]:
-    """Train the teacher run at `out` (an interrupted one resumes, a finished one is read back); its metrics."""
+              progress: Progress | None = None) -> RunResult:
+    """Train the teacher run at `out` (an interrupted one resumes, a finished one is read back); its result."""
     from aftpipe.training import train
 
     return train(teacher_train_config(teacher, base, out), progress)

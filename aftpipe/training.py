@@ -2,11 +2,11 @@
 
     cfg = TrainConfig(dataset="sst2", features=("cache/sst2/minilm",), student="textcnn", method="aft",
                       method_options=MethodConfig(beta=0.3), out="runs/sst2-aft")
-    metrics = train(cfg)
+    result = train(cfg)  # a RunResult: result.score, result.holdout_score, result.params, ...
 
 `train` reads as its steps: prepare the run directory, load the data (dataset, row plan, φ checked against
-the dataset), then either fit the linear probe (a method without a student) or build the student and the
-method, resume from a checkpoint, run the loop and score the test split. The loop: AdamW over the student,
+the dataset) (`run_folder`, which the linear probe's recipe, aftpipe.probe, shares), then build the student
+and the method, resume from a checkpoint, run the loop and score the test split. The loop: AdamW over the student,
 the method's own state (AFT's s, KD's W) in a second parameter group with its own learning rate, linear
 warm-up then cosine decay, evaluation on a hold-out carved from the labeled training rows (what β is tuned
 on) with early stopping, and the test split scored once at the end with the best hold-out checkpoint.
@@ -25,9 +25,11 @@ evaluates, checkpoints and writes the run directory; the others follow its early
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,11 +44,12 @@ from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
 from aftpipe.extraction import resolve_device
 from aftpipe.features import (RunData, agreement_split, check_labels, foundation_params, open_split_features, plan_rows,
                                test_rows)
-from aftpipe.methods import METHODS, Method, build_method
+from aftpipe.methods import Method, build_method
 from aftpipe.metrics import score
 from aftpipe.model import write_model_files
 from aftpipe.progress import Progress, SilentProgress, default_progress
-from aftpipe.students import build_student
+from aftpipe.rundir import RunResult
+from aftpipe.students import Student, build_student
 from aftpipe.students.base import cut_padding
 from aftpipe.tracking import RunLog, check_trackers
 
@@ -90,8 +93,9 @@ def short_run_warning(cfg: TrainConfig, sched: Schedule) -> str | None:
 
 
 # --- setup ------------------------------------------------------------------------------------------------
-def load_run_data(cfg: TrainConfig, method_cls: type[Method]) -> RunData:
-    """The dataset, its splits and labels checked, φ of the train split checked against it, the row plan."""
+def load_run_data(cfg: TrainConfig, standardize: bool = True) -> RunData:
+    """The dataset, its splits and labels checked, φ of the train split checked against it, the row plan.
+    `standardize`: fit `--phi-norm standardize` on the rows (the probe's head standardises φ itself)."""
     dataset = load_dataset(cfg.dataset, cfg.data_dir, cfg.dataset_options)
     train_split = dataset.split(cfg.train_split)
     test = dataset.test(cfg.test_split)
@@ -105,7 +109,7 @@ def load_run_data(cfg: TrainConfig, method_cls: type[Method]) -> RunData:
     plan = plan_rows(examples, train_split.labels, cfg.labels, cfg.holdout, cfg.data_seed, train_split.origin)
     if cfg.agreement_rows:
         plan.unlabeled = agreement_split(plan.unlabeled, cfg.agreement_rows, cfg.data_seed, train_split.origin)[0]
-    if feats is not None and cfg.phi_norm == "standardize" and method_cls.uses_student:  # the probe's head standardises itself
+    if feats is not None and cfg.phi_norm == "standardize" and standardize:
         feats.fit_standardizer(np.concatenate([plan.train, plan.unlabeled]))
     rows = test_rows(cfg, dataset, test)
     coverage = ({train_split.name: [len(examples), len(train_split)], test.name: [len(rows), len(test)]}
@@ -113,27 +117,18 @@ def load_run_data(cfg: TrainConfig, method_cls: type[Method]) -> RunData:
     return RunData(dataset, train_split, test, plan, num_classes, feats, rows, coverage)
 
 
-def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """Train one run; writes config.yaml, metrics.json and the weights into `cfg.out`; returns the metrics.
+# How a recipe fits a run inside `run_folder`: (the data, the work folder) → its result, and the student to
+# save as the model (None: the recipe saved its own weights, as the probe its head)
+Fit = Callable[[RunData, Path], tuple[RunResult, Student | None]]
+
+
+def run_folder(cfg: TrainConfig, progress: Progress, fit: Fit, standardize: bool = True,
+               ctx: distributed.Context = distributed.SINGLE) -> RunResult:
+    """What every run shares around its fit: the run folder claimed (a finished one is read back), the seeds,
+    the data loaded, config.yaml; then `fit`, and on rank 0 the provenance, the model files and metrics.json.
 
     The run is built in `<out>.partial` under a lock and renamed to `<out>` only when it finishes (rundir.py),
-    so a second train on the same --out is refused and a failed one leaves nothing half-made. Launched as
-    several processes (WORLD_SIZE set, e.g. by torchrun), they train the run together (DDP); each returns
-    rank 0's metrics."""
-    progress = default_progress(progress, "step")
-    check_trackers(cfg.report_to)
-    method_cls = METHODS.get(cfg.method)
-    with distributed.launch(cfg.device, cfg.dist_timeout) as ctx:
-        if not ctx.is_main:
-            progress = SilentProgress()  # one display for the job: rank 0's
-        if ctx.active and not method_cls.uses_student:  # a closed-form fit: nothing to share between processes
-            return ctx.from_main("fitting the linear probe", lambda: _train(cfg, method_cls, progress))
-        return _train(cfg, method_cls, progress, ctx)
-
-
-def _train(cfg: TrainConfig, method_cls: type[Method], progress: Progress,
-           ctx: distributed.Context = distributed.SINGLE) -> dict[str, Any]:
-    from aftpipe.probe import fit_probe
+    so a second train on the same --out is refused and a failed one leaves nothing half-made."""
     from aftpipe.provenance import run_record
 
     with contextlib.ExitStack() as held:
@@ -142,39 +137,47 @@ def _train(cfg: TrainConfig, method_cls: type[Method], progress: Progress,
             rundir.writing(cfg.out, cfg.resume, cfg.overwrite)))
         if work is None:
             progress.log(f"{cfg.out} is already finished; nothing to do")
-            return rundir.read_metrics(cfg.out)
+            return rundir.read_result(cfg.out)
         t_start = time.perf_counter()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        device = resolve_device(distributed.device_for(cfg.device, ctx))
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         with ctx.together("loading the data"):
-            data = load_run_data(cfg, method_cls)
+            data = load_run_data(cfg, standardize)
             if cfg.resume and ctx.is_main:
                 rundir.check_resumable(work, cfg.to_dict())
         if ctx.is_main:
             rundir.write_config(work, dump_yaml(cfg))
-        student = None
-        if method_cls.uses_student:
+        result, student = fit(data, work)
+        if not ctx.is_main:
+            return result  # rank 0's, which alone writes the run directory
+        record = run_record(cfg.features, [cfg.train_split, data.test.name])
+        if "test_split" in data.dataset.info:  # a test split held out of train: which rows, by what rule
+            record["test_split"] = data.dataset.info["test_split"]
+        result = dataclasses.replace(result, wall_s=time.perf_counter() - t_start, record=record)
+        write_model_files(work, cfg, data, result, student)  # the run directory becomes a loadable model folder
+        rundir.finish(work, result)
+    return result
+
+
+def train(cfg: TrainConfig, progress: Progress | None = None) -> RunResult:
+    """Train one student; writes config.yaml, metrics.json and the weights into `cfg.out` (`run_folder`);
+    returns the result. Launched as several processes (WORLD_SIZE set, e.g. by torchrun), they train the run
+    together (DDP); each returns rank 0's result. `aftpipe.api.train` sends the linear probe to aftpipe.probe."""
+    progress = default_progress(progress, "step")
+    check_trackers(cfg.report_to)
+    with distributed.launch(cfg.device, cfg.dist_timeout) as ctx:
+        if not ctx.is_main:
+            progress = SilentProgress()  # one display for the job: rank 0's
+
+        def fit(data: RunData, work: Path) -> tuple[RunResult, Student]:
+            device = resolve_device(distributed.device_for(cfg.device, ctx))
             with ctx.collective("training"):  # a rank lost inside DDP's all-reduce: one line, not a traceback
                 trainer = Trainer(cfg, data, device, work, progress, ctx)
-                metrics = trainer.run()
-            if not ctx.is_main:
-                return metrics  # rank 0's, which alone writes the run directory
-            student = trainer.student
-        else:
-            metrics = fit_probe(cfg.features, data, cfg.in_memory, work, progress)
-            with RunLog(work, cfg.report_to, cfg.to_dict()) as log:
-                log.log({"step": 0, **{f"holdout_{k}": v for k, v in metrics["holdout"].items()},
-                         **{f"test_{k}": v for k, v in metrics["test"].items()}})
-        metrics["wall_s"] = time.perf_counter() - t_start
-        metrics["record"] = run_record(cfg.features, [cfg.train_split, data.test.name])
-        if "test_split" in data.dataset.info:  # a test split held out of train: which rows, by what rule
-            metrics["record"]["test_split"] = data.dataset.info["test_split"]
-        write_model_files(work, cfg, data, metrics, student)  # the run directory becomes a loadable model folder
-        rundir.finish(work, metrics)
-    return metrics
+                return trainer.run(), trainer.student
+
+        return run_folder(cfg, progress, fit, ctx=ctx)
 
 
 class _Step(torch.nn.Module):
@@ -451,8 +454,8 @@ class Trainer:
             return True
         return False
 
-    def finish(self) -> dict[str, Any]:
-        """Score the test split with the best hold-out weights, save the student; returns the metrics."""
+    def finish(self) -> RunResult:
+        """Score the test split with the best hold-out weights, save the student; returns the result."""
         from safetensors.torch import save_file
 
         cfg, data, st, student = self.cfg, self.data, self.state, self.student
@@ -465,21 +468,20 @@ class Trainer:
                   str(self.out / "student.safetensors"))
         (self.out / "student.json").write_text(json.dumps(student.spec(), sort_keys=True))
         plan = data.plan
-        metrics = {
-            "test": test_scores, "holdout": hold_scores, "metric": data.metric,
-            "params": student.num_params(), "foundation_params": foundation_params(cfg.features),
-            "ms_per_step": 1000 * st["train_time"] / max(1, st["step"]),
-            "steps": st["step"], "best_step": st["best_step"], "history": st["history"],
-            "rows": {"train": len(plan.train), "holdout": len(plan.holdout), "unlabeled": len(plan.unlabeled),
-                     "test": len(data.test_rows), "unlabeled_used": bool(self.use_unlabeled),
-                     **({"stored_rows_only": data.coverage} if data.coverage else {})},
-            "method": {"name": cfg.method, "beta": cfg.method_options.beta, **self._summary()},
-            "regulariser": self._regulariser_trace(), "phi_control": cfg.phi_control, "select": cfg.select,
-            "device": str(self.device), "test_split": data.test.name,
-        }
-        self.progress.log(f"test {data.metric} {test_scores[data.metric]:.4f}  hold-out "
-                          f"{hold_scores.get(data.metric, float('nan')):.4f}  → {cfg.out}")
-        return metrics
+        result = RunResult(
+            test=test_scores, holdout=hold_scores, metric=data.metric,
+            params=student.num_params(), foundation_params=foundation_params(cfg.features),
+            ms_per_step=1000 * st["train_time"] / max(1, st["step"]),
+            steps=st["step"], best_step=st["best_step"], history=st["history"],
+            rows={"train": len(plan.train), "holdout": len(plan.holdout), "unlabeled": len(plan.unlabeled),
+                  "test": len(data.test_rows), "unlabeled_used": bool(self.use_unlabeled),
+                  **({"stored_rows_only": data.coverage} if data.coverage else {})},
+            method={"name": cfg.method, "beta": cfg.method_options.beta, **self._summary()},
+            regulariser=self._regulariser_trace(), phi_control=cfg.phi_control, select=cfg.select,
+            device=str(self.device), test_split=data.test.name,
+        )
+        self.progress.log(f"test {data.metric} {result.score:.4f}  hold-out {result.holdout_score:.4f}  → {cfg.out}")
+        return result
 
     def _regulariser_trace(self) -> dict[str, float]:
         """The hold-out regulariser (and floor) at the first and the last evaluation."""
@@ -498,25 +500,25 @@ class Trainer:
                 src["store"] = self.cfg.features[i]
         return s
 
-    def run(self) -> dict[str, Any]:
-        """Train and finish; with several processes every rank returns rank 0's metrics."""
+    def run(self) -> RunResult:
+        """Train and finish; with several processes every rank returns rank 0's result."""
         if self.cfg.resume:
             self.resume()  # every rank reads rank 0's checkpoint (its run directory is on a shared filesystem)
         ctx = self.ctx
         if not ctx.is_main:
             self.loop()
-            return ctx.from_main("the end of training", lambda: {})
+            return ctx.from_main("the end of training", lambda: None)
         with RunLog(self.out, self.cfg.report_to, self.cfg.to_dict(), resume_step=self.state["step"]) as self.log:
             self.loop()
-            metrics = ctx.from_main("the end of training", self._finish_logged)
+            result = ctx.from_main("the end of training", self._finish_logged)
         self.log = None
-        return metrics
+        return result
 
-    def _finish_logged(self) -> dict[str, Any]:
-        metrics = self.finish()
-        self.log.log({"step": self.state["step"], **{f"test_{k}": v for k, v in metrics["test"].items()}})
-        return metrics
+    def _finish_logged(self) -> RunResult:
+        result = self.finish()
+        self.log.log({"step": self.state["step"], **{f"test_{k}": v for k, v in result.test.items()}})
+        return result
 
 
-__all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "Schedule", "TrainConfig", "Trainer", "load_run_data", "predict", "schedule",
-           "short_run_warning", "train"]
+__all__ = ["DEFAULT_EPOCHS", "MIN_STEPS", "Schedule", "TrainConfig", "Trainer", "load_run_data", "predict", "run_folder",
+           "schedule", "short_run_warning", "train"]

@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 
 from aftpipe.config import MethodConfig, TrainConfig
-from aftpipe.methods import METHODS
 from aftpipe.progress import SilentProgress
 from aftpipe.training import Trainer, load_run_data
 
@@ -38,4 +37,4 @@ def build_trainer(args: argparse.Namespace, out: str, steps: int) -> Trainer:
                       student=args.student, labels=args.labels, unlabeled=args.unlabeled, batch_size=args.batch_size,
                       method_options=MethodConfig(beta=args.beta), steps=steps, threads=args.threads)
     torch.manual_seed(0)
-    return Trainer(cfg, load_run_data(cfg, METHODS.get(cfg.method)), torch.device("cpu"), Path(out), SilentProgress())
+    return Trainer(cfg, load_run_data(cfg), torch.device("cpu"), Path(out), SilentProgress())

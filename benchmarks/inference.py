@@ -198,7 +198,7 @@ def main() -> None:
                       f"p50 {speed[(k, t, b)]['p50']:8.2f} ms  p95 {speed[(k, t, b)]['p95']:8.2f} ms", flush=True)
     load_after = os.getloadavg()
 
-    minilm = Path(probe.info["sources"][0]["path"])
+    minilm = Path(probe.spec.sources[0]["path"])
     size = {
         "a": size_mib([student_run / f for f in ("student.safetensors", "student.json", "tokenizer.json", "model.json")]),
         "b": size_mib([onnx_dir / f for f in ("model.onnx", "tokenizer.json", "config.json")]),
@@ -209,8 +209,8 @@ def main() -> None:
            "b": peak_rss_mib("onnx", onnx_dir, work / "texts.txt"),
            "c": peak_rss_mib("torch", probe_run, work / "texts.txt")}
     acc = {k: float((p == y).mean()) for k, p in preds.items()}
-    params = {"a": student.info["params"], "b": student.info["params"], "c": probe.info["params"]}
-    recorded = {"a": student.info["test"]["accuracy"], "c": probe.info["test"]["accuracy"]}
+    params = {"a": student.spec.params, "b": student.spec.params, "c": probe.spec.params}
+    recorded = {"a": student.spec.test["accuracy"], "c": probe.spec.test["accuracy"]}
 
     date = datetime.date.today().isoformat()
     b_lo, b_hi, t_hi = min(batches), max(batches), max(threads)

@@ -155,11 +155,11 @@ def write_reviews():
 def text_runs(tmp_path_factory, tiny_hf_dir, write_reviews) -> dict[str, Path]:
     """Finished runs on a named-label tsv dataset with tiny-BERT features: an AFT TextCNN (`student`) and the
     linear probe (`probe`). Shared: tests that damage a run copy it first."""
+    from aftpipe.api import train
     from aftpipe.config import ExtractConfig, TrainConfig
     from aftpipe.extraction import extract
     from aftpipe.methods import MethodConfig
     from aftpipe.students import StudentConfig
-    from aftpipe.training import train
 
     root = tmp_path_factory.mktemp("text-runs")
     data = write_reviews(root / "reviews", {"train": 300, "test": 80}, topics=True, named=True)

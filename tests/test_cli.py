@@ -228,14 +228,15 @@ def test_command_line_is_the_cli_call_that_rebuilds_a_config(cli, monkeypatch):
 
     import aftpipe.api
     from aftpipe.config import DatasetOptions, MethodConfig, StudentConfig, TrainConfig, command_line
+    from aftpipe.rundir import RunResult
 
     cfg = TrainConfig(dataset="sst2", out="runs/a b", features=("s/one", "s/two"), method="kd_logit", lr=3e-3,
                       method_options=MethodConfig(beta=0.25, tau=2.0), amp=False, unlabeled=True,
                       student_options=StudentConfig(vocab_size=300, dropout=0.0), test_split="dev",
                       dataset_options=DatasetOptions(text_col="body"), resume=True)
     got = []
-    monkeypatch.setattr(aftpipe.api, "train", lambda c, progress: got.append(c) or {
-        "test": {}, "holdout": {}, "params": 0, "ms_per_step": 0.0, "wall_s": 0.0})
+    monkeypatch.setattr(aftpipe.api, "train", lambda c, progress: got.append(c) or RunResult(
+        metric="accuracy", test={"accuracy": 1.0}, holdout={}, test_split="dev", wall_s=0.0))
     line = command_line(cfg, "train")
     assert "--resume" not in line and "--no-amp" in line and "'runs/a b'" in line
     code, _, err = cli(shlex.split(line)[1:])

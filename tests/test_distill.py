@@ -76,13 +76,13 @@ def test_distill_makes_a_model_folder_with_its_teacher_export_and_report(finishe
     cfg, report = finished
     out = Path(cfg.out)
     model = aftpipe.load_model(out)  # the folder is the student's model folder
-    assert model.info["student"] == SMALL and model.info["method"]["name"] == "tokt"
+    assert model.spec.student == SMALL and model.spec.method["name"] == "tokt"
     assert set(model.predict(["good great film", "awful dull plot"])) <= {"neg", "pos"}
     assert (out / "onnx" / "model.onnx").is_file() and (out / "teacher" / "metrics.json").is_file()
     rows = {r["model"]: r for r in report["rows"]}
     assert set(rows) == {"teacher", "student", "probe", "none"}
     assert len(rows["student"]["values"]) == 2 and rows["student"]["std"] is not None  # --seeds 2
-    assert rows["student"]["params"] == model.info["params"] < rows["teacher"]["params"]
+    assert rows["student"]["params"] == model.spec.params < rows["teacher"]["params"]
     for r in rows.values():
         assert r["bytes"] > 0 and r["per_s_batch1"] > 0 and r["per_s_batch64"] > 0
     # the card's sentence is computed from the measured rows
@@ -329,7 +329,7 @@ train: {{threads: 1}}
     want = teacher_train_config(TeacherConfig(model=f"hf:{tiny_hf_dir}", steps=4, eval_every=2, batch_size=16,
                                               max_length=16), cfg.train_template(), teacher)
     assert load_config(type(want), teacher / "config.yaml") == want
-    assert train(want)["test"] == json.loads((teacher / "metrics.json").read_text())["test"]  # read back, not retrained
+    assert train(want).test == json.loads((teacher / "metrics.json").read_text())["test"]  # read back, not retrained
     assert "0 to extract" in validate(yaml, **dirs)
 
 
@@ -363,12 +363,11 @@ def test_the_report_says_when_there_were_no_rows_to_measure_agreement_on():
 def test_a_student_never_trains_on_the_agreement_rows(data):
     from aftpipe.config import TrainConfig
     from aftpipe.features import plan_rows
-    from aftpipe.methods import METHODS
     from aftpipe.training import load_run_data
 
     cfg = TrainConfig(dataset=f"tsv:{data}", out="x", method="none", labels=60, agreement_rows=40)
-    rows = load_run_data(cfg, METHODS.get("none")).plan
-    train = load_run_data(TrainConfig(dataset=f"tsv:{data}", out="x", method="none"), METHODS.get("none")).train
+    rows = load_run_data(cfg).plan
+    train = load_run_data(TrainConfig(dataset=f"tsv:{data}", out="x", method="none")).train
     every = plan_rows(np.arange(len(train)), train.labels, 60, cfg.holdout, cfg.data_seed)
     held = agreement_split(every.unlabeled, 40, cfg.data_seed)[1]
     assert len(rows.unlabeled) == len(every.unlabeled) - 40 and not set(rows.unlabeled) & set(held)

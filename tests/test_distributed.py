@@ -272,3 +272,16 @@ def test_aft_with_two_processes_computes_the_kernel_of_the_whole_batch(data, ref
     assert m1["rows"]["unlabeled_used"] and m2["steps"] == m1["steps"] == 6
     assert m2["method"]["sigma_mean"] == pytest.approx(m1["method"]["sigma_mean"], abs=1e-6) != 0.5
     assert m2["test"] == m1["test"]
+
+
+def test_the_probe_with_two_processes_is_fitted_by_rank_0_as_by_one_process(data, reference, tmp_path, cli):
+    code, _, err = cli(train_args(data, reference["zarr"], tmp_path / "one", "linear_probe"))
+    assert code == 0, err
+    out = ranks(train_args(data, reference["zarr"], tmp_path / "two", "linear_probe"), 2)
+    assert [c for c, _, _ in out] == [0, 0], [e[-2000:] for _, _, e in out]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
+    m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert m2["test"] == m1["test"] and m2["method"]["c"] == m1["method"]["c"] and "steps" not in m2
+    printed = [json.loads(o) for _, o, _ in out if o.strip()]
+    assert len(printed) == 1 and printed[0]["test"] == m2["test"]  # rank 0 alone reports the run

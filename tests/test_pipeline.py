@@ -10,6 +10,7 @@ import pytest
 from aftpipe.errors import AftpipeError
 from aftpipe.pipeline import load_pipeline, plan, plan_pipeline, run_name, run_pipeline, validate
 from aftpipe.report import RESULT_COLUMNS
+from aftpipe.rundir import RunResult
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -230,7 +231,7 @@ def test_the_sweep_eta_comes_from_the_runs_it_trained_not_from_runs_read_from_di
 
     def fake_train(tc, progress):
         clock["t"] += next(takes)
-        return metrics
+        return RunResult.from_json(metrics)
 
     monkeypatch.setattr("aftpipe.sweep.train_run", fake_train)
     monkeypatch.setattr("aftpipe.model.add_seed_summary", lambda *a: None)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from aftpipe.report import (RESULT_COLUMNS, RunRecord, csv_rows, csv_text, markdown_report, mean_std, plot_png,
-                            record_from_metrics, summarize)
+                            record_of, summarize)
+from aftpipe.rundir import RunResult
 
 
 def rec(method, seed, test, sources="minilm", student="textcnn", beta=0.1, **kw):
@@ -19,7 +20,7 @@ def rec(method, seed, test, sources="minilm", student="textcnn", beta=0.1, **kw)
 def synthetic():
     return ([rec("none", s, t, beta=0.0) for s, t in enumerate((0.80, 0.82, 0.84))]
             + [rec("aft", s, t, sigma={"minilm": 0.4 + s / 10}) for s, t in enumerate((0.85, 0.85, 0.88))]
-            + [rec("linear_probe", s, 0.90, student="head", beta=0.0) for s in range(3)])
+            + [rec("linear_probe", s, 0.90, student="head", beta=0.0, is_probe=True) for s in range(3)])
 
 
 def test_mean_std_is_the_sample_std():
@@ -53,7 +54,7 @@ def test_gap_closed_uses_the_probe_of_the_same_sources():
     from aftpipe.report import gap_closed
 
     recs = synthetic() + [rec("aft", s, 0.88, sources="both") for s in range(3)] + [
-        rec("linear_probe", s, 0.98, sources="both", student="head", beta=0.0) for s in range(3)]
+        rec("linear_probe", s, 0.98, sources="both", student="head", beta=0.0, is_probe=True) for s in range(3)]
     summ = summarize(recs)
     by = {(s.method, s.sources): s for s in summ}
     assert gap_closed(by["aft", "minilm"], summ) == pytest.approx(0.5)
@@ -67,12 +68,12 @@ def test_plot_is_a_png_and_deterministic():
     assert a[:8] == b"\x89PNG\r\n\x1a\n" and a == b
 
 
-def test_record_from_metrics_reads_sigma_per_store():
-    metrics = {"metric": "mcc", "test": {"accuracy": 0.7, "mcc": 0.3}, "holdout": {"accuracy": 0.6, "mcc": 0.2},
+def test_a_record_reads_sigma_per_store_from_the_result():
+    metrics = {"test_split": "test", "metric": "mcc", "test": {"accuracy": 0.7, "mcc": 0.3}, "holdout": {"accuracy": 0.6, "mcc": 0.2},
                "params": 10, "foundation_params": 5, "ms_per_step": 2.0, "wall_s": 1.0, "steps": 4,
                "method": {"name": "aft", "sources": [{"sigma_mean": 0.5, "store": "cache/x/minilm"},
                                                      {"sigma_mean": 0.25, "store": "cache/x/tfidf.h5"}]}}
-    r = record_from_metrics(metrics, method="aft", sources="both", student="textcnn", beta=0.1, lr=1e-3, seed=1)
+    r = record_of(RunResult.from_json(metrics), method="aft", sources="both", student="textcnn", beta=0.1, lr=1e-3, seed=1)
     assert (r.test, r.holdout, r.sigma) == (0.3, 0.2, {"minilm": 0.5, "tfidf": 0.25})
 
 

@@ -9,6 +9,10 @@ from aftpipe.errors import AftpipeError
 from aftpipe.store import WriterLock
 
 
+def result(accuracy: float) -> rundir.RunResult:
+    return rundir.RunResult(metric="accuracy", test={"accuracy": accuracy}, holdout={}, test_split="test")
+
+
 def test_config_diff_names_every_differing_key_outside_the_ignored_ones():
     old = {"lr": 0.001, "steps": 100, "threads": 2, "gone": 1}
     new = {"lr": 0.003, "steps": 200, "threads": 4, "added": 2}
@@ -22,7 +26,7 @@ def test_a_run_is_built_aside_and_published_whole(tmp_path):
     with rundir.writing(out, resume=False, overwrite=False) as work:
         assert work == rundir.work_dir(out) and work.is_dir() and not out.exists()
         (work / "student.safetensors").write_bytes(b"w")
-        rundir.finish(work, {"test": {"accuracy": 1.0}, "test_split": "test"})
+        rundir.finish(work, result(1.0))
     assert rundir.is_finished(out) and (out / "student.safetensors").exists() and not work.exists()
     assert not out.with_name("r.lock").exists()
     with pytest.raises(AftpipeError, match="already holds a finished run"):
@@ -54,14 +58,14 @@ def test_a_failed_run_leaves_nothing_unless_it_has_a_checkpoint(tmp_path):
 def test_overwrite_keeps_the_old_run_until_the_new_one_finishes(tmp_path):
     out = tmp_path / "r"
     with rundir.writing(out, False, False) as work:
-        rundir.finish(work, {"test": {"accuracy": 0.5}, "test_split": "test"})
+        rundir.finish(work, result(0.5))
     with pytest.raises(RuntimeError):
         with rundir.writing(out, resume=False, overwrite=True):
             raise RuntimeError("the new run fails")
-    assert rundir.read_metrics(out)["test"]["accuracy"] == 0.5
+    assert rundir.read_result(out).score == 0.5
     with rundir.writing(out, resume=False, overwrite=True) as work:
-        rundir.finish(work, {"test": {"accuracy": 0.9}, "test_split": "test"})
-    assert rundir.read_metrics(out)["test"]["accuracy"] == 0.9
+        rundir.finish(work, result(0.9))
+    assert rundir.read_result(out).score == 0.9
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
 
 
@@ -141,19 +145,19 @@ def test_a_publish_that_fails_keeps_the_checkpoint_to_resume_from(tmp_path, monk
     with pytest.raises(AftpipeError, match="cannot write the run directory"), rundir.writing(out, resume=False, overwrite=False) as work:
         rundir.save_checkpoint(work, {"step": 9})
         monkeypatch.setattr(rundir.os, "rename", refuse)
-        rundir.finish(work, {"test": {"accuracy": 1.0}, "test_split": "test"})
+        rundir.finish(work, result(1.0))
     monkeypatch.undo()
     assert not out.exists() and rundir.load_checkpoint(rundir.work_dir(out)) == {"step": 9}
     with rundir.writing(out, resume=True, overwrite=False) as work:  # --resume continues from it
         assert rundir.load_checkpoint(work) == {"step": 9}
-        rundir.finish(work, {"test": {"accuracy": 1.0}, "test_split": "test"})
+        rundir.finish(work, result(1.0))
     assert rundir.is_finished(out) and not (out / rundir.CHECKPOINT).exists()
 
 
 def test_a_failed_publish_over_an_old_run_puts_the_old_run_back(tmp_path, monkeypatch):
     out = tmp_path / "r"
     with rundir.writing(out, False, False) as work:
-        rundir.finish(work, {"test": {"accuracy": 0.5}, "test_split": "test"})
+        rundir.finish(work, result(0.5))
     real_rename = rundir.os.rename
     calls = []
 
@@ -165,8 +169,8 @@ def test_a_failed_publish_over_an_old_run_puts_the_old_run_back(tmp_path, monkey
 
     with pytest.raises(AftpipeError), rundir.writing(out, resume=False, overwrite=True) as work:
         monkeypatch.setattr(rundir.os, "rename", second_fails)
-        rundir.finish(work, {"test": {"accuracy": 0.9}, "test_split": "test"})
-    assert rundir.read_metrics(out)["test"]["accuracy"] == 0.5
+        rundir.finish(work, result(0.9))
+    assert rundir.read_result(out).score == 0.5
 
 
 @pytest.mark.parametrize("link", ["dangling", "loop"])
@@ -184,7 +188,7 @@ def test_an_out_link_to_a_folder_is_followed(tmp_path):
     (tmp_path / "link").symlink_to(tmp_path / "real")
     with rundir.writing(tmp_path / "link", False, False) as work:
         assert work == tmp_path / "real.partial"
-        rundir.finish(work, {"test": {"accuracy": 1.0}, "test_split": "test"})
+        rundir.finish(work, result(1.0))
     assert rundir.is_finished(tmp_path / "link") and (tmp_path / "link").is_symlink()
 
 
@@ -196,7 +200,7 @@ def test_an_out_inside_a_store_or_another_run_is_refused(tmp_path):
         pass
     with rundir.writing(tmp_path / "run", False, False) as work:
         rundir.write_config(work, "lr: 0.1\n")
-        rundir.finish(work, {"test": {"accuracy": 1.0}, "test_split": "test"})
+        rundir.finish(work, result(1.0))
     for inner in (tmp_path / "run" / "inner", tmp_path / "run" / "a" / "b", rundir.work_dir(tmp_path / "r2") / "x"):
         if inner.parent.name.endswith(rundir.PARTIAL):
             inner.parent.mkdir()
@@ -219,5 +223,5 @@ def test_overwrite_replaces_only_a_run_folder_or_an_empty_one(tmp_path):
     assert (docs / "thesis.tex").read_text() == "years of work" and (tmp_path / "file").read_text() == "mine"
     (tmp_path / "empty").mkdir()
     with rundir.writing(tmp_path / "empty", resume=False, overwrite=True) as work:
-        rundir.finish(work, {"test": {"accuracy": 1.0}, "test_split": "test"})
+        rundir.finish(work, result(1.0))
     assert rundir.is_finished(tmp_path / "empty")

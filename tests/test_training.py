@@ -15,9 +15,10 @@ from aftpipe.errors import AftpipeError
 from aftpipe.extraction import extract
 from aftpipe.methods import METHODS, MethodConfig
 from aftpipe.progress import SilentProgress
+from aftpipe.rundir import RunResult
 from aftpipe.students import StudentConfig
 from aftpipe.evaluation import evaluate
-from aftpipe.training import train
+from aftpipe.api import train
 
 SMALL = StudentConfig(vocab_size=200, embed_dim=16, width=16, max_length=16)
 
@@ -42,20 +43,22 @@ def cfg(d, tiny_hf_dir, **kw):
 def test_every_method_trains_and_evaluate_reproduces_it(method, reviews_dir, tiny_hf_dir):
     m = train(cfg(reviews_dir, tiny_hf_dir, method=method, out=str(reviews_dir / method),
                   method_options=MethodConfig(beta=0.5)))
-    assert set(m) >= {"test", "holdout", "params", "ms_per_step", "wall_s", "history"}
-    assert m["rows"]["holdout"] == 40 and m["rows"]["test"] == 100 and m["metric"] == "accuracy"
+    assert set(m.to_json()) >= {"test", "holdout", "params", "ms_per_step", "wall_s", "history"}
+    assert m.rows["holdout"] == 40 and m.rows["test"] == 100 and m.metric == "accuracy"
     assert (reviews_dir / method / "config.yaml").exists()
-    assert evaluate(reviews_dir / method) == m["test"]
+    assert evaluate(reviews_dir / method) == m.test
+    raw = (reviews_dir / method / "metrics.json").read_text()  # the result is the file, key for key
+    assert json.dumps(RunResult.from_json(json.loads(raw)).to_json(), indent=1, sort_keys=True, default=float) == raw
     if method == "linear_probe":
-        assert m["params"] > m["head_params"]  # the foundation model is part of the probe's size
+        assert m.params > m.head_params  # the foundation model is part of the probe's size
     else:  # 360 train rows in batches of 32 for 3 epochs, evaluated at least once per epoch
-        assert m["params"] < 200_000 and m["steps"] == 3 * 12 and [h["step"] for h in m["history"]][-1] == 36
+        assert m.params < 200_000 and m.steps == 3 * 12 and [h["step"] for h in m.history][-1] == 36
 
 
 def test_training_learns_and_aft_reports_sigma_per_source(reviews_dir, tiny_hf_dir):
     m = train(cfg(reviews_dir, tiny_hf_dir, method="aft", epochs=8, method_options=MethodConfig(beta=0.1)))
-    assert m["test"]["accuracy"] > 0.85  # the word lists make the task easy; untrained would be ~0.5
-    [src] = m["method"]["sources"]
+    assert m.test["accuracy"] > 0.85  # the word lists make the task easy; untrained would be ~0.5
+    [src] = m.method["sources"]
     assert 0 < src["sigma_mean"] < 1 and 0 <= src["frac_above_half"] <= 1 and src["store"].endswith(tiny_hf_dir.name)
 
 
@@ -63,8 +66,8 @@ def test_same_seed_same_result_different_seed_differs(reviews_dir, tiny_hf_dir):
     a = train(cfg(reviews_dir, tiny_hf_dir, out=str(reviews_dir / "a")))
     b = train(cfg(reviews_dir, tiny_hf_dir, out=str(reviews_dir / "b")))
     c = train(cfg(reviews_dir, tiny_hf_dir, out=str(reviews_dir / "c"), seed=1))
-    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
-    assert [h["loss"] for h in a["history"]] != [h["loss"] for h in c["history"]]
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    assert [h["loss"] for h in a.history] != [h["loss"] for h in c.history]
 
 
 def test_a_run_trains_on_one_thread_unless_told_otherwise(reviews_dir, tiny_hf_dir):
@@ -88,12 +91,12 @@ def test_multi_source_concatenates_and_weights_each_source(reviews_dir, tiny_hf_
                           source_options=__import__("aftpipe.sources", fromlist=["x"]).SourceOptions(tfidf_dim=8)))
     c = cfg(reviews_dir, tiny_hf_dir, method="aft")
     m = train(TrainConfig(**{**c.__dict__, "features": (*c.features, str(reviews_dir / "cache" / "data" / "tfidf"))}))
-    assert [s["dim"] for s in m["method"]["sources"]] == [32, 8]
+    assert [s["dim"] for s in m.method["sources"]] == [32, 8]
 
 
 def test_semi_supervised_uses_the_unlabeled_rows(reviews_dir, tiny_hf_dir):
     m = train(cfg(reviews_dir, tiny_hf_dir, method="aft", labels=100, unlabeled=True))
-    assert m["rows"] == {"train": 90, "holdout": 10, "unlabeled": 300, "test": 100, "unlabeled_used": True}
+    assert m.rows == {"train": 90, "holdout": 10, "unlabeled": 300, "test": 100, "unlabeled_used": True}
 
 
 def test_views_are_an_unlabeled_transfer_set_without_the_hold_outs_copies(reviews_dir, tiny_hf_dir):
@@ -105,7 +108,7 @@ def test_views_are_an_unlabeled_transfer_set_without_the_hold_outs_copies(review
     store = str(reviews_dir / "cache" / "data-views3" / f"hf-{tiny_hf_dir.name}")
     m = train(cfg(reviews_dir, tiny_hf_dir, method="tokt", features=(store,), dataset_options=opts, steps=20))
     # 400 originals: 360 train + 40 hold-out; 2 copies each, minus the hold-out's 80 copies
-    assert m["rows"] == {"train": 360, "holdout": 40, "unlabeled": 720, "test": 100, "unlabeled_used": True}
+    assert m.rows == {"train": 360, "holdout": 40, "unlabeled": 720, "test": 100, "unlabeled_used": True}
     with pytest.raises(AftpipeError, match="extracted with views=3.*pass views=3"):
         train(cfg(reviews_dir, tiny_hf_dir, features=(store,), out=str(reviews_dir / "other")))
 
@@ -154,8 +157,8 @@ def test_interrupted_run_resumes_to_the_same_result(reviews_dir, tiny_hf_dir):
         train(c)  # a Python caller is told the keyword, not the flag
     resumed = train(TrainConfig(**{**c.__dict__, "resume": True}))
     clean = train(TrainConfig(**{**c.__dict__, "out": str(reviews_dir / "clean")}))
-    assert resumed["test"] == clean["test"]
-    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in clean["history"]]
+    assert resumed.test == clean.test
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in clean.history]
 
 
 def _cli(reviews_dir, tiny_hf_dir, *extra):
@@ -241,21 +244,21 @@ def test_sigkill_then_resume_finishes(reviews_dir, tiny_hf_dir, wait_for):
 
 def test_diagnostics_track_the_transfer_term_and_aft_reports_its_floor(reviews_dir, tiny_hf_dir):
     m = train(cfg(reviews_dir, tiny_hf_dir, method="aft", method_options=MethodConfig(beta=1.0)))
-    reg = m["regulariser"]
-    hist = [h for h in m["history"] if "holdout_reg" in h]
+    reg = m.regulariser
+    hist = [h for h in m.history if "holdout_reg" in h]
     assert reg["first"] == hist[0]["holdout_reg"] and reg["last"] == hist[-1]["holdout_reg"]
     assert reg["floor_last"] == hist[-1]["holdout_reg_floor"] and 0 < reg["floor_last"] < 1.5
     kd = train(cfg(reviews_dir, tiny_hf_dir, method="kd_feature", out=str(reviews_dir / "kd")))
-    assert "last" in kd["regulariser"] and "floor_last" not in kd["regulariser"]  # only AFT has a floor
+    assert "last" in kd.regulariser and "floor_last" not in kd.regulariser  # only AFT has a floor
     none = train(cfg(reviews_dir, tiny_hf_dir, method="none", out=str(reviews_dir / "none")))
-    assert none["regulariser"] == {}
+    assert none.regulariser == {}
 
 
 def test_controls_train_and_change_what_the_student_sees(reviews_dir, tiny_hf_dir):
     base = train(cfg(reviews_dir, tiny_hf_dir, method="aft", out=str(reviews_dir / "a")))
     shuffled = train(cfg(reviews_dir, tiny_hf_dir, method="aft", phi_control="shuffle", out=str(reviews_dir / "b")))
-    assert shuffled["phi_control"] == "shuffle"
-    assert [h["reg"] for h in shuffled["history"]] != [h["reg"] for h in base["history"]]
+    assert shuffled.phi_control == "shuffle"
+    assert [h["reg"] for h in shuffled.history] != [h["reg"] for h in base.history]
 
 
 def test_select_last_keeps_the_final_weights(reviews_dir, tiny_hf_dir):
@@ -263,7 +266,7 @@ def test_select_last_keeps_the_final_weights(reviews_dir, tiny_hf_dir):
 
     c = cfg(reviews_dir, tiny_hf_dir, method="none", select="last", patience=None, eval_every=3)
     m = train(c)
-    assert m["select"] == "last"
+    assert m.select == "last"
     import torch
 
     from aftpipe import rundir
@@ -271,8 +274,8 @@ def test_select_last_keeps_the_final_weights(reviews_dir, tiny_hf_dir):
     best = train(dataclasses_replace(c, select="best", out=str(reviews_dir / "best")))
     last_w, best_w = load_file(str(reviews_dir / "run" / "student.safetensors")), load_file(
         str(reviews_dir / "best" / "student.safetensors"))
-    assert best["best_step"] < best["steps"] or m["test"] == best["test"]  # best differs only if it came earlier
-    if best["best_step"] < best["steps"]:
+    assert best.best_step < best.steps or m.test == best.test  # best differs only if it came earlier
+    if best.best_step < best.steps:
         assert any(not torch.equal(last_w[k], best_w[k]) for k in last_w)
     assert rundir.is_finished(reviews_dir / "run")
 
@@ -295,11 +298,11 @@ def test_metrics_jsonl_grows_per_evaluation_and_a_resume_keeps_it_consistent(rev
         f.write(json.dumps({"step": 25, "loss": 9.9}) + "\n")
     resumed = train(TrainConfig(**{**c.__dict__, "resume": True}))
     rows = read_log(c.out)
-    assert [r["step"] for r in rows] == [h["step"] for h in resumed["history"]] + [36]
-    for row, h in zip(rows, resumed["history"]):
+    assert [r["step"] for r in rows] == [h["step"] for h in resumed.history] + [36]
+    for row, h in zip(rows, resumed.history):
         assert {k: row[k] for k in ("loss", "ce", "reg", "lr", "holdout_accuracy")} == \
             {k: h[k] for k in ("loss", "ce", "reg", "lr", "holdout_accuracy")}
-    assert rows[-1] == {"step": 36, **{f"test_{k}": v for k, v in resumed["test"].items()}}
+    assert rows[-1] == {"step": 36, **{f"test_{k}": v for k, v in resumed.test.items()}}
 
 
 def test_a_run_records_where_it_came_from(reviews_dir, tiny_hf_dir):
@@ -311,7 +314,7 @@ def test_a_run_records_where_it_came_from(reviews_dir, tiny_hf_dir):
     from aftpipe.store import open_features
 
     m = train(cfg(reviews_dir, tiny_hf_dir, method="none", epochs=1))
-    rec = m["record"]
+    rec = m.record
     assert {"aftpipe", "torch", "scikit-learn", "numpy", "python"} <= set(rec["packages"])
     assert rec["created"][:2] == "20" and rec["command"] is None and rec["argv"]  # Python, not the CLI
     assert rec["git"] is None or len(rec["git"]["commit"]) == 40
@@ -376,9 +379,9 @@ def test_a_parquet_dataset_trains_exactly_as_the_same_rows_in_tsv(tmp_path, tiny
         runs[kind] = train(TrainConfig(dataset=f"{kind}:{folder}", features=(str(r.path),), student="bow-mlp",
                                        student_options=SMALL, out=str(tmp_path / kind / "run"), epochs=2,
                                        batch_size=32, threads=1))
-    assert runs["parquet"]["rows"] == runs["tsv"]["rows"] and runs["parquet"]["rows"]["test"] == 50
-    assert [h["loss"] for h in runs["parquet"]["history"]] == [h["loss"] for h in runs["tsv"]["history"]]
-    assert runs["parquet"]["test"] == runs["tsv"]["test"]
+    assert runs["parquet"].rows == runs["tsv"].rows and runs["parquet"].rows["test"] == 50
+    assert [h["loss"] for h in runs["parquet"].history] == [h["loss"] for h in runs["tsv"].history]
+    assert runs["parquet"].test == runs["tsv"].test
 
 
 def test_the_probe_names_the_run_folder_it_publishes_not_its_work_folder(reviews_dir, tiny_hf_dir):
@@ -392,3 +395,18 @@ def test_the_probe_names_the_run_folder_it_publishes_not_its_work_folder(reviews
     train(cfg(reviews_dir, tiny_hf_dir, method="linear_probe", out=str(out)), Recorder())
     [line] = [m for m in Recorder.lines if m.startswith("linear probe")]
     assert line.endswith(f"→ {out}") and out.is_dir()
+
+
+def test_the_probe_is_its_own_recipe_and_writes_a_run_folder_of_its_own(reviews_dir, tiny_hf_dir, monkeypatch):
+    from aftpipe.training import Trainer
+
+    def no_student(*args, **kwargs):
+        raise AssertionError("the probe trained a student")
+
+    monkeypatch.setattr(Trainer, "__init__", no_student)
+    out = reviews_dir / "probe-recipe"
+    r = train(cfg(reviews_dir, tiny_hf_dir, method="linear_probe", out=str(out)))
+    assert r.is_probe and r.steps is None and r.method["name"] == "linear_probe" and r.params > r.head_params > 0
+    assert rundir.read_result(out).test == r.test and sorted(p.name for p in out.glob("*.safetensors")) == ["head.safetensors"]
+    with pytest.raises(AssertionError, match="trained a student"):
+        train(cfg(reviews_dir, tiny_hf_dir, method="none", out=str(reviews_dir / "student")))

@@ -53,7 +53,7 @@ class Method(nn.Module):
     """A training objective: cross-entropy plus a method-specific term, and that term's learnable state."""
 
     name: ClassVar[str]
-    uses_student: ClassVar[bool] = True  # False for linear_probe: the loop trains a head on φ itself
+    uses_student: ClassVar[bool] = True  # False for linear_probe: a head on φ itself (aftpipe.probe)
     needs_teacher: ClassVar[bool] = False  # the loop calls fit_teacher(train_phi, train_y) before training
     uses_unlabeled: ClassVar[bool] = False  # the term means something on rows with y == -1
     always_unlabeled: ClassVar[bool] = False  # the unlabeled transfer set is part of the method (tokt)

@@ -32,12 +32,11 @@ class RunSource(FeatureSource):
 
     @classmethod
     def check(cls, arg: str | None, options: SourceOptions) -> None:
-        from aftpipe.model import read_model_info
+        from aftpipe.model import read_model_spec
 
         if not arg:
             raise AftpipeError("`model:` needs a run directory: --source model:runs/<run>")
-        info = read_model_info(arg)
-        if info["kind"] != "student":
+        if read_model_spec(arg).kind != "student":
             raise AftpipeError(f"{arg} is a linear probe, whose features are its foundation model's; extract that "
                                "model's source instead (see the probe's model.json `sources`)")
 
@@ -51,7 +50,7 @@ class RunSource(FeatureSource):
         self.modality = self.model.modality
         self.name = type(self).store_name(folder, options)
         self.dim = int(self.net.num_features)
-        self.params = int(self.model.info["params"])
+        self.params = self.model.spec.params
         self.device = torch.device("cpu")
 
     def length(self, x: Any) -> int:
@@ -71,14 +70,14 @@ class RunSource(FeatureSource):
         return self.net.features({k: v.to(self.device, non_blocking=True) for k, v in batch.items()}).float()
 
     def spec(self) -> dict[str, Any]:
-        info = self.model.info
+        spec = self.model.spec
         return {
             "library": "aftpipe",
-            "model_id": info.get("student", "student"),
+            "model_id": spec.student,
             "path": str(self.folder),
-            "weights_sha256": {info["weights"]["file"]: info["weights"]["sha256"]},
-            "trained_on": {**info["dataset"], "seed": info.get("seed"), "method": info["method"]},
-            "teacher_test": info.get("test"),
+            "weights_sha256": {spec.weights.file: spec.weights.sha256},
+            "trained_on": {**spec.dataset, "seed": spec.seed, "method": spec.method},
+            "teacher_test": spec.test,
             "features": "penultimate (the input of the run's classifier)",
             "forward_dtype": "float32",
             "dim": self.dim,

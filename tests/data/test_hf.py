@@ -102,7 +102,7 @@ def test_a_hub_name_offline_is_a_one_line_error(cli, one_line_error):
 
 
 def test_extract_and_train_from_a_saved_folder(saved, tmp_path, cli):
-    from aftpipe.training import train
+    from aftpipe.api import train
 
     code, out, err = cli(["extract", "--dataset", f"hf:{saved}", "--source", "tfidf", "--tfidf-dim", "16",
                           "--split-map", "train=train,validation=test", "--cache-dir", str(tmp_path / "cache")])
@@ -111,7 +111,7 @@ def test_extract_and_train_from_a_saved_folder(saved, tmp_path, cli):
     m = train(TrainConfig(dataset=f"hf:{saved}", features=(str(store),), method="linear_probe",
                           dataset_options=DatasetOptions(split_map={"train": "train", "validation": "test"}),
                           out=str(tmp_path / "probe")))
-    assert m["rows"]["test"] == 40 and m["test"]["accuracy"] > 0.8
+    assert m.rows["test"] == 40 and m.test["accuracy"] > 0.8
     # rows changed after extraction: the store no longer matches and says so before training
     t, y = texts(120, 0)
     t[0] = "changed"

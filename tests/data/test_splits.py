@@ -7,7 +7,6 @@ import pytest
 from aftpipe.config import DatasetOptions, TrainConfig
 from aftpipe.data import load_dataset
 from aftpipe.errors import AftpipeError
-from aftpipe.methods import METHODS
 from aftpipe.training import load_run_data
 
 SST2_VIEWS = DatasetOptions(views=2)
@@ -28,7 +27,7 @@ def test_glue_datasets_are_scored_on_dev_with_or_without_views():
 
 def test_a_views_run_on_sst2_finds_its_test_split():
     cfg = TrainConfig(dataset="sst2", method="none", out="unused", dataset_options=SST2_VIEWS, labels=100)
-    data = load_run_data(cfg, METHODS.get("none"))
+    data = load_run_data(cfg)
     assert data.test.name == "dev" and len(data.test) == 872
 
 
@@ -42,7 +41,7 @@ def test_a_saved_hf_folder_named_sst2_is_scored_on_the_split_it_maps_to_test(tmp
     datasets.DatasetDict(parts).save_to_disk(str(folder))
     options = DatasetOptions(split_map={"train": "train", "validation": "test"})
     cfg = TrainConfig(dataset=f"hf:{folder}", method="none", out="unused", dataset_options=options)
-    data = load_run_data(cfg, METHODS.get("none"))
+    data = load_run_data(cfg)
     assert data.test.name == "test" and data.test.ids[0] == "test:0" and len(data.test) == 10
 
 
@@ -131,6 +130,6 @@ def test_a_held_out_test_split_is_refused_where_a_test_split_exists(tmp_path):
 
 def test_the_row_plan_draws_only_from_the_rows_left_to_train_on(tmp_path):
     cfg = TrainConfig(dataset=f"tsv:{one_file(tmp_path)}", method="none", out="unused", holdout=0.2)
-    data = load_run_data(cfg, METHODS.get("none"))
+    data = load_run_data(cfg)
     planned = {data.train.ids[i] for part in (data.plan.train, data.plan.holdout, data.plan.unlabeled) for i in part}
     assert len(planned) == 82 and not planned & set(data.test.ids) and data.test.name == "test"

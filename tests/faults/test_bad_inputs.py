@@ -677,6 +677,9 @@ CASES = [
       setup=edit_finished(lambda r: (r / "metrics.json").write_text("{"))),
     C("evaluate-metrics-incomplete", "evaluate {run}", "lacks its `test` scores",
       setup=edit_finished(lambda r: (r / "metrics.json").write_text('{"test": {}}'))),
+    C("evaluate-metrics-metric-unscored", "evaluate {run}", "the `metric` they are read by",
+      setup=edit_finished(lambda r: (r / "metrics.json").write_text('{"test": {"accuracy": 1}, "test_split": "test", '
+                                                                     '"metric": "mcc"}'))),
     # predict: outputs it must not replace
     C("predict-output-is-the-input", f"{PREDICT} --output {{tmp}}/in.tsv", "is the input file", setup=predicting()),
     C("predict-output-in-the-run", f"{PREDICT} --output {{run}}/metrics.json", "inside the run folder",

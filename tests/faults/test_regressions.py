@@ -54,7 +54,7 @@ def test_two_trains_on_one_out_the_second_is_refused(clean_stores, tiny_hf_dir, 
     code, _, err = cli([*base, "--steps", "5", "--lr", "0.1"])
     assert code == 2 and f"run folder {out} is being written by pid {first.pid}" in err, err
     assert first.wait(timeout=600) == 0, first.stderr.read()
-    assert rundir.read_config_dict(out)["lr"] == 0.001 and rundir.read_metrics(out)["steps"] == 800
+    assert rundir.read_config_dict(out)["lr"] == 0.001 and rundir.read_result(out).steps == 800
     code, text, _ = cli(["evaluate", str(out)])
     assert code == 0 and json.loads(text)["match"] is True
 
@@ -130,8 +130,8 @@ def test_partial_stores_are_refused_or_stated_and_every_method_scores_the_same_r
     """A --limit store trained on a subset without a word; the probe scored only the test rows it held."""
     import pytest
 
+    from aftpipe.api import train
     from aftpipe.errors import AftpipeError
-    from aftpipe.training import train
 
     extract(extract_config(fault_data, tmp_path / "c", tiny_hf_dir, "zarr", limit=30))
     store = str(store_of(tmp_path / "c", tiny_hf_dir, "zarr"))
@@ -141,10 +141,9 @@ def test_partial_stores_are_refused_or_stated_and_every_method_scores_the_same_r
         train(TrainConfig(**cfg, out=str(tmp_path / "refused")))
     student = train(TrainConfig(**cfg, out=str(tmp_path / "s"), stored_rows_only=True))
     probe = train(TrainConfig(**cfg, out=str(tmp_path / "p"), stored_rows_only=True, method="linear_probe"))
-    assert student["rows"]["stored_rows_only"] == probe["rows"]["stored_rows_only"] == {"train": [30, 120],
-                                                                                       "test": [30, 40]}
-    assert student["rows"]["test"] == probe["rows"]["test"] == 30
-    assert student["rows"]["train"] + student["rows"]["holdout"] == 30
+    assert student.rows["stored_rows_only"] == probe.rows["stored_rows_only"] == {"train": [30, 120], "test": [30, 40]}
+    assert student.rows["test"] == probe.rows["test"] == 30
+    assert student.rows["train"] + student.rows["holdout"] == 30
 
 
 def test_unlabeled_test_rows_are_refused_not_scored_as_wrong(clean_stores, tiny_hf_dir, fault_data, tmp_path, cli):

@@ -34,7 +34,7 @@ def test_the_store_holds_the_runs_penultimate_features_and_its_head_reproduces_i
 
     src = store.source
     assert src["library"] == "aftpipe" and src["path"] == str(run.resolve())
-    assert src["weights_sha256"] == {"student.safetensors": model.info["weights"]["sha256"]}
+    assert src["weights_sha256"] == {"student.safetensors": model.spec.weights.sha256}
     assert src["trained_on"]["method"]["name"] == "aft" and src["dim"] == rows.shape[1]
 
 
