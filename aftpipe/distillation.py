@@ -195,9 +195,12 @@ class Recipe:
                                    steps=self.cfg.student_steps, lr=self.cfg.student_lr[0], seed=seed,
                                    out=str(self.out / "runs" / f"none-s{seed}"), resume=True)
 
-    def probe_config(self, store: Path) -> TrainConfig:
+    def probe_config(self, store: Path, stored_rows_only: bool = False) -> TrainConfig:
+        """The probe on the frozen model; `stored_rows_only`: its store holds only the labeled and test rows (so
+        its hold-out is drawn among the labeled rows it holds, the same rows, split by the same seed)."""
         return dataclasses.replace(self.base, features=(str(store),), method="linear_probe",
-                                   out=str(self.out / "runs" / "probe"), resume=True)
+                                   stored_rows_only=stored_rows_only, out=str(self.out / "runs" / "probe"),
+                                   resume=True)
 
 
 def _shares_vocabulary(model: str, given_as: str | None = None) -> bool:
@@ -298,13 +301,52 @@ def _extract_config(r: Recipe, source: str, cache_dir: Path | str, views: int) -
 
 
 def _store(r: Recipe, ext: ExtractConfig) -> Path:
-    """Where `extract(ext)` writes: the dataset's folder for `ext`'s views (Dataset.name, `<name>-views8`), derived
-    from the recipe's dataset rather than loaded again."""
+    """Where `extract(ext)` writes: `ext.name`, else the dataset's folder for `ext`'s views (Dataset.name,
+    `<name>-views8`), derived from the recipe's dataset rather than loaded again."""
     from aftpipe.sources import store_name
     from aftpipe.store import store_path
 
-    name = dataclasses.replace(r.dataset, views=ext.dataset_options.views).name
+    name = ext.name or dataclasses.replace(r.dataset, views=ext.dataset_options.views).name
     return Path(store_path(ext.cache_dir, name, store_name(ext.sources[0], ext.source_options), ext.format))
+
+
+def _complete_store(path: Path, splits: dict[str, int]) -> bool:
+    """Whether `path` is a finished store holding every row of each split in `splits` (name → rows)."""
+    from aftpipe.store import open_features
+
+    try:
+        infos = {i.name: i for i in open_features(path).split_infos()}
+    except (AftpipeError, OSError, KeyError, ValueError):
+        return False
+    return all(n in infos and infos[n].complete and infos[n].n == rows for n, rows in splits.items())
+
+
+def _probe_extract(r: Recipe) -> tuple[ExtractConfig, dict[str, np.ndarray] | None]:
+    """The frozen model's extraction for the probe, and the train rows it is limited to. The probe needs
+    the labeled rows (hold-out included) and the test split, not the unlabeled pool, which on SST-2-2k is
+    97% of the work; so unless the dataset's full store is already in the cache (reused as it is), only those
+    rows are extracted, into `<name>-labeled<N>-<hash of the rows>`, which no other row choice shares."""
+    ext = _extract_config(r, r.teacher.model, r.cfg.cache_dir, 1)
+    train, test = r.dataset.split(r.base.train_split), r.dataset.split(r.test_split)
+    rows = _labeled_rows(r)
+    if len(rows) == len(train) or _complete_store(_store(r, ext), {train.name: len(train), test.name: len(test)}):
+        return ext, None
+    digest = hashlib.sha256(rows.tobytes()).hexdigest()[:8]
+    return (dataclasses.replace(ext, name=f"{r.dataset.name}-labeled{len(rows)}-{digest}"),
+            {train.name: rows, test.name: np.arange(len(test))})
+
+
+def _labeled_rows(r: Recipe) -> np.ndarray:
+    from aftpipe.features import plan_rows
+
+    train = r.dataset.split(r.base.train_split)
+    rows = plan_rows(np.arange(len(train)), train.labels, r.cfg.labels, r.cfg.holdout, r.cfg.data_seed, train.origin)
+    return np.sort(np.concatenate([rows.train, rows.holdout]))
+
+
+def _rows_key(rows: dict[str, np.ndarray] | None) -> list[str]:
+    """What a store limited to `rows` adds to its stage's key (nothing for a whole store, whose key stays)."""
+    return [] if rows is None else [stage_key({k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in rows.items()})]
 
 
 def _ext_key(ext: ExtractConfig, *upstream: str) -> str:
@@ -434,17 +476,18 @@ def distill(cfg: DistillConfig, progress: Progress | None = None) -> dict[str, A
     # 4. the references: a linear probe on the frozen model and the student without transfer
     probe_run, none_runs = None, []
     if cfg.baselines:
-        pext = _extract_config(r, r.teacher.model, cfg.cache_dir, 1)
+        pext, rows = _probe_extract(r)
         pstore = _store(r, pext)
 
         def extract_frozen() -> None:
             with counting(progress, "ex"):
-                extract(pext, progress)
+                extract(pext, progress, rows)
 
         # a shared cache: never removed here, and extract itself skips what is finished
-        stages.run("probe-store", _ext_key(pext, r.teacher.model), [pstore], extract_frozen,
-                   f"the frozen {r.teacher.model}'s features", owned=False)
-        pc = r.probe_config(pstore)
+        what = "" if rows is None else f" over the {len(rows[r.base.train_split]):,} labeled and every test row"
+        stages.run("probe-store", _ext_key(pext, r.teacher.model, *_rows_key(rows)), [pstore], extract_frozen,
+                   f"the frozen {r.teacher.model}'s features{what}", owned=False)
+        pc = r.probe_config(pstore, stored_rows_only=rows is not None)
         probe_run = Path(pc.out)
         _train_stage(stages, "probe", pc, progress, stages.key("probe-store"),
                      what=f"linear probe on the frozen {r.teacher.model}")

@@ -100,6 +100,62 @@ def test_distill_makes_a_model_folder_with_its_teacher_export_and_report(finishe
     assert max(cands, key=lambda c: c["holdout"]).get("chosen")
 
 
+def test_the_probe_store_holds_only_the_rows_a_probe_needs(finished):
+    """The frozen model is run over the labeled rows (hold-out included) and the test split, not the unlabeled
+    pool; the probe trains on those rows and is scored on every test row."""
+    from aftpipe import rundir
+    from aftpipe.store import open_features
+
+    cfg, report = finished
+    cache = Path(cfg.cache_dir)
+    folders = [p.name for p in cache.iterdir() if p.name.startswith("reviews-tsv-")]
+    # never the dataset's own folder, which a full store may take
+    assert len(folders) == 1 and "-labeled60-" in folders[0]
+    store = cache / folders[0] / f"hf-{Path(cfg.teacher.removeprefix('hf:')).name}"
+    infos = {i.name: i for i in open_features(store).split_infos()}
+    assert infos["train"].n == 60 and infos["test"].n == 80 and all(i.complete for i in infos.values())
+    rows = rundir.read_metrics(Path(cfg.out) / "runs" / "probe")["rows"]
+    assert rows["stored_rows_only"] == {"train": [60, 300], "test": [80, 80]} and rows["test"] == 80
+    probe_row = next(r for r in report["rows"] if r["model"] == "probe")
+    assert 0.0 <= probe_row["test"] <= 1.0
+
+
+def test_a_damaged_store_of_chosen_rows_is_repaired_with_the_same_rows(finished, tmp_path):
+    import shutil
+
+    from aftpipe.extraction import repair
+    from aftpipe.store import open_features
+
+    cfg, _ = finished
+    [folder] = [p for p in Path(cfg.cache_dir).iterdir() if "-labeled60-" in p.name]
+    store = tmp_path / folder.name / next(p.name for p in folder.iterdir() if p.name.startswith("hf-"))
+    shutil.copytree(folder / store.name, store)
+    want = open_features(store).split("train").to_memory()
+    shard = next(p for p in (store / "train" / "features").rglob("*") if p.is_file() and p.name != "zarr.json")
+    shard.write_bytes(b"damaged")
+    repair(store, SilentProgress())
+    got = open_features(store).split("train", verify=True)
+    assert np.array_equal(got.index, want.index) and len(got.index) == 60
+    assert np.array_equal(got.to_memory()[np.arange(60)], want[np.arange(60)])
+
+
+def test_a_full_store_already_in_the_cache_serves_the_probe(data, tiny_hf_dir, tmp_path, computed):
+    from aftpipe.config import ExtractConfig
+    from aftpipe.distillation import _extract_config, _store
+    from aftpipe.extraction import extract
+
+    cfg = tiny_config(data, tiny_hf_dir, tmp_path / "out", student_lr=(1e-2,))
+    extract(ExtractConfig(dataset=cfg.dataset, sources=(cfg.teacher,), cache_dir=cfg.cache_dir, workers=0),
+            SilentProgress())
+    before = sorted(p.name for p in Path(cfg.cache_dir).iterdir())
+    distill(cfg, SilentProgress())
+    assert sorted(p.name for p in Path(cfg.cache_dir).iterdir()) == before  # no store of the labeled rows made
+    r = plan_recipe(cfg)
+    full = _store(r, _extract_config(r, cfg.teacher, cfg.cache_dir, 1))
+    probe = (tmp_path / "out" / "runs" / "probe" / "config.yaml").read_text()
+    assert str(full) in probe and "stored_rows_only: true" not in probe
+
+
 def test_a_finished_distill_rerun_changes_nothing(finished, computed):
     cfg, report = finished
     before = files(Path(cfg.out))
