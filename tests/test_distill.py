@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from aftpipe.distillation import (
     choose,
     distill,
     plan_recipe,
+    teacher_steps,
     trade_off,
 )
 from aftpipe.errors import AftpipeError
@@ -283,17 +285,17 @@ def test_every_text_format_plans_the_recipe(labels, tmp_path, tiny_hf_dir):
     for fmt, spec in write_formats(tmp_path, labels).items():
         with_unlabeled = plan_recipe(DistillConfig(dataset=spec, labels=60, teacher=f"hf:{tiny_hf_dir}", out="x"))
         every_label = plan_recipe(DistillConfig(dataset=spec, teacher=f"hf:{tiny_hf_dir}", out="x"))
-        assert with_unlabeled.student == "textcnn" and with_unlabeled.unlabeled, fmt
+        assert with_unlabeled.student == "textcnn" and with_unlabeled.pool == 60, fmt
         assert with_unlabeled.student_options.init_embeddings == f"hf:{tiny_hf_dir}", fmt  # same WordPiece vocabulary
-        # 60 unlabeled rows next to 60 labels, and none at all: both get augmented views to distil over
-        assert with_unlabeled.views == 8 and every_label.views == 8 and every_label.unlabeled, fmt
+        # 60 unlabeled rows next to 60 labels, and none at all: both try augmented views beside the rows alone
+        assert with_unlabeled.views == (1, 8) and every_label.views == (1, 8) and every_label.pool == 0, fmt
         assert every_label.agreement_n == 0 and with_unlabeled.agreement_n == 15, fmt
 
 
 def test_a_large_unlabeled_pool_needs_no_views(tmp_path, tiny_hf_dir):
     data = write_named_reviews(tmp_path / "reviews", n_train=600)
     r = plan_recipe(DistillConfig(dataset=f"tsv:{data}", labels=40, teacher=f"hf:{tiny_hf_dir}", out="x"))
-    assert r.views == 1 and r.agreement_n == 560 // 4  # a quarter of the pool at most
+    assert r.views == (1,) and r.agreement_n == 560 // 4  # a quarter of the pool at most
 
 
 @pytest.mark.parametrize(("kw", "needle"), [
@@ -340,6 +342,40 @@ def test_agreement_and_choice():
              {"holdout": 0.7, "agreement": float("nan")}]
     assert choose(cands, "holdout") is cands[0]  # a tie goes to the first in grid order
     assert choose(cands, "agreement") is cands[1]
+    no_pool = [{"holdout": 0.6, "agreement": float("nan")}, {"holdout": 0.7, "agreement": float("nan")}]
+    assert choose(no_pool, "agreement") is no_pool[1]  # nothing to agree on: the hold-out decides
+
+
+def test_the_teachers_length_follows_the_labeled_rows():
+    assert teacher_steps(4, 1800, 32) == 300  # SST-2-2k: 225 steps would be fewer than the 300 measured
+    assert teacher_steps(4, 5400, 32) == 675  # AG News' 6,000 labels: 4 passes
+    assert teacher_steps(4, 7696, 32) == 900  # CoLA: 962, capped
+    assert teacher_steps(2, 5400, 64, (10, 10_000)) == 169
+
+
+def test_the_teacher_trains_longer_on_more_labels(data, tiny_hf_dir):
+    small = plan_recipe(DistillConfig(dataset=f"tsv:{data}", labels=60, teacher=f"hf:{tiny_hf_dir}", out="x",
+                                      teacher_epochs=200))
+    every = plan_recipe(DistillConfig(dataset=f"tsv:{data}", teacher=f"hf:{tiny_hf_dir}", out="x", teacher_epochs=200))
+    assert small.teacher.steps == teacher_steps(200, 54, 32) < every.teacher.steps == teacher_steps(200, 270, 32)
+    given = plan_recipe(DistillConfig(dataset=f"tsv:{data}", teacher=f"hf:{tiny_hf_dir}", out="x", teacher_steps=7))
+    assert given.teacher.steps == 7
+
+
+def test_a_small_pool_tries_the_rows_alone_and_augmented_views(data, tiny_hf_dir, tmp_path):
+    """No unlabeled rows: students over the labeled rows alone and over their word-dropout views are both trained
+    and the hold-out picks one; each candidate's test score is reported beside it."""
+    cfg = tiny_config(data, tiny_hf_dir, tmp_path / "out", labels=None, views=None, student_lr=(1e-2,),
+                      baselines=False)
+    report = distill(cfg, SilentProgress())
+    cands = report["candidates"]
+    assert [c["views"] for c in cands] == [1, 8] and report["views_tried"] == [1, 8]
+    assert all(math.isnan(c["agreement"]) and 0 <= c["test"] <= 1 for c in cands)
+    best = max(cands, key=lambda c: c["holdout"])
+    assert best.get("chosen") and report["views"] == best["views"]
+    assert (tmp_path / "out" / "runs" / "tokt-views8-lr0.01-s0" / "metrics.json").is_file()
+    stages = json.loads((tmp_path / "out" / "stages.json").read_text())
+    assert {"teacher-store", "teacher-store-views8", "student-lr0.01-s0", "student-views8-lr0.01-s0"} <= set(stages)
 
 
 def test_trade_off_sentence():
@@ -411,9 +447,9 @@ def test_the_report_says_when_there_were_no_rows_to_measure_agreement_on():
     report = {"out": "o", "student": "textcnn", "trade_off": "t", "dataset": "d", "test_split": "test",
               "metric": "accuracy", "labels": "every", "machine": "m", "modality": "text", "select_by": "holdout",
               "rows": [row], "stages": {"teacher": {"wall_s": 1.0}},
-              "candidates": [{"lr": 0.01, "holdout": 0.9, "agreement": float("nan"), "agreement_rows": 0,
-                              "chosen": True}]}
-    assert "| 0.01 | 0.9000 | – | yes |" in _markdown(report) and "nan" not in _markdown(report)
+              "candidates": [{"lr": 0.01, "views": 8, "holdout": 0.9, "agreement": float("nan"), "agreement_rows": 0,
+                              "test": 0.85, "chosen": True}]}
+    assert "| 0.01 | 8 | 0.9000 | – | 0.8500 | yes |" in _markdown(report) and "nan" not in _markdown(report)
 
 
 def test_a_student_never_trains_on_the_agreement_rows(data):
