@@ -603,7 +603,7 @@ def _markdown(report: dict[str, Any]) -> str:
                      f"{row['per_s_batch1']:,.0f} | {row['per_s_batch64']:,.0f} |")
     lines += ["", ("Student settings (seed 0): the hold-out score and the agreement with the teacher on "
                    f"{report['candidates'][0]['agreement_rows']:,} unlabeled rows no student trained on; chosen by "
-                   f"{report['select_by']}; the test score is shown, never used to choose)."), "",
+                   f"{report['select_by']} (the test score is shown, never used to choose)."), "",
               "| lr | views | hold-out | agreement | test | chosen |", "|---|---|---|---|---|---|"]
     for c in report["candidates"]:
         agreed = "–" if math.isnan(c["agreement"]) else f"{c['agreement']:.4f}"  # no unlabeled rows to spare
