@@ -194,6 +194,29 @@ def test_a_killed_distill_resumes_where_it_stopped(stage, finished, data, tiny_h
         assert got["sha256"] == want["sha256"], folder
 
 
+def test_a_killed_views_store_resumes_and_ends_as_an_uninterrupted_run(data, tiny_hf_dir, tmp_path, monkeypatch,
+                                                                        computed):
+    cfg = tiny_config(data, tiny_hf_dir, tmp_path / "out", labels=None, views=None, student_lr=(1e-2,),
+                      baselines=False)
+    real = Stages.run
+
+    def dying(self, name, key, outputs, fn, what, owned=True):
+        def work_then_die():
+            fn()
+            raise KeyboardInterrupt
+        return real(self, name, key, outputs, work_then_die if name == "teacher-store-views8" else fn, what, owned)
+
+    with monkeypatch.context() as m:
+        m.setattr(Stages, "run", dying)
+        with pytest.raises(KeyboardInterrupt):
+            distill(cfg, SilentProgress())
+    computed.clear()
+    resumed = distill(cfg, SilentProgress())
+    assert computed[0] == "teacher-store-views8" and "teacher" not in computed and "teacher-store" not in computed
+    fresh = distill(dataclasses.replace(cfg, out=str(tmp_path / "fresh")), SilentProgress())
+    assert [c["test"] for c in resumed["candidates"]] == [c["test"] for c in fresh["candidates"]]
+
+
 def test_a_run_killed_mid_training_continues_from_its_checkpoint(data, tiny_hf_dir, tmp_path, monkeypatch, computed):
     from aftpipe import training
 
