@@ -49,7 +49,7 @@ WITHIN = {"accuracy": 0.015, "mcc": 0.03}
 def run_distill(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], float, list[str]]:
     out = Path(args.out) / name
     cmd = [sys.executable, "-m", "aftpipe", "distill", *DATASETS[name], "--seeds", str(args.seeds),
-           "--student-lr", *LRS, "--threads", str(args.threads), "--out", str(out), "--quiet"]
+           *[a for lr in LRS for a in ("--student-lr", lr)], "--threads", str(args.threads), "--out", str(out), "--quiet"]
     t = time.perf_counter()
     done = subprocess.run(cmd, check=False, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if done.returncode:
