@@ -756,8 +756,12 @@ class DistillConfig(Config):
     seeds: int = option(1, "student seeds (0..K-1): the report gives mean ± std when K > 1", panel=OPTIMISATION,
                         metavar="K", common=True)
     teacher_lr: float = option(5e-5, "teacher learning rate", panel=OPTIMISATION)
-    teacher_steps: int = option(300, "teacher optimizer steps (the hold-out picks the checkpoint)",
-                                panel=OPTIMISATION)
+    # None: --teacher-epochs over the labeled rows, at least 300 steps (SST-2-2k's) and at most 900 (CoLA's)
+    teacher_steps: int | None = option(None, "teacher optimizer steps (the hold-out picks the checkpoint; default: "
+                                       "--teacher-epochs passes over the labeled rows, kept within 300..900)",
+                                       panel=OPTIMISATION)
+    teacher_epochs: float = option(4.0, "teacher passes over the labeled rows when --teacher-steps is not given",
+                                   panel=OPTIMISATION)
     teacher_batch_size: int = option(32, "teacher labeled rows per step", panel=OPTIMISATION)
     teacher_eval_every: int = option(30, "teacher steps between hold-out evaluations", panel=OPTIMISATION)
     teacher_max_length: int = option(64, "text teacher: WordPiece tokens kept per text", panel=MODEL)
@@ -768,10 +772,11 @@ class DistillConfig(Config):
                                            "(see --select-by)", panel=OPTIMISATION)
     student_steps: int = option(2000, "student optimizer steps (TOKT: half distilling, half on the labels)",
                                 panel=OPTIMISATION)
-    # None: 8 views when the unlabeled pool is under VIEWS_BELOW x the labels (the recipe's weak spot), else 1
-    views: int | None = option(None, "text: K views per train row as extra transfer data (default: 8 when the "
-                               "unlabeled rows are fewer than 10x the labeled ones, else 1)", panel=DATA,
-                               metavar="K")
+    # None: when the unlabeled pool is under VIEWS_BELOW x the labels, 1 and 8 both tried (word dropout can
+    # change a label: CoLA's), chosen like the student lr; else 1
+    views: int | None = option(None, "text: K views per train row as extra transfer data (default: when the "
+                               "unlabeled rows are fewer than 10x the labeled ones, 1 and 8 both tried and chosen "
+                               "per --select-by; else 1)", panel=DATA, metavar="K")
     agreement_rows: int = option(2000, "unlabeled rows kept out of distillation, where the student's agreement "
                                  "with its teacher is measured (a label-free score)", panel=METHOD)
     select_by: Literal["holdout", "agreement"] = option("holdout", "how to choose among --student-lr settings: "
@@ -811,13 +816,16 @@ class DistillConfig(Config):
                  "teacher_max_length", "teacher_image_size", "student_steps", "views", "threads")
         at_least(self, 0, "agreement_rows", "data_seed")
         require(self.teacher_lr > 0, "teacher_lr", f"must be > 0, got {self.teacher_lr:g}")
+        require(self.teacher_epochs > 0, "teacher_epochs", f"must be > 0, got {self.teacher_epochs:g}")
         require(0 < self.holdout < 1, "holdout", f"the teacher and the student choose on it: in (0, 1), got "
                 f"{self.holdout:g}")
         require(self.select_by == "holdout" or self.agreement_rows > 0, "select_by",
                 "agreement needs rows to measure it on; set --agreement-rows above 0")
 
-    def teacher_config(self) -> TeacherConfig:
-        return TeacherConfig(model=self.teacher, lr=self.teacher_lr, steps=self.teacher_steps,
+    def teacher_config(self, steps: int | None = None) -> TeacherConfig:
+        """The teacher's settings; `steps` when --teacher-steps is not given (distillation.teacher_steps)."""
+        return TeacherConfig(model=self.teacher, lr=self.teacher_lr,
+                             steps=self.teacher_steps or steps or TeacherConfig.steps,
                              batch_size=self.teacher_batch_size, eval_every=self.teacher_eval_every,
                              max_length=self.teacher_max_length, image_size=self.teacher_image_size)
 

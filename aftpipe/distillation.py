@@ -5,11 +5,12 @@
 The recipe measured here (BENCHMARKS "Regime 3"), as stages over the existing API, each cached under `out`:
 
     teacher         the foundation model fine-tuned on the labeled rows (aftpipe/teacher.py)    out/teacher
-    teacher-store   its penultimate features over every train and test row                     out/cache/...
-    student-*       TOKT into the small student over the unlabeled rows: each candidate lr     out/runs/tokt-*
-                    with seed 0, the chosen one (hold-out or agreement) with every other seed
-    probe-store, probe, none-*   the report's references: a linear probe on the frozen model,  out/runs/...
-                    the same student trained without transfer
+    teacher-store*  its penultimate features over every train and test row (and over K         out/cache/...
+                    word-dropout views of each train row when the unlabeled pool is small)
+    student-*       TOKT into the small student over the transfer set: each candidate (lr,     out/runs/tokt-*
+                    views) with seed 0, the chosen one (hold-out or agreement) with every other seed
+    probe-store, probe, none-*   the report's references: a linear probe on the frozen model   out/runs/...
+                    (over the labeled and test rows only), the student trained without transfer
     publish         the chosen student's model folder copied to `out` (predict/export/load_model)
     onnx            out/onnx
     report          out/report.md, report.json, report.png and the card's one-sentence trade-off
@@ -62,8 +63,12 @@ STAGES = rundir.DISTILL_STAGES
 # the files that make a run folder a model folder (rundir, model.py), copied from the chosen student to `out`
 MODEL_FILES = ("student.safetensors", "student.json", "tokenizer.json", "model.json", "config.yaml", "metrics.jsonl",
                "metrics.json")  # metrics.json last: it marks the folder finished
-VIEWS_BELOW = 10  # fewer unlabeled rows than this many times the labels: the recipe adds augmented views
+VIEWS_BELOW = 10  # fewer unlabeled rows than this many times the labels: augmented views are tried as well
 AUTO_VIEWS = 8  # the views that let TOKT approach the probe on AG News (README "Augmented views")
+# the teacher's default length: TEACHER_EPOCHS passes over the labeled rows (DistillConfig), never fewer steps
+# than the 300 measured on SST-2-2k (5 passes over its 1,800 rows; fewer rows need no fewer steps) nor more
+# than the 900 measured on CoLA (3.7 passes over 7,700 rows: MCC 0.163 where 300 steps gave 0.100)
+TEACHER_STEPS = (300, 900)
 WORD_STUDENTS = ("textcnn", "bow-mlp", "tiny-transformer")  # students with a word embedding table to initialise
 DEFAULT_STUDENT = {"text": "textcnn", "image": "small-cnn"}
 AGREEMENT_SHARE = 4  # at most 1/4 of the unlabeled pool is kept out of distillation for the agreement score
@@ -93,8 +98,25 @@ def agreement(student: np.ndarray, teacher: np.ndarray) -> float:
 
 
 def choose(candidates: Sequence[dict[str, Any]], by: str) -> dict[str, Any]:
-    """The candidate with the best `holdout` or `agreement` (ties: the first, the grid's order)."""
+    """The candidate with the best `holdout` or `agreement` (ties: the first, the grid's order); by the hold-out
+    when no candidate has an agreement score (no unlabeled rows to measure it on)."""
+    if all(math.isnan(c[by]) for c in candidates):
+        by = "holdout"
     return max(candidates, key=lambda c: (-math.inf if math.isnan(c[by]) else c[by]))
+
+
+def teacher_steps(epochs: float, rows: int, batch_size: int, bounds: tuple[int, int] = TEACHER_STEPS) -> int:
+    """`epochs` passes of `batch_size` over `rows` labeled rows, kept within `bounds`."""
+    return min(max(math.ceil(epochs * rows / batch_size), bounds[0]), bounds[1])
+
+
+def views_tried(given: int | None, modality: str, unlabeled: int, labeled: int) -> tuple[int, ...]:
+    """The transfer sets to distil over: `given`, else for text with an unlabeled pool under VIEWS_BELOW × the
+    labels both the rows alone (1) and AUTO_VIEWS word-dropout views per row, for the hold-out to choose
+    between (views helped on AG News and hurt on CoLA, where dropping words changes acceptability); else 1."""
+    if given:
+        return (given,)
+    return (1, AUTO_VIEWS) if modality == "text" and unlabeled < VIEWS_BELOW * labeled else (1,)
 
 
 def _short(n: float) -> str:
@@ -161,15 +183,15 @@ class Stages:
 # --- the plan ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Recipe:
-    """`DistillConfig` resolved against its dataset: the teacher, the student and its options, the views,
-    the rows kept for agreement, and the TrainConfig every run starts from."""
+    """`DistillConfig` resolved against its dataset: the teacher, the student and its options, the views to
+    try, the rows kept for agreement, and the TrainConfig every run starts from."""
 
     cfg: DistillConfig
     teacher: TeacherConfig
     student: str
     student_options: StudentConfig
-    views: int
-    unlabeled: bool
+    views: tuple[int, ...]  # the transfer sets tried: 1 (the rows as they are) and/or K augmented views per row
+    pool: int  # unlabeled rows (views=1)
     agreement_n: int
     base: TrainConfig  # the data every run shares (dataset, labels, hold-out, test split)
     test_split: str
@@ -183,13 +205,13 @@ class Recipe:
     def out(self) -> Path:
         return Path(self.cfg.out)
 
-    def student_config(self, lr: float, seed: int, store: Path) -> TrainConfig:
+    def student_config(self, lr: float, seed: int, store: Path, views: int = 1) -> TrainConfig:
         cfg = self.cfg
         return dataclasses.replace(
             self.base, features=(str(store),), student=self.student, student_options=self.student_options,
-            method="tokt", unlabeled=self.unlabeled, steps=cfg.student_steps, lr=lr, seed=seed,
-            agreement_rows=self.agreement_n, out=str(self.out / "runs" / f"tokt-lr{lr:g}-s{seed}"), resume=True,
-            dataset_options=dataclasses.replace(self.base.dataset_options, views=self.views))
+            method="tokt", unlabeled=self.pool > 0 or views > 1, steps=cfg.student_steps, lr=lr, seed=seed,
+            agreement_rows=self.agreement_n, out=str(self.out / "runs" / f"tokt-{_setting(lr, views)}-s{seed}"),
+            resume=True, dataset_options=dataclasses.replace(self.base.dataset_options, views=views))
 
     def none_config(self, seed: int) -> TrainConfig:
         """The same student trained on the labels alone, from its own initialisation: no transfer at all."""
@@ -198,11 +220,14 @@ class Recipe:
                                    steps=self.cfg.student_steps, lr=self.cfg.student_lr[0], seed=seed,
                                    out=str(self.out / "runs" / f"none-s{seed}"), resume=True)
 
-    def probe_config(self, store: Path) -> TrainConfig:
+    def probe_config(self, store: Path, stored_rows_only: bool = False) -> TrainConfig:
+        """The probe on the frozen model; `stored_rows_only`: its store holds only the labeled and test rows (so
+        its hold-out is drawn among the labeled rows it holds, the same rows, split by the same seed)."""
         from aftpipe.probe import PROBE
 
         return dataclasses.replace(self.base, features=(str(store),), method=PROBE,
-                                   out=str(self.out / "runs" / "probe"), resume=True)
+                                   stored_rows_only=stored_rows_only, out=str(self.out / "runs" / "probe"),
+                                   resume=True)
 
 
 def _shares_vocabulary(model: str, given_as: str | None = None) -> bool:
@@ -244,9 +269,9 @@ def plan_recipe(cfg: DistillConfig) -> Recipe:
     from aftpipe.students import STUDENTS
     from aftpipe.teacher import check_teacher
 
-    teacher = cfg.teacher_config()
     options = DatasetOptions(text_col=cfg.text_col, label_col=cfg.label_col)
     dataset = load_dataset(cfg.dataset, cfg.data_dir, options)
+    teacher = cfg.teacher_config()  # its length is settled below, from the labeled rows
     if teacher.modality != dataset.modality:
         example = "minilm" if dataset.modality == "text" else "timm:<dir>"
         raise AftpipeError(f"teacher `{cfg.teacher}` is for {teacher.modality} but dataset `{cfg.dataset}` is "
@@ -265,6 +290,7 @@ def plan_recipe(cfg: DistillConfig) -> Recipe:
     dataset.split(test_split)
     rows = plan_rows(np.arange(len(train)), train.labels, cfg.labels, cfg.holdout, cfg.data_seed, train.origin)
     _check_per_class(train.labels, np.concatenate([rows.train, rows.holdout]), cfg.holdout, dataset.class_names or [])
+    teacher = cfg.teacher_config(teacher_steps(cfg.teacher_epochs, len(rows.train), cfg.teacher_batch_size))
 
     init = cfg.init_embeddings
     if init == "auto":
@@ -277,14 +303,13 @@ def plan_recipe(cfg: DistillConfig) -> Recipe:
     student_options = StudentConfig(init_embeddings=None if init == "none" else init)
 
     labeled = len(rows.train) + len(rows.holdout)
-    views = cfg.views or (AUTO_VIEWS if dataset.modality == "text" and len(rows.unlabeled) < VIEWS_BELOW * labeled
-                          else 1)
-    unlabeled = len(rows.unlabeled) > 0 or views > 1
+    views = views_tried(cfg.views, dataset.modality, len(rows.unlabeled), labeled)
     agreement_n = min(cfg.agreement_rows, len(rows.unlabeled) // AGREEMENT_SHARE)
     if cfg.select_by == "agreement" and agreement_n == 0:
         raise AftpipeError(f"{option_name('select_by')} agreement needs unlabeled rows to measure it on and "
                            f"`{cfg.dataset}` has {len(rows.unlabeled)} after the labels; use --select-by holdout")
-    return Recipe(cfg, teacher, student, student_options, views, unlabeled, agreement_n, base, test_split, dataset)
+    return Recipe(cfg, teacher, student, student_options, views, len(rows.unlabeled), agreement_n, base, test_split,
+                  dataset)
 
 
 # --- the stages -------------------------------------------------------------------------------------------
@@ -303,13 +328,56 @@ def _extract_config(r: Recipe, source: str, cache_dir: Path | str, views: int) -
 
 
 def _store(r: Recipe, ext: ExtractConfig) -> Path:
-    """Where `extract(ext)` writes: the dataset's folder for `ext`'s views (Dataset.name, `<name>-views8`), derived
-    from the recipe's dataset rather than loaded again."""
+    """Where `extract(ext)` writes: `ext.name`, else the dataset's folder for `ext`'s views (Dataset.name,
+    `<name>-views8`), derived from the recipe's dataset rather than loaded again."""
     from aftpipe.sources import store_name
     from aftpipe.store import store_path
 
-    name = dataclasses.replace(r.dataset, views=ext.dataset_options.views).name
+    name = ext.name or dataclasses.replace(r.dataset, views=ext.dataset_options.views).name
     return Path(store_path(ext.cache_dir, name, store_name(ext.sources[0], ext.source_options), ext.format))
+
+
+def _complete_store(path: Path, splits: dict[str, int]) -> bool:
+    """Whether `path` is a finished store holding every row of each split in `splits` (name → rows)."""
+    from aftpipe.store import open_features
+
+    try:
+        infos = {i.name: i for i in open_features(path).split_infos()}
+    except (AftpipeError, OSError, KeyError, ValueError):
+        return False
+    return all(n in infos and infos[n].complete and infos[n].n == rows for n, rows in splits.items())
+
+
+def _probe_extract(r: Recipe) -> tuple[ExtractConfig, dict[str, np.ndarray] | None]:
+    """The frozen model's extraction for the probe, and the train rows it is limited to. The probe needs
+    the labeled rows (hold-out included) and the test split, not the unlabeled pool, which on SST-2-2k is
+    97% of the work; so unless the dataset's full store is already in the cache (reused as it is), only those
+    rows are extracted, into `<name>-labeled<N>-<hash of the rows>`, which no other row choice shares."""
+    ext = _extract_config(r, r.teacher.model, r.cfg.cache_dir, 1)
+    train, test = r.dataset.split(r.base.train_split), r.dataset.split(r.test_split)
+    rows = _labeled_rows(r)
+    if len(rows) == len(train) or _complete_store(_store(r, ext), {train.name: len(train), test.name: len(test)}):
+        return ext, None
+    digest = hashlib.sha256(rows.tobytes()).hexdigest()[:8]
+    return (dataclasses.replace(ext, name=f"{r.dataset.name}-labeled{len(rows)}-{digest}"),
+            {train.name: rows, test.name: np.arange(len(test))})
+
+
+def _labeled_rows(r: Recipe) -> np.ndarray:
+    from aftpipe.features import plan_rows
+
+    train = r.dataset.split(r.base.train_split)
+    rows = plan_rows(np.arange(len(train)), train.labels, r.cfg.labels, r.cfg.holdout, r.cfg.data_seed, train.origin)
+    return np.sort(np.concatenate([rows.train, rows.holdout]))
+
+
+def _rows_key(rows: dict[str, np.ndarray] | None) -> list[str]:
+    """What a store limited to `rows` adds to its stage's key (nothing for a whole store, whose key stays)."""
+    return [] if rows is None else [stage_key({k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in rows.items()})]
+
+
+def _store_stage(views: int) -> str:
+    return "teacher-store" if views == 1 else f"teacher-store-views{views}"
 
 
 def _ext_key(ext: ExtractConfig, *upstream: str) -> str:
@@ -319,12 +387,17 @@ def _ext_key(ext: ExtractConfig, *upstream: str) -> str:
     return stage_key(d, *upstream)
 
 
-def _agreement_inputs(r: Recipe) -> list[Any]:
-    """The inputs of the unlabeled rows every student is kept from (as `training` keeps them)."""
+def _setting(lr: float, views: int) -> str:
+    """A candidate's name in its stage and run folder: `lr0.01`, with augmented views `views8-lr0.01`."""
+    return f"lr{lr:g}" if views == 1 else f"views{views}-lr{lr:g}"
+
+
+def _agreement_inputs(r: Recipe, views: int) -> list[Any]:
+    """The inputs of the unlabeled rows every student over `views` is kept from (as `training` keeps them)."""
     from aftpipe.data import load_dataset
     from aftpipe.features import agreement_split, plan_rows
 
-    ds = load_dataset(r.cfg.dataset, r.cfg.data_dir, dataclasses.replace(r.base.dataset_options, views=r.views))
+    ds = load_dataset(r.cfg.dataset, r.cfg.data_dir, dataclasses.replace(r.base.dataset_options, views=views))
     train = ds.split(r.base.train_split)
     rows = plan_rows(np.arange(len(train)), train.labels, r.cfg.labels, r.cfg.holdout, r.cfg.data_seed, train.origin)
     held = agreement_split(rows.unlabeled, r.agreement_n, r.cfg.data_seed, train.origin)[1]
@@ -396,60 +469,65 @@ def distill(cfg: DistillConfig, progress: Progress | None = None) -> dict[str, A
     teacher_run = out / "teacher"
     tt = teacher_train_config(r.teacher, r.base, teacher_run)
     teacher_m = _train_stage(stages, "teacher", tt, progress, what=f"fine-tuning {r.teacher.student} on the labels")
-    ext = _extract_config(r, source(teacher_run), out / "cache", r.views)
-    store = _store(r, ext)
+    stores: dict[int, Path] = {}
+    for views in r.views:  # the transfer sets: the rows themselves and/or augmented views of them
+        ext = _extract_config(r, source(teacher_run), out / "cache", views)
+        stores[views] = _store(r, ext)
 
-    def extract_teacher() -> None:
-        with counting(progress, "ex"):
-            extract(ext, progress)
+        def extract_teacher(ext: ExtractConfig = ext) -> None:
+            with counting(progress, "ex"):
+                extract(ext, progress)
 
-    stages.run("teacher-store", _ext_key(ext, stages.key("teacher")), [store], extract_teacher,
-               f"the teacher's features over {ext.splits[0]}" + (f" ×{r.views} views" if r.views > 1 else "")
-               + f" and {ext.splits[1]}")
+        stages.run(_store_stage(views), _ext_key(ext, stages.key("teacher")), [stores[views]], extract_teacher,
+                   f"the teacher's features over {ext.splits[0]}" + (f" ×{views} views" if views > 1 else "")
+                   + f" and {ext.splits[1]}")
 
-    # 3. the students: each candidate lr with seed 0, scored on the hold-out and by agreement
-    inputs: list[Any] | None = None
+    # 3. the students: each candidate (lr, views) with seed 0, scored on the hold-out and by agreement
+    inputs: dict[int, list[Any]] = {}
 
-    def agreement_inputs() -> list[Any]:
-        nonlocal inputs
-        if inputs is None:
-            inputs = _agreement_inputs(r) if r.agreement_n else []
-        return inputs
+    def agreement_inputs(views: int) -> list[Any]:
+        if views not in inputs:
+            inputs[views] = _agreement_inputs(r, views) if r.agreement_n else []
+        return inputs[views]
 
     candidates = []
-    for lr in cfg.student_lr:
-        tc = r.student_config(lr, 0, store)
-        run = Path(tc.out)
-        m = _train_stage(stages, f"student-lr{lr:g}-s0", tc, progress, stages.key("teacher-store"),
-                         what=f"TOKT into {r.student} (lr {lr:g}, seed 0)",
-                         after=lambda run=run: _score_candidate(run, teacher_run, agreement_inputs()))
-        agreed = rundir.read_json(run / "agreement.json", "agreement score")
-        candidates.append({"lr": lr, "holdout": m.holdout[m.metric], "agreement": agreed["agreement"],
-                           "agreement_rows": agreed["rows"], "run": str(run)})
+    for views in r.views:
+        for lr in cfg.student_lr:
+            tc = r.student_config(lr, 0, stores[views], views)
+            run = Path(tc.out)
+            m = _train_stage(stages, f"student-{_setting(lr, views)}-s0", tc, progress, stages.key(_store_stage(views)),
+                             what=f"TOKT into {r.student} (lr {lr:g}{f', {views} views' if views > 1 else ''}, seed 0)",
+                             after=lambda run=run, v=views: _score_candidate(run, teacher_run, agreement_inputs(v)))
+            agreed = rundir.read_json(run / "agreement.json", "agreement score")
+            candidates.append({"lr": lr, "views": views, "holdout": m.holdout[m.metric],
+                               "agreement": agreed["agreement"], "agreement_rows": agreed["rows"],
+                               "test": m.test[m.metric], "run": str(run)})
     chosen = choose(candidates, cfg.select_by)
     chosen["chosen"] = True
     seeds = list(range(cfg.seeds))
     student_runs = [Path(chosen["run"])]
+    best = _setting(chosen["lr"], chosen["views"])
     for seed in seeds[1:]:
-        tc = r.student_config(chosen["lr"], seed, store)
-        _train_stage(stages, f"student-lr{chosen['lr']:g}-s{seed}", tc, progress, stages.key("teacher-store"),
-                     what=f"TOKT into {r.student} (lr {chosen['lr']:g}, seed {seed})")
+        tc = r.student_config(chosen["lr"], seed, stores[chosen["views"]], chosen["views"])
+        _train_stage(stages, f"student-{best}-s{seed}", tc, progress, stages.key(_store_stage(chosen["views"])),
+                     what=f"TOKT into {r.student} ({best}, seed {seed})")
         student_runs.append(Path(tc.out))
 
     # 4. the references: a linear probe on the frozen model and the student without transfer
     probe_run, none_runs = None, []
     if cfg.baselines:
-        pext = _extract_config(r, r.teacher.model, cfg.cache_dir, 1)
+        pext, rows = _probe_extract(r)
         pstore = _store(r, pext)
 
         def extract_frozen() -> None:
             with counting(progress, "ex"):
-                extract(pext, progress)
+                extract(pext, progress, rows)
 
         # a shared cache: never removed here, and extract itself skips what is finished
-        stages.run("probe-store", _ext_key(pext, r.teacher.model), [pstore], extract_frozen,
-                   f"the frozen {r.teacher.model}'s features", owned=False)
-        pc = r.probe_config(pstore)
+        what = "" if rows is None else f" over the {len(rows[r.base.train_split]):,} labeled and every test row"
+        stages.run("probe-store", _ext_key(pext, r.teacher.model, *_rows_key(rows)), [pstore], extract_frozen,
+                   f"the frozen {r.teacher.model}'s features{what}", owned=False)
+        pc = r.probe_config(pstore, stored_rows_only=rows is not None)
         probe_run = Path(pc.out)
         _train_stage(stages, "probe", pc, progress, stages.key("probe-store"),
                      what=f"linear probe on the frozen {r.teacher.model}")
@@ -460,7 +538,7 @@ def distill(cfg: DistillConfig, progress: Progress | None = None) -> dict[str, A
 
     # 5. the student's model folder at `out`, its ONNX export and the report
     metric = teacher_m.metric
-    publish_key = stage_key([stages.key(f"student-lr{chosen['lr']:g}-s{s}") for s in seeds], cfg.select_by)
+    publish_key = stage_key([stages.key(f"student-{best}-s{s}") for s in seeds], cfg.select_by)
     stages.run("publish", publish_key, [out / rundir.METRICS],
                lambda: _publish(student_runs[0], out, student_runs, metric, seeds),
                f"{student_runs[0].name} becomes the model folder {out}", owned=False)
@@ -530,10 +608,13 @@ def _markdown(report: dict[str, Any]) -> str:
                      f"{row['per_s_batch1']:,.0f} | {row['per_s_batch64']:,.0f} |")
     lines += ["", ("Student settings (seed 0): the hold-out score and the agreement with the teacher on "
                    f"{report['candidates'][0]['agreement_rows']:,} unlabeled rows no student trained on; chosen by "
-                   f"{report['select_by']}."), "", "| lr | hold-out | agreement | chosen |", "|---|---|---|---|"]
+                   f"{report['select_by']} (the test score is shown, never used to choose)."), "",
+              "| lr | views | hold-out | agreement | test | chosen |", "|---|---|---|---|---|---|"]
     for c in report["candidates"]:
         agreed = "–" if math.isnan(c["agreement"]) else f"{c['agreement']:.4f}"  # no unlabeled rows to spare
-        lines.append(f"| {c['lr']:g} | {c['holdout']:.4f} | {agreed} | {'yes' if c.get('chosen') else ''} |")
+        test = f"{c['test']:.4f}" if "test" in c else "–"
+        lines.append(f"| {c['lr']:g} | {c.get('views', 1)} | {c['holdout']:.4f} | {agreed} | {test} | "
+                     f"{'yes' if c.get('chosen') else ''} |")
     lines += ["", "Stage times (computed when this folder was made; cached stages cost nothing on a re-run):", "",
               "| stage | seconds |", "|---|---|"]
     lines += [f"| {name} | {rec.get('wall_s', float('nan')):.1f} |" for name, rec in report["stages"].items()]
@@ -573,7 +654,8 @@ def _write_report(r: Recipe, teacher_run: Path, student_runs: Sequence[Path], pr
     sentence = trade_off(student["params"], teacher["params"], f"the fine-tuned {teacher_name}",
                          student["per_s_batch64"] / teacher["per_s_batch64"], teacher["test"] - student["test"])
     report = {"out": str(out), "dataset": r.cfg.dataset, "test_split": r.test_split, "metric": teacher["metric"],
-              "labels": r.cfg.labels or "every", "modality": r.modality, "student": r.student, "views": r.views,
+              "labels": r.cfg.labels or "every", "modality": r.modality, "student": r.student,
+              "views": next(c["views"] for c in candidates if c.get("chosen")), "views_tried": list(r.views),
               "init_embeddings": r.student_options.init_embeddings, "select_by": r.cfg.select_by,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {r.cfg.threads or 'default'}",
               "trade_off": sentence, "rows": rows, "candidates": candidates,

@@ -24,8 +24,8 @@ import platform
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from aftpipe import distributed
 from aftpipe.config import DatasetOptions, ExtractConfig, SourceOptions, command_line
 from aftpipe.data import default_data_dir, load_dataset
 from aftpipe.data.base import Dataset, Split
+from aftpipe.data.splits import take_rows
 from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
 from aftpipe.progress import Progress, SilentProgress, default_progress
 from aftpipe.sources import FeatureSource, check_source, load_source
@@ -172,11 +173,16 @@ def _check_writable(path: Path) -> None:
         raise AftpipeError(f"{path.parent} is not writable; pass a writable {option_name('cache_dir')}")
 
 
-def extract(config: ExtractConfig, progress: Progress | None = None) -> list[SplitResult]:
+def extract(config: ExtractConfig, progress: Progress | None = None,
+            rows: Mapping[str, np.ndarray] | None = None) -> list[SplitResult]:
     """Extract every (source, split) of `config` into `<cache_dir>/<name>/<source>`; resumable. Launched as
     several processes (WORLD_SIZE set, e.g. by torchrun), the processes share the work; each returns the
-    results of the whole job."""
+    results of the whole job. `rows` (Python only): for a split named there, only those rows of it (a linear
+    probe needs the labeled and test rows, not the unlabeled pool); the store's index records which."""
     progress = default_progress(progress, "ex")
+    rows = {name: np.unique(np.asarray(r, dtype=np.int64)) for name, r in (rows or {}).items()}
+    if rows and config.limit is not None:
+        raise ValueError("extract: `limit` and `rows` choose the rows two ways; pass one of them")
     if distributed.env_world() > 1 and config.cache_dir.startswith("memory://"):  # refused before the ranks meet
         raise AftpipeError(f"{config.cache_dir} lives in one process's memory; several processes need a location "
                            f"they all see (a shared folder, s3://, gs://) as {option_name('cache_dir')}")
@@ -197,11 +203,12 @@ def extract(config: ExtractConfig, progress: Progress | None = None) -> list[Spl
                 if source.modality != dataset.modality:
                     raise AftpipeError(f"source `{spec}` reads {source.modality} but dataset `{config.dataset}` is "
                                        f"{dataset.modality}; pick a {dataset.modality} source (`aftpipe sources`)")
-            results += _extract_source(config, dataset, splits, source, device, progress, spec, ctx)
+            results += _extract_source(config, dataset, splits, source, device, progress, spec, ctx, rows)
     return results
 
 
-def _recorded(config: ExtractConfig, dataset: Dataset, spec: str) -> dict[str, Any]:
+def _recorded(config: ExtractConfig, dataset: Dataset, spec: str,
+              rows: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
     """What a repair needs to run this extraction again: the options, with the data folder made absolute
     (and the working directory, against which a relative dataset path was resolved). A dataset found in the
     default data folder is looked up there again, as the default may differ where the repair runs."""
@@ -211,7 +218,7 @@ def _recorded(config: ExtractConfig, dataset: Dataset, spec: str) -> dict[str, A
             "default_data_dir": str(default.resolve()) if default else None, "cwd": os.getcwd(),
             "source": spec, "source_options": config.source_options.to_dict(),
             "dataset_options": config.dataset_options.to_dict(), "format": config.format, "dtype": config.dtype,
-            "chunk_rows": config.chunk_rows}
+            "chunk_rows": config.chunk_rows, **({"rows": {k: v.tolist() for k, v in rows.items()}} if rows else {})}
 
 
 def rebuild_command(config: ExtractConfig, spec: str, splits: list[str], limit: int | None, shard_rows: int,
@@ -239,6 +246,7 @@ class _StoreJob:
     plans: dict[str, SplitPlan]  # by split, in the order asked for
     writer: StoreWriter
     created: bool = False
+    rows: Mapping[str, np.ndarray] = field(default_factory=dict)  # splits extracted in part: their rows
 
     def abandon_if_empty(self) -> None:
         if self.created and not self.writer.shards_done():
@@ -248,15 +256,16 @@ class _StoreJob:
 
 def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, Split], source: FeatureSource,
                     device: torch.device, progress: Progress, spec: str = "",
-                    ctx: distributed.Context = distributed.SINGLE) -> list[SplitResult]:
+                    ctx: distributed.Context = distributed.SINGLE,
+                    rows: Mapping[str, np.ndarray] | None = None) -> list[SplitResult]:
     """Prepare the store (every rank), plan it (rank 0), compute the shards (every rank its own), publish it
-    (rank 0)."""
+    (rank 0). `rows`: for a split named there, only those rows of it."""
     path = store_path(config.cache_dir, config.name or dataset.name, source.name, config.format)
     # an object store's client fails in its own exception tree anywhere below (listing, reading, writing,
     # cleaning up): one line naming the store, not a traceback
     with remote_errors(path, "write the store"), contextlib.ExitStack() as held:
         with ctx.together(f"preparing the store {path}"):
-            job = _prepare_store(config, dataset, splits, source, device, progress, spec, ctx, path)
+            job = _prepare_store(config, dataset, splits, source, device, progress, spec, ctx, path, rows or {})
         # every rank must be about to write the same store: same key, storage and rows
         ctx.agree([job.key, str(path), config.format, config.dtype, config.chunk_rows, job.shard_rows,
                    config.overwrite, {n: (p.n, p.d, p.fingerprint) for n, p in job.plans.items()}],
@@ -271,7 +280,7 @@ def _extract_source(config: ExtractConfig, dataset: Dataset, splits: dict[str, S
 
 def _prepare_store(config: ExtractConfig, dataset: Dataset, splits: dict[str, Split], source: FeatureSource,
                    device: torch.device, progress: Progress, spec: str, ctx: distributed.Context,
-                   path: Any) -> _StoreJob:
+                   path: Any, rows: Mapping[str, np.ndarray]) -> _StoreJob:
     """Everything decided before the store is touched: the source fitted (if it is fitted), the store's key,
     each split's rows, and the writer with the provenance its manifest records."""
     if not is_remote(path):
@@ -290,8 +299,11 @@ def _prepare_store(config: ExtractConfig, dataset: Dataset, splits: dict[str, Sp
     key = {"source": identity, "dataset": {"name": dataset.resolved_spec, "info": dataset.info}}
     plans = {}
     for name, split in splits.items():  # rows 0..limit: every shard then lies in the first `limit` rows
-        rows = np.arange(len(split) if config.limit is None else min(config.limit, len(split)))
-        plans[name] = SplitPlan(len(rows), source.dim, rows, split.fingerprint(rows),
+        index = rows.get(name, np.arange(len(split) if config.limit is None else min(config.limit, len(split))))
+        if len(index) and (index[0] < 0 or index[-1] >= len(split)):
+            raise ValueError(f"extract: rows of split `{name}` must lie in 0..{len(split) - 1}; got "
+                             f"{index[0]}..{index[-1]}")
+        plans[name] = SplitPlan(len(index), source.dim, index, split.fingerprint(index),
                                 config.limit if config.limit is not None and config.limit < len(split) else None)
     dataset_spec = {"name": dataset.spec, "modality": dataset.modality, "num_classes": dataset.num_classes,
                     "metric": dataset.metric, "class_names": dataset.class_names, "info": dataset.info}
@@ -299,13 +311,13 @@ def _prepare_store(config: ExtractConfig, dataset: Dataset, splits: dict[str, Sp
     writer = make_writer(
         path, config.format, key=key,
         provenance={"source": source_spec, "dataset": dataset_spec, "packages": package_versions(),
-                    "device": _device_name(device, ctx), "extract": _recorded(config, dataset, spec),
+                    "device": _device_name(device, ctx), "extract": _recorded(config, dataset, spec, rows),
                     "command": rebuild_command(config, spec, all_splits, config.limit, shard_rows,
                                                None if dataset.location is None else path.parent.name)},
         dtype=config.dtype, chunk_rows=config.chunk_rows, shard_rows=shard_rows, overwrite=config.overwrite,
         log=progress.log,
     )
-    return _StoreJob(path, key, shard_rows, plans, writer)
+    return _StoreJob(path, key, shard_rows, plans, writer, rows=rows)
 
 
 def _plan_store(job: _StoreJob, held: contextlib.ExitStack, ctx: distributed.Context) -> dict[str, Any]:
@@ -339,8 +351,9 @@ def _compute_shards(job: _StoreJob, config: ExtractConfig, splits: dict[str, Spl
             todo = [(name, i) for name in splits for i, s in enumerate(writer.split_info(name).shards)
                     if not s.done and s.rows[1] > s.rows[0]]
             mine = [t for k, t in enumerate(todo) if ctx.owns(k)]  # round robin: shards are of equal size
-            for name, split in splits.items():
-                results.append(_extract_split(config, writer, name, split, source, progress,
+            for name, split in splits.items():  # a store row is a position in `rows`, so its batches too
+                part = take_rows(split, job.rows[name], name) if name in job.rows else split
+                results.append(_extract_split(config, writer, name, part, source, progress,
                                               [i for n, i in mine if n == name], ctx))
     except BaseException:
         if ctx.is_main:
@@ -418,7 +431,8 @@ def repair(path: str | Path, progress: Progress | None = None) -> list[SplitResu
                             chunk_rows=storage["chunk_rows"], shard_rows=storage["shard_rows"], limit=limit,
                             source_options=SourceOptions(**rec.get("source_options", {})),
                             dataset_options=DatasetOptions(**rec.get("dataset_options", {})))
-        results += extract(cfg, progress)
+        chosen = {n: np.asarray(r) for n, r in (rec.get("rows") or {}).items() if n in names}
+        results += extract(cfg, progress, chosen or None)
     return results
 
 

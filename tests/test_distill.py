@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from aftpipe.distillation import (
     choose,
     distill,
     plan_recipe,
+    teacher_steps,
     trade_off,
 )
 from aftpipe.errors import AftpipeError
@@ -100,6 +102,62 @@ def test_distill_makes_a_model_folder_with_its_teacher_export_and_report(finishe
     assert max(cands, key=lambda c: c["holdout"]).get("chosen")
 
 
+def test_the_probe_store_holds_only_the_rows_a_probe_needs(finished):
+    """The frozen model is run over the labeled rows (hold-out included) and the test split, not the unlabeled
+    pool; the probe trains on those rows and is scored on every test row."""
+    from aftpipe import rundir
+    from aftpipe.store import open_features
+
+    cfg, report = finished
+    cache = Path(cfg.cache_dir)
+    folders = [p.name for p in cache.iterdir() if p.name.startswith("reviews-tsv-")]
+    # never the dataset's own folder, which a full store may take
+    assert len(folders) == 1 and "-labeled60-" in folders[0]
+    store = cache / folders[0] / f"hf-{Path(cfg.teacher.removeprefix('hf:')).name}"
+    infos = {i.name: i for i in open_features(store).split_infos()}
+    assert infos["train"].n == 60 and infos["test"].n == 80 and all(i.complete for i in infos.values())
+    rows = rundir.read_metrics(Path(cfg.out) / "runs" / "probe")["rows"]
+    assert rows["stored_rows_only"] == {"train": [60, 300], "test": [80, 80]} and rows["test"] == 80
+    probe_row = next(r for r in report["rows"] if r["model"] == "probe")
+    assert 0.0 <= probe_row["test"] <= 1.0
+
+
+def test_a_damaged_store_of_chosen_rows_is_repaired_with_the_same_rows(finished, tmp_path):
+    import shutil
+
+    from aftpipe.extraction import repair
+    from aftpipe.store import open_features
+
+    cfg, _ = finished
+    [folder] = [p for p in Path(cfg.cache_dir).iterdir() if "-labeled60-" in p.name]
+    store = tmp_path / folder.name / next(p.name for p in folder.iterdir() if p.name.startswith("hf-"))
+    shutil.copytree(folder / store.name, store)
+    want = open_features(store).split("train").to_memory()
+    shard = next(p for p in (store / "train" / "features").rglob("*") if p.is_file() and p.name != "zarr.json")
+    shard.write_bytes(b"damaged")
+    repair(store, SilentProgress())
+    got = open_features(store).split("train", verify=True)
+    assert np.array_equal(got.index, want.index) and len(got.index) == 60
+    assert np.array_equal(got.to_memory()[np.arange(60)], want[np.arange(60)])
+
+
+def test_a_full_store_already_in_the_cache_serves_the_probe(data, tiny_hf_dir, tmp_path, computed):
+    from aftpipe.config import ExtractConfig
+    from aftpipe.distillation import _extract_config, _store
+    from aftpipe.extraction import extract
+
+    cfg = tiny_config(data, tiny_hf_dir, tmp_path / "out", student_lr=(1e-2,))
+    extract(ExtractConfig(dataset=cfg.dataset, sources=(cfg.teacher,), cache_dir=cfg.cache_dir, workers=0),
+            SilentProgress())
+    before = sorted(p.name for p in Path(cfg.cache_dir).iterdir())
+    distill(cfg, SilentProgress())
+    assert sorted(p.name for p in Path(cfg.cache_dir).iterdir()) == before  # no store of the labeled rows made
+    r = plan_recipe(cfg)
+    full = _store(r, _extract_config(r, cfg.teacher, cfg.cache_dir, 1))
+    probe = (tmp_path / "out" / "runs" / "probe" / "config.yaml").read_text()
+    assert str(full) in probe and "stored_rows_only: true" not in probe
+
+
 def test_a_finished_distill_rerun_changes_nothing(finished, computed):
     cfg, report = finished
     before = files(Path(cfg.out))
@@ -134,6 +192,29 @@ def test_a_killed_distill_resumes_where_it_stopped(stage, finished, data, tiny_h
     for folder in ("teacher", "runs/tokt-lr0.01-s0", "runs/none-s0"):  # same weights as the uninterrupted run
         got, want = (json.loads((p / folder / "model.json").read_text())["weights"] for p in (tmp_path / "out", ref))
         assert got["sha256"] == want["sha256"], folder
+
+
+def test_a_killed_views_store_resumes_and_ends_as_an_uninterrupted_run(data, tiny_hf_dir, tmp_path, monkeypatch,
+                                                                        computed):
+    cfg = tiny_config(data, tiny_hf_dir, tmp_path / "out", labels=None, views=None, student_lr=(1e-2,),
+                      baselines=False)
+    real = Stages.run
+
+    def dying(self, name, key, outputs, fn, what, owned=True):
+        def work_then_die():
+            fn()
+            raise KeyboardInterrupt
+        return real(self, name, key, outputs, work_then_die if name == "teacher-store-views8" else fn, what, owned)
+
+    with monkeypatch.context() as m:
+        m.setattr(Stages, "run", dying)
+        with pytest.raises(KeyboardInterrupt):
+            distill(cfg, SilentProgress())
+    computed.clear()
+    resumed = distill(cfg, SilentProgress())
+    assert computed[0] == "teacher-store-views8" and "teacher" not in computed and "teacher-store" not in computed
+    fresh = distill(dataclasses.replace(cfg, out=str(tmp_path / "fresh")), SilentProgress())
+    assert [c["test"] for c in resumed["candidates"]] == [c["test"] for c in fresh["candidates"]]
 
 
 def test_a_run_killed_mid_training_continues_from_its_checkpoint(data, tiny_hf_dir, tmp_path, monkeypatch, computed):
@@ -227,17 +308,17 @@ def test_every_text_format_plans_the_recipe(labels, tmp_path, tiny_hf_dir):
     for fmt, spec in write_formats(tmp_path, labels).items():
         with_unlabeled = plan_recipe(DistillConfig(dataset=spec, labels=60, teacher=f"hf:{tiny_hf_dir}", out="x"))
         every_label = plan_recipe(DistillConfig(dataset=spec, teacher=f"hf:{tiny_hf_dir}", out="x"))
-        assert with_unlabeled.student == "textcnn" and with_unlabeled.unlabeled, fmt
+        assert with_unlabeled.student == "textcnn" and with_unlabeled.pool == 60, fmt
         assert with_unlabeled.student_options.init_embeddings == f"hf:{tiny_hf_dir}", fmt  # same WordPiece vocabulary
-        # 60 unlabeled rows next to 60 labels, and none at all: both get augmented views to distil over
-        assert with_unlabeled.views == 8 and every_label.views == 8 and every_label.unlabeled, fmt
+        # 60 unlabeled rows next to 60 labels, and none at all: both try augmented views beside the rows alone
+        assert with_unlabeled.views == (1, 8) and every_label.views == (1, 8) and every_label.pool == 0, fmt
         assert every_label.agreement_n == 0 and with_unlabeled.agreement_n == 15, fmt
 
 
 def test_a_large_unlabeled_pool_needs_no_views(tmp_path, tiny_hf_dir, write_reviews):
     data = write_reviews(tmp_path / "reviews", {"train": 600, "test": 80}, topics=True, named=True)
     r = plan_recipe(DistillConfig(dataset=f"tsv:{data}", labels=40, teacher=f"hf:{tiny_hf_dir}", out="x"))
-    assert r.views == 1 and r.agreement_n == 560 // 4  # a quarter of the pool at most
+    assert r.views == (1,) and r.agreement_n == 560 // 4  # a quarter of the pool at most
 
 
 @pytest.mark.parametrize(("kw", "needle"), [
@@ -284,6 +365,40 @@ def test_agreement_and_choice():
              {"holdout": 0.7, "agreement": float("nan")}]
     assert choose(cands, "holdout") is cands[0]  # a tie goes to the first in grid order
     assert choose(cands, "agreement") is cands[1]
+    no_pool = [{"holdout": 0.6, "agreement": float("nan")}, {"holdout": 0.7, "agreement": float("nan")}]
+    assert choose(no_pool, "agreement") is no_pool[1]  # nothing to agree on: the hold-out decides
+
+
+def test_the_teachers_length_follows_the_labeled_rows():
+    assert teacher_steps(4, 1800, 32) == 300  # SST-2-2k: 225 steps would be fewer than the 300 measured
+    assert teacher_steps(4, 5400, 32) == 675  # AG News' 6,000 labels: 4 passes
+    assert teacher_steps(4, 7696, 32) == 900  # CoLA: 962, capped
+    assert teacher_steps(2, 5400, 64, (10, 10_000)) == 169
+
+
+def test_the_teacher_trains_longer_on_more_labels(data, tiny_hf_dir):
+    small = plan_recipe(DistillConfig(dataset=f"tsv:{data}", labels=60, teacher=f"hf:{tiny_hf_dir}", out="x",
+                                      teacher_epochs=200))
+    every = plan_recipe(DistillConfig(dataset=f"tsv:{data}", teacher=f"hf:{tiny_hf_dir}", out="x", teacher_epochs=200))
+    assert small.teacher.steps == teacher_steps(200, 54, 32) < every.teacher.steps == teacher_steps(200, 270, 32)
+    given = plan_recipe(DistillConfig(dataset=f"tsv:{data}", teacher=f"hf:{tiny_hf_dir}", out="x", teacher_steps=7))
+    assert given.teacher.steps == 7
+
+
+def test_a_small_pool_tries_the_rows_alone_and_augmented_views(data, tiny_hf_dir, tmp_path):
+    """No unlabeled rows: students over the labeled rows alone and over their word-dropout views are both trained
+    and the hold-out picks one; each candidate's test score is reported beside it."""
+    cfg = tiny_config(data, tiny_hf_dir, tmp_path / "out", labels=None, views=None, student_lr=(1e-2,),
+                      baselines=False)
+    report = distill(cfg, SilentProgress())
+    cands = report["candidates"]
+    assert [c["views"] for c in cands] == [1, 8] and report["views_tried"] == [1, 8]
+    assert all(math.isnan(c["agreement"]) and 0 <= c["test"] <= 1 for c in cands)
+    best = max(cands, key=lambda c: c["holdout"])
+    assert best.get("chosen") and report["views"] == best["views"]
+    assert (tmp_path / "out" / "runs" / "tokt-views8-lr0.01-s0" / "metrics.json").is_file()
+    stages = json.loads((tmp_path / "out" / "stages.json").read_text())
+    assert {"teacher-store", "teacher-store-views8", "student-lr0.01-s0", "student-views8-lr0.01-s0"} <= set(stages)
 
 
 def test_trade_off_sentence():
@@ -355,9 +470,9 @@ def test_the_report_says_when_there_were_no_rows_to_measure_agreement_on():
     report = {"out": "o", "student": "textcnn", "trade_off": "t", "dataset": "d", "test_split": "test",
               "metric": "accuracy", "labels": "every", "machine": "m", "modality": "text", "select_by": "holdout",
               "rows": [row], "stages": {"teacher": {"wall_s": 1.0}},
-              "candidates": [{"lr": 0.01, "holdout": 0.9, "agreement": float("nan"), "agreement_rows": 0,
-                              "chosen": True}]}
-    assert "| 0.01 | 0.9000 | – | yes |" in _markdown(report) and "nan" not in _markdown(report)
+              "candidates": [{"lr": 0.01, "views": 8, "holdout": 0.9, "agreement": float("nan"), "agreement_rows": 0,
+                              "test": 0.85, "chosen": True}]}
+    assert "| 0.01 | 8 | 0.9000 | – | 0.8500 | yes |" in _markdown(report) and "nan" not in _markdown(report)
 
 
 def test_a_student_never_trains_on_the_agreement_rows(data):

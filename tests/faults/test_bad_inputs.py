@@ -800,6 +800,7 @@ CASES = [
       "its vocabulary is not the students' WordPiece vocabulary", "e.g. minilm", setup=other_vocabulary_model),
     C("distill-out-not-a-distill-folder", DISTILL, "is not an `aftpipe distill` folder", "--out",
       setup=write("{tmp}/run/notes.txt", "mine")),
+    C("distill-teacher-epochs", f"{DISTILL} --teacher-epochs 0", "--teacher-epochs", "must be > 0, got 0"),
 ]
 
 
