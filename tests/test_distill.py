@@ -116,7 +116,7 @@ def test_the_probe_store_holds_only_the_rows_a_probe_needs(finished):
     store = cache / folders[0] / f"hf-{Path(cfg.teacher.removeprefix('hf:')).name}"
     infos = {i.name: i for i in open_features(store).split_infos()}
     assert infos["train"].n == 60 and infos["test"].n == 80 and all(i.complete for i in infos.values())
-    rows = rundir.read_metrics(Path(cfg.out) / "runs" / "probe")["rows"]
+    rows = rundir.read_result(Path(cfg.out) / "runs" / "probe").rows
     assert rows["stored_rows_only"] == {"train": [60, 300], "test": [80, 80]} and rows["test"] == 80
     probe_row = next(r for r in report["rows"] if r["model"] == "probe")
     assert 0.0 <= probe_row["test"] <= 1.0
