@@ -135,8 +135,8 @@ def test_training_from_s3_learns_what_the_local_store_teaches(s3, reviews, tiny_
     local = train(TrainConfig(**common, features=(str(local_store),), out=str(tmp_path / "local")))
     remote = train(TrainConfig(**common, features=(url,), out=str(tmp_path / "remote")))
     in_memory = train(TrainConfig(**common, features=(url,), in_memory=True, out=str(tmp_path / "in-memory")))
-    assert remote["test"] == local["test"] == in_memory["test"]
-    assert json.loads((tmp_path / "remote" / "metrics.json").read_text())["test"] == local["test"]
+    assert remote.test == local.test == in_memory.test
+    assert json.loads((tmp_path / "remote" / "metrics.json").read_text())["test"] == local.test
     # the read-through cache holds each train shard once, named by its checksum
     cached = sorted(p.name for p in (tmp_path / "remote-cache").rglob("train/*"))
     shas = [s.sha256 for s in open_features(url).split_info("train").shards]
