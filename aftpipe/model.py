@@ -653,8 +653,8 @@ def _probe(folder: Path, info: dict[str, Any], device: Any) -> Model:
     """The linear probe with its foundation model(s) in front: MiniLM forward → pooling → head."""
     import torch
 
+    from aftpipe.config import SourceOptions
     from aftpipe.probe import load_head
-    from aftpipe.sources import SourceOptions
     from aftpipe.sources.hf import HFSource
 
     check_model_files(folder, info)
@@ -690,7 +690,7 @@ def _probe(folder: Path, info: dict[str, Any], device: Any) -> Model:
 
 def load_model(folder: str | Path, device: str = "cpu") -> Model:
     """The model in a finished run directory, ready to `predict` on `device` (cpu, cuda, cuda:N or auto)."""
-    from aftpipe.extraction import resolve_device
+    from aftpipe.distributed import resolve_device
 
     folder = Path(folder)
     info = read_model_info(folder)

@@ -1,6 +1,7 @@
-"""Running a pipeline's training runs: one after another, or `jobs` at a time in worker processes.
+"""Running a pipeline: its training runs one after another, or `jobs` at a time in worker processes.
 
-    tuning, final = Sweep(plan, progress, jobs=2).run()     # what `aftpipe run --jobs 2` does
+    run_pipeline("pipelines/demo.yaml", jobs=2)            # `aftpipe run --jobs 2`: extract, sweep, write results
+    tuning, final = Sweep(plan, progress, jobs=2).run()     # the sweep alone, over a `PipelinePlan`
 
 A group (method × sources × student) trains its tuning grid with `tune_seed`, picks the setting with the best
 hold-out score, then trains that setting for every seed; groups are independent. The sweep keeps `jobs` runs
@@ -29,16 +30,36 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aftpipe import rundir
 from aftpipe.config import TrainConfig
-from aftpipe.errors import AftpipeError
-from aftpipe.progress import ETA_FIELD, LogProgress, Progress, counting, duration
-from aftpipe.report import RunRecord, record_from_metrics
-
-if TYPE_CHECKING:
-    from aftpipe.pipeline import Group, PipelinePlan
+from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
+from aftpipe.fileio import write_if_changed
+from aftpipe.pipeline import (
+    Group,
+    PipelinePlan,
+    check_reusable,
+    fine_tune_teachers,
+    plan_pipeline,
+    reproduce_command,
+)
+from aftpipe.progress import (
+    ETA_FIELD,
+    LogProgress,
+    Progress,
+    counting,
+    default_progress,
+    duration,
+)
+from aftpipe.report import (
+    RunRecord,
+    csv_text,
+    markdown_report,
+    plot_png,
+    plot_svg,
+    record_from_metrics,
+)
 
 MAX_DEFAULT_JOBS = 8  # a worker holds its own copy of torch and the dataset (~0.5-1 GB)
 
@@ -112,7 +133,7 @@ def _worker_init(command: str | None, cli: bool) -> None:
 
         stack.enter_context(running_command(shlex.split(command)))
     if cli:
-        from aftpipe.cli import flag_of
+        from aftpipe.config import flag_of
         from aftpipe.errors import speaking_to_cli
 
         stack.enter_context(speaking_to_cli(flag_of))
@@ -190,8 +211,6 @@ class Sweep:
 
     def config(self, g: Group, beta: float, lr: float, seed: int) -> TrainConfig:
         """The run's TrainConfig, with the trackers asked for on the command line and its thread count."""
-        from aftpipe.pipeline import check_reusable
-
         tc = self.p.train_config(g, beta, lr, seed)
         tc = dataclasses.replace(tc, threads=tc.threads or 1,
                                  report_to=tuple(dict.fromkeys(tc.report_to + self.report_to)))
@@ -329,4 +348,67 @@ class Sweep:
             unit.close()
 
 
-__all__ = ["RunTimes", "Sweep", "default_jobs", "thread_limit", "train_run"]
+
+def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir: str | Path = "results",
+                 runs_dir: str | Path = "runs", progress: Progress | None = None,
+                 report_to: tuple[str, ...] = (), jobs: int | None = None) -> Path:
+    """Run a pipeline end to end (see the module docstring); returns `results/<name>`. `report_to` adds
+    trackers (tensorboard, wandb) to every run, on top of the pipeline's own `train.report_to`. `jobs` runs
+    train at once in worker processes, one thread each (default: one per CPU core, 1 on a GPU); the numbers
+    are the same for any `jobs` (see the module docstring)."""
+    from aftpipe.extraction import extract
+    from aftpipe.tracking import check_trackers
+
+    progress = default_progress(progress, "step")
+    if jobs is not None and jobs < 1:
+        raise AftpipeError(f"{option_hint('jobs', jobs)}: must be at least 1")
+    in_process = str(cache_dir).startswith("memory://")  # fsspec's memory filesystem: this process's alone
+    if in_process and jobs is not None and jobs > 1:
+        raise AftpipeError(f"{option_name('cache_dir')} {cache_dir} lives in this process's memory, which the "
+                           f"worker processes of {option_hint('jobs', jobs)} cannot see; pass "
+                           f"{option_hint('jobs', 1)} or a cache folder")
+    p = plan_pipeline(path, cache_dir, runs_dir)
+    cfg = p.cfg
+    report_to = tuple(report_to)
+    TrainConfig(dataset=cfg.dataset, out=".", method="none", report_to=report_to)  # names checked like any option
+    check_trackers(report_to + cfg.train_template().report_to)
+    for warning in cfg.warnings():
+        progress.log(f"warning: {warning}")
+    missing = tuple(p.missing_stores())  # extract itself skips finished shards
+    fine_tune_teachers(p, missing, progress)
+    if missing:
+        progress.log(f"extracting {', '.join(missing)} over {', '.join(p.splits)}")
+        with counting(progress, "ex"):
+            specs = tuple(cfg.source_spec(s, runs_dir) for s in missing)
+            extract(dataclasses.replace(cfg.extract_config(specs, cache_dir), splits=p.splits), progress)
+    jobs = 1 if in_process else jobs or default_jobs(cfg.train_template().device)
+    log_every = progress.every_s if isinstance(progress, LogProgress) and not progress.quiet else None
+    sweep = Sweep(p, progress, jobs, report_to, log_every)
+    try:
+        tuning, final = sweep.run()
+    except KeyboardInterrupt as e:
+        finished = sum(v != "running" for v in sweep.seen.values())
+        detail = f"; {e.kept}" if isinstance(e, Interrupted) else ""
+        raise Interrupted(f"{finished} of {p.total_runs} runs of `{cfg.name}` are finished and kept{detail}",
+                          "re-run the same command to resume") from None
+    trained = sum(v == "trained" for v in sweep.seen.values())
+    progress.log(f"{len(sweep.seen)} runs finished: {trained} trained now, {len(sweep.seen) - trained} already "
+                 f"finished before" + (f" ({jobs} at a time)" if jobs > 1 else ""))
+
+    out = Path(results_dir) / cfg.name
+    intro = (f"Pipeline `{cfg.name}` ({Path(path).name}): dataset `{cfg.dataset}`, "
+             f"{f'{cfg.labels:,} labels' if cfg.labels else 'every label'}, seeds {', '.join(map(str, cfg.seeds))}. "
+             f"Reproduce with `{reproduce_command(path, cache_dir, results_dir, runs_dir)}`; runs are in "
+             f"`{p.runs_dir}`.")
+    if (warning := cfg.seeds_warning()) is not None:
+        intro += f"\n\n**Warning — {warning}**"
+    write_if_changed(out / "results.csv", csv_text(final))
+    write_if_changed(out / "tuning.csv", csv_text(tuning))
+    write_if_changed(out / "results.md", markdown_report(final, tuning, title=f"Results: {cfg.name}", intro=intro))
+    write_if_changed(out / "plot.png", plot_png(final, title=cfg.name))
+    write_if_changed(out / "plot.svg", plot_svg(final, title=cfg.name))
+    progress.log(f"results → {out}")
+    return out
+
+
+__all__ = ["RunTimes", "Sweep", "default_jobs", "run_pipeline", "thread_limit", "train_run"]

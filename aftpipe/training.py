@@ -38,8 +38,8 @@ import torch
 from aftpipe import distributed, rundir
 from aftpipe.config import TrainConfig, dump_yaml
 from aftpipe.data import load_dataset
+from aftpipe.distributed import resolve_device
 from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
-from aftpipe.extraction import resolve_device
 from aftpipe.features import (RunData, agreement_split, check_labels, foundation_params, open_split_features, plan_rows,
                                test_rows)
 from aftpipe.methods import METHODS, Method, build_method

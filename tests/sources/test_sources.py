@@ -127,12 +127,13 @@ def test_prompted_last_token_features_as_the_authors_extract_them(tiny_hf_dir):
 
 
 def test_a_spec_may_carry_its_own_options():
+    from aftpipe.components import resolve
     from aftpipe.config import ConfigError, ExtractConfig
 
     assert store_name("minilm@layer=2") == "minilm-layer2"
     assert store_name("minilm@pooling=cls,layer=4") == "minilm-cls-layer4"
     assert store_name("minilm@layer=2", SourceOptions(pooling="last")) == "minilm-last-layer2"  # the spec wins where it speaks
     with pytest.raises(ConfigError, match=r"^sources\[0\]: `minilm@layr=2`: layr: unknown key; did you mean `layer`"):
-        ExtractConfig(dataset="sst2", sources=("minilm@layr=2",))
+        resolve(ExtractConfig(dataset="sst2", sources=("minilm@layr=2",)))
     with pytest.raises(AftpipeError, match="write its options as NAME@key=value"):
         store_name("minilm@=2")
