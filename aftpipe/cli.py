@@ -589,7 +589,7 @@ def main() -> None:
         typer.echo(f"error: {e.format_message().rstrip('.')}{hint}", err=True)  # type: ignore[attr-defined]
         sys.exit(2)
     except ConfigError as e:
-        sep = " " if e.message.startswith(("must", "expected", "is ")) else ": "
+        sep = " " if e.message.startswith(("must", "expected", "is ", "does not")) else ": "
         typer.echo(f"error: {flag_of(e.path)}{sep}{e.message}", err=True)
         sys.exit(2)
     except AftpipeError as e:

@@ -8,69 +8,56 @@ boundary (`aftpipe.api`, a pipeline's validation), like torchtune's `config.inst
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, TypeVar
 
-from aftpipe.config import (
-    Config,
-    ConfigError,
-    DistillConfig,
-    ExtractConfig,
-    PathPart,
-    TrainConfig,
-    require,
-    with_overrides,
-)
+from aftpipe import config
 from aftpipe.data import DATASETS
 from aftpipe.errors import AftpipeError, option_hint
-from aftpipe.methods import METHODS
+from aftpipe.methods import METHODS, check_options
 from aftpipe.sources import SOURCES
 from aftpipe.students import STUDENTS
 
-C = TypeVar("C", bound=Config)
+C = TypeVar("C", config.ExtractConfig, config.TrainConfig, config.DistillConfig)
 
 
-def registered(registry: Any, spec: str, path: tuple[PathPart, ...], options: Config | None = None) -> Any:
+def registered(registry: Any, spec: str, path: tuple[config.PathPart, ...],
+               options: config.Config | None = None) -> Any:
     """The entry `spec` names in `registry`, or a config error at `path` (its message lists the known names);
     with `options`, the spec's own `@key=value` options are checked against them too."""
     try:
         name, extra = registry.split_options(spec)
         entry, _ = registry.resolve(name)
         if options is not None:
-            with_overrides(options, extra, spec)
+            config.with_overrides(options, extra, spec)
     except AftpipeError as e:
-        raise ConfigError(path, str(e)) from None
+        raise config.ConfigError(path, str(e)) from None
     return entry
-
-
-def _extract(cfg: ExtractConfig) -> None:
-    registered(DATASETS, cfg.dataset, ("dataset",))
-    for i, spec in enumerate(cfg.sources):
-        registered(SOURCES, spec, ("sources", i), cfg.source_options)
-
-
-def _train(cfg: TrainConfig) -> None:
-    registered(DATASETS, cfg.dataset, ("dataset",))
-    method = registered(METHODS, cfg.method, ("method",))
-    registered(STUDENTS, cfg.student, ("student",), cfg.student_options)
-    require(not method.uses_features or len(cfg.features) > 0, "features",
-            f"method `{cfg.method}` needs cached features; pass {option_hint('features', 'cache/<dataset>/<source>')}")
-    require(cfg.phi_control == "none" or (method.uses_features and method.uses_student), "phi_control",
-            f"method `{cfg.method}` has no transfer term to control; use it with a regularised method")
-
-
-def _distill(cfg: DistillConfig) -> None:
-    registered(DATASETS, cfg.dataset, ("dataset",))
-    if cfg.student is not None:
-        registered(STUDENTS, cfg.student, ("student",))
-
-
-_RESOLVERS = {ExtractConfig: _extract, TrainConfig: _train, DistillConfig: _distill}
 
 
 def resolve(cfg: C) -> C:
     """`cfg` once every name in it is known to its registry (with the options it carries); else the
     `ConfigError` of the first unknown one."""
-    _RESOLVERS[type(cfg)](cfg)
+    registered(DATASETS, cfg.dataset, ("dataset",))
+    if isinstance(cfg, config.ExtractConfig):
+        for i, spec in enumerate(cfg.sources):
+            registered(SOURCES, spec, ("sources", i), cfg.source_options)
+    elif isinstance(cfg, config.DistillConfig):
+        if cfg.student is not None:
+            registered(STUDENTS, cfg.student, ("student",))
+    else:
+        method = registered(METHODS, cfg.method, ("method",))
+        registered(STUDENTS, cfg.student, ("student",), cfg.student_options)
+        config.require(not method.uses_features or len(cfg.features) > 0, "features", f"method `{cfg.method}` "
+                       f"needs cached features; pass {option_hint('features', 'cache/<dataset>/<source>')}")
+        config.require(cfg.phi_control == "none" or (method.uses_features and method.uses_student), "phi_control",
+                       f"method `{cfg.method}` has no transfer term to control; use it with a regularised method")
+        options = cfg.method_options  # every method's options in one place: the ones set must be this method's own
+        try:
+            check_options(cfg.method, [f.name for f in dataclasses.fields(options)
+                                       if getattr(options, f.name) != f.default])
+        except config.ConfigError as e:
+            raise e.under("method_options") from None
     return cfg
 
 

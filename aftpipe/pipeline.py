@@ -39,7 +39,7 @@ from aftpipe.data import DATASETS
 from aftpipe.data.base import Dataset
 from aftpipe.errors import AftpipeError
 from aftpipe.features import RowPlan, check_labels, coverage_error, plan_rows
-from aftpipe.methods import METHODS, MethodConfig
+from aftpipe.methods import METHODS, MethodConfig, check_options
 from aftpipe.progress import Progress
 from aftpipe.report import PROBE, PROBE_STUDENT
 from aftpipe.sources import SOURCES
@@ -53,7 +53,6 @@ def teacher_dir(runs_dir: str | Path, name: str) -> Path:
     """Where teacher `name` is trained: beside the pipelines' run folders, shared by the pipelines of a runs dir."""
     return Path(runs_dir) / "teachers" / name
 
-NO_BETA = ("none", PROBE)  # methods without a regulariser: their β grid is [0]
 MIN_SEEDS = 3  # a mean ± std over fewer seeds says little about a method: allowed (smoke sweeps), with a warning
 NAME_RE = re.compile(r"^[A-Za-z0-9_.+=-]+$")  # names that become path components
 
@@ -87,9 +86,9 @@ def _refuse_controlled(given: dict[str, Any], controlled: dict[str, str], path: 
 class MethodSpec(Config):
     name: str
     sources: tuple[str, ...] = ()  # source-set names (YAML: one name or a list); () = the first set
-    beta: tuple[float, ...] | None = None  # β grid; None: [0] for none/linear_probe, else [MethodConfig().beta]
+    beta: tuple[float, ...] | None = None  # β grid; None: [0] for a method without β, else [MethodConfig().beta]
     lr: tuple[float, ...] | None = None  # student lr grid; None: [train.lr] (TrainConfig's 1e-3 by default)
-    options: Partial[MethodConfig] = field(default_factory=dict)  # other MethodConfig fields: tau, state_lr, ...
+    options: Partial[MethodConfig] = field(default_factory=dict)  # the method's other options: tau, state_lr, ...
     unlabeled: bool = False  # add a batch of unlabeled rows per step (the transfer set)
     train: Partial[TrainConfig] = field(default_factory=dict)  # TrainConfig fields for this method only (steps, ...)
     control: Literal["none", "shuffle", "gaussian"] = "none"  # φ replaced by a control: its own group and row
@@ -101,7 +100,7 @@ class MethodSpec(Config):
         return self.name if self.control == "none" else f"{self.name}+{self.control}"
 
     def validate(self) -> None:
-        registered(METHODS, self.name, ("name",))
+        method = registered(METHODS, self.name, ("name",))
         for key, ok, rule in (("beta", lambda b: b >= 0, "≥ 0"), ("lr", lambda v: v > 0, "> 0")):
             grid = getattr(self, key)
             if grid is None:
@@ -110,9 +109,8 @@ class MethodSpec(Config):
             for j, v in enumerate(grid):
                 require(ok(v) and math.isfinite(v), (key, j), f"must be {rule}, got {v:g}")
             require(len({f"{v:g}" for v in grid}) == len(grid), key, f"repeats a value: {list(grid)}")
-        require(self.name not in NO_BETA or self.beta is None or not any(self.beta), "beta",
+        require("beta" in method.options or self.beta is None or not any(self.beta), "beta",
                 f"method `{self.name}` has no regulariser, so no β; drop the key")
-        method = METHODS.get(self.name)
         require(self.control == "none" or (method.uses_features and method.uses_student), "control",
                 f"method `{self.name}` has no transfer term to control; drop the key")
         require(self.name != PROBE or self.lr is None, "lr",
@@ -120,6 +118,7 @@ class MethodSpec(Config):
         _refuse_controlled(self.options, {"beta": "`beta` (the β grid)"}, ("options",))
         try:
             MethodConfig(**self.options)
+            check_options(self.name, self.options)
         except ConfigError as e:
             raise e.under("options") from None
         _refuse_controlled(self.train, {**CONTROLLED, "lr": "`lr` (the lr grid)"}, ("train",))
@@ -283,7 +282,8 @@ class PipelineConfig(Config):
     def grid(self, m: MethodSpec, student: StudentSpec | None = None) -> list[tuple[float, float]]:
         """The (β, lr) settings of method `m` for `student`, β-major in the order written; the lr grid is the
         method's, else the student's, else train.lr."""
-        betas = m.beta if m.beta is not None else ((0.0,) if m.name in NO_BETA else (MethodConfig().beta,))
+        has_beta = "beta" in METHODS.get(m.name).options
+        betas = m.beta if m.beta is not None else ((MethodConfig().beta,) if has_beta else (0.0,))
         lrs = m.lr or (student.lr if student is not None and student.lr else None) or (self.train_template().lr,)
         return [(b, lr) for b in betas for lr in lrs]
 

@@ -32,18 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aftpipe import rundir
+from aftpipe import pipeline, report, rundir
 from aftpipe.config import TrainConfig
 from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
 from aftpipe.fileio import write_if_changed
-from aftpipe.pipeline import (
-    Group,
-    PipelinePlan,
-    check_reusable,
-    fine_tune_teachers,
-    plan_pipeline,
-    reproduce_command,
-)
 from aftpipe.progress import (
     ETA_FIELD,
     LogProgress,
@@ -52,14 +44,7 @@ from aftpipe.progress import (
     default_progress,
     duration,
 )
-from aftpipe.report import (
-    RunRecord,
-    csv_text,
-    markdown_report,
-    plot_png,
-    plot_svg,
-    record_from_metrics,
-)
+from aftpipe.report import RunRecord, record_from_metrics
 
 MAX_DEFAULT_JOBS = 8  # a worker holds its own copy of torch and the dataset (~0.5-1 GB)
 
@@ -181,7 +166,7 @@ class RunTimes:
 
 @dataclass
 class _GroupState:
-    group: Group
+    group: pipeline.Group
     todo: list[tuple[float, float, int]]  # (β, lr, seed) not yet started, in order
     tuning: dict[tuple[float, float], RunRecord] = field(default_factory=dict)
     final: dict[int, RunRecord] = field(default_factory=dict)
@@ -194,7 +179,7 @@ class Sweep:
     """Trains (or reads, when finished) every run of a `PipelinePlan`; `run()` returns the tuning and final
     records in the pipeline's order. `seen` maps each run met to `trained`, `reused` or `running`."""
 
-    def __init__(self, plan: PipelinePlan, progress: Progress, jobs: int = 1, report_to: tuple[str, ...] = (),
+    def __init__(self, plan: pipeline.PipelinePlan, progress: Progress, jobs: int = 1, report_to: tuple[str, ...] = (),
                  log_every: float | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
         self.p, self.progress, self.jobs, self.report_to = plan, progress, max(1, int(jobs)), report_to
         self.log_every = log_every  # workers print plain progress lines at this interval (None: silent)
@@ -203,22 +188,23 @@ class Sweep:
         self.seen: dict[Path, str] = {}
         self.states = [_GroupState(g, self._first_runs(g)) for g in plan.groups]
 
-    def _first_runs(self, g: Group) -> list[tuple[float, float, int]]:
+    def _first_runs(self, g: pipeline.Group) -> list[tuple[float, float, int]]:
         if len(g.grid) > 1:
             return [(b, lr, self.p.cfg.tune_seed) for b, lr in g.grid]
         b, lr = g.grid[0]
         return [(b, lr, s) for s in self.p.cfg.seeds]
 
-    def config(self, g: Group, beta: float, lr: float, seed: int) -> TrainConfig:
+    def config(self, g: pipeline.Group, beta: float, lr: float, seed: int) -> TrainConfig:
         """The run's TrainConfig, with the trackers asked for on the command line and its thread count."""
         tc = self.p.train_config(g, beta, lr, seed)
         tc = dataclasses.replace(tc, threads=tc.threads or 1,
                                  report_to=tuple(dict.fromkeys(tc.report_to + self.report_to)))
-        check_reusable(Path(tc.out), tc)
+        pipeline.check_reusable(Path(tc.out), tc)
         return tc
 
     # -- bookkeeping -----------------------------------------------------------------------------------------
-    def _record(self, g: Group, beta: float, lr: float, seed: int, metrics: dict[str, Any], out: Path) -> RunRecord:
+    def _record(self, g: pipeline.Group, beta: float, lr: float, seed: int, metrics: dict[str, Any],
+                out: Path) -> RunRecord:
         return record_from_metrics(metrics, method=g.method, sources=g.sources, student=g.student, beta=beta, lr=lr,
                                    seed=seed, run=str(out))
 
@@ -367,7 +353,7 @@ def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir:
         raise AftpipeError(f"{option_name('cache_dir')} {cache_dir} lives in this process's memory, which the "
                            f"worker processes of {option_hint('jobs', jobs)} cannot see; pass "
                            f"{option_hint('jobs', 1)} or a cache folder")
-    p = plan_pipeline(path, cache_dir, runs_dir)
+    p = pipeline.plan_pipeline(path, cache_dir, runs_dir)
     cfg = p.cfg
     report_to = tuple(report_to)
     TrainConfig(dataset=cfg.dataset, out=".", method="none", report_to=report_to)  # names checked like any option
@@ -375,7 +361,7 @@ def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir:
     for warning in cfg.warnings():
         progress.log(f"warning: {warning}")
     missing = tuple(p.missing_stores())  # extract itself skips finished shards
-    fine_tune_teachers(p, missing, progress)
+    pipeline.fine_tune_teachers(p, missing, progress)
     if missing:
         progress.log(f"extracting {', '.join(missing)} over {', '.join(p.splits)}")
         with counting(progress, "ex"):
@@ -398,15 +384,16 @@ def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir:
     out = Path(results_dir) / cfg.name
     intro = (f"Pipeline `{cfg.name}` ({Path(path).name}): dataset `{cfg.dataset}`, "
              f"{f'{cfg.labels:,} labels' if cfg.labels else 'every label'}, seeds {', '.join(map(str, cfg.seeds))}. "
-             f"Reproduce with `{reproduce_command(path, cache_dir, results_dir, runs_dir)}`; runs are in "
+             f"Reproduce with `{pipeline.reproduce_command(path, cache_dir, results_dir, runs_dir)}`; runs are in "
              f"`{p.runs_dir}`.")
     if (warning := cfg.seeds_warning()) is not None:
         intro += f"\n\n**Warning — {warning}**"
-    write_if_changed(out / "results.csv", csv_text(final))
-    write_if_changed(out / "tuning.csv", csv_text(tuning))
-    write_if_changed(out / "results.md", markdown_report(final, tuning, title=f"Results: {cfg.name}", intro=intro))
-    write_if_changed(out / "plot.png", plot_png(final, title=cfg.name))
-    write_if_changed(out / "plot.svg", plot_svg(final, title=cfg.name))
+    write_if_changed(out / "results.csv", report.csv_text(final))
+    write_if_changed(out / "tuning.csv", report.csv_text(tuning))
+    write_if_changed(out / "results.md",
+                     report.markdown_report(final, tuning, title=f"Results: {cfg.name}", intro=intro))
+    write_if_changed(out / "plot.png", report.plot_png(final, title=cfg.name))
+    write_if_changed(out / "plot.svg", report.plot_svg(final, title=cfg.name))
     progress.log(f"results → {out}")
     return out
 

@@ -55,6 +55,7 @@ class HFPretrained(Student):
     vocabulary the data uses), mean-pooled, under a new linear head; fine-tuned whole."""
 
     modality = "text"
+    takes = ("prune_vocab",)
 
     def __init__(self, student: str, num_classes: int, cfg: StudentConfig, hf_config: dict[str, Any],
                  tokenizer: str, kept: list[int] | None, model: nn.Module | None = None) -> None:
