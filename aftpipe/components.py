@@ -8,7 +8,9 @@ boundary (`aftpipe.api`, a pipeline's validation), like torchtune's `config.inst
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from aftpipe import config
@@ -16,6 +18,7 @@ from aftpipe.data import DATASETS
 from aftpipe.errors import AftpipeError, option_hint
 from aftpipe.methods import METHODS, check_options
 from aftpipe.sources import SOURCES
+from aftpipe.sources import check_options as check_source_options
 from aftpipe.students import STUDENTS
 
 C = TypeVar("C", config.ExtractConfig, config.TrainConfig, config.DistillConfig)
@@ -42,6 +45,10 @@ def resolve(cfg: C) -> C:
     if isinstance(cfg, config.ExtractConfig):
         for i, spec in enumerate(cfg.sources):
             registered(SOURCES, spec, ("sources", i), cfg.source_options)
+            with errors_at("sources", i):
+                check_source_options([spec])
+        with errors_at("source_options"):
+            check_source_options(cfg.sources, cfg.source_options)
     elif isinstance(cfg, config.DistillConfig):
         if cfg.student is not None:
             registered(STUDENTS, cfg.student, ("student",))
@@ -53,12 +60,21 @@ def resolve(cfg: C) -> C:
         config.require(cfg.phi_control == "none" or (method.uses_features and method.uses_student), "phi_control",
                        f"method `{cfg.method}` has no transfer term to control; use it with a regularised method")
         options = cfg.method_options  # every method's options in one place: the ones set must be this method's own
-        try:
+        with errors_at("method_options"):
             check_options(cfg.method, [f.name for f in dataclasses.fields(options)
                                        if getattr(options, f.name) != f.default])
-        except config.ConfigError as e:
-            raise e.under("method_options") from None
     return cfg
 
 
-__all__ = ["registered", "resolve"]
+@contextlib.contextmanager
+def errors_at(*path: config.PathPart) -> Iterator[None]:
+    """What a component refuses inside this block (an option it does not read) as a config error at `path`."""
+    try:
+        yield
+    except config.ConfigError as e:
+        raise e.under(*path) from None
+    except AftpipeError as e:  # a spec's own `@key=value` options
+        raise config.ConfigError(path, str(e)) from None
+
+
+__all__ = ["errors_at", "registered", "resolve"]

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aftpipe import rundir
-from aftpipe.components import registered
+from aftpipe.components import errors_at, registered
 from aftpipe.config import (Config, ConfigError, ExtractConfig, Partial, SourceOptions, TeacherConfig, TrainConfig,
                             from_dict, load_yaml, require)
 from aftpipe.data import DATASETS
@@ -42,7 +42,7 @@ from aftpipe.features import RowPlan, check_labels, coverage_error, plan_rows
 from aftpipe.methods import METHODS, MethodConfig, check_options
 from aftpipe.progress import Progress
 from aftpipe.report import PROBE, PROBE_STUDENT
-from aftpipe.sources import SOURCES
+from aftpipe.sources import SOURCES, check_options as check_source_options
 from aftpipe.students import STUDENTS
 from aftpipe.training import schedule
 
@@ -177,9 +177,14 @@ class PipelineConfig(Config):
                     continue
                 registered(SOURCES, spec, ("sources", set_name, j),
                            self.extract.get("source_options") or SourceOptions())
+                with errors_at("sources", set_name, j):
+                    check_source_options([spec])
                 require(spec not in specs[:j], ("sources", set_name, j),
                         f"repeats `{spec}` (sources[{set_name}][{specs.index(spec)}]), whose features would be fed "
                         "twice; list each source once")
+        specs = [s for specs in self.sources.values() for s in specs if not s.startswith(TEACHER)]
+        with errors_at("extract", "source_options"):
+            check_source_options(specs, self.extract.get("source_options"))
         for name in self.teachers:
             require(bool(NAME_RE.match(name)), ("teachers", name), "a teacher's name becomes its run directory; use "
                     "letters, digits and _ . + = -")

@@ -34,6 +34,7 @@ class FeatureSource(ABC):
     modality: Literal["text", "image"]
     name: str  # the store's file name: `minilm`, `tfidf`, `hf-bert-base-uncased`, ...
     dim: int
+    options: tuple[str, ...] = ()  # the SourceOptions fields it reads; the others are refused (sources.check_options)
     params: int = 0  # parameter count of the model behind the features (reported next to the probe)
 
     @classmethod
