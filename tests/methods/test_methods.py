@@ -142,6 +142,8 @@ def test_a_method_reads_only_the_options_it_declares(name):
         return [method(h, head(h), phi, y, p).total.item() for p in (0.0, 0.3, 0.9)], method.summary()
 
     assert losses(**{"beta": MethodConfig().beta, **others}) == losses(beta=MethodConfig().beta)
+    learns = any(p.requires_grad for p in make(name)[0].parameters())  # what state_lr is the learning rate of
+    assert learns == ("state_lr" in cls.options)
     check_options(name, cls.options)
     for key in others:
         with pytest.raises(ConfigError, match=f"^{key}: does not apply to method `{name}`; drop it"):
