@@ -374,7 +374,7 @@ def flag_of(name: str | tuple[PathPart, ...]) -> str:
     if not isinstance(name, str):
         name = next((p for p in reversed(name) if isinstance(p, str)), "")
     classes = [Config]
-    for cls in classes:  # every config class defined so far: a component's options are declared beside it
+    for cls in classes:  # every config class defined so far, wherever it is declared
         f = getattr(cls, "__dataclass_fields__", {}).get(name)
         if f is not None and f.metadata.get("flag"):
             return f.metadata["flag"]

@@ -182,9 +182,9 @@ class PipelineConfig(Config):
                 require(spec not in specs[:j], ("sources", set_name, j),
                         f"repeats `{spec}` (sources[{set_name}][{specs.index(spec)}]), whose features would be fed "
                         "twice; list each source once")
-        specs = [s for specs in self.sources.values() for s in specs if not s.startswith(TEACHER)]
-        with errors_at("extract", "source_options"):
-            check_source_options(specs, self.extract.get("source_options"))
+        models = [s for in_set in self.sources.values() for s in in_set if not s.startswith(TEACHER)]
+        with errors_at("extract", "source_options"):  # read by at least one of them (a teacher reads none)
+            check_source_options(models, self.extract.get("source_options"))
         for name in self.teachers:
             require(bool(NAME_RE.match(name)), ("teachers", name), "a teacher's name becomes its run directory; use "
                     "letters, digits and _ . + = -")
