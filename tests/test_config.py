@@ -107,3 +107,11 @@ def test_yaml_refuses_repeated_keys_and_runaway_aliases(tmp_path):
     with pytest.raises(AftpipeError, match="an alias refers to a value that contains it"):
         load("seeds: &s [0, *s]\n")
     assert len(shown("x" * 10**6)) < 100 and len(shown([list(range(10**4))] * 10**3)) < 200
+
+
+def test_a_field_is_named_by_its_flag_from_its_name_or_an_error_path():
+    from aftpipe.config import flag_of
+
+    assert flag_of("out") == "--out" and flag_of("split_map") == "--split-map"
+    assert flag_of("sources") == "--source" and flag_of(("sources", 1)) == "--source"  # declared with flag=
+    assert flag_of(("student_options", "layers")) == "--student-layers" and flag_of(("method_options", "tau")) == "--tau"
