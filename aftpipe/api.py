@@ -11,29 +11,40 @@
     aftpipe.distill(aftpipe.DistillConfig(dataset="sst2", labels=2000, out="models/sst2"))  # the whole recipe
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aftpipe import distillation, extraction
+from aftpipe.components import resolve
 from aftpipe.config import DistillConfig, ExtractConfig, TeacherConfig, TrainConfig
 from aftpipe.data import DatasetOptions, load_dataset
-from aftpipe.distillation import distill
 from aftpipe.evaluation import check_run, evaluate
 from aftpipe.export import export_model
-from aftpipe.extraction import extract
 from aftpipe.extraction import repair as repair_store
 from aftpipe.methods import MethodConfig
 from aftpipe.model import Model, load_model
-from aftpipe.pipeline import load_pipeline, plan_pipeline, run_pipeline, validate
+from aftpipe.pipeline import load_pipeline, plan_pipeline, validate
 from aftpipe.predict import predict_file
-from aftpipe.probe import PROBE, train_probe
-from aftpipe.progress import Progress
-from aftpipe.rundir import RunResult
+from aftpipe.recipes import train
 from aftpipe.sources import SourceOptions
 from aftpipe.store import open_features, verify_store
 from aftpipe.students import StudentConfig
-from aftpipe.training import train as train_student
+from aftpipe.sweep import run_pipeline
+
+if TYPE_CHECKING:
+    from aftpipe.progress import Progress
 
 
-def train(cfg: TrainConfig, progress: Progress | None = None) -> RunResult:
-    """One run into `cfg.out`: a student trained with `cfg.method`, or the linear probe fitted (its own recipe)."""
-    return (train_probe if cfg.method == PROBE else train_student)(cfg, progress)
+# The entry points that take a config resolve its names first: an unknown one is refused before anything runs.
+def extract(cfg: ExtractConfig, progress: Progress | None = None) -> list[extraction.SplitResult]:
+    """Extract every (source, split) of `cfg` into `<cache_dir>/<name>/<source>`; resumable."""
+    return extraction.extract(resolve(cfg), progress)
+
+
+def distill(cfg: DistillConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Fine-tune a teacher, distil it into a small student, export and report it, all into `cfg.out`."""
+    return distillation.distill(resolve(cfg), progress)
 
 
 __all__ = ["DatasetOptions", "DistillConfig", "ExtractConfig", "MethodConfig", "Model", "SourceOptions", "StudentConfig",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import inspect
 import json
 import os
@@ -25,7 +24,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from aftpipe.config import (DATA, METHOD, MODEL, OPTIMISATION, OUTPUT, SYSTEM, Config, ConfigError, DistillConfig,
-                            ExtractConfig, TrainConfig)
+                            ExtractConfig, TrainConfig, flag_of)
 from aftpipe.errors import AftpipeError, speaking_to_cli
 
 PANELS = (DATA, MODEL, METHOD, OPTIMISATION, OUTPUT, SYSTEM)
@@ -128,10 +127,6 @@ def _fields(cls: type, panel: str | None = None) -> Iterator[tuple[dataclasses.F
             yield f, hints[f.name], own
 
 
-def _flag_name(f: dataclasses.Field) -> str:
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-
-
 def _options(cls: type) -> list[inspect.Parameter]:
     """One typer option per command-line field of `cls`: its default, type, help line, panel and aliases."""
     params = []
@@ -144,7 +139,7 @@ def _options(cls: type) -> list[inspect.Parameter]:
         else:
             default = inspect.Parameter.empty
         metavar = f.metadata.get("metavar")
-        name = _flag_name(f)
+        name = flag_of(f.name)
         if tp is bool and default is True:  # a flag that is on by default needs its off switch
             name += f"/--no-{name[2:]}"
         option = typer.Option(name, *f.metadata.get("aliases", ()), help=f.metadata["help"], rich_help_panel=panel,
@@ -547,7 +542,7 @@ def verify(
         typer.echo(f"error: {report.path} fails verification ({len(report.damage)} problems); {how}", err=True)
         raise typer.Exit(1)
     from aftpipe.api import open_features
-    from aftpipe.sources.run_source import teacher_change
+    from aftpipe.sources.base import teacher_change
 
     changed = teacher_change(open_features(store))
     if changed:
@@ -555,22 +550,6 @@ def verify(
         raise typer.Exit(1)
     typer.echo(f"ok: {report.path}: {report.shards_checked} shards in {len(report.splits)} splits match the manifest "
                "(metadata, index, checksums)")
-
-
-@functools.cache
-def _flags() -> dict[str, str]:
-    """Config field name → its command-line flag, read from the configs behind `extract` and `train`."""
-    return {f.name: _flag_name(f) for cls in (ExtractConfig, TrainConfig) for f, _, _ in _fields(cls)}
-
-
-def flag_of(name: str) -> str:
-    """The CLI flag of a config field: `out` → --out, `sources` → --source, `method_options.beta` → --beta."""
-    return _flags().get(name, "--" + name.replace("_", "-"))
-
-
-def _flag(path: tuple) -> str:
-    """The CLI flag of a config field path: ("method_options", "beta") → --beta, ("sources", 1) → --source."""
-    return flag_of(next((p for p in reversed(path) if isinstance(p, str)), ""))
 
 
 def _click_errors() -> tuple[type[Exception], type[Exception]]:
@@ -604,8 +583,8 @@ def main() -> None:
         typer.echo(f"error: {e.format_message().rstrip('.')}{hint}", err=True)  # type: ignore[attr-defined]
         sys.exit(2)
     except ConfigError as e:
-        sep = " " if e.message.startswith(("must", "expected", "is ")) else ": "
-        typer.echo(f"error: {_flag(e.path)}{sep}{e.message}", err=True)
+        sep = " " if e.message.startswith(("must", "expected", "is ", "does not")) else ": "
+        typer.echo(f"error: {flag_of(e.path)}{sep}{e.message}", err=True)
         sys.exit(2)
     except AftpipeError as e:
         typer.echo(f"error: {e}", err=True)

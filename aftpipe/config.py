@@ -3,8 +3,10 @@
 Every config in aftpipe (ExtractConfig, TrainConfig, MethodConfig, StudentConfig, the pipeline schema, ...)
 subclasses `Config`. Its `__post_init__` converts and type-checks each field against its annotation
 (`features="x"` becomes `("x",)`, a nested mapping becomes its dataclass, an int passes as a float, but
-`lr="1e-3"` is refused), then runs the class's own `validate()`. So a config that exists is valid, whether
-it came from the CLI, a pipeline YAML, a run's `config.yaml` or Python, and no other code re-checks it.
+`lr="1e-3"` is refused), then runs the class's own `validate()`. So a config that exists has valid values,
+whether it came from the CLI, a pipeline YAML, a run's `config.yaml` or Python, and no other code re-checks
+them. The names it holds are the registries' to know: `components.resolve` looks them up, once, where the
+config enters the API.
 
 Errors are `ConfigError`s carrying the field's path (`methods[2].options.tau`): Python and YAML show the
 path, the CLI shows its flag (`--tau`). The converter is ours rather than pydantic's because the rules
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from aftpipe.errors import AftpipeError, option_hint
+from aftpipe.errors import AftpipeError
 
 PathPart = Union[str, int]
 T = TypeVar("T")
@@ -337,20 +339,9 @@ def load_config(cls: type, path: str | Path) -> Any:
 
 # --- the configs ------------------------------------------------------------------------------------------
 # Every option a user can set, with its default and its rules, in one place: the CLI shows these defaults,
-# pipelines and run directories are read into these classes, and importing them loads no framework
-# (registry names are checked lazily, at construction).
-
-
-def registered(registry: Any, spec: str, path: tuple[PathPart, ...], options: Config | None = None) -> None:
-    """A name `registry` does not know, as a config error at `path` (its message lists the known names);
-    with `options`, the spec's own `@key=value` options are checked against them too."""
-    try:
-        name, extra = registry.split_options(spec)
-        registry.resolve(name)
-        if options is not None:
-            with_overrides(options, extra, spec)
-    except AftpipeError as e:
-        raise ConfigError(path, str(e)) from None
+# pipelines and run directories are read into these classes, and importing them loads no framework. A config
+# checks its own values only; the names in it (dataset, sources, student, method) are looked up in their
+# registries where it enters the API (aftpipe/components.py).
 
 
 def with_overrides(options: Any, extra: dict[str, Any], spec: str) -> Any:
@@ -374,6 +365,21 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any =
     meta = {"help": help, "flag": flag, "panel": panel, "aliases": tuple(aliases), "metavar": metavar,
             "common": common}
     return field(default_factory=factory, metadata=meta) if factory else field(default=default, metadata=meta)
+
+
+def flag_of(name: str | tuple[PathPart, ...]) -> str:
+    """The command-line flag of a config field, by its name or by an error's path (its last name): `out` →
+    --out, ("method_options", "beta") → --beta, ("sources", 1) → --source. A field declared with `flag=` has
+    that flag wherever the field is; every other field's is --field-name."""
+    if not isinstance(name, str):
+        name = next((p for p in reversed(name) if isinstance(p, str)), "")
+    classes = [Config]
+    for cls in classes:  # every config class defined so far, wherever it is declared
+        f = getattr(cls, "__dataclass_fields__", {}).get(name)
+        if f is not None and f.metadata.get("flag"):
+            return f.metadata["flag"]
+        classes.extend(cls.__subclasses__())
+    return "--" + name.replace("_", "-")
 
 
 # The --help panels, in the order they are shown
@@ -483,13 +489,7 @@ class ExtractConfig(Config):
     dataset_options: DatasetOptions = option(factory=DatasetOptions, panel=DATA)
 
     def validate(self) -> None:
-        from aftpipe.data import DATASETS
-        from aftpipe.sources import SOURCES
-
-        registered(DATASETS, self.dataset, ("dataset",))
         require(len(self.sources) > 0, "sources", "name at least one source (`aftpipe sources`)")
-        for i, spec in enumerate(self.sources):
-            registered(SOURCES, spec, ("sources", i), self.source_options)
         at_least(self, 0, "workers")
         at_least(self, 1, "batch_size", "chunk_rows", "shard_rows", "limit")
         require(self.name is None or (re.fullmatch(r"[A-Za-z0-9_.+=-]+", self.name) is not None
@@ -660,19 +660,6 @@ class TrainConfig(Config):
                                  "agreement with its teacher is measured (aftpipe distill)", panel=METHOD)
 
     def validate(self) -> None:
-        from aftpipe.data import DATASETS
-        from aftpipe.methods import METHODS
-        from aftpipe.students import STUDENTS
-
-        for name, registry in (("dataset", DATASETS), ("method", METHODS)):
-            registered(registry, getattr(self, name), (name,))
-        registered(STUDENTS, self.student, ("student",), self.student_options)
-        method = METHODS.get(self.method)
-        require(not method.uses_features or len(self.features) > 0, "features",
-                f"method `{self.method}` needs cached features; pass "
-                f"{option_hint('features', 'cache/<dataset>/<source>')}")
-        require(self.phi_control == "none" or (method.uses_features and method.uses_student), "phi_control",
-                f"method `{self.method}` has no transfer term to control; use it with a regularised method")
         at_least(self, 1, "epochs", "batch_size", "steps", "labels", "eval_every", "patience", "num_classes", "threads")
         at_least(self, 0, "weight_decay", "grad_clip", "seed", "data_seed", "agreement_rows")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr:g}")
@@ -800,12 +787,6 @@ class DistillConfig(Config):
     threads: int | None = option(None, "torch CPU threads (default: torch's own choice)", panel=SYSTEM)
 
     def validate(self) -> None:
-        from aftpipe.data import DATASETS
-        from aftpipe.students import STUDENTS
-
-        registered(DATASETS, self.dataset, ("dataset",))
-        if self.student is not None:
-            registered(STUDENTS, self.student, ("student",))
         try:
             self.teacher_config()
         except ConfigError as e:
@@ -849,7 +830,7 @@ def command_line(cfg: Config, command: str, skip: frozenset[str] = frozenset({"r
                 default = f.default_factory()
             if value == default:
                 continue
-            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            flag = flag_of(f.name)
             if isinstance(value, bool):
                 parts.append(flag if value else "--no-" + flag[2:])
             elif value is not None:
@@ -864,5 +845,5 @@ def command_line(cfg: Config, command: str, skip: frozenset[str] = frozenset({"r
 
 __all__ = ["Config", "ConfigError", "DatasetOptions", "DistillConfig", "ExtractConfig", "MethodConfig", "Partial",
            "SourceOptions", "StudentConfig", "TeacherConfig", "TrainConfig", "check_keys", "command_line", "convert",
-           "dump_yaml", "format_path", "from_dict", "load_config", "load_yaml", "option", "registered", "require",
+           "dump_yaml", "flag_of", "format_path", "from_dict", "load_config", "load_yaml", "option", "require",
            "to_plain", "DATA", "MODEL", "METHOD", "OPTIMISATION", "OUTPUT", "SYSTEM"]

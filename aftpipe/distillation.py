@@ -38,11 +38,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from aftpipe import rundir
+from aftpipe import export, extraction, rundir
 from aftpipe.config import (
     DatasetOptions,
     DistillConfig,
@@ -51,13 +51,29 @@ from aftpipe.config import (
     TeacherConfig,
     TrainConfig,
 )
+from aftpipe.data import load_dataset
 from aftpipe.data.base import Dataset
 from aftpipe.errors import AftpipeError, option_hint, option_name
+from aftpipe.features import agreement_split, plan_rows
 from aftpipe.fileio import write_if_changed, write_json
-from aftpipe.progress import Progress
-
-if TYPE_CHECKING:
-    from aftpipe.model import ModelSpec
+from aftpipe.model import (
+    CARD,
+    ModelSpec,
+    add_seed_summary,
+    load_model,
+    read_model_spec,
+    render_card,
+)
+from aftpipe.probe import PROBE
+from aftpipe.progress import Progress, counting, default_progress
+from aftpipe.recipes import train
+from aftpipe.report import RunRecord, mean_std, plot_png
+from aftpipe.sources import store_name
+from aftpipe.store import open_features, store_path
+from aftpipe.students import STUDENTS
+from aftpipe.students.pretrained import _model_dir
+from aftpipe.students.tokenizer import base_vocab
+from aftpipe.teacher import check_teacher, source, teacher_train_config
 
 STAGES = rundir.DISTILL_STAGES
 # the files that make a run folder a model folder (rundir, model.py), copied from the chosen student to `out`
@@ -223,7 +239,6 @@ class Recipe:
     def probe_config(self, store: Path, stored_rows_only: bool = False) -> TrainConfig:
         """The probe on the frozen model; `stored_rows_only`: its store holds only the labeled and test rows (so
         its hold-out is drawn among the labeled rows it holds, the same rows, split by the same seed)."""
-        from aftpipe.probe import PROBE
 
         return dataclasses.replace(self.base, features=(str(store),), method=PROBE,
                                    stored_rows_only=stored_rows_only, out=str(self.out / "runs" / "probe"),
@@ -235,8 +250,6 @@ def _shares_vocabulary(model: str, given_as: str | None = None) -> bool:
     that is not there is an error naming the option it was `given_as` (else: False)."""
     from transformers import AutoTokenizer
 
-    from aftpipe.students.pretrained import _model_dir
-    from aftpipe.students.tokenizer import base_vocab
 
     try:
         ref = _model_dir("minilm" if model == "minilm" else model.removeprefix("hf:"))
@@ -264,10 +277,6 @@ def _check_per_class(labels: np.ndarray, rows: np.ndarray, holdout: float, names
 
 def plan_recipe(cfg: DistillConfig) -> Recipe:
     """Check `cfg` against its dataset and settle what it leaves open; loads the dataset, trains nothing."""
-    from aftpipe.data import load_dataset
-    from aftpipe.features import plan_rows
-    from aftpipe.students import STUDENTS
-    from aftpipe.teacher import check_teacher
 
     options = DatasetOptions(text_col=cfg.text_col, label_col=cfg.label_col)
     dataset = load_dataset(cfg.dataset, cfg.data_dir, options)
@@ -330,8 +339,6 @@ def _extract_config(r: Recipe, source: str, cache_dir: Path | str, views: int) -
 def _store(r: Recipe, ext: ExtractConfig) -> Path:
     """Where `extract(ext)` writes: `ext.name`, else the dataset's folder for `ext`'s views (Dataset.name,
     `<name>-views8`), derived from the recipe's dataset rather than loaded again."""
-    from aftpipe.sources import store_name
-    from aftpipe.store import store_path
 
     name = ext.name or dataclasses.replace(r.dataset, views=ext.dataset_options.views).name
     return Path(store_path(ext.cache_dir, name, store_name(ext.sources[0], ext.source_options), ext.format))
@@ -339,7 +346,6 @@ def _store(r: Recipe, ext: ExtractConfig) -> Path:
 
 def _complete_store(path: Path, splits: dict[str, int]) -> bool:
     """Whether `path` is a finished store holding every row of each split in `splits` (name → rows)."""
-    from aftpipe.store import open_features
 
     try:
         infos = {i.name: i for i in open_features(path).split_infos()}
@@ -364,7 +370,6 @@ def _probe_extract(r: Recipe) -> tuple[ExtractConfig, dict[str, np.ndarray] | No
 
 
 def _labeled_rows(r: Recipe) -> np.ndarray:
-    from aftpipe.features import plan_rows
 
     train = r.dataset.split(r.base.train_split)
     rows = plan_rows(np.arange(len(train)), train.labels, r.cfg.labels, r.cfg.holdout, r.cfg.data_seed, train.origin)
@@ -394,8 +399,6 @@ def _setting(lr: float, views: int) -> str:
 
 def _agreement_inputs(r: Recipe, views: int) -> list[Any]:
     """The inputs of the unlabeled rows every student over `views` is kept from (as `training` keeps them)."""
-    from aftpipe.data import load_dataset
-    from aftpipe.features import agreement_split, plan_rows
 
     ds = load_dataset(r.cfg.dataset, r.cfg.data_dir, dataclasses.replace(r.base.dataset_options, views=views))
     train = ds.split(r.base.train_split)
@@ -406,7 +409,6 @@ def _agreement_inputs(r: Recipe, views: int) -> list[Any]:
 
 def _score_candidate(run: Path, teacher_run: Path, inputs: list[Any]) -> None:
     """Write `<run>/agreement.json`: the student's agreement with the teacher on rows it never trained on."""
-    from aftpipe.model import load_model
 
     value = math.nan
     if inputs:
@@ -416,7 +418,6 @@ def _score_candidate(run: Path, teacher_run: Path, inputs: list[Any]) -> None:
 
 def _train_stage(stages: Stages, name: str, tc: TrainConfig, progress: Progress, *upstream: str,
                  what: str, after: Callable[[], None] | None = None) -> rundir.RunResult:
-    from aftpipe.api import train
 
     def fn() -> None:
         train(tc, progress)
@@ -429,7 +430,6 @@ def _train_stage(stages: Stages, name: str, tc: TrainConfig, progress: Progress,
 
 def _publish(run: Path, out: Path, runs: Sequence[Path], metric: str, seeds: Sequence[int]) -> None:
     """The chosen student's model folder, copied into `out` (metrics.json last: it marks `out` finished)."""
-    from aftpipe.model import add_seed_summary
 
     (out / rundir.METRICS).unlink(missing_ok=True)
     for name in MODEL_FILES:
@@ -444,19 +444,14 @@ def distill(cfg: DistillConfig, progress: Progress | None = None) -> dict[str, A
     """Run the recipe into `cfg.out` (see the module docstring); returns the report (report.json's content)."""
     import torch
 
-    from aftpipe.export import export_model
-    from aftpipe.extraction import extract
-    from aftpipe.progress import counting, default_progress
-    from aftpipe.teacher import source, teacher_train_config
 
     progress = default_progress(progress, "step")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.onnx:  # refused now, not after an hour of training
-        from aftpipe.export import _require_onnx
 
         try:
-            _require_onnx()
+            export._require_onnx()
         except AftpipeError as e:
             skip = "--no-onnx" if option_name("onnx").startswith("--") else "onnx=False"
             raise AftpipeError(f"{e}, or pass {skip} to skip the export") from None
@@ -476,7 +471,7 @@ def distill(cfg: DistillConfig, progress: Progress | None = None) -> dict[str, A
 
         def extract_teacher(ext: ExtractConfig = ext) -> None:
             with counting(progress, "ex"):
-                extract(ext, progress)
+                extraction.extract(ext, progress)
 
         stages.run(_store_stage(views), _ext_key(ext, stages.key("teacher")), [stores[views]], extract_teacher,
                    f"the teacher's features over {ext.splits[0]}" + (f" ×{views} views" if views > 1 else "")
@@ -521,7 +516,7 @@ def distill(cfg: DistillConfig, progress: Progress | None = None) -> dict[str, A
 
         def extract_frozen() -> None:
             with counting(progress, "ex"):
-                extract(pext, progress, rows)
+                extraction.extract(pext, progress, rows)
 
         # a shared cache: never removed here, and extract itself skips what is finished
         what = "" if rows is None else f" over the {len(rows[r.base.train_split]):,} labeled and every test row"
@@ -544,7 +539,7 @@ def distill(cfg: DistillConfig, progress: Progress | None = None) -> dict[str, A
                f"{student_runs[0].name} becomes the model folder {out}", owned=False)
     if cfg.onnx:
         stages.run("onnx", stage_key(publish_key), [out / "onnx"],
-                   lambda: export_model(out, out / "onnx", overwrite=True, data_dir=cfg.data_dir), "ONNX export")
+                   lambda: export.export_model(out, out / "onnx", overwrite=True, data_dir=cfg.data_dir), "ONNX export")
     report_key = stage_key(publish_key, *(stages.key(n) for n in ("teacher", "probe") if n in stages.state),
                            *(stages.key(f"none-s{s}") for s in seeds if f"none-s{s}" in stages.state), candidates)
     stages.run("report", report_key, [out / "report.json", out / "report.md", out / "README.md"],
@@ -575,8 +570,6 @@ def _size_on_disk(spec: ModelSpec) -> int:
 
 
 def _measure(name: str, what: str, runs: Sequence[Path], folder: Path, inputs: Sequence[Any]) -> dict[str, Any]:
-    from aftpipe.model import load_model, read_model_spec
-    from aftpipe.report import mean_std
 
     results = [rundir.read_result(run) for run in runs]
     metric = results[0].metric
@@ -622,7 +615,6 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def _plot(report: dict[str, Any]) -> bytes:
-    from aftpipe.report import RunRecord, plot_png
 
     records = []
     for row in report["rows"]:
@@ -638,7 +630,6 @@ def _write_report(r: Recipe, teacher_run: Path, student_runs: Sequence[Path], pr
     import os
     import platform
 
-    from aftpipe.model import CARD, read_model_spec, render_card
 
     out = r.out
     test = r.dataset.split(r.test_split)

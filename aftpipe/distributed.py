@@ -23,11 +23,14 @@ import datetime
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from aftpipe.errors import AftpipeError, option_hint
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 1800.0  # torch's own default for gloo; a rank may spend a whole shard ahead of the others
@@ -305,6 +308,22 @@ def launch(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterat
             dist.destroy_process_group()
 
 
+def resolve_device(device: str) -> torch.device:
+    """`device` (auto, cpu, cuda or cuda:N) as a torch.device this machine has."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise AftpipeError(f"unknown {option_hint('device', device)}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AftpipeError(f"{option_hint('device', 'cuda')} asked for but no CUDA device is visible; use "
+                           f"{option_hint('device', 'cpu')}")
+    return dev
+
+
 def device_for(device: str, ctx: Context) -> str:
     """The device string of this rank: with several processes, `auto`/`cuda` mean this rank's own GPU."""
     if ctx.active and wants_cuda(device) and device in ("auto", "cuda"):
@@ -312,4 +331,5 @@ def device_for(device: str, ctx: Context) -> str:
     return device
 
 
-__all__ = ["Context", "DEFAULT_TIMEOUT_S", "SINGLE", "device_for", "env_world", "is_main_process", "launch"]
+__all__ = ["Context", "DEFAULT_TIMEOUT_S", "SINGLE", "device_for", "env_world", "is_main_process", "launch",
+           "resolve_device"]

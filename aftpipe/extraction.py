@@ -33,11 +33,12 @@ import numpy as np
 import torch
 
 from aftpipe import distributed
+from aftpipe.distributed import resolve_device
 from aftpipe.config import DatasetOptions, ExtractConfig, SourceOptions, command_line
 from aftpipe.data import default_data_dir, load_dataset
 from aftpipe.data.base import Dataset, Split
 from aftpipe.data.splits import take_rows
-from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
+from aftpipe.errors import AftpipeError, Interrupted, option_name
 from aftpipe.progress import Progress, SilentProgress, default_progress
 from aftpipe.sources import FeatureSource, check_source, load_source
 from aftpipe.store import SplitPlan, StoreLock, StoreWriter, make_writer, open_features, store_path
@@ -60,19 +61,6 @@ class SplitResult:
     rows_computed: int = 0  # rows this call ran through the model (0 when every shard was cached)
     recomputed: tuple[int, ...] = ()  # the shard numbers this call wrote
     repaired: tuple[str, ...] = ()  # the damage found in the split and repaired
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise AftpipeError(f"unknown {option_hint('device', device)}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise AftpipeError(f"{option_hint('device', 'cuda')} asked for but no CUDA device is visible; use "
-                           f"{option_hint('device', 'cpu')}")
-    return dev
 
 
 def default_shard_rows(dim: int, dtype: str) -> int:
@@ -551,4 +539,4 @@ def _to_storage(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return x.astype(dtype)
 
 
-__all__ = ["ExtractConfig", "SplitResult", "extract", "rebuild_command", "repair", "resolve_device"]
+__all__ = ["ExtractConfig", "SplitResult", "extract", "rebuild_command", "repair"]

@@ -152,7 +152,7 @@ def open_split_features(paths: tuple[str, ...], dataset: Dataset, split: str, in
     that holds only some of the split's rows unless `stored_rows_only`."""
     ds_split = dataset.split(split)
     arrays, index, dims, identity = [], None, [], []
-    from aftpipe.sources.run_source import teacher_change
+    from aftpipe.sources.base import teacher_change
 
     seen: dict[str, str] = {}  # where each store really is → the path it was given as
     for p in paths:

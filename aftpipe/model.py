@@ -62,7 +62,7 @@ def write_model_files(out: Path, cfg: TrainConfig, data: RunData, result: RunRes
     card. Called once the weights are on disk and before metrics.json, which marks the run finished; `out`
     may be the folder the run is built in (`<out>.partial`): the card names `cfg.out`, where it is published."""
     from aftpipe.config import command_line
-    from aftpipe.probe import HEAD_SPEC, HEAD_WEIGHTS
+    from aftpipe.methods.teacher import HEAD_SPEC, HEAD_WEIGHTS
     from aftpipe.store import open_features
 
     weights = out / (STUDENT_WEIGHTS if student is not None else HEAD_WEIGHTS)
@@ -670,8 +670,8 @@ def _probe(folder: Path, spec: ModelSpec, device: Any) -> Model:
     """The linear probe with its foundation model(s) in front: MiniLM forward → pooling → head."""
     import torch
 
-    from aftpipe.probe import load_head
-    from aftpipe.sources import SourceOptions
+    from aftpipe.config import SourceOptions
+    from aftpipe.methods.teacher import load_head
     from aftpipe.sources.hf import HFSource
 
     check_model_files(folder, spec)
@@ -707,7 +707,7 @@ def _probe(folder: Path, spec: ModelSpec, device: Any) -> Model:
 
 def load_model(folder: str | Path, device: str = "cpu") -> Model:
     """The model in a finished run directory, ready to `predict` on `device` (cpu, cuda, cuda:N or auto)."""
-    from aftpipe.extraction import resolve_device
+    from aftpipe.distributed import resolve_device
 
     folder = Path(folder)
     spec = read_model_spec(folder)

@@ -2,7 +2,7 @@
 
     cfg = load_pipeline("pipelines/sst2-2k.yaml")   # strict: unknown keys and wrong types name their path
     print(validate("pipelines/sst2-2k.yaml"))        # what would run; loads the dataset, computes nothing
-    run_pipeline("pipelines/sst2-2k.yaml")           # → results/sst2-2k/{results.csv,tuning.csv,results.md,plot.png}
+    run_pipeline("pipelines/sst2-2k.yaml")           # aftpipe.sweep: → results/sst2-2k/{results.csv,...,plot.png}
 
 The protocol, for every method × source set × student (a *group*):
   1. tuning: when the group's grid has more than one (β, lr), each setting is trained once with `tune_seed`
@@ -13,7 +13,7 @@ The protocol, for every method × source set × student (a *group*):
 The linear probe is a group like the others (student ignored, params = foundation model + head).
 
 `plan_pipeline` builds the `PipelinePlan` once (groups, stores, rows, each run's TrainConfig); `validate`
-describes it and `run_pipeline` executes it, so both apply the same checks and counts.
+describes it and `aftpipe.sweep.run_pipeline` executes it, so both apply the same checks and counts.
 
 Runs train one after another or several at once (`jobs`, one CPU thread each, the same numbers either way:
 aftpipe.sweep). Every run has a deterministic directory `runs/<pipeline>/<method>-<sources>-<student>-b<β>-lr<lr>-s<seed>`.
@@ -32,16 +32,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aftpipe import rundir
+from aftpipe.components import errors_at, registered
 from aftpipe.config import (Config, ConfigError, ExtractConfig, Partial, SourceOptions, TeacherConfig, TrainConfig,
-                            from_dict, load_yaml, registered, require)
+                            from_dict, load_yaml, require)
+from aftpipe.data import DATASETS
 from aftpipe.data.base import Dataset
-from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
+from aftpipe.errors import AftpipeError
 from aftpipe.features import RowPlan, check_labels, coverage_error, plan_rows
-from aftpipe.fileio import write_if_changed
-from aftpipe.methods import METHODS, MethodConfig
+from aftpipe.methods import METHODS, MethodConfig, check_options
 from aftpipe.progress import Progress
 from aftpipe.probe import PROBE_STUDENT
-from aftpipe.report import csv_text, markdown_report, plot_png, plot_svg
+from aftpipe.sources import SOURCES, check_options as check_source_options
+from aftpipe.students import STUDENTS
 from aftpipe.training import schedule
 
 TEACHER = "teacher:"  # a source naming one of the pipeline's `teachers:`
@@ -84,9 +86,9 @@ def _refuse_controlled(given: dict[str, Any], controlled: dict[str, str], path: 
 class MethodSpec(Config):
     name: str
     sources: tuple[str, ...] = ()  # source-set names (YAML: one name or a list); () = the first set
-    beta: tuple[float, ...] | None = None  # β grid; None: [0] for none/linear_probe, else [MethodConfig().beta]
+    beta: tuple[float, ...] | None = None  # β grid; None: [0] for a method without β, else [MethodConfig().beta]
     lr: tuple[float, ...] | None = None  # student lr grid; None: [train.lr] (TrainConfig's 1e-3 by default)
-    options: Partial[MethodConfig] = field(default_factory=dict)  # other MethodConfig fields: tau, state_lr, ...
+    options: Partial[MethodConfig] = field(default_factory=dict)  # the method's other options: tau, state_lr, ...
     unlabeled: bool = False  # add a batch of unlabeled rows per step (the transfer set)
     train: Partial[TrainConfig] = field(default_factory=dict)  # TrainConfig fields for this method only (steps, ...)
     control: Literal["none", "shuffle", "gaussian"] = "none"  # φ replaced by a control: its own group and row
@@ -124,6 +126,7 @@ class MethodSpec(Config):
         _refuse_controlled(self.options, {"beta": "`beta` (the β grid)"}, ("options",))
         try:
             MethodConfig(**self.options)
+            check_options(self.name, self.options)
         except ConfigError as e:
             raise e.under("options") from None
         _refuse_controlled(self.train, {**CONTROLLED, "lr": "`lr` (the lr grid)"}, ("train",))
@@ -164,10 +167,6 @@ class PipelineConfig(Config):
     teachers: dict[str, TeacherConfig] = field(default_factory=dict)
 
     def validate(self) -> None:
-        from aftpipe.data import DATASETS
-        from aftpipe.sources import SOURCES
-        from aftpipe.students import STUDENTS
-
         require(bool(NAME_RE.match(self.name)), "name", f"`{self.name}` becomes a directory name; use letters, "
                 "digits and _ . + = -")
         registered(DATASETS, self.dataset, ("dataset",))
@@ -186,9 +185,14 @@ class PipelineConfig(Config):
                     continue
                 registered(SOURCES, spec, ("sources", set_name, j),
                            self.extract.get("source_options") or SourceOptions())
+                with errors_at("sources", set_name, j):
+                    check_source_options([spec])
                 require(spec not in specs[:j], ("sources", set_name, j),
                         f"repeats `{spec}` (sources[{set_name}][{specs.index(spec)}]), whose features would be fed "
                         "twice; list each source once")
+        models = [s for in_set in self.sources.values() for s in in_set if not s.startswith(TEACHER)]
+        with errors_at("extract", "source_options"):  # read by at least one of them (a teacher reads none)
+            check_source_options(models, self.extract.get("source_options"))
         for name in self.teachers:
             require(bool(NAME_RE.match(name)), ("teachers", name), "a teacher's name becomes its run directory; use "
                     "letters, digits and _ . + = -")
@@ -367,7 +371,8 @@ class PipelinePlan:
             tc, out=str(self.run_dir(g, beta, lr, seed)), features=self.features(g.sources), method=g.spec.name,
             student=g.student if g.spec.trains_student else tc.student, seed=seed, lr=lr, unlabeled=g.spec.unlabeled,
             phi_control=g.spec.control,
-            method_options=MethodConfig(beta=beta, **g.spec.options), resume=True)
+            method_options=MethodConfig(**({"beta": beta} if g.spec.regularised else {}), **g.spec.options),
+            resume=True)
 
     def run_dir(self, g: Group, beta: float, lr: float, seed: int) -> Path:
         return self.runs_dir / run_name(g.method, g.sources, g.student, beta, lr, seed)
@@ -455,7 +460,6 @@ def _check_coverage(path: Path, dataset: Dataset, splits: tuple[str, ...], store
 def _load_checked(cfg: PipelineConfig) -> Dataset:
     """The dataset, with the splits, the students' modality and the label budget checked."""
     from aftpipe.data import load_dataset
-    from aftpipe.students import STUDENTS
 
     template = cfg.train_template()
     dataset = load_dataset(cfg.dataset, cfg.data_dir, template.dataset_options)
@@ -552,69 +556,5 @@ def fine_tune_teachers(p: PipelinePlan, missing: tuple[str, ...], progress: Prog
         fine_tune(teacher, base, out, progress)
 
 
-def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir: str | Path = "results",
-                 runs_dir: str | Path = "runs", progress: Progress | None = None,
-                 report_to: tuple[str, ...] = (), jobs: int | None = None) -> Path:
-    """Run a pipeline end to end (see the module docstring); returns `results/<name>`. `report_to` adds
-    trackers (tensorboard, wandb) to every run, on top of the pipeline's own `train.report_to`. `jobs` runs
-    train at once in worker processes, one thread each (default: one per CPU core, 1 on a GPU); the numbers
-    are the same for any `jobs` (aftpipe.sweep)."""
-    from aftpipe.extraction import extract
-    from aftpipe.progress import LogProgress, counting, default_progress
-    from aftpipe.sweep import Sweep, default_jobs
-    from aftpipe.tracking import check_trackers
-
-    progress = default_progress(progress, "step")
-    if jobs is not None and jobs < 1:
-        raise AftpipeError(f"{option_hint('jobs', jobs)}: must be at least 1")
-    in_process = str(cache_dir).startswith("memory://")  # fsspec's memory filesystem: this process's alone
-    if in_process and jobs is not None and jobs > 1:
-        raise AftpipeError(f"{option_name('cache_dir')} {cache_dir} lives in this process's memory, which the "
-                           f"worker processes of {option_hint('jobs', jobs)} cannot see; pass "
-                           f"{option_hint('jobs', 1)} or a cache folder")
-    p = plan_pipeline(path, cache_dir, runs_dir)
-    cfg = p.cfg
-    report_to = tuple(report_to)
-    TrainConfig(dataset=cfg.dataset, out=".", method="none", report_to=report_to)  # names checked like any option
-    check_trackers(report_to + cfg.train_template().report_to)
-    for warning in cfg.warnings():
-        progress.log(f"warning: {warning}")
-    missing = tuple(p.missing_stores())  # extract itself skips finished shards
-    fine_tune_teachers(p, missing, progress)
-    if missing:
-        progress.log(f"extracting {', '.join(missing)} over {', '.join(p.splits)}")
-        with counting(progress, "ex"):
-            specs = tuple(cfg.source_spec(s, runs_dir) for s in missing)
-            extract(dataclasses.replace(cfg.extract_config(specs, cache_dir), splits=p.splits), progress)
-    jobs = 1 if in_process else jobs or default_jobs(cfg.train_template().device)
-    log_every = progress.every_s if isinstance(progress, LogProgress) and not progress.quiet else None
-    sweep = Sweep(p, progress, jobs, report_to, log_every)
-    try:
-        tuning, final = sweep.run()
-    except KeyboardInterrupt as e:
-        finished = sum(v != "running" for v in sweep.seen.values())
-        detail = f"; {e.kept}" if isinstance(e, Interrupted) else ""
-        raise Interrupted(f"{finished} of {p.total_runs} runs of `{cfg.name}` are finished and kept{detail}",
-                          "re-run the same command to resume") from None
-    trained = sum(v == "trained" for v in sweep.seen.values())
-    progress.log(f"{len(sweep.seen)} runs finished: {trained} trained now, {len(sweep.seen) - trained} already "
-                 f"finished before" + (f" ({jobs} at a time)" if jobs > 1 else ""))
-
-    out = Path(results_dir) / cfg.name
-    intro = (f"Pipeline `{cfg.name}` ({Path(path).name}): dataset `{cfg.dataset}`, "
-             f"{f'{cfg.labels:,} labels' if cfg.labels else 'every label'}, seeds {', '.join(map(str, cfg.seeds))}. "
-             f"Reproduce with `{reproduce_command(path, cache_dir, results_dir, runs_dir)}`; runs are in "
-             f"`{p.runs_dir}`.")
-    if (warning := cfg.seeds_warning()) is not None:
-        intro += f"\n\n**Warning — {warning}**"
-    write_if_changed(out / "results.csv", csv_text(final))
-    write_if_changed(out / "tuning.csv", csv_text(tuning))
-    write_if_changed(out / "results.md", markdown_report(final, tuning, title=f"Results: {cfg.name}", intro=intro))
-    write_if_changed(out / "plot.png", plot_png(final, title=cfg.name))
-    write_if_changed(out / "plot.svg", plot_svg(final, title=cfg.name))
-    progress.log(f"results → {out}")
-    return out
-
-
 __all__ = ["MethodSpec", "PipelineConfig", "PipelinePlan", "StudentSpec", "load_pipeline", "plan", "plan_pipeline",
-           "reproduce_command", "run_name", "run_pipeline", "validate"]
+           "reproduce_command", "run_name", "validate"]

@@ -1,6 +1,7 @@
-"""Running a pipeline's training runs: one after another, or `jobs` at a time in worker processes.
+"""Running a pipeline: its training runs one after another, or `jobs` at a time in worker processes.
 
-    tuning, final = Sweep(plan, progress, jobs=2).run()     # what `aftpipe run --jobs 2` does
+    run_pipeline("pipelines/demo.yaml", jobs=2)            # `aftpipe run --jobs 2`: extract, sweep, write results
+    tuning, final = Sweep(plan, progress, jobs=2).run()     # the sweep alone, over a `PipelinePlan`
 
 A group (method × sources × student) trains its tuning grid with `tune_seed`, picks the setting with the best
 hold-out score, then trains that setting for every seed; groups are independent. The sweep keeps `jobs` runs
@@ -29,17 +30,33 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from aftpipe import rundir
-from aftpipe.config import TrainConfig
-from aftpipe.errors import AftpipeError
-from aftpipe.progress import ETA_FIELD, LogProgress, Progress, counting, duration
+from aftpipe import extraction, model, pipeline, report, rundir
+from aftpipe.config import TrainConfig, flag_of
+from aftpipe.errors import (
+    AftpipeError,
+    Interrupted,
+    option_hint,
+    option_name,
+    speaking_cli,
+    speaking_to_cli,
+)
+from aftpipe.fileio import write_if_changed
+from aftpipe.progress import (
+    ETA_FIELD,
+    LogProgress,
+    Progress,
+    SilentProgress,
+    counting,
+    default_progress,
+    duration,
+)
+from aftpipe.provenance import command, running_command
+from aftpipe.recipes import train
 from aftpipe.report import RunRecord, record_of
 from aftpipe.rundir import RunResult
-
-if TYPE_CHECKING:
-    from aftpipe.pipeline import Group, PipelinePlan
+from aftpipe.tracking import check_trackers
 
 MAX_DEFAULT_JOBS = 8  # a worker holds its own copy of torch and the dataset (~0.5-1 GB)
 
@@ -71,7 +88,6 @@ def thread_limit(threads: int) -> Iterator[None]:
 
 def train_run(tc: TrainConfig, progress: Progress) -> RunResult:
     """Train one run of a sweep under its thread limit (see the module docstring); returns its result."""
-    from aftpipe.api import train
 
     with thread_limit(tc.threads or 1):
         return train(tc, progress)
@@ -109,12 +125,9 @@ def _worker_init(command: str | None, cli: bool) -> None:
     torch.set_num_threads(1)
     stack = contextlib.ExitStack()
     if command is not None:
-        from aftpipe.provenance import running_command
 
         stack.enter_context(running_command(shlex.split(command)))
     if cli:
-        from aftpipe.cli import flag_of
-        from aftpipe.errors import speaking_to_cli
 
         stack.enter_context(speaking_to_cli(flag_of))
     global _WORKER_CONTEXT
@@ -125,7 +138,6 @@ _WORKER_CONTEXT: contextlib.ExitStack | None = None
 
 
 def _worker_train(tc: TrainConfig, prefix: str, log_every: float | None) -> RunResult:
-    from aftpipe.progress import SilentProgress
 
     progress: Progress = SilentProgress() if log_every is None else _Prefixed(LogProgress(log_every, "step"), prefix)
     try:
@@ -161,7 +173,7 @@ class RunTimes:
 
 @dataclass
 class _GroupState:
-    group: Group
+    group: pipeline.Group
     todo: list[tuple[float, float, int]]  # (β, lr, seed) not yet started, in order
     tuning: dict[tuple[float, float], RunRecord] = field(default_factory=dict)
     final: dict[int, RunRecord] = field(default_factory=dict)
@@ -174,7 +186,7 @@ class Sweep:
     """Trains (or reads, when finished) every run of a `PipelinePlan`; `run()` returns the tuning and final
     records in the pipeline's order. `seen` maps each run met to `trained`, `reused` or `running`."""
 
-    def __init__(self, plan: PipelinePlan, progress: Progress, jobs: int = 1, report_to: tuple[str, ...] = (),
+    def __init__(self, plan: pipeline.PipelinePlan, progress: Progress, jobs: int = 1, report_to: tuple[str, ...] = (),
                  log_every: float | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
         self.p, self.progress, self.jobs, self.report_to = plan, progress, max(1, int(jobs)), report_to
         self.log_every = log_every  # workers print plain progress lines at this interval (None: silent)
@@ -183,24 +195,22 @@ class Sweep:
         self.seen: dict[Path, str] = {}
         self.states = [_GroupState(g, self._first_runs(g)) for g in plan.groups]
 
-    def _first_runs(self, g: Group) -> list[tuple[float, float, int]]:
+    def _first_runs(self, g: pipeline.Group) -> list[tuple[float, float, int]]:
         if len(g.grid) > 1:
             return [(b, lr, self.p.cfg.tune_seed) for b, lr in g.grid]
         b, lr = g.grid[0]
         return [(b, lr, s) for s in self.p.cfg.seeds]
 
-    def config(self, g: Group, beta: float, lr: float, seed: int) -> TrainConfig:
+    def config(self, g: pipeline.Group, beta: float, lr: float, seed: int) -> TrainConfig:
         """The run's TrainConfig, with the trackers asked for on the command line and its thread count."""
-        from aftpipe.pipeline import check_reusable
-
         tc = self.p.train_config(g, beta, lr, seed)
         tc = dataclasses.replace(tc, threads=tc.threads or 1,
                                  report_to=tuple(dict.fromkeys(tc.report_to + self.report_to)))
-        check_reusable(Path(tc.out), tc)
+        pipeline.check_reusable(Path(tc.out), tc)
         return tc
 
     # -- bookkeeping -----------------------------------------------------------------------------------------
-    def _record(self, g: Group, beta: float, lr: float, seed: int, result: RunResult, out: Path) -> RunRecord:
+    def _record(self, g: pipeline.Group, beta: float, lr: float, seed: int, result: RunResult, out: Path) -> RunRecord:
         return record_of(result, method=g.method, sources=g.sources, student=g.student, beta=beta, lr=lr,
                                    seed=seed, run=str(out))
 
@@ -218,10 +228,9 @@ class Sweep:
         else:
             st.final[seed] = rec
             if len(st.final) == len(self.p.cfg.seeds):  # every seed of the chosen setting: the cards' mean ± std
-                from aftpipe.model import add_seed_summary
 
                 runs = [st.final[s] for s in self.p.cfg.seeds]
-                add_seed_summary([r.run for r in runs], runs[0].metric, [r.test for r in runs], self.p.cfg.seeds)
+                model.add_seed_summary([r.run for r in runs], runs[0].metric, [r.test for r in runs], self.p.cfg.seeds)
 
     def _next(self) -> tuple[_GroupState, float, float, int] | None:
         for st in self.states:
@@ -287,8 +296,6 @@ class Sweep:
     def _run_in_workers(self) -> None:
         import multiprocessing
 
-        from aftpipe.errors import speaking_cli
-        from aftpipe.provenance import command
 
         finished: queue.Queue[tuple[Any, ...]] = queue.Queue()
         ctx = multiprocessing.get_context("spawn")  # not fork: torch's thread pools do not survive a fork
@@ -330,4 +337,66 @@ class Sweep:
             unit.close()
 
 
-__all__ = ["RunTimes", "Sweep", "default_jobs", "thread_limit", "train_run"]
+
+def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir: str | Path = "results",
+                 runs_dir: str | Path = "runs", progress: Progress | None = None,
+                 report_to: tuple[str, ...] = (), jobs: int | None = None) -> Path:
+    """Run a pipeline end to end (see the module docstring); returns `results/<name>`. `report_to` adds
+    trackers (tensorboard, wandb) to every run, on top of the pipeline's own `train.report_to`. `jobs` runs
+    train at once in worker processes, one thread each (default: one per CPU core, 1 on a GPU); the numbers
+    are the same for any `jobs` (see the module docstring)."""
+
+    progress = default_progress(progress, "step")
+    if jobs is not None and jobs < 1:
+        raise AftpipeError(f"{option_hint('jobs', jobs)}: must be at least 1")
+    in_process = str(cache_dir).startswith("memory://")  # fsspec's memory filesystem: this process's alone
+    if in_process and jobs is not None and jobs > 1:
+        raise AftpipeError(f"{option_name('cache_dir')} {cache_dir} lives in this process's memory, which the "
+                           f"worker processes of {option_hint('jobs', jobs)} cannot see; pass "
+                           f"{option_hint('jobs', 1)} or a cache folder")
+    p = pipeline.plan_pipeline(path, cache_dir, runs_dir)
+    cfg = p.cfg
+    report_to = tuple(report_to)
+    TrainConfig(dataset=cfg.dataset, out=".", method="none", report_to=report_to)  # names checked like any option
+    check_trackers(report_to + cfg.train_template().report_to)
+    for warning in cfg.warnings():
+        progress.log(f"warning: {warning}")
+    missing = tuple(p.missing_stores())  # extract itself skips finished shards
+    pipeline.fine_tune_teachers(p, missing, progress)
+    if missing:
+        progress.log(f"extracting {', '.join(missing)} over {', '.join(p.splits)}")
+        with counting(progress, "ex"):
+            specs = tuple(cfg.source_spec(s, runs_dir) for s in missing)
+            extraction.extract(dataclasses.replace(cfg.extract_config(specs, cache_dir), splits=p.splits), progress)
+    jobs = 1 if in_process else jobs or default_jobs(cfg.train_template().device)
+    log_every = progress.every_s if isinstance(progress, LogProgress) and not progress.quiet else None
+    sweep = Sweep(p, progress, jobs, report_to, log_every)
+    try:
+        tuning, final = sweep.run()
+    except KeyboardInterrupt as e:
+        finished = sum(v != "running" for v in sweep.seen.values())
+        detail = f"; {e.kept}" if isinstance(e, Interrupted) else ""
+        raise Interrupted(f"{finished} of {p.total_runs} runs of `{cfg.name}` are finished and kept{detail}",
+                          "re-run the same command to resume") from None
+    trained = sum(v == "trained" for v in sweep.seen.values())
+    progress.log(f"{len(sweep.seen)} runs finished: {trained} trained now, {len(sweep.seen) - trained} already "
+                 f"finished before" + (f" ({jobs} at a time)" if jobs > 1 else ""))
+
+    out = Path(results_dir) / cfg.name
+    intro = (f"Pipeline `{cfg.name}` ({Path(path).name}): dataset `{cfg.dataset}`, "
+             f"{f'{cfg.labels:,} labels' if cfg.labels else 'every label'}, seeds {', '.join(map(str, cfg.seeds))}. "
+             f"Reproduce with `{pipeline.reproduce_command(path, cache_dir, results_dir, runs_dir)}`; runs are in "
+             f"`{p.runs_dir}`.")
+    if (warning := cfg.seeds_warning()) is not None:
+        intro += f"\n\n**Warning — {warning}**"
+    write_if_changed(out / "results.csv", report.csv_text(final))
+    write_if_changed(out / "tuning.csv", report.csv_text(tuning))
+    write_if_changed(out / "results.md",
+                     report.markdown_report(final, tuning, title=f"Results: {cfg.name}", intro=intro))
+    write_if_changed(out / "plot.png", report.plot_png(final, title=cfg.name))
+    write_if_changed(out / "plot.svg", report.plot_svg(final, title=cfg.name))
+    progress.log(f"results → {out}")
+    return out
+
+
+__all__ = ["RunTimes", "Sweep", "default_jobs", "run_pipeline", "thread_limit", "train_run"]

@@ -40,8 +40,8 @@ import torch
 from aftpipe import distributed, rundir
 from aftpipe.config import TrainConfig, dump_yaml
 from aftpipe.data import load_dataset
+from aftpipe.distributed import resolve_device
 from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
-from aftpipe.extraction import resolve_device
 from aftpipe.features import (RunData, agreement_split, check_labels, foundation_params, open_split_features, plan_rows,
                                test_rows)
 from aftpipe.methods import Method, build_method
@@ -476,7 +476,9 @@ class Trainer:
             rows={"train": len(plan.train), "holdout": len(plan.holdout), "unlabeled": len(plan.unlabeled),
                   "test": len(data.test_rows), "unlabeled_used": bool(self.use_unlabeled),
                   **({"stored_rows_only": data.coverage} if data.coverage else {})},
-            method={"name": cfg.method, "beta": cfg.method_options.beta, **self._summary()},
+            # β as the run applied it: 0 for a method with no transfer term to weigh
+            method={"name": cfg.method, "beta": cfg.method_options.beta if "beta" in type(self.method).options else 0.0,
+                    **self._summary()},
             regulariser=self._regulariser_trace(), phi_control=cfg.phi_control, select=cfg.select,
             device=str(self.device), test_split=data.test.name,
         )

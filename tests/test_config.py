@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from aftpipe.config import (ConfigError, ExtractConfig, MethodConfig, Partial, StudentConfig, TrainConfig, convert,
-                            dump_yaml, from_dict, load_config, load_yaml)
+from aftpipe.components import resolve
+from aftpipe.config import (ConfigError, DistillConfig, ExtractConfig, MethodConfig, Partial, StudentConfig, TrainConfig,
+                            convert, dump_yaml, from_dict, load_config, load_yaml)
 
 
 def test_python_conveniences_are_converted_and_wrong_types_refused(tmp_path):
@@ -25,20 +26,30 @@ def test_python_conveniences_are_converted_and_wrong_types_refused(tmp_path):
         TrainConfig(dataset="sst2", features=("x",), out="r", method_options={"taux": 1})
 
 
-def test_every_config_checks_itself_on_construction_and_on_replace():
-    with pytest.raises(ConfigError, match="^features: method `aft` needs cached features"):
-        TrainConfig(dataset="sst2", out="r")
+def test_every_config_checks_its_own_values_on_construction_and_on_replace():
     ok = TrainConfig(dataset="sst2", out="r", method="none")
     with pytest.raises(ConfigError, match="^holdout: must be in"):
         dataclasses.replace(ok, holdout=1.0)
-    with pytest.raises(ConfigError, match="^student: no student `cnn`; known: "):
-        dataclasses.replace(ok, student="cnn")
-    with pytest.raises(ConfigError, match=r"^sources\[1\]: no source `bert`"):
-        ExtractConfig(dataset="sst2", sources=("minilm", "bert"))
     with pytest.raises(ConfigError, match="^dtype: expected one of float16, bfloat16, float32, got 'float8'$"):
         ExtractConfig(dataset="sst2", dtype="float8")
     with pytest.raises(ConfigError, match="^dropout: must be in"):
         StudentConfig(dropout=1.0)
+
+
+def test_names_are_resolved_at_the_api_boundary_not_on_construction():
+    unknown = TrainConfig(dataset="sst3", out="r", student="cnn")  # plain data: no registry is asked
+    with pytest.raises(ConfigError, match="^dataset: no dataset `sst3`; known: "):
+        resolve(unknown)
+    with pytest.raises(ConfigError, match="^student: no student `cnn`; known: "):
+        resolve(dataclasses.replace(unknown, dataset="sst2", method="none"))
+    with pytest.raises(ConfigError, match="^features: method `aft` needs cached features"):
+        resolve(TrainConfig(dataset="sst2", out="r"))
+    with pytest.raises(ConfigError, match=r"^sources\[1\]: no source `bert`"):
+        resolve(ExtractConfig(dataset="sst2", sources=("minilm", "bert")))
+    with pytest.raises(ConfigError, match="^student: no student `cnn`"):
+        resolve(DistillConfig(dataset="sst2", out="m", student="cnn"))
+    ok = TrainConfig(dataset="sst2", out="r", features="cache/sst2/minilm", student="textcnn@width=8")
+    assert resolve(ok) is ok
 
 
 def test_from_dict_refuses_unknown_and_missing_keys_with_their_path():
@@ -96,3 +107,11 @@ def test_yaml_refuses_repeated_keys_and_runaway_aliases(tmp_path):
     with pytest.raises(AftpipeError, match="an alias refers to a value that contains it"):
         load("seeds: &s [0, *s]\n")
     assert len(shown("x" * 10**6)) < 100 and len(shown([list(range(10**4))] * 10**3)) < 200
+
+
+def test_a_field_is_named_by_its_flag_from_its_name_or_an_error_path():
+    from aftpipe.config import flag_of
+
+    assert flag_of("out") == "--out" and flag_of("split_map") == "--split-map"
+    assert flag_of("sources") == "--source" and flag_of(("sources", 1)) == "--source"  # declared with flag=
+    assert flag_of(("student_options", "layers")) == "--student-layers" and flag_of(("method_options", "tau")) == "--tau"

@@ -412,7 +412,8 @@ def test_trade_off_sentence():
 def test_a_pipeline_fine_tunes_its_teacher_first_and_distils_from_it(data, tiny_hf_dir, tmp_path):
     from aftpipe.config import TeacherConfig, load_config
     from aftpipe.data import load_dataset
-    from aftpipe.pipeline import load_pipeline, run_pipeline, validate
+    from aftpipe.pipeline import load_pipeline, validate
+    from aftpipe.sweep import run_pipeline
     from aftpipe.teacher import teacher_train_config
     from aftpipe.training import train
 

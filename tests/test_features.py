@@ -75,9 +75,10 @@ def test_gaussian_control_matches_mean_and_covariance_only():
 
 
 def test_a_control_needs_a_transfer_term_to_control():
+    from aftpipe.components import resolve
     from aftpipe.config import ConfigError, TrainConfig
 
     for method in ("none", "linear_probe"):
         with pytest.raises(ConfigError, match=f"^phi_control: method `{method}` has no transfer term to control"):
-            TrainConfig(dataset="sst2", out="r", features=("s",), method=method, phi_control="shuffle")
-    assert TrainConfig(dataset="sst2", out="r", features=("s",), method="aft", phi_control="gaussian")
+            resolve(TrainConfig(dataset="sst2", out="r", features=("s",), method=method, phi_control="shuffle"))
+    assert resolve(TrainConfig(dataset="sst2", out="r", features=("s",), method="aft", phi_control="gaussian"))

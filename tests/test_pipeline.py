@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from aftpipe.errors import AftpipeError
-from aftpipe.pipeline import load_pipeline, plan, plan_pipeline, run_name, run_pipeline, validate
+from aftpipe.pipeline import load_pipeline, plan, plan_pipeline, run_name, validate
+from aftpipe.sweep import run_pipeline
 from aftpipe.report import RESULT_COLUMNS
 from aftpipe.rundir import RunResult
 

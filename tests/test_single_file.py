@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from aftpipe.evaluation import evaluate
-from aftpipe.pipeline import run_pipeline, validate
+from aftpipe.pipeline import validate
 from aftpipe.store import open_features
+from aftpipe.sweep import run_pipeline
 
 STUDENT = ["--student", "bow-mlp", "--vocab-size", "200", "--embed-dim", "16", "--width", "16", "--threads", "1"]
 

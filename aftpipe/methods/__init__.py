@@ -6,9 +6,10 @@ Every built-in method is registered below, explicitly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from aftpipe.config import MethodConfig
+from aftpipe.config import ConfigError, MethodConfig
+from aftpipe.errors import option_name
 from aftpipe.methods.aft import AFT, AFTPrimal
 from aftpipe.methods.base import LossTerms, Method, masked_cross_entropy
 from aftpipe.methods.kd import RKD, KDFeature, KDLogit
@@ -24,6 +25,7 @@ __all__ = [
     "Method",
     "MethodConfig",
     "build_method",
+    "check_options",
     "fit_linear_head",
     "masked_cross_entropy",
 ]
@@ -39,3 +41,13 @@ def build_method(
     """The method `name` for a student with `student_dim` features and sources of `feature_dims` features."""
     cls = METHODS.get(name)  # an unknown name raises AftpipeError listing the known ones
     return cls(cfg, student_dim, feature_dims, num_classes)
+
+
+def check_options(name: str, given: Iterable[str]) -> None:
+    """Refuse the first of the options `given` (MethodConfig field names) that method `name` does not read,
+    as a `ConfigError` at that field."""
+    cls = METHODS.get(name)
+    for key in given:
+        if key not in cls.options:
+            takes = f"takes {', '.join(map(option_name, cls.options))}" if cls.options else "takes no options"
+            raise ConfigError(key, f"does not apply to method `{name}`; drop it (`{name}` {takes})")

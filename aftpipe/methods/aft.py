@@ -34,6 +34,7 @@ class AFT(Method):
     """
 
     name = "aft"
+    options = ("beta", "state_lr")
     uses_unlabeled = True
 
     def __init__(self, cfg: MethodConfig, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:
@@ -76,6 +77,7 @@ class AFTPrimal(Method):
     """
 
     name = "aft_primal"
+    options = ("beta", "state_lr")
     uses_unlabeled = True
 
     def __init__(self, cfg: MethodConfig, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:

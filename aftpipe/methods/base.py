@@ -58,6 +58,9 @@ class Method(nn.Module):
     uses_unlabeled: ClassVar[bool] = False  # the term means something on rows with y == -1
     always_unlabeled: ClassVar[bool] = False  # the unlabeled transfer set is part of the method (tokt)
     uses_features: ClassVar[bool] = True  # False for `none`: it can train without a feature store
+    # The MethodConfig fields this method reads (`beta` only where it has a regulariser to weigh); an option it
+    # does not read is refused by name where a config enters the API (`check_options`)
+    options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: MethodConfig, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:
         super().__init__()
@@ -108,6 +111,7 @@ class TeacherMethod(Method):
 
     needs_teacher = True
     uses_unlabeled = True
+    options = ("beta", "tau", "teacher_hidden")
 
     def __init__(self, cfg: MethodConfig, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:
         super().__init__(cfg, student_dim, feature_dims, num_classes)

@@ -30,6 +30,7 @@ class KDFeature(Method):
     """
 
     name = "kd_feature"
+    options = ("beta", "state_lr")
     uses_unlabeled = True
 
     def __init__(self, cfg: MethodConfig, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:
@@ -54,6 +55,7 @@ class RKD(Method):
     """
 
     name = "rkd"
+    options = ("beta", "rkd_distance_weight", "rkd_angle_weight", "rkd_angle_rows")
     uses_unlabeled = True
 
     def forward(self, h: Tensor, logits: Tensor, phi: Tensor, y: Tensor, progress: float = 0.0) -> LossTerms:

@@ -31,6 +31,7 @@ class TOKT(TeacherMethod):
     """
 
     name = "tokt"
+    options = (*TeacherMethod.options, "distill_fraction")
     always_unlabeled = True  # distilling on the transfer set is the method, not an option
 
     def distilling(self, progress: float) -> bool:

@@ -12,7 +12,11 @@ scikit-learn) happen when a source is created, not when this package is imported
 
 from __future__ import annotations
 
-from aftpipe.config import SourceOptions
+import dataclasses
+from collections.abc import Sequence
+
+from aftpipe.config import ConfigError, SourceOptions
+from aftpipe.errors import AftpipeError, option_name
 from aftpipe.registry import Registry
 from aftpipe.sources.base import FeatureSource, weights_sha256
 from aftpipe.sources.hf import HFSource, MiniLMSource, minilm_dir, pool
@@ -57,5 +61,30 @@ def store_name(spec: str, options: SourceOptions = SourceOptions()) -> str:
     return cls.store_name(arg, options)
 
 
-__all__ = ["SOURCES", "FeatureSource", "SourceOptions", "check_source", "load_source", "minilm_dir", "pool", "resolve",
+def _refusal(key: str, names: list[str], read: Sequence[str]) -> str:
+    """`key` does not apply to the sources `names`, which read the options `read`."""
+    who = f"source `{names[0]}`" if len(names) == 1 else "sources " + ", ".join(f"`{n}`" for n in names)
+    takes = ", ".join(map(option_name, read)) or "no options"
+    return f"{key} does not apply to {who}; drop it ({'it takes' if len(names) == 1 else 'they take'} {takes})"
+
+
+def check_options(specs: Sequence[str], options: SourceOptions | None = None) -> None:
+    """Refuse an option that none of the sources `specs` reads: a spec's own (`tfidf@layer=2`: an
+    `AftpipeError` naming the spec) or one of `options` set away from its default (a `ConfigError` at that
+    field; options shared by several sources need only be read by one of them)."""
+    names, read = [], []
+    for spec in specs:
+        name, extra = SOURCES.split_options(spec)
+        cls = SOURCES.get(name)
+        names.append(name)
+        read += [o for o in cls.options if o not in read]
+        for key in extra:
+            if key not in cls.options:
+                raise AftpipeError(f"`{spec}`: {_refusal(key, [name], cls.options)}")
+    for f in dataclasses.fields(SourceOptions):
+        if getattr(options, f.name, f.default) != f.default and f.name not in read:
+            raise ConfigError(f.name, _refusal("", names, read).lstrip())
+
+
+__all__ = ["SOURCES", "FeatureSource", "SourceOptions", "check_options", "check_source", "load_source", "minilm_dir", "pool", "resolve",
            "store_name", "weights_sha256"]

@@ -11,6 +11,7 @@ must produce the same rows.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ class FeatureSource(ABC):
     modality: Literal["text", "image"]
     name: str  # the store's file name: `minilm`, `tfidf`, `hf-bert-base-uncased`, ...
     dim: int
+    options: tuple[str, ...] = ()  # the SourceOptions fields it reads; the others are refused (sources.check_options)
     params: int = 0  # parameter count of the model behind the features (reported next to the probe)
 
     @classmethod
@@ -78,3 +80,31 @@ def weights_sha256(directory: Path) -> dict[str, str]:
     """sha256 of every weights file in a model directory: the provenance that a path alone is not."""
     return {p.name: sha256_file(p) for p in sorted(directory.iterdir())
             if p.is_file() and p.suffix in WEIGHT_SUFFIXES}
+
+
+# A `model:` source's store (sources/run_source.py) is checked against its teacher's weights wherever it is read.
+@functools.lru_cache(maxsize=16)
+def _sha256(path: Path, mtime_ns: int, size: int) -> str:
+    """A teacher's weights hashed once per version of the file (train opens each split of a store)."""
+    return sha256_file(path)
+
+
+def teacher_change(store: Any) -> str | None:
+    """When `store` holds the features of a `model:` teacher whose weights changed after the extraction (it
+    was retrained over the same folder), what changed and how to re-extract; None for any other store, and
+    when the teacher's folder is gone (nothing to compare: the stored features are all there is)."""
+    src = store.source
+    if src.get("library") != "aftpipe" or not src.get("path"):
+        return None
+    folder = Path(src["path"])
+    for name, sha in (src.get("weights_sha256") or {}).items():
+        path = folder / name
+        if not path.is_file():
+            return None
+        stat = path.stat()
+        if _sha256(path, stat.st_mtime_ns, stat.st_size) != sha:
+            dataset = (store.manifest.get("extract") or {}).get("dataset") or "DATASET"
+            return (f"store {store.path} holds the features of teacher {folder} as it was when extracted, but the "
+                    f"teacher's {name} has changed since (it was retrained); re-extract them with `aftpipe extract "
+                    f"--dataset {dataset} --source model:{folder} --overwrite`")
+    return None

@@ -97,6 +97,7 @@ class HFSource(FeatureSource):
     """Any transformers encoder by hub id or local directory: `hf:bert-base-uncased`, `hf:/models/e5`."""
 
     modality = "text"
+    options = ("pooling", "layer", "max_length", "prompt")
 
     @classmethod
     def store_name(cls, arg: str | None, options: SourceOptions) -> str:

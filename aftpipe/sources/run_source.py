@@ -11,7 +11,6 @@ teacher retrained since (`teacher_change`) makes `train` refuse the store and `v
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -83,32 +82,3 @@ class RunSource(FeatureSource):
             "dim": self.dim,
             "params": self.params,
         }
-
-
-@functools.lru_cache(maxsize=16)
-def _sha256(path: Path, mtime_ns: int, size: int) -> str:
-    """A teacher's weights hashed once per version of the file (train opens each split of a store)."""
-    from aftpipe.store.manifest import sha256_file
-
-    return sha256_file(path)
-
-
-def teacher_change(store: Any) -> str | None:
-    """When `store` holds the features of a `model:` teacher whose weights changed after the extraction (it
-    was retrained over the same folder), what changed and how to re-extract; None for any other store, and
-    when the teacher's folder is gone (nothing to compare: the stored features are all there is)."""
-    src = store.source
-    if src.get("library") != "aftpipe" or not src.get("path"):
-        return None
-    folder = Path(src["path"])
-    for name, sha in (src.get("weights_sha256") or {}).items():
-        path = folder / name
-        if not path.is_file():
-            return None
-        stat = path.stat()
-        if _sha256(path, stat.st_mtime_ns, stat.st_size) != sha:
-            dataset = (store.manifest.get("extract") or {}).get("dataset") or "DATASET"
-            return (f"store {store.path} holds the features of teacher {folder} as it was when extracted, but the "
-                    f"teacher's {name} has changed since (it was retrained); re-extract them with `aftpipe extract "
-                    f"--dataset {dataset} --source model:{folder} --overwrite`")
-    return None

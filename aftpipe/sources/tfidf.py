@@ -24,6 +24,7 @@ class TfidfSource(FeatureSource):
 
     modality = "text"
     name = "tfidf"
+    options = ("tfidf_dim",)
 
     @classmethod
     def store_name(cls, arg: str | None, options: SourceOptions) -> str:

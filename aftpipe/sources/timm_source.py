@@ -38,6 +38,7 @@ class TimmSource(FeatureSource):
     config.json + model.safetensors as written by timm's `save_for_hf`/`push_to_hf_hub`."""
 
     modality = "image"
+    options = ("layer", "image_size")
 
     @classmethod
     def store_name(cls, arg: str | None, options: SourceOptions) -> str:

@@ -82,9 +82,9 @@ def build_student(
     if num_classes < 1:
         raise AftpipeError(f"num_classes must be at least 1, got {num_classes}; check the dataset's labels.")
     cfg = cfg or StudentConfig()
-    if cfg.pretrained is not None and cls is not Timm:
+    if cfg.pretrained is not None and "pretrained" not in cls.takes:
         raise AftpipeError(f"student `{spec}` has no pretrained weights to load; drop `pretrained` or use timm:NAME.")
-    if cfg.prune_vocab and cls is not HFPretrained:
+    if cfg.prune_vocab and "prune_vocab" not in cls.takes:
         raise AftpipeError(f"--prune-vocab is for hf: students; `{spec}` already keeps a compact vocabulary")
     student = cls.create(spec, arg, num_classes, train_inputs, cfg)
     if cfg.init_embeddings:

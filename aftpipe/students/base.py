@@ -35,6 +35,9 @@ class Student(nn.Module):
 
     modality: ClassVar[Modality]
     DEFAULTS: ClassVar[dict[str, Any]] = {}
+    # StudentConfig fields that only some students read (pretrained, prune_vocab), where this one does;
+    # build_student refuses them for the others
+    takes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, student: str, num_classes: int, num_features: int, cfg: StudentConfig) -> None:
         super().__init__()

@@ -167,6 +167,7 @@ class Timm(Student):
     Pixels follow the model's data config (mean/std, input size unless image_size is set), 3 channels."""
 
     modality = "image"
+    takes = ("pretrained",)
 
     def __init__(
         self,

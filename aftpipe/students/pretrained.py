@@ -29,8 +29,7 @@ from aftpipe.students.base import Student, masked_mean
 def _model_dir(arg: str) -> str:
     from transformers.utils import logging as hf_logging
 
-    from aftpipe.sources import minilm_dir
-    from aftpipe.sources.hf import resolve_model_dir
+    from aftpipe.sources.hf import minilm_dir, resolve_model_dir
 
     hf_logging.set_verbosity_error()  # its load reports list the pooler we drop on purpose
     hf_logging.disable_progress_bar()
@@ -56,6 +55,7 @@ class HFPretrained(Student):
     vocabulary the data uses), mean-pooled, under a new linear head; fine-tuned whole."""
 
     modality = "text"
+    takes = ("prune_vocab",)
 
     def __init__(self, student: str, num_classes: int, cfg: StudentConfig, hf_config: dict[str, Any],
                  tokenizer: str, kept: list[int] | None, model: nn.Module | None = None) -> None:

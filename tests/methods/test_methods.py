@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from aftpipe.config import ConfigError
 from aftpipe.errors import AftpipeError
-from aftpipe.methods import METHODS, LossTerms, Method, MethodConfig, build_method, masked_cross_entropy
+from aftpipe.methods import (METHODS, LossTerms, Method, MethodConfig, build_method, check_options,
+                             masked_cross_entropy)
 from aftpipe.methods.losses import aft_kernel_loss, logit_kd_loss
 
 D_STUDENT, FEATURE_DIMS, NUM_CLASSES, B = 8, (5, 7), 3, 24
@@ -122,6 +123,41 @@ def test_method_config_checks_itself_and_build_method_refuses_bad_input():
     assert build_method("none", MethodConfig(), D_STUDENT, [], NUM_CLASSES).feature_dim == 0
     with pytest.raises(dataclasses.FrozenInstanceError):
         MethodConfig().beta = 2.0  # type: ignore[misc]
+
+
+OTHER_OPTIONS = {"beta": 0.9, "state_lr": 0.5, "tau": 2.0, "teacher_hidden": 16, "distill_fraction": 0.2,
+                 "rkd_distance_weight": 3.0, "rkd_angle_weight": 0.5, "rkd_angle_rows": 5}
+
+
+@pytest.mark.parametrize("name", sorted(n for n in METHODS.names() if METHODS.get(n).uses_student))
+def test_a_method_reads_only_the_options_it_declares(name):
+    """Options a method does not declare leave its losses, state and teacher unchanged, so refusing them (they
+    would be silently ignored) loses nothing; those it declares are refused for every other method."""
+    cls = METHODS.get(name)
+    assert set(OTHER_OPTIONS) == {f.name for f in dataclasses.fields(MethodConfig)} >= set(cls.options)
+    others = {k: v for k, v in OTHER_OPTIONS.items() if k not in cls.options}
+    phi, y = batch()
+
+    def losses(**cfg):
+        method, head = make(name, **cfg)
+        h = student_features(method, phi)
+        return [method(h, head(h), phi, y, p).total.item() for p in (0.0, 0.3, 0.9)], method.summary()
+
+    assert losses(**{"beta": MethodConfig().beta, **others}) == losses(beta=MethodConfig().beta)
+    learns = any(p.requires_grad for p in make(name)[0].parameters())  # what state_lr is the learning rate of
+    assert learns == ("state_lr" in cls.options)
+    check_options(name, cls.options)
+    for key in others:
+        with pytest.raises(ConfigError, match=f"^{key}: does not apply to method `{name}`; drop it"):
+            check_options(name, [key])
+
+
+def test_the_linear_probe_refuses_every_method_option():
+    """The probe fits its own head (aftpipe.probe): no β, τ or state to set, so each one is refused by name."""
+    assert METHODS.get("linear_probe").options == ()
+    for key in OTHER_OPTIONS:
+        with pytest.raises(ConfigError, match=f"^{key}: does not apply to method `linear_probe`; drop it"):
+            check_options("linear_probe", [key])
 
 
 def test_aft_s_gets_gradient_only_from_the_regulariser():

@@ -151,12 +151,30 @@ def test_prompted_last_token_features_as_the_authors_extract_them(tiny_hf_dir):
 
 
 def test_a_spec_may_carry_its_own_options():
+    from aftpipe.components import resolve
     from aftpipe.config import ConfigError, ExtractConfig
 
     assert store_name("minilm@layer=2") == "minilm-layer2"
     assert store_name("minilm@pooling=cls,layer=4") == "minilm-cls-layer4"
     assert store_name("minilm@layer=2", SourceOptions(pooling="last")) == "minilm-last-layer2"  # the spec wins where it speaks
     with pytest.raises(ConfigError, match=r"^sources\[0\]: `minilm@layr=2`: layr: unknown key; did you mean `layer`"):
-        ExtractConfig(dataset="sst2", sources=("minilm@layr=2",))
+        resolve(ExtractConfig(dataset="sst2", sources=("minilm@layr=2",)))
     with pytest.raises(AftpipeError, match="write its options as NAME@key=value"):
         store_name("minilm@=2")
+
+
+def test_an_option_no_source_reads_is_refused_by_name(tiny_hf_dir):
+    from aftpipe.config import ConfigError
+    from aftpipe.sources import check_options
+
+    other = {"pooling": "cls", "layer": 1, "max_length": 16, "tfidf_dim": 8, "image_size": 32, "prompt": "R: {text}"}
+    for spec in ("tfidf", f"hf:{tiny_hf_dir}"):
+        own = SOURCES.get(spec).options
+        # what a source does not read cannot change its store, so refusing it loses nothing
+        assert store_name(spec, SourceOptions(**{k: v for k, v in other.items() if k not in own})) == store_name(spec)
+        for key in set(other) - set(own):
+            with pytest.raises(ConfigError, match=f"^{key}: does not apply to source `"):
+                check_options([spec], SourceOptions(**{key: other[key]}))
+    check_options(["tfidf", f"hf:{tiny_hf_dir}"], SourceOptions(pooling="cls", tfidf_dim=8))  # each read by one
+    with pytest.raises(AftpipeError, match="^`tfidf@layer=2`: layer does not apply to source `tfidf`; drop it"):
+        check_options(["tfidf@layer=2"])

@@ -1,0 +1,77 @@
+"""The package's layering: no module imports, however indirectly, a module that imports it.
+
+Imports inside functions count too: a cycle hidden in a function-local import is still a lower layer
+reaching up, and it still breaks when the two modules are loaded in the other order.
+"""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+from pathlib import Path
+
+import aftpipe
+
+
+def import_graph(package_dir: Path) -> dict[str, set[str]]:
+    """Module → the package's modules it imports anywhere in its file (top level, functions, TYPE_CHECKING)."""
+    root = package_dir.parent
+    modules = {}
+    for path in package_dir.rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def owner(name: str) -> str | None:
+        """The module `name` is, or is inside (`pkg.mod.func` → `pkg.mod`)."""
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for module, path in modules.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join(anchor + ([node.module] if node.module else []))
+                targets = [f"{base}.{a.name}" for a in node.names]  # a submodule, or a name in `base`
+            else:
+                continue
+            graph[module] |= {t for t in map(owner, targets) if t is not None and t != module}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle (its modules in import order, the first repeated at the end), or None."""
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as e:
+        return list(reversed(e.args[1]))
+    return None
+
+
+def test_the_package_has_no_import_cycle():
+    cycle = find_cycle(import_graph(Path(aftpipe.__file__).parent))
+    assert cycle is None, "import cycle: " + " → ".join(cycle)
+
+
+def test_the_walker_finds_a_cycle_hidden_in_a_function(tmp_path):
+    pkg = tmp_path / "toy"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from toy.sub.low import f\n")
+    (pkg / "high.py").write_text("from .sub import low\n")
+    (pkg / "sub" / "low.py").write_text("def f():\n    from ..high import g  # reaches up\n")
+    (pkg / "apart.py").write_text("import toy.high\n")
+    graph = import_graph(pkg)
+    assert graph["toy.high"] == {"toy.sub.low"} and graph["toy.sub.low"] == {"toy.high"}
+    assert graph["toy.sub"] == {"toy.sub.low"} and graph["toy.apart"] == {"toy.high"}
+    cycle = find_cycle(graph)
+    assert cycle is not None and cycle[0] == cycle[-1] and set(cycle) == {"toy.high", "toy.sub.low"}
+
+    (pkg / "sub" / "low.py").write_text("def f():\n    import math\n")
+    assert find_cycle(import_graph(pkg)) is None
