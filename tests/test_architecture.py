@@ -1,4 +1,5 @@
-"""The package's layering: no module imports, however indirectly, a module that imports it.
+"""The package's layering: no module imports, however indirectly, a module that imports it, and none imports
+from a row above its own in docs/design.md's table of layers.
 
 Imports inside functions count too: a cycle hidden in a function-local import is still a lower layer
 reaching up, and it still breaks when the two modules are loaded in the other order.
@@ -75,3 +76,48 @@ def test_the_walker_finds_a_cycle_hidden_in_a_function(tmp_path):
 
     (pkg / "sub" / "low.py").write_text("def f():\n    import math\n")
     assert find_cycle(import_graph(pkg)) is None
+
+
+# docs/design.md §1b, top to bottom: a module imports only from its own row or the rows below it. `pkg.*` is
+# every module inside `pkg` that no longer entry names.
+LAYERS = [
+    ["aftpipe.cli", "aftpipe.__main__"],
+    ["aftpipe.api", "aftpipe"],
+    ["aftpipe.sweep", "aftpipe.pipeline", "aftpipe.distillation"],
+    ["aftpipe.recipes", "aftpipe.extraction", "aftpipe.training", "aftpipe.probe", "aftpipe.teacher",
+     "aftpipe.evaluation", "aftpipe.predict", "aftpipe.export", "aftpipe.components"],
+    ["aftpipe.sources", "aftpipe.sources.run_source"],
+    ["aftpipe.model", "aftpipe.rundir", "aftpipe.report", "aftpipe.heads", "aftpipe.provenance", "aftpipe.tracking"],
+    ["aftpipe.data.*", "aftpipe.data", "aftpipe.students.*", "aftpipe.students", "aftpipe.methods.*",
+     "aftpipe.methods", "aftpipe.sources.*", "aftpipe.features"],
+    ["aftpipe.store.*", "aftpipe.store", "aftpipe.distributed", "aftpipe.cpu_kernels"],
+    ["aftpipe.config", "aftpipe.registry", "aftpipe.errors", "aftpipe.fileio", "aftpipe.progress", "aftpipe.metrics",
+     "aftpipe.store.location"],
+]
+
+
+def layer_of(module: str) -> int | None:
+    """The row of `module`: the row of its own entry, else of the nearest `pkg.*` above it."""
+    for i, row in enumerate(LAYERS):
+        if module in row:
+            return i
+    parent = module
+    while "." in parent:
+        parent = parent.rpartition(".")[0]
+        for i, row in enumerate(LAYERS):
+            if f"{parent}.*" in row:
+                return i
+    return None
+
+
+def test_every_module_has_a_layer_and_no_import_goes_up():
+    graph = import_graph(Path(aftpipe.__file__).parent)
+    assert [m for m in graph if layer_of(m) is None] == [], "place the new module in LAYERS and docs/design.md §1b"
+    upward = sorted(f"{m} → {t}" for m, targets in graph.items() for t in targets if layer_of(t) < layer_of(m))
+    assert upward == []
+
+
+def test_layer_of_reads_rows_and_wildcards():
+    assert layer_of("aftpipe.cli") == 0 and layer_of("aftpipe.store.location") == len(LAYERS) - 1
+    assert layer_of("aftpipe.sources.run_source") == 4 and layer_of("aftpipe.sources.hf") == 6
+    assert layer_of("aftpipe.store.zarr_store") == 7 and layer_of("aftpipe.nowhere") is None
