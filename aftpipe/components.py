@@ -57,7 +57,7 @@ def resolve(cfg: C) -> C:
         registered(STUDENTS, cfg.student, ("student",), cfg.student_options)
         config.require(not method.uses_features or len(cfg.features) > 0, "features", f"method `{cfg.method}` "
                        f"needs cached features; pass {option_hint('features', 'cache/<dataset>/<source>')}")
-        config.require(cfg.phi_control == "none" or (method.uses_features and method.uses_student), "phi_control",
+        config.require(cfg.phi_control == "none" or method.regularised(), "phi_control",
                        f"method `{cfg.method}` has no transfer term to control; use it with a regularised method")
         options = cfg.method_options  # every method's options in one place: the ones set must be this method's own
         with errors_at("method_options"):

@@ -56,14 +56,7 @@ from aftpipe.data.base import Dataset
 from aftpipe.errors import AftpipeError, option_hint, option_name
 from aftpipe.features import agreement_split, plan_rows
 from aftpipe.fileio import write_if_changed, write_json
-from aftpipe.model import (
-    CARD,
-    ModelSpec,
-    add_seed_summary,
-    load_model,
-    read_model_spec,
-    render_card,
-)
+from aftpipe.model import CARD, ModelSpec, add_seed_summary, load_model, read_model_spec, render_card
 from aftpipe.probe import PROBE
 from aftpipe.progress import Progress, counting, default_progress
 from aftpipe.recipes import train
@@ -239,7 +232,6 @@ class Recipe:
     def probe_config(self, store: Path, stored_rows_only: bool = False) -> TrainConfig:
         """The probe on the frozen model; `stored_rows_only`: its store holds only the labeled and test rows (so
         its hold-out is drawn among the labeled rows it holds, the same rows, split by the same seed)."""
-
         return dataclasses.replace(self.base, features=(str(store),), method=PROBE,
                                    stored_rows_only=stored_rows_only, out=str(self.out / "runs" / "probe"),
                                    resume=True)
@@ -249,7 +241,6 @@ def _shares_vocabulary(model: str, given_as: str | None = None) -> bool:
     """Whether text model `model` (minilm, hf:<dir>) tokenises with the students' WordPiece vocabulary; a model
     that is not there is an error naming the option it was `given_as` (else: False)."""
     from transformers import AutoTokenizer
-
 
     try:
         ref = _model_dir("minilm" if model == "minilm" else model.removeprefix("hf:"))
@@ -277,7 +268,6 @@ def _check_per_class(labels: np.ndarray, rows: np.ndarray, holdout: float, names
 
 def plan_recipe(cfg: DistillConfig) -> Recipe:
     """Check `cfg` against its dataset and settle what it leaves open; loads the dataset, trains nothing."""
-
     options = DatasetOptions(text_col=cfg.text_col, label_col=cfg.label_col)
     dataset = load_dataset(cfg.dataset, cfg.data_dir, options)
     teacher = cfg.teacher_config()  # its length is settled below, from the labeled rows
@@ -339,14 +329,12 @@ def _extract_config(r: Recipe, source: str, cache_dir: Path | str, views: int) -
 def _store(r: Recipe, ext: ExtractConfig) -> Path:
     """Where `extract(ext)` writes: `ext.name`, else the dataset's folder for `ext`'s views (Dataset.name,
     `<name>-views8`), derived from the recipe's dataset rather than loaded again."""
-
     name = ext.name or dataclasses.replace(r.dataset, views=ext.dataset_options.views).name
     return Path(store_path(ext.cache_dir, name, store_name(ext.sources[0], ext.source_options), ext.format))
 
 
 def _complete_store(path: Path, splits: dict[str, int]) -> bool:
     """Whether `path` is a finished store holding every row of each split in `splits` (name → rows)."""
-
     try:
         infos = {i.name: i for i in open_features(path).split_infos()}
     except (AftpipeError, OSError, KeyError, ValueError):
@@ -370,7 +358,6 @@ def _probe_extract(r: Recipe) -> tuple[ExtractConfig, dict[str, np.ndarray] | No
 
 
 def _labeled_rows(r: Recipe) -> np.ndarray:
-
     train = r.dataset.split(r.base.train_split)
     rows = plan_rows(np.arange(len(train)), train.labels, r.cfg.labels, r.cfg.holdout, r.cfg.data_seed, train.origin)
     return np.sort(np.concatenate([rows.train, rows.holdout]))
@@ -399,7 +386,6 @@ def _setting(lr: float, views: int) -> str:
 
 def _agreement_inputs(r: Recipe, views: int) -> list[Any]:
     """The inputs of the unlabeled rows every student over `views` is kept from (as `training` keeps them)."""
-
     ds = load_dataset(r.cfg.dataset, r.cfg.data_dir, dataclasses.replace(r.base.dataset_options, views=views))
     train = ds.split(r.base.train_split)
     rows = plan_rows(np.arange(len(train)), train.labels, r.cfg.labels, r.cfg.holdout, r.cfg.data_seed, train.origin)
@@ -409,7 +395,6 @@ def _agreement_inputs(r: Recipe, views: int) -> list[Any]:
 
 def _score_candidate(run: Path, teacher_run: Path, inputs: list[Any]) -> None:
     """Write `<run>/agreement.json`: the student's agreement with the teacher on rows it never trained on."""
-
     value = math.nan
     if inputs:
         value = agreement(load_model(run).logits(inputs), load_model(teacher_run).logits(inputs))
@@ -418,7 +403,6 @@ def _score_candidate(run: Path, teacher_run: Path, inputs: list[Any]) -> None:
 
 def _train_stage(stages: Stages, name: str, tc: TrainConfig, progress: Progress, *upstream: str,
                  what: str, after: Callable[[], None] | None = None) -> rundir.RunResult:
-
     def fn() -> None:
         train(tc, progress)
         if after is not None:
@@ -430,7 +414,6 @@ def _train_stage(stages: Stages, name: str, tc: TrainConfig, progress: Progress,
 
 def _publish(run: Path, out: Path, runs: Sequence[Path], metric: str, seeds: Sequence[int]) -> None:
     """The chosen student's model folder, copied into `out` (metrics.json last: it marks `out` finished)."""
-
     (out / rundir.METRICS).unlink(missing_ok=True)
     for name in MODEL_FILES:
         if (run / name).exists():
@@ -444,12 +427,10 @@ def distill(cfg: DistillConfig, progress: Progress | None = None) -> dict[str, A
     """Run the recipe into `cfg.out` (see the module docstring); returns the report (report.json's content)."""
     import torch
 
-
     progress = default_progress(progress, "step")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.onnx:  # refused now, not after an hour of training
-
         try:
             export._require_onnx()
         except AftpipeError as e:
@@ -570,7 +551,6 @@ def _size_on_disk(spec: ModelSpec) -> int:
 
 
 def _measure(name: str, what: str, runs: Sequence[Path], folder: Path, inputs: Sequence[Any]) -> dict[str, Any]:
-
     results = [rundir.read_result(run) for run in runs]
     metric = results[0].metric
     values = [r.test[metric] for r in results]
@@ -615,7 +595,6 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def _plot(report: dict[str, Any]) -> bytes:
-
     records = []
     for row in report["rows"]:
         for seed, value in zip(row["seeds"], row["values"]):
@@ -629,7 +608,6 @@ def _write_report(r: Recipe, teacher_run: Path, student_runs: Sequence[Path], pr
                   none_runs: Sequence[Path], candidates: list[dict[str, Any]], stages: Stages) -> None:
     import os
     import platform
-
 
     out = r.out
     test = r.dataset.split(r.test_split)

@@ -33,7 +33,6 @@ import numpy as np
 import torch
 
 from aftpipe import distributed
-from aftpipe.distributed import resolve_device
 from aftpipe.config import DatasetOptions, ExtractConfig, SourceOptions, command_line
 from aftpipe.data import default_data_dir, load_dataset
 from aftpipe.data.base import Dataset, Split
@@ -178,7 +177,7 @@ def extract(config: ExtractConfig, progress: Progress | None = None,
         if not ctx.is_main:
             progress = SilentProgress()  # one display for the job: rank 0's
         with ctx.together("loading the dataset"):
-            device = resolve_device(distributed.device_for(config.device, ctx))
+            device = distributed.resolve_device(distributed.device_for(config.device, ctx))
             dataset = load_dataset(config.dataset, config.data_dir, config.dataset_options)
             split_names = list(config.splits) if config.splits else list(dataset.splits)
             splits = {name: dataset.split(name) for name in split_names}  # unknown split fails before any compute

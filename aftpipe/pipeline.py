@@ -100,7 +100,7 @@ class MethodSpec(Config):
 
     @property
     def regularised(self) -> bool:  # a transfer term, so a β and controls: not `none`, not the probe
-        return METHODS.get(self.name).uses_features and self.trains_student
+        return METHODS.get(self.name).regularised()
 
     @property
     def label(self) -> str:

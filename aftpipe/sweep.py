@@ -34,24 +34,9 @@ from typing import Any
 
 from aftpipe import extraction, model, pipeline, report, rundir
 from aftpipe.config import TrainConfig, flag_of
-from aftpipe.errors import (
-    AftpipeError,
-    Interrupted,
-    option_hint,
-    option_name,
-    speaking_cli,
-    speaking_to_cli,
-)
+from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name, speaking_cli, speaking_to_cli
 from aftpipe.fileio import write_if_changed
-from aftpipe.progress import (
-    ETA_FIELD,
-    LogProgress,
-    Progress,
-    SilentProgress,
-    counting,
-    default_progress,
-    duration,
-)
+from aftpipe.progress import ETA_FIELD, LogProgress, Progress, SilentProgress, counting, default_progress, duration
 from aftpipe.provenance import command, running_command
 from aftpipe.recipes import train
 from aftpipe.report import RunRecord, record_of
@@ -88,7 +73,6 @@ def thread_limit(threads: int) -> Iterator[None]:
 
 def train_run(tc: TrainConfig, progress: Progress) -> RunResult:
     """Train one run of a sweep under its thread limit (see the module docstring); returns its result."""
-
     with thread_limit(tc.threads or 1):
         return train(tc, progress)
 
@@ -125,10 +109,8 @@ def _worker_init(command: str | None, cli: bool) -> None:
     torch.set_num_threads(1)
     stack = contextlib.ExitStack()
     if command is not None:
-
         stack.enter_context(running_command(shlex.split(command)))
     if cli:
-
         stack.enter_context(speaking_to_cli(flag_of))
     global _WORKER_CONTEXT
     _WORKER_CONTEXT = stack  # held for the worker's life: the context variables stay set
@@ -138,7 +120,6 @@ _WORKER_CONTEXT: contextlib.ExitStack | None = None
 
 
 def _worker_train(tc: TrainConfig, prefix: str, log_every: float | None) -> RunResult:
-
     progress: Progress = SilentProgress() if log_every is None else _Prefixed(LogProgress(log_every, "step"), prefix)
     try:
         return train_run(tc, progress)
@@ -186,8 +167,9 @@ class Sweep:
     """Trains (or reads, when finished) every run of a `PipelinePlan`; `run()` returns the tuning and final
     records in the pipeline's order. `seen` maps each run met to `trained`, `reused` or `running`."""
 
-    def __init__(self, plan: pipeline.PipelinePlan, progress: Progress, jobs: int = 1, report_to: tuple[str, ...] = (),
-                 log_every: float | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, plan: pipeline.PipelinePlan, progress: Progress, jobs: int = 1,
+                 report_to: tuple[str, ...] = (), log_every: float | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.p, self.progress, self.jobs, self.report_to = plan, progress, max(1, int(jobs)), report_to
         self.log_every = log_every  # workers print plain progress lines at this interval (None: silent)
         self.clock = clock
@@ -210,9 +192,10 @@ class Sweep:
         return tc
 
     # -- bookkeeping -----------------------------------------------------------------------------------------
-    def _record(self, g: pipeline.Group, beta: float, lr: float, seed: int, result: RunResult, out: Path) -> RunRecord:
+    def _record(self, g: pipeline.Group, beta: float, lr: float, seed: int, result: RunResult,
+                out: Path) -> RunRecord:
         return record_of(result, method=g.method, sources=g.sources, student=g.student, beta=beta, lr=lr,
-                                   seed=seed, run=str(out))
+                         seed=seed, run=str(out))
 
     def _done(self, st: _GroupState, beta: float, lr: float, seed: int, rec: RunRecord) -> None:
         """File a finished run; a group whose tuning has just finished chooses its setting and queues its finals."""
@@ -296,7 +279,6 @@ class Sweep:
     def _run_in_workers(self) -> None:
         import multiprocessing
 
-
         finished: queue.Queue[tuple[Any, ...]] = queue.Queue()
         ctx = multiprocessing.get_context("spawn")  # not fork: torch's thread pools do not survive a fork
         pool = ctx.Pool(self.jobs, initializer=_worker_init, initargs=(command(), speaking_cli()))
@@ -345,7 +327,6 @@ def run_pipeline(path: str | Path, cache_dir: str | Path = "cache", results_dir:
     trackers (tensorboard, wandb) to every run, on top of the pipeline's own `train.report_to`. `jobs` runs
     train at once in worker processes, one thread each (default: one per CPU core, 1 on a GPU); the numbers
     are the same for any `jobs` (see the module docstring)."""
-
     progress = default_progress(progress, "step")
     if jobs is not None and jobs < 1:
         raise AftpipeError(f"{option_hint('jobs', jobs)}: must be at least 1")

@@ -40,7 +40,6 @@ import torch
 from aftpipe import distributed, rundir
 from aftpipe.config import TrainConfig, dump_yaml
 from aftpipe.data import load_dataset
-from aftpipe.distributed import resolve_device
 from aftpipe.errors import AftpipeError, Interrupted, option_hint, option_name
 from aftpipe.features import (RunData, agreement_split, check_labels, foundation_params, open_split_features, plan_rows,
                                test_rows)
@@ -172,7 +171,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> RunResult:
             progress = SilentProgress()  # one display for the job: rank 0's
 
         def fit(data: RunData, work: Path) -> tuple[RunResult, Student]:
-            device = resolve_device(distributed.device_for(cfg.device, ctx))
+            device = distributed.resolve_device(distributed.device_for(cfg.device, ctx))
             with ctx.collective("training"):  # a rank lost inside DDP's all-reduce: one line, not a traceback
                 trainer = Trainer(cfg, data, device, work, progress, ctx)
                 return trainer.run(), trainer.student
@@ -477,7 +476,7 @@ class Trainer:
                   "test": len(data.test_rows), "unlabeled_used": bool(self.use_unlabeled),
                   **({"stored_rows_only": data.coverage} if data.coverage else {})},
             # β as the run applied it: 0 for a method with no transfer term to weigh
-            method={"name": cfg.method, "beta": cfg.method_options.beta if "beta" in type(self.method).options else 0.0,
+            method={"name": cfg.method, "beta": cfg.method_options.beta if self.method.regularised() else 0.0,
                     **self._summary()},
             regulariser=self._regulariser_trace(), phi_control=cfg.phi_control, select=cfg.select,
             device=str(self.device), test_split=data.test.name,

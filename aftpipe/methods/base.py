@@ -62,6 +62,11 @@ class Method(nn.Module):
     # does not read is refused by name where a config enters the API (`check_options`)
     options: ClassVar[tuple[str, ...]] = ()
 
+    @classmethod
+    def regularised(cls) -> bool:
+        """Whether the method has a transfer term to weigh: a β, and so controls (not `none`, not the probe)."""
+        return "beta" in cls.options
+
     def __init__(self, cfg: MethodConfig, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:
         super().__init__()
         self.cfg = cfg

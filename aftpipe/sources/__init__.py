@@ -86,5 +86,5 @@ def check_options(specs: Sequence[str], options: SourceOptions | None = None) ->
             raise ConfigError(f.name, _refusal("", names, read).lstrip())
 
 
-__all__ = ["SOURCES", "FeatureSource", "SourceOptions", "check_options", "check_source", "load_source", "minilm_dir", "pool", "resolve",
-           "store_name", "weights_sha256"]
+__all__ = ["SOURCES", "FeatureSource", "SourceOptions", "check_options", "check_source", "load_source", "minilm_dir",
+           "pool", "resolve", "store_name", "weights_sha256"]
