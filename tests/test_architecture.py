@@ -79,7 +79,7 @@ def test_the_walker_finds_a_cycle_hidden_in_a_function(tmp_path):
 
 
 # docs/design.md §1b, top to bottom: a module imports only from its own row or the rows below it. `pkg.*` is
-# every module inside `pkg` that no longer entry names.
+# every module inside `pkg` that no entry names itself.
 LAYERS = [
     ["aftpipe.cli", "aftpipe.__main__"],
     ["aftpipe.api", "aftpipe"],
