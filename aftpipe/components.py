@@ -9,7 +9,6 @@ boundary (`aftpipe.api`, a pipeline's validation), like torchtune's `config.inst
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -20,6 +19,7 @@ from aftpipe.methods import METHODS, check_options
 from aftpipe.sources import SOURCES
 from aftpipe.sources import check_options as check_source_options
 from aftpipe.students import STUDENTS
+from aftpipe.students import check_options as check_student_options
 
 C = TypeVar("C", config.ExtractConfig, config.TrainConfig, config.DistillConfig)
 
@@ -55,14 +55,14 @@ def resolve(cfg: C) -> C:
     else:
         method = registered(METHODS, cfg.method, ("method",))
         registered(STUDENTS, cfg.student, ("student",), cfg.student_options)
+        with errors_at("student_options"):
+            check_student_options(cfg.student, cfg.student_options)
         config.require(not method.uses_features or len(cfg.features) > 0, "features", f"method `{cfg.method}` "
                        f"needs cached features; pass {option_hint('features', 'cache/<dataset>/<source>')}")
         config.require(cfg.phi_control == "none" or method.regularised(), "phi_control",
                        f"method `{cfg.method}` has no transfer term to control; use it with a regularised method")
-        options = cfg.method_options  # every method's options in one place: the ones set must be this method's own
-        with errors_at("method_options"):
-            check_options(cfg.method, [f.name for f in dataclasses.fields(options)
-                                       if getattr(options, f.name) != f.default])
+        with errors_at("method_options"):  # every method's options in one place: the ones set must be its own
+            check_options(cfg.method, cfg.method_options.changed())
     return cfg
 
 

@@ -32,6 +32,7 @@ from aftpipe.errors import AftpipeError
 
 PathPart = Union[str, int]
 T = TypeVar("T")
+C = TypeVar("C", bound="Config")
 
 
 class Partial(Generic[T]):
@@ -74,17 +75,41 @@ class Config:
     """Base of every config dataclass: fields converted and checked on construction, then `validate()`.
 
     Subclasses are `@dataclass(frozen=True)` and put their value rules (ranges, names, cross-field rules)
-    in `validate`, raising through `require` / `ConfigError`."""
+    in `validate`, raising through `require` / `ConfigError`. A config made of others by inheritance (the
+    flat `MethodConfig` is every method's options) runs each part's `validate`, bases first."""
 
     def __post_init__(self) -> None:
         hints = _hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = convert(getattr(self, f.name), hints[f.name], (f.name,))
             object.__setattr__(self, f.name, value)
-        self.validate()
+        for cls in reversed(type(self).__mro__):
+            if "validate" in vars(cls):
+                vars(cls)["validate"](self)
 
     def validate(self) -> None:
-        """Value rules; nothing by default."""
+        """Value rules of this class's own fields; nothing by default."""
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+
+    @classmethod
+    def of(cls: type[C], bag: Any) -> C:
+        """This class's fields, taken from `bag`: a config holding them (a component's own options out of the
+        flat one the CLI and YAML fill)."""
+        return bag if type(bag) is cls else cls(**{name: getattr(bag, name) for name in cls.field_names()})
+
+    def changed(self) -> list[str]:
+        """The fields set away from their defaults."""
+        return [f.name for f in dataclasses.fields(self)  # type: ignore[arg-type]
+                if getattr(self, f.name) != (f.default if f.default_factory is dataclasses.MISSING
+                                             else f.default_factory())]
+
+    def with_defaults(self: C, defaults: Mapping[str, Any]) -> C:
+        """This config with every None field that `defaults` names filled in (a component's own defaults)."""
+        return dataclasses.replace(self, **{k: v for k, v in defaults.items()  # type: ignore[type-var]
+                                            if k in self.field_names() and getattr(self, k) is None})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML values (tuples as lists), the inverse of `from_dict`."""
@@ -427,23 +452,64 @@ class DatasetOptions(Config):
                 f"`{self.text_col}` is the label column; name the column that holds the text")
 
 
+# --- each component's own options -------------------------------------------------------------------------
+# A source, a student and a method read only the options of its own dataclass below, which its class names as
+# `Options` (e.g. `TOKT.Options = TOKTOptions`) and receives as its own instance (`TOKTOptions.of(flat)`). The
+# CLI and YAML set them through one flat config per kind (`SourceOptions`, `StudentConfig`, `MethodConfig`: the
+# union of its kind's dataclasses, by inheritance, so each option is declared once), and a flat option set for
+# a component that does not declare it is refused by name where the config enters the API (components.py).
+# They are declared here rather than beside their components so that the CLI reads every option without
+# importing a framework.
+
+
 @dataclass(frozen=True)
-class SourceOptions(Config):
-    """Options for the model-backed sources (ignored where they do not apply)."""
+class NoOptions(Config):
+    """A component that reads no options: `none`, the linear probe, the `model:` source."""
+
+
+@dataclass(frozen=True)
+class LayerOption(Config):
+    layer: int = option(-1, "hidden layer to pool: -1 the last, 0 the embeddings")
+
+
+@dataclass(frozen=True)
+class HFSourceOptions(LayerOption):
+    """`minilm` and `hf:` sources."""
 
     # mean over non-padding tokens is what MiniLM was trained for
     pooling: Literal["mean", "cls", "last"] = option("mean", "text pooling over tokens: mean, cls or last")
-    layer: int = option(-1, "hidden layer to pool: -1 the last, 0 the embeddings")
     max_length: int = option(256, "max tokens per text (longer ones are truncated); MiniLM's own limit")
-    tfidf_dim: int = option(256, "TruncatedSVD components of the tfidf source")
-    image_size: int | None = option(None, "resize images to this size (default: the timm model's own)")
     # the authors' φ: large LMs' last-token features of a prompted input, e.g. SST-2 as `Review: "{s}"\nSentiment:`
     prompt: str | None = option(None, "hf: sources: wrap each text in this template first ({text} marks where it goes)")
 
     def validate(self) -> None:
-        at_least(self, 1, "max_length", "tfidf_dim", "image_size")
+        at_least(self, 1, "max_length")
         require(self.prompt is None or "{text}" in self.prompt, "prompt",
                 f"has no {{text}} to put the text in: {self.prompt!r}; write e.g. 'Review: \"{{text}}\" Sentiment:'")
+
+
+@dataclass(frozen=True)
+class TimmSourceOptions(LayerOption):
+    """`timm:` sources."""
+
+    image_size: int | None = option(None, "resize images to this size (default: the timm model's own)")
+
+    def validate(self) -> None:
+        at_least(self, 1, "image_size")
+
+
+@dataclass(frozen=True)
+class TfidfOptions(Config):
+    tfidf_dim: int = option(256, "TruncatedSVD components of the tfidf source")
+
+    def validate(self) -> None:
+        at_least(self, 1, "tfidf_dim")
+
+
+@dataclass(frozen=True)
+class SourceOptions(TfidfOptions, TimmSourceOptions, HFSourceOptions):
+    """Every source's options, as `aftpipe extract` and a pipeline set them for all its sources (a spec's own
+    `@key=value` options override them for that source alone)."""
 
 
 @dataclass(frozen=True)
@@ -505,71 +571,177 @@ class ExtractConfig(Config):
 
 
 @dataclass(frozen=True)
-class MethodConfig(Config):
+class TransferOptions(Config):
+    """A method with a transfer term to weigh (and so φ controls to run beside it)."""
+
     # Regulariser weight. Measured here (MiniLM features, small CNN students): useful β ≤ 1 for AFT and
     # β ≥ 3 hurt, although the AFT README's example uses β=10, so grids reach down to 0.01.
     beta: float = option(1.0, "regulariser weight β (AFT: ≤ 1 works best here; tune 0.01–1)",
                          common=True)
+
+    def validate(self) -> None:
+        at_least(self, 0, "beta")
+
+
+@dataclass(frozen=True)
+class StateOptions(TransferOptions):
+    """aft, aft_primal, kd_feature: a transfer term with learnable state of its own."""
+
     # the official AFT prior_lr
     state_lr: float = option(1e-2, "learning rate of the method's own state (AFT's s, KD's W)")
+
+    def validate(self) -> None:
+        at_least(self, 0, "state_lr")
+
+
+@dataclass(frozen=True)
+class TeacherOptions(TransferOptions):
+    """kd_logit: a frozen head on φ, distilled."""
+
     # Hinton et al. use 1–20; 4 is a common middle
     tau: float = option(4.0, "softmax temperature of kd_logit / tokt")
     teacher_hidden: int = option(0, "kd_logit/tokt teacher head: 0 linear, >0 an MLP of this width")
+
+    def validate(self) -> None:
+        require(self.tau > 0, "tau", f"must be > 0, got {self.tau:g}")  # `not x > 0` also catches nan
+        at_least(self, 0, "teacher_hidden")
+
+
+@dataclass(frozen=True)
+class TOKTOptions(TeacherOptions):
     distill_fraction: float = option(0.5, "tokt: fraction of the steps distilling before fine-tuning on labels")
+
+    def validate(self) -> None:
+        require(0 <= self.distill_fraction <= 1, "distill_fraction", f"must be in [0, 1], got {self.distill_fraction:g}")
+
+
+@dataclass(frozen=True)
+class RKDOptions(TransferOptions):
     # Park et al.'s defaults: distance 1, angle 2
     rkd_distance_weight: float = option(1.0, "rkd: weight of the distance term")
     rkd_angle_weight: float = option(2.0, "rkd: weight of the angle term")
     rkd_angle_rows: int = option(128, "rkd: rows of the batch its O(B³) angle term uses")
 
     def validate(self) -> None:
-        at_least(self, 0, "beta", "state_lr", "teacher_hidden", "rkd_distance_weight", "rkd_angle_weight")
-        require(self.tau > 0, "tau", f"must be > 0, got {self.tau:g}")  # `not x > 0` also catches nan
-        require(0 <= self.distill_fraction <= 1, "distill_fraction", f"must be in [0, 1], got {self.distill_fraction:g}")
+        at_least(self, 0, "rkd_distance_weight", "rkd_angle_weight")
         at_least(self, 3, "rkd_angle_rows")  # an angle needs three rows
 
 
 @dataclass(frozen=True)
-class StudentConfig(Config):
-    """Size and input options of a student. A field left at None takes the student's own default
-    (its `DEFAULTS`); `spec()` records the resolved values, so a rebuild never depends on defaults."""
+class MethodConfig(RKDOptions, TOKTOptions, StateOptions):
+    """Every method's options (`--beta`, `--tau`, a pipeline method's `options:`); a method reads its own part."""
 
+
+# Students. The embedding table is the bulk of a text student: 8000 x 48 = 384k parameters leaves ~100k for the
+# body inside 0.5M (the ≥45x-smaller-than-MiniLM budget), and 8000 ids cover almost every token of SST-2. A field
+# left at None takes the student's own default (its `DEFAULTS`); its `spec()` records the resolved values, so a
+# rebuild never depends on defaults.
+
+
+@dataclass(frozen=True)
+class TextInputOptions(Config):
     # SST-2 sentences are ~25 WordPieces, and every student is cheaper with a short fixed length
     max_length: int = option(64, "text student: WordPiece tokens kept per text")
-    # The embedding table is the bulk of a text student: 8000 x 48 = 384k parameters leaves ~100k for the body
-    # inside 0.5M (the ≥45x-smaller-than-MiniLM budget), and 8000 ids cover almost every token of SST-2.
+
+    def validate(self) -> None:
+        at_least(self, 1, "max_length")
+
+
+@dataclass(frozen=True)
+class VocabularyOptions(TextInputOptions):
+    """hf-config: a random-init transformers model over a WordPiece vocabulary built from the training texts."""
+
     vocab_size: int = option(8000, "text student: WordPiece ids kept, most frequent first (sets most of its size)")
-    # 48 for every text student, so they differ only in their body; also the transformer's model width
-    embed_dim: int | None = option(None, "text student: embedding width (default: the student's own)")
+
+    def validate(self) -> None:
+        at_least(self, 3, "vocab_size")  # PAD, UNK and one token
+
+
+@dataclass(frozen=True)
+class WidthOptions(Config):
     # textcnn: filters per window, 100 as in Kim 2014; tiny-transformer: feed-forward width, 4 x embed_dim;
     # bow-mlp: hidden width 256; small-cnn: channels of the last block, 128
     width: int | None = option(None, "student body width: filters / hidden units (default: the student's own)")
-    # tiny-transformer 2 encoder layers, bow-mlp 1 hidden layer, small-cnn 3 conv blocks; textcnn has one; a
-    # pretrained hf: student keeps its first `layers` layers (MiniLM's first 2: a real pretrained small student)
+
+    def validate(self) -> None:
+        at_least(self, 1, "width")
+
+
+@dataclass(frozen=True)
+class DepthOptions(Config):
+    # tiny-transformer 2 encoder layers, bow-mlp 1 hidden layer, small-cnn 3 conv blocks; a pretrained hf:
+    # student keeps its first `layers` layers (MiniLM's first 2: a real pretrained small student)
     layers: int | None = option(None, "student depth; hf: students keep their first K layers (default: all / the "
                                 "student's own)", flag="--student-layers", metavar="K")
+
+    def validate(self) -> None:
+        at_least(self, 0, "layers")
+
+
+@dataclass(frozen=True)
+class DropoutOptions(Config):
     # Light, because the AFT term already regularises those features; Kim 2014 used 0.5 without such a term.
     dropout: float = option(0.1, "dropout on the student's penultimate features")
-    # small-cnn takes the size of the first training image (8x8 digits stay 8x8), timm the model's own
-    image_size: int | None = option(None, "image student: square input size")
-    pretrained: str | None = option(None, "timm student: a local weights file, a folder holding one, or `hub`",
-                                    metavar="PATH")
+
+    def validate(self) -> None:
+        require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout:g}")
+
+
+@dataclass(frozen=True)
+class WordStudentOptions(DropoutOptions, WidthOptions, VocabularyOptions):
+    """textcnn: a word-level student built here (one layer of convolutions)."""
+
+    # 48 for every text student, so they differ only in their body; also the transformer's model width
+    embed_dim: int | None = option(None, "text student: embedding width (default: the student's own)")
     # A pretrained model's input embeddings, PCA-reduced to embed_dim: the words' meaning without the model's
     # size (a 8000 x 48 table stays a 0.5M-parameter student)
     init_embeddings: str | None = option(None, "word-level text students: start the embedding table from this "
                                          "source's input embeddings (e.g. minilm), PCA-reduced to the width",
                                          metavar="SOURCE")
-    # hf: students: MiniLM's 30,522-row table is 11.7M of its parameters; a task uses a fraction of the rows
-    prune_vocab: bool = option(False, "hf: students: keep only the embedding rows of tokens in the training data")
 
     def validate(self) -> None:
-        at_least(self, 1, "max_length", "embed_dim", "width", "image_size")
-        at_least(self, 3, "vocab_size")  # PAD, UNK and one token
-        at_least(self, 0, "layers")
-        require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout:g}")
+        at_least(self, 1, "embed_dim")
 
-    def with_defaults(self, defaults: dict[str, Any]) -> StudentConfig:
-        """This config with every None field that `defaults` names filled in."""
-        return dataclasses.replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+
+@dataclass(frozen=True)
+class DeepWordStudentOptions(DepthOptions, WordStudentOptions):
+    """tiny-transformer, bow-mlp: word-level students of several layers."""
+
+
+@dataclass(frozen=True)
+class HFStudentOptions(DepthOptions, TextInputOptions):
+    """hf: a pretrained transformers encoder, fine-tuned whole."""
+
+    # MiniLM's 30,522-row table is 11.7M of its parameters; a task uses a fraction of the rows
+    prune_vocab: bool = option(False, "hf: students: keep only the embedding rows of tokens in the training data")
+
+
+@dataclass(frozen=True)
+class ImageInputOptions(Config):
+    # small-cnn takes the size of the first training image (8x8 digits stay 8x8), timm the model's own
+    image_size: int | None = option(None, "image student: square input size")
+
+    def validate(self) -> None:
+        at_least(self, 1, "image_size")
+
+
+@dataclass(frozen=True)
+class SmallCNNOptions(DepthOptions, DropoutOptions, WidthOptions, ImageInputOptions):
+    """small-cnn."""
+
+
+@dataclass(frozen=True)
+class TimmStudentOptions(DropoutOptions, ImageInputOptions):
+    """timm: any timm model, random or from local weights."""
+
+    pretrained: str | None = option(None, "timm student: a local weights file, a folder holding one, or `hub`",
+                                    metavar="PATH")
+
+
+@dataclass(frozen=True)
+class StudentConfig(TimmStudentOptions, SmallCNNOptions, HFStudentOptions, DeepWordStudentOptions):
+    """Every student's size and input options (`--width`, a spec's `@init_embeddings=minilm`); a student reads
+    its own part."""
 
 
 @dataclass(frozen=True)

@@ -670,7 +670,7 @@ def _probe(folder: Path, spec: ModelSpec, device: Any) -> Model:
     """The linear probe with its foundation model(s) in front: MiniLM forward → pooling → head."""
     import torch
 
-    from aftpipe.config import SourceOptions
+    from aftpipe.config import HFSourceOptions
     from aftpipe.methods.teacher import load_head
     from aftpipe.sources.hf import HFSource
 
@@ -684,7 +684,7 @@ def _probe(folder: Path, spec: ModelSpec, device: Any) -> Model:
         if not Path(path).is_dir():
             raise AftpipeError(f"the linear probe in {folder} needs its foundation model at {path}, which is not there; "
                                "install it there again")
-        source = HFSource(path, SourceOptions(pooling=s["pooling"], layer=s["layer"], max_length=s["max_length"]),
+        source = HFSource(path, HFSourceOptions(pooling=s["pooling"], layer=s["layer"], max_length=s["max_length"]),
                           label=s.get("model_id"))
         if source.weights != s.get("weights_sha256"):
             raise AftpipeError(f"the weights at {path} are not the ones the probe in {folder} was fitted on (sha256 "

@@ -43,7 +43,7 @@ from aftpipe.methods import METHODS, MethodConfig, check_options
 from aftpipe.progress import Progress
 from aftpipe.probe import PROBE_STUDENT
 from aftpipe.sources import SOURCES, check_options as check_source_options
-from aftpipe.students import STUDENTS
+from aftpipe.students import STUDENTS, check_options as check_student_options
 from aftpipe.training import schedule
 
 TEACHER = "teacher:"  # a source naming one of the pipeline's `teachers:`
@@ -201,9 +201,11 @@ class PipelineConfig(Config):
         for i, s in enumerate(self.students):
             registered(STUDENTS, s.name, ("students", i), self.train_template().student_options)
             try:
-                dataclasses.replace(self.train_template(), **s.train)
+                own = dataclasses.replace(self.train_template(), **s.train)
             except ConfigError as e:
                 raise e.under("students", i, "train") from None
+            with errors_at("students", i):
+                check_student_options(s.name, own.student_options)
         require(len(self.seeds) > 0, "seeds", "expected at least one seed (3 or more for a mean ± std)")
         require(len(set(self.seeds)) == len(self.seeds) and min(self.seeds) >= 0 and self.tune_seed >= 0, "seeds",
                 f"seeds must be distinct and ≥ 0, got {list(self.seeds)} (tune_seed {self.tune_seed})")

@@ -41,7 +41,7 @@ def cfg(d, tiny_hf_dir, **kw):
 
 @pytest.mark.parametrize("method", METHODS.names())
 def test_every_method_trains_and_evaluate_reproduces_it(method, reviews_dir, tiny_hf_dir):
-    beta = {"beta": 0.5} if "beta" in METHODS.get(method).options else {}  # the others refuse a β
+    beta = {"beta": 0.5} if METHODS.get(method).regularised() else {}  # the others refuse a β
     m = train(cfg(reviews_dir, tiny_hf_dir, method=method, out=str(reviews_dir / method),
                   method_options=MethodConfig(**beta)))
     assert set(m.to_json()) >= {"test", "holdout", "params", "ms_per_step", "wall_s", "history"}
@@ -163,9 +163,13 @@ def test_interrupted_run_resumes_to_the_same_result(reviews_dir, tiny_hf_dir):
 
 
 def _cli(reviews_dir, tiny_hf_dir, *extra):
+    """A small `aftpipe train` command line; a bow-mlp and its sizes unless `extra` names another student
+    (which would refuse the bow-mlp's options)."""
+    student = [] if "--student" in extra else ["--student", "bow-mlp", "--vocab-size", "200", "--embed-dim", "16",
+                                               "--width", "16"]
     return ["train", "--dataset", f"tsv:{reviews_dir / 'data'}", "--features",
-            str(reviews_dir / "cache" / "data" / f"hf-{tiny_hf_dir.name}"), "--student", "bow-mlp", "--vocab-size",
-            "200", "--embed-dim", "16", "--width", "16", "--epochs", "1", "--quiet", *extra]
+            str(reviews_dir / "cache" / "data" / f"hf-{tiny_hf_dir.name}"), *student, "--epochs", "1", "--quiet",
+            *extra]
 
 
 @pytest.mark.parametrize("extra,needles", [
@@ -189,6 +193,8 @@ def _cli(reviews_dir, tiny_hf_dir, *extra):
     (["--init-embeddings", "tfidf"], ["--init-embeddings `tfidf`", "minilm"]),
     (["--student", "small-cnn"], ["small-cnn", "text"]),
     (["--student", "tiny-transformer", "--embed-dim", "30"], ["embed_dim divisible by 4"]),
+    (["--student", "small-cnn", "--vocab-size", "200"], ["--vocab-size does not apply to student `small-cnn`",
+                                                         "takes --image-size, --width, --dropout, --student-layers"]),
     (["--num-classes", "1"], ["label 1", "outside 0..0"]),
     (["--train-split", "dev"], ["no split `dev`"]),
 ])

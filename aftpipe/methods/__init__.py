@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from aftpipe.config import ConfigError, MethodConfig
+from aftpipe.config import Config, ConfigError, MethodConfig
 from aftpipe.errors import option_name
 from aftpipe.methods.aft import AFT, AFTPrimal
 from aftpipe.methods.base import LossTerms, Method, masked_cross_entropy
@@ -36,18 +36,19 @@ for _cls in (NoTransfer, LinearProbe, AFT, AFTPrimal, KDFeature, RKD, KDLogit, T
 
 
 def build_method(
-    name: str, cfg: MethodConfig, student_dim: int, feature_dims: Sequence[int], num_classes: int
+    name: str, cfg: Config, student_dim: int, feature_dims: Sequence[int], num_classes: int
 ) -> Method:
-    """The method `name` for a student with `student_dim` features and sources of `feature_dims` features."""
+    """The method `name` for a student with `student_dim` features and sources of `feature_dims` features;
+    `cfg` holds its options (the flat `MethodConfig`, or the method's own `Options`)."""
     cls = METHODS.get(name)  # an unknown name raises AftpipeError listing the known ones
     return cls(cfg, student_dim, feature_dims, num_classes)
 
 
 def check_options(name: str, given: Iterable[str]) -> None:
-    """Refuse the first of the options `given` (MethodConfig field names) that method `name` does not read,
+    """Refuse the first of the options `given` (MethodConfig field names) that method `name` does not declare,
     as a `ConfigError` at that field."""
-    cls = METHODS.get(name)
+    own = METHODS.get(name).Options.field_names()
     for key in given:
-        if key not in cls.options:
-            takes = f"takes {', '.join(map(option_name, cls.options))}" if cls.options else "takes no options"
+        if key not in own:
+            takes = f"takes {', '.join(map(option_name, own))}" if own else "takes no options"
             raise ConfigError(key, f"does not apply to method `{name}`; drop it (`{name}` {takes})")

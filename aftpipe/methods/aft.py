@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from aftpipe.config import MethodConfig
+from aftpipe.config import Config, StateOptions
 from aftpipe.methods.base import LossTerms, Method, masked_cross_entropy
 from aftpipe.methods.losses import aft_kernel_floor, aft_kernel_loss, aft_primal_loss
 
@@ -34,10 +34,11 @@ class AFT(Method):
     """
 
     name = "aft"
-    options = ("beta", "state_lr")
+    Options = StateOptions
+    cfg: StateOptions
     uses_unlabeled = True
 
-    def __init__(self, cfg: MethodConfig, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:
+    def __init__(self, cfg: Config, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:
         super().__init__(cfg, student_dim, feature_dims, num_classes)
         self.s = nn.Parameter(torch.zeros(self.feature_dim))
 
@@ -77,10 +78,11 @@ class AFTPrimal(Method):
     """
 
     name = "aft_primal"
-    options = ("beta", "state_lr")
+    Options = StateOptions
+    cfg: StateOptions
     uses_unlabeled = True
 
-    def __init__(self, cfg: MethodConfig, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:
+    def __init__(self, cfg: Config, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:
         super().__init__(cfg, student_dim, feature_dims, num_classes)
         self.V = nn.Linear(self.feature_dim, self.student_dim)  # nn.Linear's default init, as official
 

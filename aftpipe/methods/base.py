@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from aftpipe.config import MethodConfig
+from aftpipe.config import Config, NoOptions, TeacherOptions, TransferOptions
 from aftpipe.errors import AftpipeError, option_hint
 from aftpipe.methods.teacher import fit_linear_head, head_accuracy
 
@@ -58,18 +58,19 @@ class Method(nn.Module):
     uses_unlabeled: ClassVar[bool] = False  # the term means something on rows with y == -1
     always_unlabeled: ClassVar[bool] = False  # the unlabeled transfer set is part of the method (tokt)
     uses_features: ClassVar[bool] = True  # False for `none`: it can train without a feature store
-    # The MethodConfig fields this method reads (`beta` only where it has a regulariser to weigh); an option it
-    # does not read is refused by name where a config enters the API (`check_options`)
-    options: ClassVar[tuple[str, ...]] = ()
+    # The options this method reads (config.py); it is handed its own part of the flat MethodConfig, and an
+    # option it does not declare is refused by name where a config enters the API (`check_options`)
+    Options: ClassVar[type[Config]] = NoOptions
 
     @classmethod
     def regularised(cls) -> bool:
         """Whether the method has a transfer term to weigh: a β, and so controls (not `none`, not the probe)."""
-        return "beta" in cls.options
+        return issubclass(cls.Options, TransferOptions)
 
-    def __init__(self, cfg: MethodConfig, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:
+    def __init__(self, cfg: Config, student_dim: int, feature_dims: Sequence[int],
+                 num_classes: int) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg = self.Options.of(cfg)
         self.student_dim = int(student_dim)
         self.feature_dims = tuple(int(d) for d in feature_dims)
         self.num_classes = int(num_classes)
@@ -102,7 +103,7 @@ class Method(nn.Module):
         return None
 
     def extra_repr(self) -> str:
-        return f"student_dim={self.student_dim}, feature_dims={list(self.feature_dims)}, beta={self.cfg.beta:g}"
+        return f"student_dim={self.student_dim}, feature_dims={list(self.feature_dims)}, {self.cfg}"
 
 
 def zero(like: Tensor) -> Tensor:
@@ -116,9 +117,10 @@ class TeacherMethod(Method):
 
     needs_teacher = True
     uses_unlabeled = True
-    options = ("beta", "tau", "teacher_hidden")
+    Options = TeacherOptions
+    cfg: TeacherOptions
 
-    def __init__(self, cfg: MethodConfig, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:
+    def __init__(self, cfg: Config, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:
         super().__init__(cfg, student_dim, feature_dims, num_classes)
         self.register_module("teacher", None)
         self._teacher_info: dict = {}

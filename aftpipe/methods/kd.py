@@ -7,13 +7,8 @@ from collections.abc import Sequence
 import torch.nn as nn
 from torch import Tensor
 
-from aftpipe.methods.base import (
-    LossTerms,
-    Method,
-    MethodConfig,
-    TeacherMethod,
-    masked_cross_entropy,
-)
+from aftpipe.config import Config, RKDOptions, StateOptions
+from aftpipe.methods.base import LossTerms, Method, TeacherMethod, masked_cross_entropy
 from aftpipe.methods.losses import feature_kd_loss, logit_kd_loss, rkd_loss
 
 
@@ -30,10 +25,11 @@ class KDFeature(Method):
     """
 
     name = "kd_feature"
-    options = ("beta", "state_lr")
+    Options = StateOptions
+    cfg: StateOptions
     uses_unlabeled = True
 
-    def __init__(self, cfg: MethodConfig, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:
+    def __init__(self, cfg: Config, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:
         super().__init__(cfg, student_dim, feature_dims, num_classes)
         self.W = nn.Linear(self.student_dim, self.feature_dim)
 
@@ -55,7 +51,8 @@ class RKD(Method):
     """
 
     name = "rkd"
-    options = ("beta", "rkd_distance_weight", "rkd_angle_weight", "rkd_angle_rows")
+    Options = RKDOptions
+    cfg: RKDOptions
     uses_unlabeled = True
 
     def forward(self, h: Tensor, logits: Tensor, phi: Tensor, y: Tensor, progress: float = 0.0) -> LossTerms:

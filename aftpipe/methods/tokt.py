@@ -11,12 +11,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from aftpipe.methods.base import (
-    LossTerms,
-    TeacherMethod,
-    masked_cross_entropy,
-    zero,
-)
+from aftpipe.config import TOKTOptions
+from aftpipe.methods.base import LossTerms, TeacherMethod, masked_cross_entropy, zero
 from aftpipe.methods.losses import logit_kd_loss
 
 
@@ -31,7 +27,8 @@ class TOKT(TeacherMethod):
     """
 
     name = "tokt"
-    options = (*TeacherMethod.options, "distill_fraction")
+    Options = TOKTOptions
+    cfg: TOKTOptions
     always_unlabeled = True  # distilling on the transfer set is the method, not an option
 
     def distilling(self, progress: float) -> bool:

@@ -12,10 +12,9 @@ scikit-learn) happen when a source is created, not when this package is imported
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
-from aftpipe.config import ConfigError, SourceOptions
+from aftpipe.config import Config, ConfigError, SourceOptions, with_overrides
 from aftpipe.errors import AftpipeError, option_name
 from aftpipe.registry import Registry
 from aftpipe.sources.base import FeatureSource, weights_sha256
@@ -32,16 +31,13 @@ SOURCES.register("tfidf", TfidfSource)
 SOURCES.register("model:", RunSource)
 
 
-def resolve(spec: str, options: SourceOptions = SourceOptions()) -> tuple[type[FeatureSource], str | None,
-                                                                         SourceOptions]:
-    """(class, argument, options) of a source spec. A spec may carry its own options after `@`
-    (`minilm@layer=2`, `hf:/models/e5@pooling=cls,max_length=128`), so one pipeline can read several
+def resolve(spec: str, options: SourceOptions = SourceOptions()) -> tuple[type[FeatureSource], str | None, Config]:
+    """(class, argument, the source's own options) of a source spec. A spec may carry its own options after
+    `@` (`minilm@layer=2`, `hf:/models/e5@pooling=cls,max_length=128`), so one pipeline can read several
     layers or poolings of one model; they override `options`."""
-    from aftpipe.config import with_overrides
-
     name, extra = SOURCES.split_options(spec)
     cls, arg = SOURCES.resolve(name)
-    return cls, arg, with_overrides(options, extra, spec)
+    return cls, arg, cls.Options.of(with_overrides(options, extra, spec))
 
 
 def load_source(spec: str, options: SourceOptions = SourceOptions()) -> FeatureSource:
@@ -77,13 +73,14 @@ def check_options(specs: Sequence[str], options: SourceOptions | None = None) ->
         name, extra = SOURCES.split_options(spec)
         cls = SOURCES.get(name)
         names.append(name)
-        read += [o for o in cls.options if o not in read]
+        own = cls.Options.field_names()
+        read += [o for o in own if o not in read]
         for key in extra:
-            if key not in cls.options:
-                raise AftpipeError(f"`{spec}`: {_refusal(key, [name], cls.options)}")
-    for f in dataclasses.fields(SourceOptions):
-        if getattr(options, f.name, f.default) != f.default and f.name not in read:
-            raise ConfigError(f.name, _refusal("", names, read).lstrip())
+            if key not in own:
+                raise AftpipeError(f"`{spec}`: {_refusal(key, [name], own)}")
+    for key in options.changed() if options is not None else ():
+        if key not in read:
+            raise ConfigError(key, _refusal("", names, read).lstrip())
 
 
 __all__ = ["SOURCES", "FeatureSource", "SourceOptions", "check_options", "check_source", "load_source", "minilm_dir",

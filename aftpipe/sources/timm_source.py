@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aftpipe.config import SourceOptions
+from aftpipe.config import TimmSourceOptions
 from aftpipe.errors import AftpipeError
 from aftpipe.sources.base import FeatureSource, weights_sha256
 
@@ -38,10 +38,10 @@ class TimmSource(FeatureSource):
     config.json + model.safetensors as written by timm's `save_for_hf`/`push_to_hf_hub`."""
 
     modality = "image"
-    options = ("layer", "image_size")
+    Options = TimmSourceOptions
 
     @classmethod
-    def store_name(cls, arg: str | None, options: SourceOptions) -> str:
+    def store_name(cls, arg: str | None, options: TimmSourceOptions) -> str:
         p = Path(arg or "").expanduser()
         # non-default options go into the name, so variants of one model never collide on disk
         return ("timm-" + (p.name if p.is_dir() else (arg or "").replace("/", "-"))
@@ -49,12 +49,12 @@ class TimmSource(FeatureSource):
                 + (f"-size{options.image_size}" if options.image_size else ""))
 
     @classmethod
-    def check(cls, arg: str | None, options: SourceOptions) -> None:
+    def check(cls, arg: str | None, options: TimmSourceOptions) -> None:
         arg = arg or ""
         if arg.startswith((".", "/", "~")) and not Path(arg).expanduser().exists():
             raise AftpipeError(f"model path {arg} does not exist; pass an existing timm model directory or a timm name")
 
-    def __init__(self, ref: str, options: SourceOptions) -> None:
+    def __init__(self, ref: str, options: TimmSourceOptions) -> None:
         import timm
         from timm.data import create_transform, resolve_model_data_config
 

@@ -15,15 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aftpipe.config import StudentConfig
-from aftpipe.errors import AftpipeError
+from aftpipe.config import ConfigError, StudentConfig, with_overrides
+from aftpipe.errors import AftpipeError, option_name
 from aftpipe.registry import Registry
 from aftpipe.students.base import Modality, Student
 from aftpipe.students.image import SmallCNN, Timm
 from aftpipe.students.pretrained import HFPretrained, init_word_embeddings
 from aftpipe.students.text import BowMLP, HFConfig, TextCNN, TinyTransformer
 
-__all__ = ["STUDENTS", "Student", "StudentConfig", "build_student", "rebuild_student", "student_class", "students_for"]
+__all__ = ["STUDENTS", "Student", "StudentConfig", "build_student", "check_options", "rebuild_student", "student_class", "students_for"]
 
 STUDENTS: Registry[type[Student]] = Registry("student")
 STUDENTS.register("textcnn", TextCNN, help="Kim 2014 CNN: convs of widths 3/4/5, max over time (text)")
@@ -54,6 +54,17 @@ def _infer_modality(train_inputs: Sequence[Any] | None) -> Modality | None:
     return "text" if isinstance(train_inputs[0], str) else "image"
 
 
+def check_options(spec: str, cfg: StudentConfig) -> None:
+    """Refuse an option the student `spec` does not declare: one of its own (`textcnn@pretrained=x`) or one of
+    `cfg` set away from its default, as a `ConfigError` at that field."""
+    name, extra = STUDENTS.split_options(spec)
+    own = STUDENTS.get(name).Options.field_names()
+    for key in [*extra, *cfg.changed()]:
+        if key not in own:
+            raise ConfigError(key, f"does not apply to student `{name}`; drop it (`{name}` takes "
+                              f"{', '.join(map(option_name, own))})")
+
+
 def build_student(
     spec: str,
     num_classes: int,
@@ -66,8 +77,6 @@ def build_student(
     `train_inputs` are the training split's inputs: text students build their vocabulary from them, small-cnn
     reads channels and size from the first one. `cfg` defaults to `StudentConfig()`; `modality` to what the
     inputs are (str → text)."""
-    from aftpipe.config import with_overrides
-
     name, extra = STUDENTS.split_options(spec)  # `textcnn@init_embeddings=minilm`: this student's own options
     cls, arg = STUDENTS.resolve(name)
     cfg = with_overrides(cfg or StudentConfig(), extra, spec)
@@ -81,11 +90,10 @@ def build_student(
         )
     if num_classes < 1:
         raise AftpipeError(f"num_classes must be at least 1, got {num_classes}; check the dataset's labels.")
-    cfg = cfg or StudentConfig()
-    if cfg.pretrained is not None and "pretrained" not in cls.takes:
-        raise AftpipeError(f"student `{spec}` has no pretrained weights to load; drop `pretrained` or use timm:NAME.")
-    if cfg.prune_vocab and "prune_vocab" not in cls.takes:
-        raise AftpipeError(f"--prune-vocab is for hf: students; `{spec}` already keeps a compact vocabulary")
+    try:
+        check_options(spec, cfg)
+    except ConfigError as e:
+        raise AftpipeError(f"{option_name(str(e.path[-1]))} {e.message}") from None
     student = cls.create(spec, arg, num_classes, train_inputs, cfg)
     if cfg.init_embeddings:
         init_word_embeddings(student, cfg.init_embeddings)

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
-from aftpipe.config import StudentConfig
+from aftpipe.config import Config, NoOptions, StudentConfig
 
 Modality = Literal["text", "image"]
 
@@ -35,16 +35,16 @@ class Student(nn.Module):
 
     modality: ClassVar[Modality]
     DEFAULTS: ClassVar[dict[str, Any]] = {}
-    # StudentConfig fields that only some students read (pretrained, prune_vocab), where this one does;
-    # build_student refuses them for the others
-    takes: ClassVar[tuple[str, ...]] = ()
+    # The options it reads (config.py): it keeps its own part of the flat StudentConfig it is built with, and
+    # an option it does not declare is refused by name (students.check_options)
+    Options: ClassVar[type[Config]] = NoOptions
 
-    def __init__(self, student: str, num_classes: int, num_features: int, cfg: StudentConfig) -> None:
+    def __init__(self, student: str, num_classes: int, num_features: int, cfg: Config) -> None:
         super().__init__()
         self.student = student  # the spec string it was built from, e.g. "textcnn" or "timm:resnet10t"
         self.num_classes = num_classes
         self.num_features = num_features
-        self.cfg = cfg
+        self.cfg: Any = self.Options.of(cfg)
 
     # --- the contract -------------------------------------------------------------------------------
     def features(self, batch: dict[str, Tensor]) -> Tensor:
@@ -92,6 +92,7 @@ class Student(nn.Module):
         extra = {
             k: v for k, v in spec.items() if k not in ("student", "modality", "num_classes", "num_features", "config")
         }
+        # the flat config reads both a spec's own options and one recorded whole (before students had their own)
         return cls(spec["student"], spec["num_classes"], StudentConfig(**spec["config"]), **extra)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from aftpipe.config import StudentConfig
+from aftpipe.config import SmallCNNOptions, StudentConfig, TimmStudentOptions
 from aftpipe.errors import AftpipeError
 from aftpipe.students.base import Student
 
@@ -114,6 +114,7 @@ class SmallCNN(Student):
     from the first training image (image_size overrides the size); pixels are normalised with mean/std 0.5."""
 
     modality = "image"
+    Options = SmallCNNOptions
     DEFAULTS: ClassVar[dict[str, Any]] = {"width": 128, "layers": 3}  # 32-64-128 channels: ~94k parameters
     MEAN_STD = 0.5  # no pretraining statistics to match; maps [0, 1] to [-1, 1]
 
@@ -167,7 +168,7 @@ class Timm(Student):
     Pixels follow the model's data config (mean/std, input size unless image_size is set), 3 channels."""
 
     modality = "image"
-    takes = ("pretrained",)
+    Options = TimmStudentOptions
 
     def __init__(
         self,

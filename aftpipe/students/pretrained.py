@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from aftpipe.config import StudentConfig
+from aftpipe.config import HFStudentOptions, StudentConfig
 from aftpipe.errors import AftpipeError
 from aftpipe.students.base import Student, masked_mean
 
@@ -55,7 +55,7 @@ class HFPretrained(Student):
     vocabulary the data uses), mean-pooled, under a new linear head; fine-tuned whole."""
 
     modality = "text"
-    takes = ("prune_vocab",)
+    Options = HFStudentOptions
 
     def __init__(self, student: str, num_classes: int, cfg: StudentConfig, hf_config: dict[str, Any],
                  tokenizer: str, kept: list[int] | None, model: nn.Module | None = None) -> None:

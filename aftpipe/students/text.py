@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aftpipe.config import StudentConfig
+from aftpipe.config import DeepWordStudentOptions, StudentConfig, VocabularyOptions, WordStudentOptions
 from aftpipe.errors import AftpipeError
 from aftpipe.students.base import Student, masked_mean
 from aftpipe.students.tokenizer import PAD, TOKENIZER, build_vocab, compact_tokenizer_json, encode_texts
@@ -33,6 +33,7 @@ class TextStudent(Student):
     `encode`. `vocab_len` = PAD + UNK + kept ids is the embedding table's size."""
 
     modality = "text"
+    Options = VocabularyOptions
 
     def __init__(self, student: str, num_classes: int, num_features: int, cfg: StudentConfig, vocab: list[int]) -> None:
         super().__init__(student, num_classes, num_features, cfg)
@@ -93,6 +94,7 @@ class TextCNN(TextStudent):
     300 numbers per text instead of 300 per window. The result equals the dense convolution's up to
     float rounding, at ~1/3 of its cost on a CPU; the weights are the same `nn.Conv1d`s."""
 
+    Options = WordStudentOptions
     DEFAULTS: ClassVar[dict[str, Any]] = {"embed_dim": EMBED_DIM, "width": 100}  # 100 filters per width, as Kim
     WINDOWS = (3, 4, 5)
 
@@ -176,6 +178,7 @@ class TinyTransformer(TextStudent):
     of attention, a final LayerNorm, and the mean over real tokens."""
 
     # feed-forward 4 x the model width, as in BERT; 2 layers of ~28k parameters each (DESIGN §5: "tiny")
+    Options = DeepWordStudentOptions
     DEFAULTS: ClassVar[dict[str, Any]] = {"embed_dim": EMBED_DIM, "width": 4 * EMBED_DIM, "layers": 2}
     HEADS = 4  # head width 12 at the default embed_dim 48
 
@@ -212,6 +215,7 @@ class BowMLP(TextStudent):
     """Bag of word pieces: the mean of the real tokens' embeddings, then `layers` Linear-ReLU-dropout layers
     of `width` (layers=0: the mean embedding itself is the feature)."""
 
+    Options = DeepWordStudentOptions
     DEFAULTS: ClassVar[dict[str, Any]] = {"embed_dim": EMBED_DIM, "width": 256, "layers": 1}
 
     def __init__(self, student: str, num_classes: int, cfg: StudentConfig, vocab: list[int]) -> None:
@@ -235,7 +239,7 @@ class HFConfig(TextStudent):
     """hf-config:<JSON | config.json | folder>: any transformers architecture from its config, randomly
     initialised, with the compact vocabulary (vocab_size and pad_token_id are replaced); features are the
     mean of `last_hidden_state` over real tokens (the encoder's, for encoder-decoder configs). The config's
-    own sizes and dropout probabilities apply; embed_dim, width, layers and dropout are not used."""
+    own sizes and dropout probabilities apply: embed_dim, width, layers and dropout are not its options."""
 
     DEFAULTS: ClassVar[dict[str, Any]] = {}
 

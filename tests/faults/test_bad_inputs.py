@@ -587,9 +587,10 @@ CASES = [
     C("train-phi-norm", f"{TRAIN} --phi-norm zscore", "--phi-norm expected one of none, standardize"),
     C("train-text-col-is-label", f"{TRAIN} --text-col label", "`label` is the label column"),
     C("train-label-col-missing", f"{TRAIN} --label-col target", "no label column `target`"),
-    C("train-image-student-on-text", f"{TRAIN} --student small-cnn", "small-cnn", "text"),
+    C("train-image-student-on-text", "train --student small-cnn --steps 2 --threads 1 --quiet --out {run} "
+      "--dataset tsv:{data} --features {store}", "small-cnn", "text"),
     C("train-transformer-width", f"{TRAIN} --student tiny-transformer --embed-dim 30", "embed_dim divisible by 4"),
-    C("train-pretrained-without-weights", f"{TRAIN} --pretrained /x.pth", "has no pretrained weights"),
+    C("train-pretrained-without-weights", f"{TRAIN} --pretrained /x.pth", "--pretrained does not apply to student `bow-mlp`"),
     C("train-method-needs-features", "train --dataset tsv:{data} --quiet --out {run}", "needs cached features"),
     C("train-device-unknown", f"{TRAIN} --device tpu", "unknown --device tpu"),
     C("train-train-split", f"{TRAIN} --train-split dev", "no split `dev`"),

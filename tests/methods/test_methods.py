@@ -133,9 +133,9 @@ OTHER_OPTIONS = {"beta": 0.9, "state_lr": 0.5, "tau": 2.0, "teacher_hidden": 16,
 def test_a_method_reads_only_the_options_it_declares(name):
     """Options a method does not declare leave its losses, state and teacher unchanged, so refusing them (they
     would be silently ignored) loses nothing; those it declares are refused for every other method."""
-    cls = METHODS.get(name)
-    assert set(OTHER_OPTIONS) == {f.name for f in dataclasses.fields(MethodConfig)} >= set(cls.options)
-    others = {k: v for k, v in OTHER_OPTIONS.items() if k not in cls.options}
+    own = METHODS.get(name).Options.field_names()
+    assert set(OTHER_OPTIONS) == {f.name for f in dataclasses.fields(MethodConfig)} >= set(own)
+    others = {k: v for k, v in OTHER_OPTIONS.items() if k not in own}
     phi, y = batch()
 
     def losses(**cfg):
@@ -145,16 +145,27 @@ def test_a_method_reads_only_the_options_it_declares(name):
 
     assert losses(**{"beta": MethodConfig().beta, **others}) == losses(beta=MethodConfig().beta)
     learns = any(p.requires_grad for p in make(name)[0].parameters())  # what state_lr is the learning rate of
-    assert learns == ("state_lr" in cls.options)
-    check_options(name, cls.options)
+    assert learns == ("state_lr" in own)
+    check_options(name, own)
+    method = make(name, **OTHER_OPTIONS)[0]  # handed the flat config, it keeps its own options alone
+    assert type(method.cfg) is METHODS.get(name).Options and method.cfg.to_dict() == {k: OTHER_OPTIONS[k] for k in own}
     for key in others:
         with pytest.raises(ConfigError, match=f"^{key}: does not apply to method `{name}`; drop it"):
             check_options(name, [key])
 
 
+def test_every_option_of_the_flat_config_is_some_methods_own():
+    """MethodConfig is the union of the methods' own options (the CLI's and YAML's view): none is left over
+    for no method to read, and a method's `regularised` is whether it declares β."""
+    owned = {key for n in METHODS.names() for key in METHODS.get(n).Options.field_names()}
+    assert owned == set(MethodConfig.field_names())
+    for n in METHODS.names():
+        assert METHODS.get(n).regularised() == ("beta" in METHODS.get(n).Options.field_names())
+
+
 def test_the_linear_probe_refuses_every_method_option():
     """The probe fits its own head (aftpipe.probe): no β, τ or state to set, so each one is refused by name."""
-    assert METHODS.get("linear_probe").options == ()
+    assert METHODS.get("linear_probe").Options.field_names() == ()
     for key in OTHER_OPTIONS:
         with pytest.raises(ConfigError, match=f"^{key}: does not apply to method `linear_probe`; drop it"):
             check_options("linear_probe", [key])

@@ -169,7 +169,7 @@ def test_an_option_no_source_reads_is_refused_by_name(tiny_hf_dir):
 
     other = {"pooling": "cls", "layer": 1, "max_length": 16, "tfidf_dim": 8, "image_size": 32, "prompt": "R: {text}"}
     for spec in ("tfidf", f"hf:{tiny_hf_dir}"):
-        own = SOURCES.get(spec).options
+        own = SOURCES.get(spec).Options.field_names()
         # what a source does not read cannot change its store, so refusing it loses nothing
         assert store_name(spec, SourceOptions(**{k: v for k, v in other.items() if k not in own})) == store_name(spec)
         for key in set(other) - set(own):

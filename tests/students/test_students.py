@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from aftpipe.errors import AftpipeError
 from aftpipe.students import STUDENTS, StudentConfig, build_student, rebuild_student, student_class
 from aftpipe.students import tokenizer as tk
+from aftpipe.students.pretrained import init_word_embeddings
 
 TINY_BERT = {
     "model_type": "bert",
@@ -469,7 +470,7 @@ def test_timm_errors(tmp_path):
 
 
 def test_bad_config_values(tmp_path):
-    with pytest.raises(AftpipeError, match="no pretrained weights to load"):
+    with pytest.raises(AftpipeError, match="^`pretrained` does not apply to student `small-cnn`; drop it"):
         build_student("small-cnn", 2, gray_digits(1), StudentConfig(pretrained=str(tmp_path)))
     with pytest.raises(AftpipeError, match="vocab_size: must be ≥ 3, got 2"):
         StudentConfig(vocab_size=2)
@@ -528,7 +529,7 @@ def test_hf_student_errors(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**TINY_BERT}))
     with pytest.raises(AftpipeError, match="hf: student .* does not load"):  # a config but no weights
         build_student(f"hf:{tmp_path}", 2, TEXTS)
-    with pytest.raises(AftpipeError, match="--prune-vocab is for hf: students"):
+    with pytest.raises(AftpipeError, match="^`prune_vocab` does not apply to student `textcnn`"):
         build_student("textcnn", 2, TEXTS, StudentConfig(prune_vocab=True))
 
 
@@ -556,8 +557,10 @@ def test_word_embeddings_start_from_minilm_reduced_by_pca(name):
 
 
 def test_init_embeddings_refusals(tmp_path, tiny_hf_dir):
-    with pytest.raises(AftpipeError, match="no word embedding table"):
+    with pytest.raises(AftpipeError, match="^`init_embeddings` does not apply to student `small-cnn`"):
         build_student("small-cnn", 2, gray_digits(), StudentConfig(init_embeddings="minilm"))
+    with pytest.raises(AftpipeError, match="no word embedding table"):  # a student built without the check
+        init_word_embeddings(build_student("small-cnn", 2, gray_digits()), "minilm")
     with pytest.raises(AftpipeError, match="give `minilm` or `hf:<model dir>`"):
         build_student("textcnn", 2, TEXTS, StudentConfig(init_embeddings="tfidf"))
     from transformers import BertConfig, BertModel, BertTokenizerFast
@@ -577,6 +580,29 @@ def test_init_embeddings_refusals(tmp_path, tiny_hf_dir):
 def test_timm_hub_weights_offline_is_one_clear_error():
     with pytest.raises(AftpipeError, match="could not be fetched from the hub.*local weights file"):
         build_student("timm:resnet18", 2, gray_digits(), StudentConfig(pretrained="hub", image_size=32))
+
+
+def test_each_student_keeps_its_own_options_and_refuses_the_others():
+    """StudentConfig is the union of the students' own options: a student keeps its part (what its spec
+    records), an option it does not declare is refused by name, and a spec recorded whole (as before students
+    had their own options) still rebuilds."""
+    owned = {key for n in STUDENTS.names() for key in STUDENTS[n].Options.field_names()}
+    assert owned == set(StudentConfig.field_names())
+    others = {"max_length": 32, "vocab_size": 500, "embed_dim": 16, "width": 8, "layers": 1, "dropout": 0.2,
+              "image_size": 8, "pretrained": "x.pth", "init_embeddings": "minilm", "prune_vocab": True}
+    assert set(others) == owned
+    for name, inputs in (("textcnn", TEXTS), ("bow-mlp", TEXTS), ("small-cnn", gray_digits())):
+        own = STUDENTS.get(name).Options.field_names()
+        for key in set(others) - set(own):
+            with pytest.raises(AftpipeError, match=f"^`{key}` does not apply to student `{name}`"):
+                build_student(name, 2, inputs, StudentConfig(**{key: others[key]}))
+        s = build_student(name, 2, inputs, StudentConfig(dropout=0.2))
+        assert type(s.cfg) is STUDENTS.get(name).Options and s.cfg.dropout == 0.2
+        assert set(s.spec()["config"]) == set(own)
+        whole = {**s.spec(), "config": {**StudentConfig().to_dict(), **s.spec()["config"]}}
+        again = rebuild_student(json.loads(json.dumps(whole)))
+        again.load_state_dict(s.state_dict())
+        assert again.cfg == s.cfg
 
 
 def test_a_student_spec_may_carry_its_own_options():
