@@ -433,8 +433,12 @@ def validate_(
 
 
 def _list(registry: Any, width: int = 14) -> None:
+    """Each entry with its help line and, under it, the options it takes (its own `Options`)."""
     for name, doc in registry.describe():
         typer.echo(f"{name:{width}s} {doc}")
+        own = getattr(registry[name], "Options", None)
+        if own is not None:
+            typer.echo(f"{'':{width}s} options: {' '.join(map(flag_of, own.field_names())) or 'none'}")
 
 
 @app.command(cls=Command)

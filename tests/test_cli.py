@@ -91,6 +91,19 @@ def test_lists(cli):
     assert code == 0 and "sst2" in out and "imagefolder:" in out
     code, out, _ = cli(["sources"])
     assert code == 0 and "minilm" in out and "timm:" in out
+    lines = out.splitlines()
+    assert lines[lines.index(next(ln for ln in lines if ln.startswith("tfidf"))) + 1].split() == ["options:",
+                                                                                                 "--tfidf-dim"]
+    # each entry's options, as the flags that set them, under its line
+    code, out, _ = cli(["methods"])
+    lines = out.splitlines()
+    following = {ln.split()[0]: lines[i + 1].split() for i, ln in enumerate(lines) if not ln.startswith(" ")}
+    assert following["tokt"] == ["options:", "--beta", "--tau", "--teacher-hidden", "--distill-fraction"]
+    assert following["none"] == following["linear_probe"] == ["options:", "none"]
+    code, out, _ = cli(["students"])
+    lines = out.splitlines()
+    following = {ln.split()[0]: lines[i + 1].split() for i, ln in enumerate(lines) if not ln.startswith(" ")}
+    assert following["hf:"] == ["options:", "--max-length", "--student-layers", "--prune-vocab"]
 
 
 def _done_shards(store: Path) -> int:
