@@ -18,8 +18,8 @@ ALL_EXTRAS := minilm,hub,tensorboard,wandb,export,s3,test
 # libraries: make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu). Empty: both from PyPI, as users get them.
 TORCH_INDEX ?=
 
-.PHONY: setup setup-demo demo demo-two-stage test bench-speed bench-quality bench-science bench-teacher bench-distill bench-aft-pretrained \
-        bench-reliability bench-scale bench-repro clean-cache
+.PHONY: setup setup-demo demo demo-two-stage test bench-speed bench-quality bench-science bench-teacher bench-distill \
+        bench-aft-pretrained bench-reliability bench-scale bench-repro clean-cache
 
 setup: $(VENV)/.installed
 setup-demo: $(VENV)/.installed-demo

@@ -23,7 +23,8 @@ from aftpipe.students.image import SmallCNN, Timm
 from aftpipe.students.pretrained import HFPretrained, init_word_embeddings
 from aftpipe.students.text import BowMLP, HFConfig, TextCNN, TinyTransformer
 
-__all__ = ["STUDENTS", "Student", "StudentConfig", "build_student", "check_options", "rebuild_student", "student_class", "students_for"]
+__all__ = ["STUDENTS", "Student", "StudentConfig", "build_student", "check_options", "rebuild_student", "student_class",
+           "students_for"]
 
 STUDENTS: Registry[type[Student]] = Registry("student")
 STUDENTS.register("textcnn", TextCNN, help="Kim 2014 CNN: convs of widths 3/4/5, max over time (text)")
