@@ -23,12 +23,12 @@ import numbers
 import os
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from aftpipe.errors import AftpipeError
+from aftpipe.errors import AftpipeError, option_name
 
 PathPart = Union[str, int]
 T = TypeVar("T")
@@ -102,9 +102,8 @@ class Config:
 
     def changed(self) -> list[str]:
         """The fields set away from their defaults."""
-        return [f.name for f in dataclasses.fields(self)  # type: ignore[arg-type]
-                if getattr(self, f.name) != (f.default if f.default_factory is dataclasses.MISSING
-                                             else f.default_factory())]
+        fields = dataclasses.fields(self)  # type: ignore[arg-type]
+        return [f.name for f in fields if getattr(self, f.name) != default_of(f)]
 
     def with_defaults(self: C, defaults: Mapping[str, Any]) -> C:
         """This config with every None field that `defaults` names filled in (a component's own defaults)."""
@@ -114,6 +113,21 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML values (tuples as lists), the inverse of `from_dict`."""
         return to_plain(self)
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    """A field's default value (made fresh where it has a factory); MISSING for a required field."""
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def refuse_undeclared(kind: str, name: str, options: type[Config], given: Iterable[str]) -> None:
+    """Refuse the first option in `given` (field names) that `options`, the own options of the `kind` `name`
+    (a method, a student), does not declare, as a `ConfigError` at that field naming what it takes."""
+    own = options.field_names()
+    for key in given:
+        if key not in own:
+            takes = f"takes {', '.join(map(option_name, own))}" if own else "takes no options"
+            raise ConfigError(key, f"does not apply to {kind} `{name}`; drop it (`{name}` {takes})")
 
 
 @functools.cache
@@ -595,7 +609,7 @@ class StateOptions(TransferOptions):
 
 
 @dataclass(frozen=True)
-class TeacherOptions(TransferOptions):
+class LogitKDOptions(TransferOptions):
     """kd_logit: a frozen head on φ, distilled."""
 
     # Hinton et al. use 1–20; 4 is a common middle
@@ -608,7 +622,7 @@ class TeacherOptions(TransferOptions):
 
 
 @dataclass(frozen=True)
-class TOKTOptions(TeacherOptions):
+class TOKTOptions(LogitKDOptions):
     distill_fraction: float = option(0.5, "tokt: fraction of the steps distilling before fine-tuning on labels")
 
     def validate(self) -> None:
@@ -997,10 +1011,7 @@ def command_line(cfg: Config, command: str, skip: frozenset[str] = frozenset({"r
                 continue
             if not f.metadata.get("help") or f.name in skip:
                 continue
-            default = f.default
-            if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
-                default = f.default_factory()
-            if value == default:
+            if value == default_of(f):
                 continue
             flag = flag_of(f.name)
             if isinstance(value, bool):
@@ -1017,5 +1028,9 @@ def command_line(cfg: Config, command: str, skip: frozenset[str] = frozenset({"r
 
 __all__ = ["Config", "ConfigError", "DatasetOptions", "DistillConfig", "ExtractConfig", "MethodConfig", "Partial",
            "SourceOptions", "StudentConfig", "TeacherConfig", "TrainConfig", "check_keys", "command_line", "convert",
-           "dump_yaml", "flag_of", "format_path", "from_dict", "load_config", "load_yaml", "option", "require",
-           "to_plain", "DATA", "MODEL", "METHOD", "OPTIMISATION", "OUTPUT", "SYSTEM"]
+           "default_of", "dump_yaml", "flag_of", "format_path", "from_dict", "load_config", "load_yaml", "option",
+           "refuse_undeclared", "require", "to_plain", "DATA", "MODEL", "METHOD", "OPTIMISATION", "OUTPUT", "SYSTEM",
+           # each component's own options
+           "NoOptions", "HFSourceOptions", "TimmSourceOptions", "TfidfOptions", "TransferOptions", "StateOptions",
+           "LogitKDOptions", "TOKTOptions", "RKDOptions", "VocabularyOptions", "WordStudentOptions",
+           "DeepWordStudentOptions", "HFStudentOptions", "SmallCNNOptions", "TimmStudentOptions"]

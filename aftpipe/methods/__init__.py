@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from aftpipe.config import Config, ConfigError, MethodConfig
-from aftpipe.errors import option_name
+from aftpipe.config import Config, MethodConfig, refuse_undeclared
 from aftpipe.methods.aft import AFT, AFTPrimal
 from aftpipe.methods.base import LossTerms, Method, masked_cross_entropy
 from aftpipe.methods.kd import RKD, KDFeature, KDLogit
@@ -47,8 +46,4 @@ def build_method(
 def check_options(name: str, given: Iterable[str]) -> None:
     """Refuse the first of the options `given` (MethodConfig field names) that method `name` does not declare,
     as a `ConfigError` at that field."""
-    own = METHODS.get(name).Options.field_names()
-    for key in given:
-        if key not in own:
-            takes = f"takes {', '.join(map(option_name, own))}" if own else "takes no options"
-            raise ConfigError(key, f"does not apply to method `{name}`; drop it (`{name}` {takes})")
+    refuse_undeclared("method", name, METHODS.get(name).Options, given)

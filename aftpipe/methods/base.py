@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from aftpipe.config import Config, NoOptions, TeacherOptions, TransferOptions
+from aftpipe.config import Config, NoOptions, LogitKDOptions, TransferOptions
 from aftpipe.errors import AftpipeError, option_hint
 from aftpipe.methods.teacher import fit_linear_head, head_accuracy
 
@@ -67,8 +67,7 @@ class Method(nn.Module):
         """Whether the method has a transfer term to weigh: a β, and so controls (not `none`, not the probe)."""
         return issubclass(cls.Options, TransferOptions)
 
-    def __init__(self, cfg: Config, student_dim: int, feature_dims: Sequence[int],
-                 num_classes: int) -> None:
+    def __init__(self, cfg: Config, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:
         super().__init__()
         self.cfg = self.Options.of(cfg)
         self.student_dim = int(student_dim)
@@ -117,8 +116,8 @@ class TeacherMethod(Method):
 
     needs_teacher = True
     uses_unlabeled = True
-    Options = TeacherOptions
-    cfg: TeacherOptions
+    Options = LogitKDOptions
+    cfg: LogitKDOptions
 
     def __init__(self, cfg: Config, student_dim: int, feature_dims: Sequence[int], num_classes: int) -> None:
         super().__init__(cfg, student_dim, feature_dims, num_classes)

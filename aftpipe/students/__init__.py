@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aftpipe.config import ConfigError, StudentConfig, with_overrides
+from aftpipe.config import ConfigError, StudentConfig, refuse_undeclared, with_overrides
 from aftpipe.errors import AftpipeError, option_name
 from aftpipe.registry import Registry
 from aftpipe.students.base import Modality, Student
@@ -59,11 +59,7 @@ def check_options(spec: str, cfg: StudentConfig) -> None:
     """Refuse an option the student `spec` does not declare: one of its own (`textcnn@pretrained=x`) or one of
     `cfg` set away from its default, as a `ConfigError` at that field."""
     name, extra = STUDENTS.split_options(spec)
-    own = STUDENTS.get(name).Options.field_names()
-    for key in [*extra, *cfg.changed()]:
-        if key not in own:
-            raise ConfigError(key, f"does not apply to student `{name}`; drop it (`{name}` takes "
-                              f"{', '.join(map(option_name, own))})")
+    refuse_undeclared("student", name, STUDENTS.get(name).Options, [*extra, *cfg.changed()])
 
 
 def build_student(
